@@ -1,0 +1,461 @@
+//! The room engine: rooms, their variables, their members, limits and fan-out.
+//!
+//! Plain Rust with no sockets, no clock and no protocol knowledge. Dialects call it with borrowed
+//! names and values; the event loop calls [`Engine::flush`] once per tick with a `deliver`
+//! callback that reports whether a member's socket took the frame. Nothing here grows with the
+//! message rate: memory is bounded by rooms × variables × value size and rooms × members.
+
+mod fanout;
+pub mod rate;
+mod room;
+pub mod value;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+pub use fanout::{EncodeSet, Frame};
+pub use value::{Rejection, ValueRef};
+
+use fanout::FrameCache;
+use room::{Member, Room};
+
+/// Identifies a client to the engine. The event loop chooses it (slot and generation) so that a
+/// reused slot never receives a frame meant for the previous occupant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientId(pub u64);
+
+/// Which wire format a member reads; dialects define the values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Format(pub u8);
+
+/// A room's slot in the engine, valid while the room has members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RoomKey(usize);
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_rooms: usize,
+    pub max_clients_per_room: usize,
+    pub max_variables_per_room: usize,
+    /// How long an empty room keeps its variables.
+    pub empty_room_ttl: Duration,
+    pub allow_non_numeric: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_rooms: 16384,
+            max_clients_per_room: 128,
+            max_variables_per_room: 128,
+            empty_room_ttl: Duration::from_secs(3600),
+            allow_non_numeric: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinError {
+    RoomFull,
+    TooManyRooms,
+    /// The variables a client declared do not match the room's (legacy dialect).
+    Incompatible,
+    /// A declared variable has an invalid name or value, or there are too many.
+    InvalidDeclaration,
+}
+
+/// How the engine took a set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetOutcome {
+    Applied,
+    /// Ignored by protocol rule; the connection stays open.
+    Rejected(Rejection),
+    /// The variable does not exist and the caller asked not to create it.
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EditError {
+    UnknownVariable,
+    InvalidName,
+    NameTaken,
+}
+
+/// Counters for logs and benches.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub sets_applied: u64,
+    pub sets_rejected: u64,
+    pub frames_built: u64,
+}
+
+/// A variable as declared by a joining client: name and value.
+pub type Declared<'a> = (&'a str, ValueRef<'a>);
+
+pub struct Engine {
+    limits: Limits,
+    encode: EncodeSet,
+    rooms: Slab<Room>,
+    index: HashMap<Box<str>, usize>,
+    /// Rooms with members that are behind; visited by the next flush.
+    flush_queue: Vec<usize>,
+    frames: FrameCache,
+    pub stats: Stats,
+}
+
+impl Engine {
+    pub fn new(limits: Limits, encode: EncodeSet) -> Self {
+        Engine {
+            limits,
+            encode,
+            rooms: Slab::new(),
+            index: HashMap::new(),
+            flush_queue: Vec::new(),
+            frames: FrameCache::default(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    pub fn room_id(&self, room: RoomKey) -> Option<&str> {
+        self.rooms.get(room.0).map(|r| &*r.id)
+    }
+
+    pub fn member_count(&self, room: RoomKey) -> usize {
+        self.rooms.get(room.0).map_or(0, |r| r.members.len())
+    }
+
+    pub fn variable_count(&self, room: RoomKey) -> usize {
+        self.rooms.get(room.0).map_or(0, |r| r.variables.len())
+    }
+
+    /// The current value of a variable, for tests and tools.
+    pub fn value(&self, room_id: &str, name: &str) -> Option<ValueRef<'_>> {
+        let room = self.rooms.get(*self.index.get(room_id)?)?;
+        let index = room.variable_index(name)?;
+        room.variables.get(index).map(|v| v.value.as_ref())
+    }
+
+    /// Every variable of a room in creation order, for tests and tools.
+    pub fn variables(&self, room_id: &str) -> Vec<(&str, ValueRef<'_>)> {
+        self.index
+            .get(room_id)
+            .and_then(|&key| self.rooms.get(key))
+            .map(|room| {
+                room.variables
+                    .iter()
+                    .map(|v| (&*v.name, v.value.as_ref()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Adds `client` to room `room_id`, creating the room if needed. Returns the room and, when
+    /// the room has variables, one frame holding all of them to send to the client at once.
+    ///
+    /// `declared` is the legacy dialect's list of the client's variables: it seeds an empty room
+    /// and must otherwise name exactly the room's variables.
+    pub fn join(
+        &mut self,
+        room_id: &str,
+        client: ClientId,
+        format: Format,
+        declared: Option<&[Declared<'_>]>,
+        now: Instant,
+    ) -> Result<(RoomKey, Option<Frame>), JoinError> {
+        let key = match self.index.get(room_id) {
+            Some(&key) => key,
+            None => self.create_room(room_id, now)?,
+        };
+        let limits = &self.limits;
+        let Some(room) = self.rooms.get_mut(key) else {
+            return Err(JoinError::TooManyRooms);
+        };
+        if room.members.len() >= limits.max_clients_per_room {
+            return Err(JoinError::RoomFull);
+        }
+        if let Some(declared) = declared {
+            check_declaration(room, declared, limits)?;
+            if room.variables.is_empty() {
+                for (name, value) in declared {
+                    room.add_variable(name, *value, client);
+                }
+            }
+        }
+        let initial = fanout::snapshot(room, format, self.encode);
+        room.members.push(Member {
+            client,
+            format,
+            seen: room.version,
+        });
+        room.emptied_at = None;
+        if room.has_members_behind() {
+            queue_for_flush(&mut self.flush_queue, room, key);
+        }
+        Ok((RoomKey(key), initial))
+    }
+
+    /// Removes `client` from its room. An emptied room keeps its variables until it expires.
+    pub fn leave(&mut self, room: RoomKey, client: ClientId, now: Instant) {
+        if let Some(room) = self.rooms.get_mut(room.0) {
+            if let Some(index) = room.member_index(client) {
+                room.members.swap_remove(index);
+            }
+            if room.members.is_empty() {
+                room.emptied_at = Some(now);
+            }
+        }
+    }
+
+    /// Sets a variable. `create` says whether an unknown name creates the variable (Scratch) or
+    /// is reported as [`SetOutcome::Unknown`] (legacy).
+    pub fn set(
+        &mut self,
+        room: RoomKey,
+        client: ClientId,
+        name: &str,
+        value: ValueRef<'_>,
+        create: bool,
+    ) -> SetOutcome {
+        let outcome = self.apply_set(room, client, name, value, create);
+        match outcome {
+            SetOutcome::Applied => self.stats.sets_applied += 1,
+            SetOutcome::Rejected(_) | SetOutcome::Unknown => self.stats.sets_rejected += 1,
+        }
+        outcome
+    }
+
+    fn apply_set(
+        &mut self,
+        key: RoomKey,
+        client: ClientId,
+        name: &str,
+        value: ValueRef<'_>,
+        create: bool,
+    ) -> SetOutcome {
+        let limits = &self.limits;
+        let Some(room) = self.rooms.get_mut(key.0) else {
+            return SetOutcome::Unknown;
+        };
+        if !value::is_valid_value(value, limits.allow_non_numeric) {
+            return SetOutcome::Rejected(Rejection::InvalidValue);
+        }
+        match room.variable_index(name) {
+            Some(index) => {
+                if let Some(variable) = room.variables.get_mut(index) {
+                    variable.value.replace(value);
+                }
+                room.touch(index, client);
+            }
+            None if !create => return SetOutcome::Unknown,
+            None if !value::is_valid_name(name) => {
+                return SetOutcome::Rejected(Rejection::InvalidName)
+            }
+            None if room.variables.len() >= limits.max_variables_per_room => {
+                return SetOutcome::Rejected(Rejection::TooManyVariables)
+            }
+            None => room.add_variable(name, value, client),
+        }
+        queue_for_flush(&mut self.flush_queue, room, key.0);
+        SetOutcome::Applied
+    }
+
+    /// Renames a variable, keeping its value; the other members get it under the new name.
+    pub fn rename(
+        &mut self,
+        key: RoomKey,
+        client: ClientId,
+        name: &str,
+        new_name: &str,
+    ) -> Result<(), EditError> {
+        let room = self
+            .rooms
+            .get_mut(key.0)
+            .ok_or(EditError::UnknownVariable)?;
+        let index = room
+            .variable_index(name)
+            .ok_or(EditError::UnknownVariable)?;
+        if !value::is_valid_name(new_name) {
+            return Err(EditError::InvalidName);
+        }
+        if room.variable_index(new_name).is_some() {
+            return Err(EditError::NameTaken);
+        }
+        if let Some(variable) = room.variables.get_mut(index) {
+            variable.name = new_name.into();
+        }
+        room.touch(index, client);
+        queue_for_flush(&mut self.flush_queue, room, key.0);
+        Ok(())
+    }
+
+    pub fn delete(&mut self, key: RoomKey, name: &str) -> Result<(), EditError> {
+        let room = self
+            .rooms
+            .get_mut(key.0)
+            .ok_or(EditError::UnknownVariable)?;
+        let index = room
+            .variable_index(name)
+            .ok_or(EditError::UnknownVariable)?;
+        room.variables.remove(index);
+        Ok(())
+    }
+
+    /// Sends every member with news one frame with the latest values it has not seen.
+    /// `deliver` returns false when the member's socket is behind; that member keeps its place
+    /// and is offered the then-latest values at a later flush.
+    pub fn flush(&mut self, mut deliver: impl FnMut(ClientId, &Frame) -> bool) {
+        let mut queue = std::mem::take(&mut self.flush_queue);
+        for key in queue.drain(..) {
+            let Some(room) = self.rooms.get_mut(key) else {
+                continue;
+            };
+            room.queued_for_flush = false;
+            self.frames.clear();
+            let mut still_behind = false;
+            for i in 0..room.members.len() {
+                let Some(member) = room.members.get(i) else {
+                    break;
+                };
+                if member.seen >= room.version {
+                    continue;
+                }
+                let caught_up = match self.frames.frame_for(room, member, self.encode) {
+                    Some(frame) => {
+                        self.stats.frames_built += 1;
+                        deliver(member.client, &frame)
+                    }
+                    None => true,
+                };
+                let version = room.version;
+                if let Some(member) = room.members.get_mut(i) {
+                    if caught_up {
+                        member.seen = version;
+                    } else {
+                        still_behind = true;
+                    }
+                }
+            }
+            if still_behind {
+                queue_for_flush(&mut self.flush_queue, room, key);
+            }
+        }
+        // Hand the allocation back so the next flush does not reallocate the queue.
+        if self.flush_queue.is_empty() {
+            self.flush_queue = queue;
+        }
+    }
+
+    /// Whether a flush would send anything.
+    pub fn has_pending(&self) -> bool {
+        !self.flush_queue.is_empty()
+    }
+
+    /// Drops rooms that have been empty for longer than the configured time.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let ttl = self.limits.empty_room_ttl;
+        let expired: Vec<usize> = self
+            .rooms
+            .iter()
+            .filter(|(_, room)| {
+                room.emptied_at
+                    .is_some_and(|at| now.saturating_duration_since(at) >= ttl)
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for &key in &expired {
+            self.remove_room(key);
+        }
+        expired.len()
+    }
+
+    /// Approximate heap bytes held by all rooms.
+    pub fn heap_bytes(&self) -> usize {
+        self.rooms.iter().map(|(_, r)| r.heap_bytes()).sum()
+    }
+
+    fn create_room(&mut self, room_id: &str, now: Instant) -> Result<usize, JoinError> {
+        if self.rooms.len() >= self.limits.max_rooms && !self.evict_longest_empty() {
+            return Err(JoinError::TooManyRooms);
+        }
+        let key = self.rooms.insert(Room::new(room_id, now));
+        self.index.insert(room_id.into(), key);
+        Ok(key)
+    }
+
+    /// Makes room for a new room by dropping the one that has been empty the longest.
+    fn evict_longest_empty(&mut self) -> bool {
+        let oldest = self
+            .rooms
+            .iter()
+            .filter_map(|(key, room)| room.emptied_at.map(|at| (at, key)))
+            .min();
+        match oldest {
+            Some((_, key)) => {
+                self.remove_room(key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove_room(&mut self, key: usize) {
+        if let Some(room) = self.rooms.try_remove(key) {
+            self.index.remove(&room.id);
+            self.flush_queue.retain(|&queued| queued != key);
+        }
+    }
+}
+
+fn queue_for_flush(queue: &mut Vec<usize>, room: &mut Room, key: usize) {
+    if !room.queued_for_flush {
+        room.queued_for_flush = true;
+        queue.push(key);
+    }
+}
+
+fn check_declaration(
+    room: &Room,
+    declared: &[Declared<'_>],
+    limits: &Limits,
+) -> Result<(), JoinError> {
+    if declared.len() > limits.max_variables_per_room {
+        return Err(JoinError::InvalidDeclaration);
+    }
+    let valid = declared.iter().all(|(name, value)| {
+        value::is_valid_name(name) && value::is_valid_value(*value, limits.allow_non_numeric)
+    });
+    if !valid {
+        return Err(JoinError::InvalidDeclaration);
+    }
+    let mut names: Vec<&str> = declared.iter().map(|(name, _)| *name).collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.len() != declared.len() {
+        return Err(JoinError::InvalidDeclaration);
+    }
+    if room.variables.is_empty() {
+        return Ok(());
+    }
+    let same_names = declared.len() == room.variables.len()
+        && declared
+            .iter()
+            .all(|(name, _)| room.variable_index(name).is_some());
+    if same_names {
+        Ok(())
+    } else {
+        Err(JoinError::Incompatible)
+    }
+}
+
+#[cfg(test)]
+mod tests;

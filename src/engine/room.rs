@@ -1,0 +1,111 @@
+//! One room: its variables with versions, and its members with the version each has seen.
+//!
+//! Fan-out is state-based: the room never queues messages. Each change bumps the room's version
+//! and stamps the variable with it and with its writer; a member is behind when the version it has
+//! seen is older than the room's. What a member is sent is computed from that, so a slow member
+//! costs no more memory than the room's own state.
+
+use std::time::Instant;
+
+use super::value::{StoredValue, ValueRef};
+use super::{ClientId, Format};
+
+#[derive(Debug)]
+pub struct Variable {
+    pub name: Box<str>,
+    pub value: StoredValue,
+    /// The room version at which this variable last changed.
+    pub changed_at: u64,
+    /// Who made that change; they are not sent their own value back.
+    pub writer: ClientId,
+}
+
+#[derive(Debug)]
+pub struct Member {
+    pub client: ClientId,
+    pub format: Format,
+    /// The room version this member has been sent everything up to.
+    pub seen: u64,
+}
+
+#[derive(Debug)]
+pub struct Room {
+    pub id: Box<str>,
+    pub variables: Vec<Variable>,
+    pub members: Vec<Member>,
+    pub version: u64,
+    /// When the last member left; empty rooms keep their variables for a while.
+    pub emptied_at: Option<Instant>,
+    /// Whether the room is in the engine's list of rooms to visit at the next flush.
+    pub queued_for_flush: bool,
+}
+
+impl Room {
+    pub fn new(id: &str, now: Instant) -> Self {
+        Room {
+            id: id.into(),
+            variables: Vec::new(),
+            members: Vec::new(),
+            version: 0,
+            emptied_at: Some(now),
+            queued_for_flush: false,
+        }
+    }
+
+    pub fn variable_index(&self, name: &str) -> Option<usize> {
+        self.variables.iter().position(|v| &*v.name == name)
+    }
+
+    pub fn member_index(&self, client: ClientId) -> Option<usize> {
+        self.members.iter().position(|m| m.client == client)
+    }
+
+    /// Records a change to variable `index` by `writer` and returns the new room version.
+    pub fn touch(&mut self, index: usize, writer: ClientId) -> u64 {
+        self.version += 1;
+        if let Some(variable) = self.variables.get_mut(index) {
+            variable.changed_at = self.version;
+            variable.writer = writer;
+        }
+        self.version
+    }
+
+    pub fn add_variable(&mut self, name: &str, value: ValueRef<'_>, writer: ClientId) {
+        self.version += 1;
+        self.variables.push(Variable {
+            name: name.into(),
+            value: StoredValue::new(value),
+            changed_at: self.version,
+            writer,
+        });
+    }
+
+    pub fn has_members_behind(&self) -> bool {
+        self.members.iter().any(|m| m.seen < self.version)
+    }
+
+    /// Whether `member` would be sent any variable if it caught up now.
+    pub fn has_news_for(&self, member: &Member) -> bool {
+        self.variables
+            .iter()
+            .any(|v| v.changed_at > member.seen && v.writer != member.client)
+    }
+
+    /// Whether `client` wrote the latest value of any variable changed after `seen`; such a
+    /// member needs a frame of its own that leaves those variables out.
+    pub fn wrote_since(&self, client: ClientId, seen: u64) -> bool {
+        self.variables
+            .iter()
+            .any(|v| v.changed_at > seen && v.writer == client)
+    }
+
+    /// Approximate heap bytes held by this room, for limits and metrics.
+    pub fn heap_bytes(&self) -> usize {
+        let variables: usize = self
+            .variables
+            .iter()
+            .map(|v| v.name.len() + v.value.heap_bytes() + std::mem::size_of::<Variable>())
+            .sum();
+        variables + self.members.capacity() * std::mem::size_of::<Member>() + self.id.len()
+    }
+}

@@ -1,0 +1,314 @@
+use super::*;
+
+fn encode(_format: Format, name: &str, value: ValueRef<'_>, out: &mut String) {
+    out.push_str(name);
+    out.push('=');
+    out.push_str(value.text());
+}
+
+const F: Format = Format(0);
+
+fn engine() -> Engine {
+    Engine::new(Limits::default(), encode)
+}
+
+fn join(engine: &mut Engine, room: &str, client: u64) -> RoomKey {
+    engine
+        .join(room, ClientId(client), F, None, Instant::now())
+        .map(|(key, _)| key)
+        .expect("join")
+}
+
+fn flushed(engine: &mut Engine) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    engine.flush(|client, frame| {
+        out.push((client.0, frame.to_string()));
+        true
+    });
+    out.sort();
+    out
+}
+
+#[test]
+fn a_set_reaches_every_other_member_once_and_never_the_writer() {
+    let mut e = engine();
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    join(&mut e, "1", 3);
+    assert_eq!(
+        e.set(room, ClientId(1), "☁ a", ValueRef::Number("5"), true),
+        SetOutcome::Applied
+    );
+    assert_eq!(
+        flushed(&mut e),
+        vec![(2, "☁ a=5".into()), (3, "☁ a=5".into())]
+    );
+    assert!(flushed(&mut e).is_empty());
+}
+
+#[test]
+fn several_sets_in_a_tick_coalesce_to_the_latest_values_in_one_frame() {
+    let mut e = engine();
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    for v in ["1", "2", "3"] {
+        e.set(room, ClientId(1), "☁ a", ValueRef::Text(v), true);
+    }
+    e.set(room, ClientId(1), "☁ b", ValueRef::Text("9"), true);
+    assert_eq!(flushed(&mut e), vec![(2, "☁ a=3\n☁ b=9".into())]);
+}
+
+#[test]
+fn a_writer_gets_other_writers_changes_but_not_its_own() {
+    let mut e = engine();
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    join(&mut e, "1", 3);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    e.set(room, ClientId(2), "☁ b", ValueRef::Text("2"), true);
+    assert_eq!(
+        flushed(&mut e),
+        vec![
+            (1, "☁ b=2".into()),
+            (2, "☁ a=1".into()),
+            (3, "☁ a=1\n☁ b=2".into())
+        ]
+    );
+}
+
+#[test]
+fn a_later_write_by_someone_else_is_sent_back_to_the_earlier_writer() {
+    let mut e = engine();
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    e.set(room, ClientId(2), "☁ a", ValueRef::Text("2"), true);
+    assert_eq!(flushed(&mut e), vec![(1, "☁ a=2".into())]);
+}
+
+#[test]
+fn a_blocked_member_catches_up_later_with_only_the_latest_values() {
+    let mut e = engine();
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    e.flush(|_, _| false);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
+    e.flush(|_, _| false);
+    assert!(e.has_pending());
+    assert_eq!(flushed(&mut e), vec![(2, "☁ a=2".into())]);
+    assert!(!e.has_pending());
+}
+
+#[test]
+fn joining_sends_every_variable_at_once_and_a_new_room_sends_nothing() {
+    let mut e = engine();
+    let (room, initial) = e
+        .join("1", ClientId(1), F, None, Instant::now())
+        .expect("join");
+    assert!(initial.is_none());
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    e.set(room, ClientId(1), "☁ b", ValueRef::Number("2"), true);
+    let (_, initial) = e
+        .join("1", ClientId(2), F, None, Instant::now())
+        .expect("join");
+    assert_eq!(initial.map(|f| f.to_string()), Some("☁ a=1\n☁ b=2".into()));
+    // The newcomer already has everything: the flush sends it nothing.
+    assert_eq!(flushed(&mut e), vec![]);
+}
+
+#[test]
+fn rooms_are_isolated() {
+    let mut e = engine();
+    let one = join(&mut e, "1", 1);
+    join(&mut e, "2", 2);
+    e.set(one, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    assert!(flushed(&mut e).is_empty());
+    assert_eq!(e.value("2", "☁ a"), None);
+}
+
+#[test]
+fn invalid_sets_are_rejected_without_changing_state() {
+    let mut e = engine();
+    let room = join(&mut e, "1", 1);
+    assert_eq!(
+        e.set(room, ClientId(1), "a", ValueRef::Text("1"), true),
+        SetOutcome::Rejected(Rejection::InvalidName)
+    );
+    assert_eq!(
+        e.set(room, ClientId(1), "☁ a", ValueRef::Text("x"), true),
+        SetOutcome::Rejected(Rejection::InvalidValue)
+    );
+    assert_eq!(
+        e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), false),
+        SetOutcome::Unknown
+    );
+    assert!(e.variables("1").is_empty());
+    assert_eq!(e.stats.sets_rejected, 3);
+}
+
+#[test]
+fn variables_per_room_are_limited() {
+    let mut e = Engine::new(
+        Limits {
+            max_variables_per_room: 2,
+            ..Limits::default()
+        },
+        encode,
+    );
+    let room = join(&mut e, "1", 1);
+    for name in ["☁ a", "☁ b"] {
+        assert_eq!(
+            e.set(room, ClientId(1), name, ValueRef::Text("1"), true),
+            SetOutcome::Applied
+        );
+    }
+    assert_eq!(
+        e.set(room, ClientId(1), "☁ c", ValueRef::Text("1"), true),
+        SetOutcome::Rejected(Rejection::TooManyVariables)
+    );
+    // Existing variables can still change.
+    assert_eq!(
+        e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true),
+        SetOutcome::Applied
+    );
+}
+
+#[test]
+fn full_rooms_and_too_many_rooms_are_refused() {
+    let mut e = Engine::new(
+        Limits {
+            max_rooms: 1,
+            max_clients_per_room: 1,
+            ..Limits::default()
+        },
+        encode,
+    );
+    join(&mut e, "1", 1);
+    let now = Instant::now();
+    assert_eq!(
+        e.join("1", ClientId(2), F, None, now).err(),
+        Some(JoinError::RoomFull)
+    );
+    assert_eq!(
+        e.join("2", ClientId(2), F, None, now).err(),
+        Some(JoinError::TooManyRooms)
+    );
+}
+
+#[test]
+fn an_empty_room_is_evicted_to_make_space_for_a_new_one() {
+    let mut e = Engine::new(
+        Limits {
+            max_rooms: 1,
+            ..Limits::default()
+        },
+        encode,
+    );
+    let now = Instant::now();
+    let room = join(&mut e, "1", 1);
+    e.leave(room, ClientId(1), now);
+    assert!(e.join("2", ClientId(2), F, None, now).is_ok());
+    assert_eq!(e.room_count(), 1);
+}
+
+#[test]
+fn empty_rooms_keep_variables_until_they_expire() {
+    let mut e = engine();
+    let start = Instant::now();
+    let room = join(&mut e, "1", 1);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("7"), true);
+    e.leave(room, ClientId(1), start);
+    assert_eq!(e.expire(start + Duration::from_secs(3599)), 0);
+    let (_, initial) = e.join("1", ClientId(2), F, None, start).expect("join");
+    assert_eq!(initial.map(|f| f.to_string()), Some("☁ a=7".into()));
+    let room = RoomKey(room.0);
+    e.leave(room, ClientId(2), start);
+    assert_eq!(e.expire(start + Duration::from_secs(3600)), 1);
+    assert_eq!(e.room_count(), 0);
+}
+
+#[test]
+fn rename_keeps_the_value_and_tells_the_others() {
+    let mut e = engine();
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("5"), true);
+    flushed(&mut e);
+    assert_eq!(e.rename(room, ClientId(1), "☁ a", "☁ b"), Ok(()));
+    assert_eq!(e.value("1", "☁ b"), Some(ValueRef::Text("5")));
+    assert_eq!(flushed(&mut e), vec![(2, "☁ b=5".into())]);
+    assert_eq!(
+        e.rename(room, ClientId(1), "☁ missing", "☁ c"),
+        Err(EditError::UnknownVariable)
+    );
+    assert_eq!(
+        e.rename(room, ClientId(1), "☁ b", "bad"),
+        Err(EditError::InvalidName)
+    );
+    e.set(room, ClientId(1), "☁ c", ValueRef::Text("1"), true);
+    assert_eq!(
+        e.rename(room, ClientId(1), "☁ b", "☁ c"),
+        Err(EditError::NameTaken)
+    );
+}
+
+#[test]
+fn delete_removes_the_variable() {
+    let mut e = engine();
+    let room = join(&mut e, "1", 1);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("5"), true);
+    assert_eq!(e.delete(room, "☁ a"), Ok(()));
+    assert_eq!(e.value("1", "☁ a"), None);
+    assert_eq!(e.delete(room, "☁ a"), Err(EditError::UnknownVariable));
+}
+
+#[test]
+fn declared_variables_seed_an_empty_room_and_must_match_afterwards() {
+    let mut e = engine();
+    let now = Instant::now();
+    let declared = [("☁ a", ValueRef::Text("1")), ("☁ b", ValueRef::Text("2"))];
+    let (_, initial) = e
+        .join("1", ClientId(1), F, Some(&declared), now)
+        .expect("join");
+    assert_eq!(initial.map(|f| f.to_string()), Some("☁ a=1\n☁ b=2".into()));
+    let reordered = [("☁ b", ValueRef::Text("0")), ("☁ a", ValueRef::Text("0"))];
+    let (_, initial) = e
+        .join("1", ClientId(2), F, Some(&reordered), now)
+        .expect("join");
+    // The room's values win over the newcomer's.
+    assert_eq!(initial.map(|f| f.to_string()), Some("☁ a=1\n☁ b=2".into()));
+    let fewer = [("☁ a", ValueRef::Text("0"))];
+    assert_eq!(
+        e.join("1", ClientId(3), F, Some(&fewer), now).err(),
+        Some(JoinError::Incompatible)
+    );
+    let duplicated = [("☁ a", ValueRef::Text("0")), ("☁ a", ValueRef::Text("0"))];
+    assert_eq!(
+        e.join("1", ClientId(3), F, Some(&duplicated), now).err(),
+        Some(JoinError::InvalidDeclaration)
+    );
+    let invalid = [("a", ValueRef::Text("0"))];
+    assert_eq!(
+        e.join("2", ClientId(3), F, Some(&invalid), now).err(),
+        Some(JoinError::InvalidDeclaration)
+    );
+}
+
+#[test]
+fn members_with_the_same_view_share_one_frame() {
+    let mut e = engine();
+    let room = join(&mut e, "1", 0);
+    for client in 1..100 {
+        join(&mut e, "1", client);
+    }
+    e.set(room, ClientId(0), "☁ a", ValueRef::Text("1"), true);
+    let mut pointers = Vec::new();
+    e.flush(|_, frame| {
+        pointers.push(frame.as_str().as_ptr());
+        true
+    });
+    assert_eq!(pointers.len(), 99);
+    pointers.dedup();
+    assert_eq!(pointers.len(), 1, "every member got the same buffer");
+}

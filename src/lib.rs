@@ -1,0 +1,8 @@
+//! stratus: a cloud-variable server for Scratch 3 and TurboWarp projects.
+//!
+//! Layers, top to bottom (arrows point down only):
+//! - [`net`]: the single-threaded mio event loop, HTTP heads and WebSocket connections;
+//! - [`dialect`]: each WebSocket protocol, from parsed JSON to engine calls and back to text;
+//! - [`engine`]: rooms, variables, limits and fan-out, with no sockets and no protocol knowledge.
+
+pub mod engine;
