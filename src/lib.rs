@@ -5,4 +5,6 @@
 //! - [`dialect`]: each WebSocket protocol, from parsed JSON to engine calls and back to text;
 //! - [`engine`]: rooms, variables, limits and fan-out, with no sockets and no protocol knowledge.
 
+pub mod dialect;
 pub mod engine;
+pub mod policy;

@@ -84,13 +84,6 @@ impl Room {
         self.members.iter().any(|m| m.seen < self.version)
     }
 
-    /// Whether `member` would be sent any variable if it caught up now.
-    pub fn has_news_for(&self, member: &Member) -> bool {
-        self.variables
-            .iter()
-            .any(|v| v.changed_at > member.seen && v.writer != member.client)
-    }
-
     /// Whether `client` wrote the latest value of any variable changed after `seen`; such a
     /// member needs a frame of its own that leaves those variables out.
     pub fn wrote_since(&self, client: ClientId, seen: u64) -> bool {

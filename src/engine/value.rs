@@ -165,7 +165,9 @@ mod tests {
         for ok in ["", "0", "-1", "4.", ".32", "-.5", "123.456", "00012"] {
             assert!(is_valid_value(ValueRef::Text(ok), false), "{ok:?}");
         }
-        for bad in [".", "-", "-.", "1e5", " 1", "1 ", "1.2.3", "--1", "abc", "1-", "+1"] {
+        for bad in [
+            ".", "-", "-.", "1e5", " 1", "1 ", "1.2.3", "--1", "abc", "1-", "+1",
+        ] {
             assert!(!is_valid_value(ValueRef::Text(bad), false), "{bad:?}");
         }
     }

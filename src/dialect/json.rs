@@ -1,0 +1,209 @@
+//! JSON in and out: zero-copy parsing with reused simd-json buffers, and string escaping.
+//!
+//! One [`JsonParser`] serves the whole event loop: its input copy, its simd-json buffers and its
+//! tape are reused for every message, so parsing a message allocates nothing once they have
+//! grown to the largest message seen.
+
+use std::fmt::{self, Write as _};
+
+use simd_json::prelude::*;
+use simd_json::tape::{Tape, Value};
+use simd_json::{Buffers, ValueType};
+
+use crate::engine::ValueRef;
+
+pub struct JsonParser {
+    input: Vec<u8>,
+    buffers: Buffers,
+    tape: Option<Tape<'static>>,
+}
+
+impl Default for JsonParser {
+    fn default() -> Self {
+        JsonParser {
+            input: Vec::new(),
+            buffers: Buffers::new(512),
+            tape: Some(Tape::null().reset()),
+        }
+    }
+}
+
+/// The message was not valid JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvalidJson;
+
+impl JsonParser {
+    /// Parses `text` and hands the document to `handle`, whose borrowed strings point into the
+    /// parser's own copy of the input.
+    pub fn parse<R>(
+        &mut self,
+        text: &[u8],
+        handle: impl FnOnce(Value<'_, '_>) -> R,
+    ) -> Result<R, InvalidJson> {
+        self.input.clear();
+        self.input.extend_from_slice(text);
+        let mut tape: Tape<'_> = self.tape.take().unwrap_or_else(Tape::null).reset();
+        let result = match simd_json::fill_tape(&mut self.input, &mut self.buffers, &mut tape) {
+            Ok(()) => Ok(handle(tape.as_value())),
+            Err(_) => Err(InvalidJson),
+        };
+        self.tape = Some(tape.reset());
+        // One huge message should not pin a huge input copy for the rest of the run.
+        if self.input.capacity() > 64 * 1024 {
+            self.input = Vec::new();
+        }
+        result
+    }
+}
+
+/// The string at `key`, borrowed from the input (not from the tape, so it outlives the lookup).
+pub fn get_str<'v>(doc: Value<'_, 'v>, key: &str) -> Option<&'v str> {
+    doc.get(key)?.into_string()
+}
+
+/// A number written as JSON text in a stack buffer, so numbers need no allocation.
+pub struct NumberText {
+    bytes: [u8; 40],
+    len: usize,
+}
+
+impl NumberText {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.bytes.get(..self.len).unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for NumberText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Writes a JSON number the way JavaScript would read it back: integers without a fraction,
+/// other values in Rust's shortest round-trip form. `None` for non-finite numbers.
+pub fn number_text(value: Value<'_, '_>) -> Option<NumberText> {
+    let mut text = NumberText {
+        bytes: [0; 40],
+        len: 0,
+    };
+    let written = match value.value_type() {
+        ValueType::I64 => write!(text, "{}", value.as_i64()?),
+        ValueType::U64 => write!(text, "{}", value.as_u64()?),
+        ValueType::F64 => {
+            let float = value.as_f64()?;
+            if !float.is_finite() {
+                return None;
+            }
+            if float.fract() == 0.0 && float.abs() < 1e15 {
+                write!(text, "{}", float as i64)
+            } else {
+                write!(text, "{float:?}")
+            }
+        }
+        _ => return None,
+    };
+    written.ok()?;
+    Some(text)
+}
+
+/// Reads a value that may be a JSON string or number. `number` is the caller's buffer for a
+/// number's text. `None` for any other JSON type.
+pub fn value_ref<'r, 'v: 'r>(
+    value: Value<'_, 'v>,
+    number: &'r mut Option<NumberText>,
+) -> Option<ValueRef<'r>> {
+    if let Some(text) = value.into_string() {
+        return Some(ValueRef::Text(text));
+    }
+    *number = Some(number_text(value)?);
+    number.as_ref().map(|n| ValueRef::Number(n.as_str()))
+}
+
+/// Appends `text` as a JSON string literal.
+pub fn push_string(out: &mut String, text: &str) {
+    out.push('"');
+    let mut clean_from = 0;
+    for (i, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(text.get(clean_from..i).unwrap_or_default());
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        clean_from = i + 1;
+    }
+    out.push_str(text.get(clean_from..).unwrap_or_default());
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number(json: &str) -> Option<String> {
+        let mut parser = JsonParser::default();
+        parser
+            .parse(json.as_bytes(), |v| {
+                number_text(v).map(|n| n.as_str().to_owned())
+            })
+            .ok()
+            .flatten()
+    }
+
+    #[test]
+    fn numbers_keep_a_javascript_shape() {
+        assert_eq!(number("1000").as_deref(), Some("1000"));
+        assert_eq!(number("-5").as_deref(), Some("-5"));
+        assert_eq!(number("1.5").as_deref(), Some("1.5"));
+        assert_eq!(number("2.0").as_deref(), Some("2"));
+        assert_eq!(number("1e300").as_deref(), Some("1e300"));
+        assert_eq!(
+            number("18446744073709551615").as_deref(),
+            Some("18446744073709551615")
+        );
+        assert_eq!(number("\"1\""), None);
+        assert_eq!(number("true"), None);
+    }
+
+    #[test]
+    fn escaping_round_trips_through_a_json_parser() {
+        for text in [
+            "plain",
+            "quo\"te",
+            "back\\slash",
+            "new\nline",
+            "\u{1}ctl",
+            "☁ ünï",
+        ] {
+            let mut out = String::new();
+            push_string(&mut out, text);
+            let back: String = serde_json::from_str(&out).expect("valid JSON");
+            assert_eq!(back, text);
+        }
+    }
+
+    #[test]
+    fn the_parser_is_reusable_after_errors() {
+        let mut parser = JsonParser::default();
+        assert_eq!(parser.parse(b"{", |_| ()), Err(InvalidJson));
+        let name = parser
+            .parse(br#"{"name":"\u2601 a"}"#, |v| {
+                get_str(v, "name").map(str::to_owned)
+            })
+            .expect("valid");
+        assert_eq!(name.as_deref(), Some("☁ a"));
+    }
+}
