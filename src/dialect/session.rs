@@ -98,6 +98,11 @@ impl Session {
         self.membership.as_ref().map(|m| &*m.user)
     }
 
+    /// Charges one message that carries no objects (binary, ping) against the rate limit.
+    pub fn take_message_token(&mut self, now: Instant) -> bool {
+        self.messages.take(1.0, now)
+    }
+
     /// Handles one text frame: every newline-separated object in order.
     pub fn on_text(&mut self, text: &[u8], ctx: &mut SessionContext<'_>) -> Outcome {
         let mut outcome = Outcome::Continue;

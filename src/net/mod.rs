@@ -1,0 +1,9 @@
+//! The I/O layer: the mio event loop and everything that touches sockets.
+
+pub mod conn;
+mod fd_limit;
+pub mod http;
+mod server;
+pub mod transport;
+
+pub use server::{BoundAddress, Server, StartError};

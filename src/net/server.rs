@@ -1,0 +1,471 @@
+//! The event loop: one thread, one `mio::Poll`, connections in a slab, a tick timer.
+//!
+//! Each iteration waits for readiness (or the next deadline), hands each ready connection to
+//! its state machine, flushes the room engine when a tick is due (one frame per connection with
+//! news, one write each), runs once-a-second housekeeping (deadlines, pings, room expiry), and
+//! removes finished connections. SIGINT/SIGTERM close every client with 1001 and end the loop.
+
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, UnixListener};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use tungstenite::protocol::WebSocketConfig;
+
+use super::conn::{Conn, ConnSettings, LoopContext, Status};
+use super::fd_limit;
+use super::transport::Socket;
+use crate::config::Config;
+use crate::dialect;
+use crate::dialect::json::JsonParser;
+use crate::engine::{ClientId, Engine, Limits};
+use crate::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
+/// Connections beyond the maximum that are still accepted, to be told 4003 instead of hanging.
+const OVERFLOW_SLOTS: usize = 64;
+/// File descriptors kept for the listener, the poll, signals and log files.
+const RESERVED_FDS: u64 = 32;
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+/// Where the server listens, once bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BoundAddress {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for BoundAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BoundAddress::Tcp(addr) => write!(f, "{addr}"),
+            BoundAddress::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+struct Entry {
+    conn: Conn<Socket>,
+    generation: u32,
+}
+
+pub struct Server {
+    poll: Poll,
+    listener: Listener,
+    signals: mio::net::UnixStream,
+    conns: Slab<Entry>,
+    engine: Engine,
+    policy: Policy,
+    parser: JsonParser,
+    settings: ConnSettings,
+    scratch: Vec<u8>,
+    max_connections: usize,
+    tick_period: Option<Duration>,
+    next_tick: Instant,
+    next_housekeeping: Instant,
+    next_generation: u32,
+    accept_paused: bool,
+    shutdown_deadline: Option<Instant>,
+    finished: Vec<usize>,
+}
+
+/// Startup failures, each with a message an operator can act on.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Server {
+    /// Binds the listener and prepares the loop; does not serve until [`Server::run`].
+    pub fn bind(config: &Config) -> Result<Server, StartError> {
+        let policy = build_policy(config)?;
+        let max_connections =
+            fd_limit::fit_connections(config.max_connections, RESERVED_FDS + OVERFLOW_SLOTS as u64);
+        let poll = Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
+        let mut listener = bind_listener(&config.listen)?;
+        match &mut listener {
+            Listener::Tcp(l) => poll.registry().register(l, LISTENER, Interest::READABLE),
+            Listener::Unix(l, _) => poll.registry().register(l, LISTENER, Interest::READABLE),
+        }
+        .map_err(|e| StartError(format!("cannot register listener: {e}")))?;
+        let mut signals = register_signals()?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| StartError(format!("cannot register signal pipe: {e}")))?;
+        let limits = Limits {
+            max_rooms: config.max_rooms,
+            max_clients_per_room: config.max_clients_per_room,
+            max_variables_per_room: config.max_variables_per_room,
+            empty_room_ttl: Duration::from_secs(config.empty_room_ttl),
+            allow_non_numeric: config.allow_non_numeric,
+        };
+        let now = Instant::now();
+        Ok(Server {
+            poll,
+            listener,
+            signals,
+            conns: Slab::new(),
+            engine: Engine::new(limits, dialect::encode_set),
+            policy,
+            parser: JsonParser::default(),
+            settings: conn_settings(config),
+            scratch: vec![0; 16 * 1024],
+            max_connections,
+            tick_period: (config.tick_hz > 0)
+                .then(|| Duration::from_secs_f64(1.0 / f64::from(config.tick_hz))),
+            next_tick: now,
+            next_housekeeping: now + HOUSEKEEPING_PERIOD,
+            next_generation: 0,
+            accept_paused: false,
+            shutdown_deadline: None,
+            finished: Vec::new(),
+        })
+    }
+
+    pub fn local_address(&self) -> io::Result<BoundAddress> {
+        match &self.listener {
+            Listener::Tcp(l) => l.local_addr().map(BoundAddress::Tcp),
+            Listener::Unix(_, path) => Ok(BoundAddress::Unix(path.clone())),
+        }
+    }
+
+    /// Serves until SIGINT or SIGTERM, then closes every client with 1001 and returns.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            let mut now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(now),
+                    SIGNALS => self.on_signal(now),
+                    Token(key) => {
+                        self.on_conn_event(key, event.is_readable(), event.is_writable(), now)
+                    }
+                }
+            }
+            now = Instant::now();
+            if self.engine.has_pending() && self.tick_due(now) {
+                self.flush_engine(now);
+            }
+            if now >= self.next_housekeeping {
+                self.housekeeping(now);
+            }
+            self.remove_finished(now);
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() || now >= deadline {
+                    info!("shut down with {} connections still open", self.conns.len());
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn tick_due(&mut self, now: Instant) -> bool {
+        match self.tick_period {
+            None => true,
+            Some(period) if now >= self.next_tick => {
+                // Keep the tick phase, but never try to catch up on missed ticks.
+                self.next_tick += period;
+                if self.next_tick <= now {
+                    self.next_tick = now + period;
+                }
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Duration {
+        let mut wake = self.next_housekeeping;
+        if self.engine.has_pending() && self.tick_period.is_some() {
+            wake = wake.min(self.next_tick);
+        }
+        if let Some(deadline) = self.shutdown_deadline {
+            wake = wake.min(deadline);
+        }
+        wake.saturating_duration_since(now)
+    }
+
+    fn context(&mut self, now: Instant) -> (LoopContext<'_>, &mut Slab<Entry>, &mut Vec<usize>) {
+        let over_capacity = self.conns.len() > self.max_connections;
+        (
+            LoopContext {
+                engine: &mut self.engine,
+                policy: &self.policy,
+                parser: &mut self.parser,
+                settings: &self.settings,
+                now,
+                over_capacity,
+                scratch: &mut self.scratch,
+            },
+            &mut self.conns,
+            &mut self.finished,
+        )
+    }
+
+    fn accept_all(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        loop {
+            if self.conns.len() >= self.max_connections + OVERFLOW_SLOTS {
+                if !self.accept_paused {
+                    warn!(
+                        "{} connections open: not accepting until one closes",
+                        self.conns.len()
+                    );
+                }
+                self.accept_paused = true;
+                return;
+            }
+            let accepted = match &self.listener {
+                Listener::Tcp(l) => l.accept().map(|(s, addr)| {
+                    // We batch our own writes; Nagle would only add latency.
+                    let _ = s.set_nodelay(true);
+                    (Socket::Tcp(s), Some(addr.ip()))
+                }),
+                Listener::Unix(l, _) => l.accept().map(|(s, _)| (Socket::Unix(s), None)),
+            };
+            match accepted {
+                Ok((socket, ip)) => self.add_connection(socket, ip, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: try again when a connection closes.
+                    error!("accept failed: {e}");
+                    self.accept_paused = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_connection(&mut self, mut socket: Socket, ip: Option<IpAddr>, now: Instant) {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let vacant = self.conns.vacant_entry();
+        let key = vacant.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut socket,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            error!("cannot register connection: {e}");
+            return;
+        }
+        let client = ClientId((u64::from(generation) << 32) | key as u64);
+        let (ctx, conns, _) = self.context(now);
+        let conn = Conn::new(socket, client, ip, &ctx);
+        debug!("accepted connection {key}");
+        conns.insert(Entry { conn, generation });
+        // Data may already be waiting; the first edge may have fired before registration.
+        self.on_conn_event(key, true, true, now);
+    }
+
+    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
+        let (mut ctx, conns, finished) = self.context(now);
+        let Some(entry) = conns.get_mut(key) else {
+            return;
+        };
+        if entry.conn.on_event(readable, writable, &mut ctx) == Status::Done {
+            finished.push(key);
+        }
+    }
+
+    fn flush_engine(&mut self, now: Instant) {
+        let conns = &mut self.conns;
+        let finished = &mut self.finished;
+        self.engine.flush(|client, frame| {
+            let key = (client.0 & u64::from(u32::MAX)) as usize;
+            let generation = (client.0 >> 32) as u32;
+            match conns.get_mut(key) {
+                Some(entry) if entry.generation == generation => {
+                    let delivered = entry.conn.deliver(frame, now);
+                    if entry.conn.status() == Status::Done {
+                        finished.push(key);
+                    }
+                    delivered
+                }
+                // Gone: nothing to deliver, and the room forgets it when it leaves.
+                _ => true,
+            }
+        });
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        self.next_housekeeping = now + HOUSEKEEPING_PERIOD;
+        let (mut ctx, conns, finished) = self.context(now);
+        for (key, entry) in conns.iter_mut() {
+            if entry.conn.on_timer(&mut ctx) == Status::Done {
+                finished.push(key);
+            }
+        }
+        let expired = self.engine.expire(now);
+        if expired > 0 {
+            debug!("dropped {expired} rooms that were empty for too long");
+        }
+    }
+
+    fn remove_finished(&mut self, now: Instant) {
+        if self.finished.is_empty() {
+            return;
+        }
+        let mut finished = std::mem::take(&mut self.finished);
+        finished.sort_unstable();
+        finished.dedup();
+        for key in finished.drain(..) {
+            if let Some(mut entry) = self.conns.try_remove(key) {
+                let (mut ctx, _, _) = self.context(now);
+                entry.conn.release(&mut ctx);
+                // Dropping the socket closes it, which also removes it from the poll.
+                debug!("removed connection {key}");
+            }
+        }
+        self.finished = finished;
+        if self.accept_paused && self.conns.len() < self.max_connections + OVERFLOW_SLOTS {
+            self.accept_paused = false;
+            self.accept_all(now);
+        }
+    }
+
+    fn on_signal(&mut self, now: Instant) {
+        let mut buf = [0u8; 64];
+        while matches!(self.signals.read(&mut buf), Ok(n) if n > 0) {}
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        info!(
+            "shutting down: closing {} connections with 1001",
+            self.conns.len()
+        );
+        self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
+        let (mut ctx, conns, finished) = self.context(now);
+        for (key, entry) in conns.iter_mut() {
+            entry
+                .conn
+                .begin_close(1001, "server shutting down", &mut ctx);
+            if entry.conn.status() == Status::Done {
+                finished.push(key);
+            }
+        }
+    }
+}
+
+fn build_policy(config: &Config) -> Result<Policy, StartError> {
+    let filter_text = match &config.username_filter {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            StartError(format!(
+                "cannot read username filter {}: {e}",
+                path.display()
+            ))
+        })?,
+        None => DEFAULT_USERNAME_FILTER.to_owned(),
+    };
+    let usernames = UsernameFilter::parse(&filter_text)
+        .map_err(|e| StartError(format!("invalid username filter: {e}")))?;
+    info!("username filter: {} patterns", usernames.len());
+    Ok(Policy {
+        usernames,
+        allowed_projects: config
+            .allowed_projects
+            .as_ref()
+            .map(|list| list.iter().map(|id| id.trim().to_owned()).collect()),
+        blocked_projects: config
+            .blocked_projects
+            .iter()
+            .map(|id| id.trim().to_owned())
+            .collect(),
+        enable_rename: config.enable_rename,
+        enable_delete: config.enable_delete,
+        message_rate: config.message_rate,
+        message_burst: config.message_burst,
+    })
+}
+
+fn conn_settings(config: &Config) -> ConnSettings {
+    let websocket = WebSocketConfig::default()
+        .read_buffer_size(config.read_buffer_size.max(64))
+        // Our writes are already one frame per tick; flush decides when bytes leave. Output
+        // is bounded by not offering frames to a client that is behind, not by tungstenite.
+        .write_buffer_size(usize::MAX / 2)
+        .max_write_buffer_size(usize::MAX)
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size));
+    ConnSettings {
+        websocket,
+        handshake_timeout: Duration::from_secs(config.handshake_timeout),
+        ping_interval: Duration::from_secs(config.ping_interval),
+        write_stall_timeout: Duration::from_secs(config.write_stall_timeout),
+        close_linger: Duration::from_secs(2),
+        byte_rate: config.byte_rate,
+        byte_burst: config.byte_burst,
+        trust_proxy: config.trust_proxy,
+        anonymize_ips: config.anonymize_ips,
+        allowed_origins: config.allowed_origins.clone(),
+        require_user_agent: config.require_user_agent,
+    }
+}
+
+fn bind_listener(listen: &str) -> Result<Listener, StartError> {
+    if listen.starts_with('/') {
+        let path = PathBuf::from(listen);
+        // A socket file left by an earlier run would make bind fail.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_socket()
+        }) {
+            let _ = std::fs::remove_file(&path);
+        }
+        let listener = UnixListener::bind(&path)
+            .map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;
+        return Ok(Listener::Unix(listener, path));
+    }
+    let addr: SocketAddr = listen.parse().map_err(|e| {
+        StartError(format!(
+            "--listen {listen:?} is not HOST:PORT or /path: {e}"
+        ))
+    })?;
+    TcpListener::bind(addr)
+        .map(Listener::Tcp)
+        .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))
+}
+
+fn register_signals() -> Result<mio::net::UnixStream, StartError> {
+    let (read_end, write_end) =
+        StdUnixStream::pair().map_err(|e| StartError(format!("cannot create signal pipe: {e}")))?;
+    read_end
+        .set_nonblocking(true)
+        .map_err(|e| StartError(format!("cannot set up signal pipe: {e}")))?;
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let writer = write_end
+            .try_clone()
+            .map_err(|e| StartError(format!("cannot set up signal pipe: {e}")))?;
+        signal_hook::low_level::pipe::register(signal, writer)
+            .map_err(|e| StartError(format!("cannot handle signal {signal}: {e}")))?;
+    }
+    Ok(mio::net::UnixStream::from_std(read_end))
+}
