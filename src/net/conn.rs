@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info};
 use tungstenite::error::{Error as WsError, ProtocolError};
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
@@ -382,8 +383,13 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                         },
                     );
                     if let Some(frame) = initial {
-                        // Queued; flushed before this event returns.
-                        let _ = ws.write(Message::Text(frame));
+                        // A partial write is kept and finished before anything else is sent.
+                        if let Err(e) = send_text(ws, &frame) {
+                            if e.kind() != io::ErrorKind::WouldBlock {
+                                self.broken = true;
+                                return;
+                            }
+                        }
                     }
                     outcome
                 }
@@ -484,16 +490,17 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         if ws.get_ref().is_blocked() {
             return false;
         }
-        match ws.write(Message::Text(frame.clone())) {
-            Ok(()) => {}
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+        match send_text(ws, frame) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.stalled_since.get_or_insert(now);
+                true
+            }
             Err(_) => {
                 self.broken = true;
-                return false;
+                false
             }
         }
-        self.flush(now);
-        true
     }
 
     /// Closes with a close frame, leaving the room at once.
@@ -619,6 +626,32 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         }
         self.flush(now);
     }
+}
+
+/// Sends a text frame past tungstenite's output buffer: the header and the shared payload go
+/// out in one vectored write, so a frame built once for a room is never copied per client and
+/// no large buffer is left behind. Anything tungstenite has queued (a pong) goes first.
+fn send_text<S: Read + Write>(ws: &mut WebSocket<Transport<S>>, frame: &Frame) -> io::Result<()> {
+    match ws.flush() {
+        Ok(()) => {}
+        Err(WsError::Io(e)) => return Err(e),
+        Err(_) => return Err(io::ErrorKind::BrokenPipe.into()),
+    }
+    let header = FrameHeader {
+        is_final: true,
+        opcode: OpCode::Data(OpData::Text),
+        ..FrameHeader::default()
+    };
+    let mut header_bytes = [0u8; 14];
+    let mut cursor = io::Cursor::new(&mut header_bytes[..]);
+    header
+        .format(frame.len() as u64, &mut cursor)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    let header_len = cursor.position() as usize;
+    ws.get_mut().send_frame(
+        header_bytes.get(..header_len).unwrap_or_default(),
+        frame.as_bytes(),
+    )
 }
 
 /// Reads and discards input; true once the peer has closed or the stream failed.

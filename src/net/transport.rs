@@ -4,11 +4,14 @@
 //! - remembers that a short read drained the kernel buffer, so the next read returns
 //!   `WouldBlock` without a syscall (edge-triggered readiness will announce new data);
 //! - counts bytes read, for the per-connection byte rate limit;
-//! - writes a pending prefix (the HTTP `101` response) before anything tungstenite writes;
+//! - writes a pending prefix (the HTTP `101` response, or the unsent rest of a data frame)
+//!   before anything tungstenite writes;
+//! - sends whole data frames itself with one vectored write of header and shared payload, so
+//!   fan-out copies nothing and no large buffer stays behind once a frame is out;
 //! - remembers whether the last write hit `WouldBlock`, which is how the loop knows a client is
 //!   behind and should not be handed more frames until it drains.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 
 use mio::event::Source;
@@ -45,6 +48,13 @@ impl Write for Socket {
         match self {
             Socket::Tcp(s) => s.write(buf),
             Socket::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write_vectored(bufs),
+            Socket::Unix(s) => s.write_vectored(bufs),
         }
     }
 
@@ -160,7 +170,10 @@ impl<S: Write> Transport<S> {
             self.bytes_written += written as u64;
             self.prefix.drain(..written);
         }
-        self.prefix = Vec::new();
+        // Give the memory back: an idle connection should hold no output buffer.
+        if self.prefix.capacity() > 0 {
+            self.prefix = Vec::new();
+        }
         Ok(())
     }
 
@@ -173,6 +186,43 @@ impl<S: Write> Transport<S> {
 
     fn note<T>(&mut self, result: &io::Result<T>) {
         self.blocked = matches!(result, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    }
+}
+
+impl<S: Write> Transport<S> {
+    /// Sends one already-framed message: `header` then `payload`, in one vectored write when
+    /// nothing is pending. What the socket does not take is kept and goes out first later; the
+    /// buffer holding it is freed once it has been written.
+    pub fn send_frame(&mut self, header: &[u8], payload: &[u8]) -> io::Result<()> {
+        if !self.prefix.is_empty() {
+            self.prefix.extend_from_slice(header);
+            self.prefix.extend_from_slice(payload);
+            return self.flush_prefix();
+        }
+        let total = header.len() + payload.len();
+        let written = match self
+            .stream
+            .write_vectored(&[IoSlice::new(header), IoSlice::new(payload)])
+        {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        self.bytes_written += written as u64;
+        if written < total {
+            let header_rest = header.get(written..).unwrap_or_default();
+            let payload_rest = payload
+                .get(written.saturating_sub(header.len())..)
+                .unwrap_or_default();
+            self.prefix
+                .reserve_exact(header_rest.len() + payload_rest.len());
+            self.prefix.extend_from_slice(header_rest);
+            self.prefix.extend_from_slice(payload_rest);
+            self.blocked = true;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.blocked = false;
+        Ok(())
     }
 }
 
@@ -213,5 +263,65 @@ impl<S: Write> Write for Transport<S> {
         let result = self.write_prefix().and_then(|()| self.stream.flush());
         self.note(&result);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts at most `room` bytes in total, then says `WouldBlock`.
+    struct Pipe {
+        taken: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.room - self.taken.len());
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_partly_sent_frame_is_finished_before_anything_else() {
+        let mut transport = Transport::new(Pipe {
+            taken: Vec::new(),
+            room: 3,
+        });
+        let sent = transport.send_frame(b"HH", b"payload");
+        assert_eq!(sent.map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+        assert!(transport.is_blocked());
+        // Later output (a pong from tungstenite, say) must wait for the frame's rest.
+        transport.stream.room = 100;
+        transport.write_all(b"|next").expect("write");
+        assert_eq!(transport.stream.taken, b"HHpayload|next");
+        assert!(!transport.is_blocked());
+        assert_eq!(
+            transport.prefix.capacity(),
+            0,
+            "the pending buffer is released"
+        );
+    }
+
+    #[test]
+    fn frames_queue_behind_pending_bytes() {
+        let mut transport = Transport::new(Pipe {
+            taken: Vec::new(),
+            room: 0,
+        });
+        transport.set_prefix(b"101 ".to_vec());
+        assert!(transport.send_frame(b"H", b"x").is_err());
+        transport.stream.room = 100;
+        transport.flush_prefix().expect("flush");
+        assert_eq!(transport.stream.taken, b"101 Hx");
     }
 }
