@@ -14,7 +14,10 @@ STANDARD SCENARIOS (--scenario N fills in these flags; flags given explicitly st
   4  saturation: scenario 3 run in steps by the generator itself, the rate multiplied by
      --step-factor each step (2, 4, 8, ... sets/s per client), until delivered sets/s stop
      rising (less than +5 %), p99 latency exceeds --p99-limit-ms, the generator itself uses
-     a whole core, or --max-steps is reached (same as: --scenario 3 --saturate)
+     a whole core, or --max-steps is reached (same as: --scenario 3 --saturate --vars 128).
+     It uses 128 variables (the usual per-room limit) because a server that coalesces sends
+     each variable at most once per tick: with 8 variables delivery stops rising long before
+     the server is busy. The run also stops, saying so, when frames carry every variable.
   5  idle memory: 500 rooms x 30 clients, silent (handshake, then nothing); give
      --server-pid to get the server's RSS per connection
 
@@ -60,7 +63,7 @@ pub struct Args {
     #[arg(long)]
     pub rate: Option<f64>,
 
-    /// Cloud variables per room, named "☁ v0", "☁ v1", ... [default: 8]
+    /// Cloud variables per room, named "☁ v0", "☁ v1", ... [default: 8; scenario 4: 128]
     #[arg(long)]
     pub vars: Option<u32>,
 
@@ -98,6 +101,8 @@ pub struct Args {
 
     /// PID of the server process: report its CPU time over the measured window (from
     /// /proc/PID/stat) and its RSS before, under load and after closing (/proc/PID/status).
+    /// It must be the server itself: `$!` after `taskset -c 0 stratus &` is (taskset execs),
+    /// after `timeout ... stratus &` or `(cd x && stratus) &` it is a wrapper.
     #[arg(long)]
     pub server_pid: Option<u32>,
 
@@ -151,8 +156,12 @@ pub enum VarOrder {
 #[derive(Clone, Debug)]
 pub struct Target {
     pub addr: SocketAddr,
-    /// The URL as handed to the WebSocket handshake (host, port and path).
+    /// Normalised URL, for reports.
     pub url: String,
+    /// Value of the Host header of the upgrade request.
+    pub host_header: String,
+    /// Path and query of the upgrade request.
+    pub path: String,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -212,11 +221,17 @@ fn preset(scenario: Option<u8>) -> Preset {
     };
     match scenario {
         Some(2) => Preset { rate: 60.0, ..base },
-        Some(3) => Preset { rooms: 10, clients: 128, rate: 2.0, ..base },
+        Some(3) => Preset {
+            rooms: 10,
+            clients: 128,
+            rate: 2.0,
+            ..base
+        },
         Some(4) => Preset {
             rooms: 10,
             clients: 128,
             rate: 2.0,
+            vars: 128,
             saturate: true,
             warmup: 2.0,
             duration: 5.0,
@@ -259,7 +274,8 @@ impl Config {
         if !(1..=100_000).contains(&vars) {
             return Err("--vars must be between 1 and 100000".into());
         }
-        if !silent && !(rate.is_finite() && rate > 0.0) {
+        let rate_valid = rate.is_finite() && rate > 0.0;
+        if !silent && !rate_valid {
             return Err("--rate must be a positive number (or use --silent)".into());
         }
         if !silent && rate * connections as f64 > MAX_SENDS_PER_SEC {
@@ -269,9 +285,7 @@ impl Config {
             ));
         }
         let ramp = match args.connect_rate {
-            Some(per_sec) if per_sec.is_finite() && per_sec > 0.0 => {
-                connections as f64 / per_sec
-            }
+            Some(per_sec) if per_sec.is_finite() && per_sec > 0.0 => connections as f64 / per_sec,
             Some(_) => return Err("--connect-rate must be a positive number".into()),
             None => args.ramp.unwrap_or(p.ramp),
         };
@@ -379,9 +393,12 @@ pub fn parse_target(url: &str) -> Result<Target, String> {
         IpAddr::V6(_) => format!("[{ip}]"),
         IpAddr::V4(_) => host.to_string(),
     };
+    let host_header = format!("{url_host}:{port}");
     Ok(Target {
         addr: SocketAddr::new(ip, port),
-        url: format!("ws://{url_host}:{port}{path}"),
+        url: format!("ws://{host_header}{path}"),
+        host_header,
+        path,
     })
 }
 

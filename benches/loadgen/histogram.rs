@@ -74,5 +74,7 @@ fn upper_edge(index: usize) -> u64 {
     }
     let shift = index / HALF - 1;
     let top = (index % HALF + HALF) as u64;
-    (((top + 1) as u128) << shift).saturating_sub(1).min(u64::MAX as u128) as u64
+    (((top + 1) as u128) << shift)
+        .saturating_sub(1)
+        .min(u64::MAX as u128) as u64
 }

@@ -1,6 +1,7 @@
-//! Receive-side accounting shared by all connections: counts frames and sets (one `memchr`
-//! pass per frame), and measures latency on a sample of frames by reading the send time
-//! back out of each set's value. No allocation per frame.
+//! Receive-side accounting shared by all connections: counts messages ("frames" in the
+//! report) and the sets in them with one `memchr` pass over each payload chunk as it lies in
+//! the read buffer, and measures latency on a sample of messages by reading the send time
+//! back out of each set's value. Nothing is allocated per message.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -15,6 +16,8 @@ pub struct Counters {
     pub sets_sent: u64,
     /// Sends refused because the connection's write buffer was full (server not reading).
     pub sends_dropped: u64,
+    /// Scheduled sends given up because the generator fell more than a second behind.
+    pub sends_skipped: u64,
     pub frames: u64,
     pub sets_received: u64,
     pub bytes_received: u64,
@@ -26,6 +29,7 @@ impl Counters {
         Counters {
             sets_sent: self.sets_sent - earlier.sets_sent,
             sends_dropped: self.sends_dropped - earlier.sends_dropped,
+            sends_skipped: self.sends_skipped - earlier.sends_skipped,
             frames: self.frames - earlier.frames,
             sets_received: self.sets_received - earlier.sets_received,
             bytes_received: self.bytes_received - earlier.bytes_received,
@@ -93,30 +97,67 @@ impl Receiver {
         *self.server_close_codes.entry(code).or_insert(0) += 1;
     }
 
-    /// Counts one data frame: a frame holds newline-separated sets.
+    /// A data message starts: decide now whether its latency is sampled.
     #[inline]
-    pub fn on_frame(&mut self, payload: &[u8], binary: bool) {
-        let c = &mut self.counters;
-        c.frames += 1;
-        c.bytes_received += payload.len() as u64;
-        c.binary_frames += u64::from(binary);
-        let Some(&last) = payload.last() else {
-            return;
-        };
-        let newlines = memchr::memchr_iter(b'\n', payload).count() as u64;
-        c.sets_received += newlines + 1 - u64::from(last == b'\n');
+    pub fn begin_message(&mut self, binary: bool) -> Message {
+        let mut sampled = false;
         if self.measuring {
             self.until_sample -= 1;
             if self.until_sample == 0 {
                 self.until_sample = self.sample_every;
-                self.sample_latency(payload);
+                sampled = true;
             }
+        }
+        Message {
+            binary,
+            sampled,
+            len: 0,
+            last: b'\n',
+            at_line_start: true,
         }
     }
 
-    fn sample_latency(&mut self, payload: &[u8]) {
+    /// Part of a message's payload, as it lies in the read buffer. A message holds
+    /// newline-separated sets, so sets are counted as newlines here plus one at the end
+    /// unless the payload ends with a newline.
+    #[inline]
+    pub fn on_message_bytes(&mut self, message: &mut Message, chunk: &[u8], continues: bool) {
+        let Some(&last) = chunk.last() else {
+            return;
+        };
+        self.counters.sets_received += memchr::memchr_iter(b'\n', chunk).count() as u64;
+        message.len += chunk.len() as u64;
+        message.last = last;
+        if message.sampled {
+            self.sample_latency(message, chunk, continues);
+        }
+    }
+
+    #[inline]
+    pub fn end_message(&mut self, message: &Message) {
+        let c = &mut self.counters;
+        c.frames += 1;
+        c.bytes_received += message.len;
+        c.binary_frames += u64::from(message.binary);
+        c.sets_received += u64::from(message.len > 0 && message.last != b'\n');
+    }
+
+    /// Reads the send time out of every complete line of the chunk. A line cut by the end of
+    /// a read is skipped rather than stitched together, which keeps this copy-free.
+    fn sample_latency(&mut self, message: &mut Message, chunk: &[u8], continues: bool) {
+        let mut lines = chunk;
+        if !message.at_line_start {
+            match memchr::memchr(b'\n', lines) {
+                Some(i) => lines = &lines[i + 1..],
+                None => return,
+            }
+        }
+        if continues {
+            lines = memchr::memrchr(b'\n', lines).map_or(&[], |i| &lines[..i]);
+        }
+        message.at_line_start = !continues || chunk.last() == Some(&b'\n');
         let now_us = self.clock.micros(Instant::now());
-        for line in payload.split(|&b| b == b'\n') {
+        for line in lines.split(|&b| b == b'\n') {
             if line.is_empty() {
                 continue;
             }
@@ -128,6 +169,15 @@ impl Receiver {
             }
         }
     }
+}
+
+/// Receive progress of one data message (a frame, or several fragments).
+pub struct Message {
+    binary: bool,
+    sampled: bool,
+    len: u64,
+    last: u8,
+    at_line_start: bool,
 }
 
 /// The leading unsigned integer of a set's value, quoted or not:

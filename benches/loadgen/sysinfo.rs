@@ -90,7 +90,7 @@ pub fn ensure_fd_limit(needed: u64) -> Result<u64, String> {
             std::io::Error::last_os_error()
         ));
     }
-    let (soft, hard) = (limit.rlim_cur as u64, limit.rlim_max as u64);
+    let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
     if soft >= needed {
         return Ok(soft);
     }
@@ -101,7 +101,7 @@ pub fn ensure_fd_limit(needed: u64) -> Result<u64, String> {
             continue;
         }
         let raised = libc::rlimit {
-            rlim_cur: wanted as libc::rlim_t,
+            rlim_cur: wanted,
             rlim_max: limit.rlim_max,
         };
         // SAFETY: setrlimit only reads the struct.
