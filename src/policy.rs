@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use regex::{Regex, RegexBuilder};
+use regex_lite::{Regex, RegexBuilder};
 
 /// The built-in username filter, used unless the operator names another file.
 pub const DEFAULT_USERNAME_FILTER: &str = include_str!("../filters/usernames.txt");
