@@ -28,9 +28,16 @@ impl Default for JsonParser {
     }
 }
 
-/// The message was not valid JSON.
+/// The message could not be parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InvalidJson;
+pub enum InvalidJson {
+    /// Not JSON at all.
+    Syntax,
+    /// JSON whose number is outside what a double can hold (`1e400`): JavaScript would read it
+    /// as Infinity, which no cloud variable accepts, so the dialects treat it as an invalid
+    /// value rather than a protocol violation.
+    NumberOutOfRange,
+}
 
 impl JsonParser {
     /// Parses `text` and hands the document to `handle`, whose borrowed strings point into the
@@ -45,7 +52,12 @@ impl JsonParser {
         let mut tape: Tape<'_> = self.tape.take().unwrap_or_else(Tape::null).reset();
         let result = match simd_json::fill_tape(&mut self.input, &mut self.buffers, &mut tape) {
             Ok(()) => Ok(handle(tape.as_value())),
-            Err(_) => Err(InvalidJson),
+            Err(e) => Err(match e.error() {
+                simd_json::ErrorType::InvalidNumber | simd_json::ErrorType::InvalidExponent => {
+                    InvalidJson::NumberOutOfRange
+                }
+                _ => InvalidJson::Syntax,
+            }),
         };
         self.tape = Some(tape.reset());
         // One huge message should not pin a huge input copy for the rest of the run.
@@ -198,7 +210,11 @@ mod tests {
     #[test]
     fn the_parser_is_reusable_after_errors() {
         let mut parser = JsonParser::default();
-        assert_eq!(parser.parse(b"{", |_| ()), Err(InvalidJson));
+        assert_eq!(parser.parse(b"{", |_| ()), Err(InvalidJson::Syntax));
+        assert_eq!(
+            parser.parse(br#"{"value":1e400}"#, |_| ()),
+            Err(InvalidJson::NumberOutOfRange)
+        );
         let name = parser
             .parse(br#"{"name":"\u2601 a"}"#, |v| {
                 get_str(v, "name").map(str::to_owned)

@@ -13,7 +13,7 @@ use log::debug;
 use simd_json::prelude::*;
 use simd_json::tape::Value;
 
-use super::json::{self, JsonParser};
+use super::json::{self, InvalidJson, JsonParser};
 use super::{close_code, legacy, scratch, Dialect};
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Declared, Engine, Frame, JoinError, RoomKey};
@@ -162,7 +162,15 @@ impl Session {
                 },
             }
         });
-        parsed.unwrap_or(Outcome::close(close_code::PROTOCOL, "invalid JSON"))
+        match (parsed, &self.membership) {
+            (Ok(outcome), _) => outcome,
+            (Err(InvalidJson::NumberOutOfRange), Some(membership)) => {
+                engine.stats.sets_rejected += 1;
+                log_ignored(membership, engine, "message", "number out of range");
+                Outcome::Continue
+            }
+            (Err(_), _) => Outcome::close(close_code::PROTOCOL, "invalid JSON"),
+        }
     }
 }
 

@@ -183,6 +183,14 @@ fn after_the_handshake_protocol_errors_close_and_invalid_sets_are_ignored() {
         assert_eq!(w.send(&mut s, ignored).0, Outcome::Continue, "{ignored}");
     }
     assert!(w.engine.variables("42").is_empty());
+    let infinite = r#"{"method":"set","name":"☁ a","value":1e400}"#;
+    assert_eq!(w.send(&mut s, infinite).0, Outcome::Continue);
+    let huge = r#"{"method":"set","name":"☁ a","value":123456789012345678901234567890}"#;
+    assert_eq!(w.send(&mut s, huge).0, Outcome::Continue);
+    assert_eq!(
+        w.engine.value("42", "☁ a"),
+        Some(ValueRef::Number("1.2345678901234568e29"))
+    );
     for closing in [HELLO, r#"{"method":"nope"}"#, r#"{"name":"☁ a"}"#, "{", "1"] {
         let mut w = World::new();
         let mut s = w.session(1);
