@@ -1,3 +1,4 @@
+//! The quickest end-to-end check: two clients in one room, one set relayed.
 mod common;
 
 use common::*;
@@ -5,10 +6,9 @@ use common::*;
 #[test]
 fn two_clients_relay_a_set() {
     let server = Server::start(&[]);
-    let mut a = join(&server, "1", "alice");
-    let mut b = join(&server, "1", "bob");
-    server.wait_for_log("\"bob\" 1] joined");
-    set(&mut a, "☁ x", "5");
-    assert_eq!(recv(&mut b), r#"{"method":"set","name":"☁ x","value":5}"#);
-    expect_silence(&mut a);
+    let mut a = server.join_synced("1", "alice");
+    let mut b = server.join_synced("1", "bob");
+    a.packager_set("☁ x", "5");
+    assert_eq!(b.recv(), relayed("☁ x", "5"));
+    a.expect_silence();
 }

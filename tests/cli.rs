@@ -1,0 +1,130 @@
+//! Starting the server: options from the command line and the environment, log files, and
+//! startup failures an operator must see.
+mod common;
+
+use common::*;
+
+#[test]
+fn options_can_come_from_the_environment() {
+    let server = Server::start_with_env(
+        "127.0.0.1:0",
+        &[
+            ("STRATUS_MAX_CLIENTS_PER_ROOM", "1"),
+            ("STRATUS_ALLOW_NON_NUMERIC", "true"),
+        ],
+        &[],
+    );
+    let mut a = server.join_synced("1", "alice");
+    let mut b = server.join("1", "bob");
+    assert_eq!(b.close_code(), 4003);
+    let mut c = server.join_synced("2", "carol");
+    let mut d = server.join("2", "dave");
+    assert_eq!(d.close_code(), 4003);
+    // Non-numeric values are allowed: a newcomer to room 1 after alice leaves sees hers.
+    a.set("☁ v", "\"hello\"");
+    a.set("☁ w", "1");
+    a.close_with(1000);
+    server.wait_for_log("\"alice\" 1] client closed");
+    let mut e = server.join("1", "erin");
+    assert_eq!(
+        e.recv(),
+        lines(&[relayed("☁ v", "\"hello\""), relayed("☁ w", "1")])
+    );
+    c.expect_silence();
+}
+
+#[test]
+fn logs_can_also_go_to_daily_files() {
+    let dir = unique_path("-logs");
+    let server = Server::start(&["--log-dir", dir.to_str().expect("path")]);
+    let _a = server.join_synced("1", "alice");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("log directory created")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0]
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with("stratus.") && name.ends_with(".log"),
+        "{name}"
+    );
+    let text = std::fs::read_to_string(&files[0]).expect("read log");
+    assert!(text.contains("listening on"), "{text}");
+    assert!(text.contains("\"alice\" 1] joined"), "{text}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_busy_address_is_reported_and_the_server_exits_with_failure() {
+    let server = Server::start(&[]);
+    let addr = server.addr().to_string();
+    let (status, output) = run_to_exit(&["--listen", &addr]);
+    assert!(!status.success(), "{output}");
+    assert!(output.contains("cannot listen on"), "{output}");
+}
+
+#[test]
+fn an_unparsable_listen_address_is_reported() {
+    let (status, output) = run_to_exit(&["--listen", "not-an-address"]);
+    assert!(!status.success(), "{output}");
+    assert!(output.contains("not-an-address"), "{output}");
+}
+
+#[test]
+fn an_invalid_username_filter_is_reported_with_its_line() {
+    let filter = temp_file("# comment\nok\n(unclosed\n");
+    let (status, output) = run_to_exit(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--username-filter",
+        filter.to_str().expect("path"),
+    ]);
+    assert!(!status.success(), "{output}");
+    assert!(
+        output.contains("invalid username filter: line 3"),
+        "{output}"
+    );
+    let _ = std::fs::remove_file(filter);
+}
+
+#[test]
+fn a_missing_username_filter_file_is_reported() {
+    let missing = unique_path(".missing");
+    let (status, output) = run_to_exit(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--username-filter",
+        missing.to_str().expect("path"),
+    ]);
+    assert!(!status.success(), "{output}");
+    assert!(output.contains("cannot read username filter"), "{output}");
+}
+
+#[test]
+fn unknown_options_are_refused() {
+    let (status, output) = run_to_exit(&["--no-such-option"]);
+    assert!(!status.success(), "{output}");
+    assert!(output.contains("--no-such-option"), "{output}");
+}
+
+#[test]
+fn version_and_help_are_printed() {
+    let (status, output) = run_to_exit(&["--version"]);
+    assert!(status.success());
+    assert!(output.starts_with("stratus "), "{output}");
+    let (status, output) = run_to_exit(&["--help"]);
+    assert!(status.success());
+    for option in [
+        "--listen",
+        "--tick-hz",
+        "--max-clients-per-room",
+        "STRATUS_LISTEN",
+    ] {
+        assert!(output.contains(option), "help lacks {option}");
+    }
+}
