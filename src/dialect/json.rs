@@ -138,6 +138,12 @@ pub fn value_ref<'r, 'v: 'r>(
 /// Appends `text` as a JSON string literal.
 pub fn push_string(out: &mut String, text: &str) {
     out.push('"');
+    // Names and numeric values never need escaping; check that in one tight pass first.
+    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     let mut clean_from = 0;
     for (i, byte) in text.bytes().enumerate() {
         let escape = match byte {
