@@ -26,6 +26,9 @@ use room::{Member, Room};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClientId(pub u64);
 
+/// The writer of a change every member is sent, its author included.
+const NOBODY: ClientId = ClientId(u64::MAX);
+
 /// Which wire format a member reads; dialects define the values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Format(pub u8);
@@ -290,10 +293,19 @@ impl Engine {
         if room.variable_index(new_name).is_some() {
             return Err(EditError::NameTaken);
         }
+        // The renamer keeps its own copy's value; it is left out of the fan-out only if that copy
+        // is current (it wrote the value or was sent it), otherwise it must get the value too.
+        let current = room.variables.get(index).is_some_and(|v| {
+            v.writer == client
+                || room
+                    .members
+                    .iter()
+                    .any(|m| m.client == client && m.seen >= v.changed_at)
+        });
         if let Some(variable) = room.variables.get_mut(index) {
             variable.name = new_name.into();
         }
-        room.touch(index, client);
+        room.touch(index, if current { client } else { NOBODY });
         queue_for_flush(&mut self.flush_queue, room, key.0);
         Ok(())
     }

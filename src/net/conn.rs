@@ -25,6 +25,7 @@ use tungstenite::{Message, WebSocket};
 
 use super::http::{self, Head, Request, Response};
 use super::transport::{HalfClose, Transport};
+use crate::config::Config;
 use crate::dialect::json::JsonParser;
 use crate::dialect::{close_code, Outcome, Session, SessionContext};
 use crate::engine::rate::TokenBucket;
@@ -46,6 +47,32 @@ pub struct ConnSettings {
     pub anonymize_ips: bool,
     pub allowed_origins: Option<Vec<String>>,
     pub require_user_agent: bool,
+}
+
+impl ConnSettings {
+    pub fn from_config(config: &Config) -> Self {
+        let websocket = WebSocketConfig::default()
+            .read_buffer_size(config.read_buffer_size.max(64))
+            // Data frames bypass tungstenite's output buffer (see `send_text`); it only holds
+            // control frames, and is bounded by not offering frames to a client that is behind.
+            .write_buffer_size(usize::MAX / 2)
+            .max_write_buffer_size(usize::MAX)
+            .max_message_size(Some(config.max_message_size))
+            .max_frame_size(Some(config.max_message_size));
+        ConnSettings {
+            websocket,
+            handshake_timeout: Duration::from_secs(config.handshake_timeout),
+            ping_interval: Duration::from_secs(config.ping_interval),
+            write_stall_timeout: Duration::from_secs(config.write_stall_timeout),
+            close_linger: Duration::from_secs(2),
+            byte_rate: config.byte_rate,
+            byte_burst: config.byte_burst,
+            trust_proxy: config.trust_proxy,
+            anonymize_ips: config.anonymize_ips,
+            allowed_origins: config.allowed_origins.clone(),
+            require_user_agent: config.require_user_agent,
+        }
+    }
 }
 
 /// What a connection borrows from the loop while it handles one event.
@@ -383,9 +410,13 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                         },
                     );
                     if let Some(frame) = initial {
-                        // A partial write is kept and finished before anything else is sent.
-                        if let Err(e) = send_text(ws, &frame) {
-                            if e.kind() != io::ErrorKind::WouldBlock {
+                        match send_text(ws, &frame) {
+                            Ok(true) => {}
+                            // Earlier output is still waiting: queue the snapshot behind it.
+                            Ok(false) => {
+                                let _ = ws.write(Message::Text(frame));
+                            }
+                            Err(_) => {
                                 self.broken = true;
                                 return;
                             }
@@ -491,10 +522,15 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             return false;
         }
         match send_text(ws, frame) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.stalled_since.get_or_insert(now);
+            Ok(true) => {
+                if ws.get_ref().is_blocked() {
+                    self.stalled_since.get_or_insert(now);
+                }
                 true
+            }
+            Ok(false) => {
+                self.stalled_since.get_or_insert(now);
+                false
             }
             Err(_) => {
                 self.broken = true;
@@ -631,9 +667,13 @@ impl<S: Read + Write + HalfClose> Conn<S> {
 /// Sends a text frame past tungstenite's output buffer: the header and the shared payload go
 /// out in one vectored write, so a frame built once for a room is never copied per client and
 /// no large buffer is left behind. Anything tungstenite has queued (a pong) goes first.
-fn send_text<S: Read + Write>(ws: &mut WebSocket<Transport<S>>, frame: &Frame) -> io::Result<()> {
+///
+/// `Ok(false)`: earlier output could not be written, so the frame was not taken. `Ok(true)`: the
+/// frame is sent, or partly sent with the rest queued to go out before anything else.
+fn send_text<S: Read + Write>(ws: &mut WebSocket<Transport<S>>, frame: &Frame) -> io::Result<bool> {
     match ws.flush() {
         Ok(()) => {}
+        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
         Err(WsError::Io(e)) => return Err(e),
         Err(_) => return Err(io::ErrorKind::BrokenPipe.into()),
     }
@@ -648,10 +688,14 @@ fn send_text<S: Read + Write>(ws: &mut WebSocket<Transport<S>>, frame: &Frame) -
         .format(frame.len() as u64, &mut cursor)
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
     let header_len = cursor.position() as usize;
-    ws.get_mut().send_frame(
+    match ws.get_mut().send_frame(
         header_bytes.get(..header_len).unwrap_or_default(),
         frame.as_bytes(),
-    )
+    ) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads and discards input; true once the peer has closed or the stream failed.

@@ -15,7 +15,6 @@ use log::{debug, error, info, warn};
 use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use tungstenite::protocol::WebSocketConfig;
 
 use super::conn::{Conn, ConnSettings, LoopContext, Status};
 use super::fd_limit;
@@ -126,7 +125,7 @@ impl Server {
             engine: Engine::new(limits, dialect::encode_set),
             policy,
             parser: JsonParser::default(),
-            settings: conn_settings(config),
+            settings: ConnSettings::from_config(config),
             scratch: vec![0; 16 * 1024],
             max_connections,
             tick_period: (config.tick_hz > 0)
@@ -404,30 +403,6 @@ fn build_policy(config: &Config) -> Result<Policy, StartError> {
         message_rate: config.message_rate,
         message_burst: config.message_burst,
     })
-}
-
-fn conn_settings(config: &Config) -> ConnSettings {
-    let websocket = WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer_size.max(64))
-        // Our writes are already one frame per tick; flush decides when bytes leave. Output
-        // is bounded by not offering frames to a client that is behind, not by tungstenite.
-        .write_buffer_size(usize::MAX / 2)
-        .max_write_buffer_size(usize::MAX)
-        .max_message_size(Some(config.max_message_size))
-        .max_frame_size(Some(config.max_message_size));
-    ConnSettings {
-        websocket,
-        handshake_timeout: Duration::from_secs(config.handshake_timeout),
-        ping_interval: Duration::from_secs(config.ping_interval),
-        write_stall_timeout: Duration::from_secs(config.write_stall_timeout),
-        close_linger: Duration::from_secs(2),
-        byte_rate: config.byte_rate,
-        byte_burst: config.byte_burst,
-        trust_proxy: config.trust_proxy,
-        anonymize_ips: config.anonymize_ips,
-        allowed_origins: config.allowed_origins.clone(),
-        require_user_agent: config.require_user_agent,
-    }
 }
 
 fn bind_listener(listen: &str) -> Result<Listener, StartError> {

@@ -1,0 +1,165 @@
+//! Regressions found by the fuzz targets (fuzz/): `frames` and `session`.
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::rc::Rc;
+use std::time::Instant;
+
+use stratus::config::Config;
+use stratus::dialect::encode_set;
+use stratus::dialect::json::JsonParser;
+use stratus::dialect::{Session, SessionContext};
+use stratus::engine::{ClientId, Engine, Format, Limits, ValueRef};
+use stratus::net::conn::{Conn, ConnSettings, LoopContext};
+use stratus::net::transport::HalfClose;
+use stratus::policy::Policy;
+
+/// An in-memory socket: serves `input`, takes output only while `writable`.
+#[derive(Default)]
+struct Net {
+    input: Vec<u8>,
+    pos: usize,
+    writable: bool,
+    out: Vec<u8>,
+}
+
+struct Mem(Rc<RefCell<Net>>);
+
+impl Read for Mem {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut net = self.0.borrow_mut();
+        let n = buf.len().min(net.input.len() - net.pos);
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let at = net.pos;
+        buf[..n].copy_from_slice(&net.input[at..at + n]);
+        net.pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for Mem {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut net = self.0.borrow_mut();
+        if !net.writable {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        net.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl HalfClose for Mem {}
+
+fn masked_text(text: &str) -> Vec<u8> {
+    let key = [0x12, 0x34, 0x56, 0x78];
+    assert!(text.len() < 126);
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&key);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    frame
+}
+
+/// fuzz/frames: the join snapshot was dropped when the socket could not take the pending
+/// output (the 101 response here) at the moment the handshake was handled.
+#[test]
+fn the_join_snapshot_survives_a_full_socket() {
+    let config = Config::defaults();
+    let settings = ConnSettings::from_config(&config);
+    let policy = Policy::default();
+    let mut engine = Engine::new(Limits::default(), encode_set);
+    let mut parser = JsonParser::default();
+    let mut scratch = vec![0u8; 16 * 1024];
+    let now = Instant::now();
+
+    // Someone is in room 1 and has set ☁ x = 7.
+    let mut other = Session::new(ClientId(2), &policy, now);
+    let mut initial = None;
+    other.on_text(
+        "{\"method\":\"handshake\",\"user\":\"a\",\"project_id\":\"1\"}\n\
+         {\"method\":\"set\",\"name\":\"☁ x\",\"value\":7}"
+            .as_bytes(),
+        &mut SessionContext {
+            engine: &mut engine,
+            policy: &policy,
+            parser: &mut parser,
+            now,
+            initial: &mut initial,
+        },
+    );
+
+    // The upgrade and the handshake arrive together while the socket takes no output.
+    let mut input = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        .to_vec();
+    input.extend(masked_text(
+        r#"{"method":"handshake","user":"b","project_id":"1"}"#,
+    ));
+    let net = Rc::new(RefCell::new(Net {
+        input,
+        ..Net::default()
+    }));
+    let mut ctx = LoopContext {
+        engine: &mut engine,
+        policy: &policy,
+        parser: &mut parser,
+        settings: &settings,
+        now,
+        over_capacity: false,
+        scratch: &mut scratch,
+    };
+    let mut conn = Conn::new(Mem(net.clone()), ClientId(1), None, &ctx);
+    conn.on_event(true, true, &mut ctx);
+    assert!(conn.is_open());
+
+    // The socket drains; everything owed goes out.
+    net.borrow_mut().writable = true;
+    conn.on_event(false, true, &mut ctx);
+    ctx.engine.flush(|_, _| true);
+    let out = String::from_utf8_lossy(&net.borrow().out).into_owned();
+    assert!(out.starts_with("HTTP/1.1 101 "), "{out:?}");
+    assert!(
+        out.contains(r#"{"method":"set","name":"☁ x","value":7}"#),
+        "the joining client was never sent ☁ x: {out:?}"
+    );
+}
+
+/// fuzz/session: a client renamed a variable it was behind on; as the rename's "writer" it was
+/// never sent the current value under the new name, so it kept its stale one.
+#[test]
+fn a_renamer_that_is_behind_gets_the_current_value() {
+    let mut engine = Engine::new(Limits::default(), encode_set);
+    let now = Instant::now();
+    let (room, _) = engine
+        .join("1", ClientId(1), Format(0), None, now)
+        .expect("join");
+    engine
+        .join("1", ClientId(2), Format(0), None, now)
+        .expect("join");
+    engine.set(room, ClientId(2), "☁ x", ValueRef::Number("0"), true);
+    engine.flush(|_, _| true);
+    // Client 1 is behind and misses ☁ x = 1.
+    engine.set(room, ClientId(2), "☁ x", ValueRef::Number("1"), true);
+    engine.flush(|client, _| client != ClientId(1));
+    // Client 1 renames its ☁ x, which it still holds as 0.
+    engine
+        .rename(room, ClientId(1), "☁ x", "☁ y")
+        .expect("rename");
+    let mut to_client_1 = Vec::new();
+    engine.flush(|client, frame| {
+        if client == ClientId(1) {
+            to_client_1.push(frame.to_string());
+        }
+        true
+    });
+    assert_eq!(
+        to_client_1,
+        [r#"{"method":"set","name":"☁ y","value":1}"#],
+        "client 1 must learn ☁ y = 1"
+    );
+}
