@@ -191,12 +191,7 @@ fn a_client_that_drops_its_connection_leaves_its_room() {
 #[test]
 fn an_empty_room_keeps_its_variables_for_the_next_visitor() {
     let server = Server::start(&[]);
-    let mut a = server.join_synced("1", "alice");
-    let mut w = server.join_synced("1", "watcher");
-    a.set("☁ a", "1");
-    assert_eq!(w.recv(), relayed("☁ a", "1"));
-    a.close_with(1000);
-    w.close_with(1000);
+    server.leave_room_with_a_value("1");
     server.wait_for_log("\"watcher\" 1] client closed");
     let mut c = server.join("1", "carol");
     assert_eq!(c.recv(), relayed("☁ a", "1"));
@@ -205,12 +200,7 @@ fn an_empty_room_keeps_its_variables_for_the_next_visitor() {
 #[test]
 fn an_empty_room_forgets_its_variables_after_the_ttl() {
     let server = Server::start(&["--empty-room-ttl", "1"]);
-    let mut a = server.join_synced("1", "alice");
-    let mut w = server.join_synced("1", "watcher");
-    a.set("☁ a", "1");
-    assert_eq!(w.recv(), relayed("☁ a", "1"));
-    a.close_with(1000);
-    w.close_with(1000);
+    server.leave_room_with_a_value("1");
     server.wait_for_log("dropped 1 rooms that were empty for too long");
     let mut c = server.join("1", "carol");
     c.expect_silence();

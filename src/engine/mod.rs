@@ -280,13 +280,7 @@ impl Engine {
         name: &str,
         new_name: &str,
     ) -> Result<(), EditError> {
-        let room = self
-            .rooms
-            .get_mut(key.0)
-            .ok_or(EditError::UnknownVariable)?;
-        let index = room
-            .variable_index(name)
-            .ok_or(EditError::UnknownVariable)?;
+        let (room, index) = find_variable(&mut self.rooms, key, name)?;
         if !value::is_valid_name(new_name) {
             return Err(EditError::InvalidName);
         }
@@ -311,13 +305,7 @@ impl Engine {
     }
 
     pub fn delete(&mut self, key: RoomKey, name: &str) -> Result<(), EditError> {
-        let room = self
-            .rooms
-            .get_mut(key.0)
-            .ok_or(EditError::UnknownVariable)?;
-        let index = room
-            .variable_index(name)
-            .ok_or(EditError::UnknownVariable)?;
+        let (room, index) = find_variable(&mut self.rooms, key, name)?;
         room.variables.remove(index);
         Ok(())
     }
@@ -426,6 +414,18 @@ impl Engine {
             self.flush_queue.retain(|&queued| queued != key);
         }
     }
+}
+
+fn find_variable<'r>(
+    rooms: &'r mut Slab<Room>,
+    key: RoomKey,
+    name: &str,
+) -> Result<(&'r mut Room, usize), EditError> {
+    let room = rooms.get_mut(key.0).ok_or(EditError::UnknownVariable)?;
+    let index = room
+        .variable_index(name)
+        .ok_or(EditError::UnknownVariable)?;
+    Ok((room, index))
 }
 
 fn queue_for_flush(queue: &mut Vec<usize>, room: &mut Room, key: usize) {

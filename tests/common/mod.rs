@@ -263,6 +263,17 @@ impl Server {
     }
 
     /// Connects and sends a legacy (`kind`) handshake with `variables` (a JSON object text).
+    /// Leaves `project` empty with `☁ a` = 1 set in it: a writer sets it, a watcher sees it
+    /// arrive, both close.
+    pub fn leave_room_with_a_value(&self, project: &str) {
+        let mut a = self.join_synced(project, "alice");
+        let mut w = self.join_synced(project, "watcher");
+        a.set("☁ a", "1");
+        assert_eq!(w.recv(), relayed("☁ a", "1"));
+        a.close_with(1000);
+        w.close_with(1000);
+    }
+
     pub fn legacy_join(&self, room: &str, user: &str, variables: &str) -> Client {
         let mut client = self.connect();
         client.send(&legacy_handshake(room, user, variables));
