@@ -57,12 +57,85 @@ impl Write for Mem {
 impl HalfClose for Mem {}
 
 fn masked_text(text: &str) -> Vec<u8> {
+    masked(0x81, text.as_bytes())
+}
+
+/// A masked client frame with a payload under 126 bytes.
+fn masked(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     let key = [0x12, 0x34, 0x56, 0x78];
-    assert!(text.len() < 126);
-    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    assert!(payload.len() < 126);
+    let mut frame = vec![first_byte, 0x80 | payload.len() as u8];
     frame.extend_from_slice(&key);
-    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
     frame
+}
+
+const UPGRADE: &[u8] =
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+/// fuzz/frames: a ping answered in the same read that tripped the byte limit left tungstenite's
+/// pong queued, and closing wrote it after the close frame.
+#[test]
+fn a_pending_pong_goes_out_before_the_close_frame() {
+    let mut config = Config::defaults();
+    config.byte_burst = 400.0;
+    config.byte_rate = 1.0;
+    let settings = ConnSettings::from_config(&config);
+    let policy = Policy::default();
+    let mut engine = Engine::new(Limits::default(), encode_set);
+    let mut parser = JsonParser::default();
+    let mut scratch = vec![0u8; 16 * 1024];
+    let now = Instant::now();
+    let net = Rc::new(RefCell::new(Net {
+        input: UPGRADE.to_vec(),
+        writable: true,
+        ..Net::default()
+    }));
+    let mut ctx = LoopContext {
+        engine: &mut engine,
+        policy: &policy,
+        parser: &mut parser,
+        settings: &settings,
+        now,
+        over_capacity: false,
+        scratch: &mut scratch,
+    };
+    let mut conn = Conn::new(Mem(net.clone()), ClientId(1), None, &ctx);
+    conn.on_event(true, true, &mut ctx);
+    assert!(
+        conn.is_open(),
+        "the request head is not charged to the byte limit"
+    );
+    // One read brings a ping and more bytes than the burst allows.
+    let mut frames = masked(0x89, b"are you there");
+    for _ in 0..4 {
+        frames.extend(masked(0x82, &[0u8; 100]));
+    }
+    net.borrow_mut().input.extend(frames);
+    conn.on_event(true, true, &mut ctx);
+    assert!(!conn.is_open(), "the byte limit closed the connection");
+    let out = net.borrow().out.clone();
+    let head_end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .expect("a 101 response");
+    let frames = &out[head_end..];
+    let pong = frames.iter().position(|&b| b == 0x8A).expect("a pong");
+    let close = frames
+        .iter()
+        .position(|&b| b == 0x88)
+        .expect("a close frame");
+    assert!(pong < close, "pong after close: {frames:?}");
+    // Close code 4004 (0x0FA4), and nothing after the close frame.
+    assert_eq!(&frames[close + 2..close + 4], &[0x0F, 0xA4]);
+    let close_len = usize::from(frames[close + 1]);
+    assert_eq!(
+        frames.len(),
+        close + 2 + close_len,
+        "bytes after the close frame"
+    );
 }
 
 /// fuzz/frames: the join snapshot was dropped when the socket could not take the pending

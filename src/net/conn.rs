@@ -334,8 +334,11 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         else {
             return;
         };
+        // The byte limit is for WebSocket traffic; the request head had its own size limit.
+        transport.take_bytes_read();
         transport.set_prefix(http::switching_protocols(key));
         let leftover = head.get(head_length..).unwrap_or_default().to_vec();
+        let leftover_allowed = self.bytes.take(leftover.len() as f64, ctx.now);
         let ws = WebSocket::from_partially_read(
             transport,
             leftover,
@@ -365,6 +368,9 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         }
         if ctx.over_capacity {
             return self.begin_close(close_code::OVERLOADED, "server is full", ctx);
+        }
+        if !leftover_allowed {
+            return self.begin_close(close_code::UNAVAILABLE, "too many bytes", ctx);
         }
         // Frames that arrived with the request head are already buffered: no event will come
         // for them.
@@ -546,6 +552,8 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         }
         info!("{} closing: {code} {reason}", self.label(ctx.engine));
         if let Phase::Open { ws, .. } = &mut self.phase {
+            // A pong tungstenite still holds would otherwise be written after the close frame.
+            let _ = ws.flush();
             let frame = CloseFrame {
                 code: CloseCode::from(code),
                 reason: reason.into(),
