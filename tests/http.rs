@@ -327,6 +327,10 @@ fn clients_can_connect_over_a_unix_socket() {
     let mut response = String::new();
     std::io::Read::read_to_string(&mut raw, &mut response).expect("read");
     assert_eq!(HttpResponse::parse(&response).body.trim(), "ok");
+    drop((a, b, c));
+    let mut server = server;
+    assert!(server.terminate().success());
+    assert!(!path.exists(), "the socket file is removed at exit");
 }
 
 #[test]

@@ -182,6 +182,9 @@ impl Server {
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
                     info!("shut down with {} connections still open", self.conns.len());
+                    if let Listener::Unix(_, path) = &self.listener {
+                        let _ = std::fs::remove_file(path);
+                    }
                     return Ok(());
                 }
             }
