@@ -70,6 +70,41 @@ fn masked(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// What the event loop lends a connection, owned here so a test can lend it as a `LoopContext`.
+struct Fixture {
+    settings: ConnSettings,
+    policy: Policy,
+    engine: Engine,
+    parser: JsonParser,
+    scratch: Vec<u8>,
+    now: Instant,
+}
+
+impl Fixture {
+    fn new(config: &Config) -> Self {
+        Fixture {
+            settings: ConnSettings::from_config(config),
+            policy: Policy::default(),
+            engine: Engine::new(Limits::default(), encode_set),
+            parser: JsonParser::default(),
+            scratch: vec![0u8; 16 * 1024],
+            now: Instant::now(),
+        }
+    }
+
+    fn ctx(&mut self) -> LoopContext<'_> {
+        LoopContext {
+            engine: &mut self.engine,
+            policy: &self.policy,
+            parser: &mut self.parser,
+            settings: &self.settings,
+            now: self.now,
+            over_capacity: false,
+            scratch: &mut self.scratch,
+        }
+    }
+}
+
 const UPGRADE: &[u8] =
     b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
@@ -81,26 +116,13 @@ fn a_pending_pong_goes_out_before_the_close_frame() {
     let mut config = Config::defaults();
     config.byte_burst = 400.0;
     config.byte_rate = 1.0;
-    let settings = ConnSettings::from_config(&config);
-    let policy = Policy::default();
-    let mut engine = Engine::new(Limits::default(), encode_set);
-    let mut parser = JsonParser::default();
-    let mut scratch = vec![0u8; 16 * 1024];
-    let now = Instant::now();
+    let mut fixture = Fixture::new(&config);
     let net = Rc::new(RefCell::new(Net {
         input: UPGRADE.to_vec(),
         writable: true,
         ..Net::default()
     }));
-    let mut ctx = LoopContext {
-        engine: &mut engine,
-        policy: &policy,
-        parser: &mut parser,
-        settings: &settings,
-        now,
-        over_capacity: false,
-        scratch: &mut scratch,
-    };
+    let mut ctx = fixture.ctx();
     let mut conn = Conn::new(Mem(net.clone()), ClientId(1), None, &ctx);
     conn.on_event(true, true, &mut ctx);
     assert!(
@@ -142,34 +164,26 @@ fn a_pending_pong_goes_out_before_the_close_frame() {
 /// output (the 101 response here) at the moment the handshake was handled.
 #[test]
 fn the_join_snapshot_survives_a_full_socket() {
-    let config = Config::defaults();
-    let settings = ConnSettings::from_config(&config);
-    let policy = Policy::default();
-    let mut engine = Engine::new(Limits::default(), encode_set);
-    let mut parser = JsonParser::default();
-    let mut scratch = vec![0u8; 16 * 1024];
-    let now = Instant::now();
-
+    let mut fixture = Fixture::new(&Config::defaults());
+    let now = fixture.now;
     // Someone is in room 1 and has set ☁ x = 7.
-    let mut other = Session::new(ClientId(2), &policy, now);
+    let mut other = Session::new(ClientId(2), &fixture.policy, now);
     let mut initial = None;
     other.on_text(
         "{\"method\":\"handshake\",\"user\":\"a\",\"project_id\":\"1\"}\n\
          {\"method\":\"set\",\"name\":\"☁ x\",\"value\":7}"
             .as_bytes(),
         &mut SessionContext {
-            engine: &mut engine,
-            policy: &policy,
-            parser: &mut parser,
+            engine: &mut fixture.engine,
+            policy: &fixture.policy,
+            parser: &mut fixture.parser,
             now,
             initial: &mut initial,
         },
     );
 
     // The upgrade and the handshake arrive together while the socket takes no output.
-    let mut input = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        .to_vec();
+    let mut input = UPGRADE.to_vec();
     input.extend(masked_text(
         r#"{"method":"handshake","user":"b","project_id":"1"}"#,
     ));
@@ -177,15 +191,7 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
         input,
         ..Net::default()
     }));
-    let mut ctx = LoopContext {
-        engine: &mut engine,
-        policy: &policy,
-        parser: &mut parser,
-        settings: &settings,
-        now,
-        over_capacity: false,
-        scratch: &mut scratch,
-    };
+    let mut ctx = fixture.ctx();
     let mut conn = Conn::new(Mem(net.clone()), ClientId(1), None, &ctx);
     conn.on_event(true, true, &mut ctx);
     assert!(conn.is_open());
