@@ -11,7 +11,6 @@
 //! flushed before the entry point returns, because edge-triggered readiness will not call
 //! again for it.
 
-use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -152,13 +151,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                 head: Vec::new(),
             },
             client,
-            ip: ip.map(|ip| {
-                if settings.anonymize_ips {
-                    http::anonymize(ip)
-                } else {
-                    ip
-                }
-            }),
+            ip: logged_ip(ip, settings),
             deadline: Some(ctx.now + settings.handshake_timeout),
             next_ping: ctx.now + settings.ping_interval,
             awaiting_pong: false,
@@ -204,9 +197,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
 
     /// `[ip "user" room]` for log lines.
     fn label(&self, engine: &Engine) -> String {
-        let ip = self
-            .ip
-            .map_or(Cow::Borrowed("unix"), |ip| Cow::Owned(ip.to_string()));
+        let ip = self.ip_text();
         match &self.phase {
             Phase::Open { session, .. } => match (session.user(), session.room()) {
                 (Some(user), Some(room)) => {
@@ -299,13 +290,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         let settings = ctx.settings;
         if settings.trust_proxy {
             let ip = http::client_ip(self.ip, request.forwarded_for.as_deref(), true);
-            self.ip = ip.map(|ip| {
-                if settings.anonymize_ips {
-                    http::anonymize(ip)
-                } else {
-                    ip
-                }
-            });
+            self.ip = logged_ip(ip, settings);
         }
         let Some(key) = request.websocket_key.as_deref() else {
             let response = request
@@ -704,6 +689,17 @@ fn send_text<S: Read + Write>(ws: &mut WebSocket<Transport<S>>, frame: &Frame) -
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
         Err(e) => Err(e),
     }
+}
+
+/// The address a connection is logged under: anonymized when the operator asked for it.
+fn logged_ip(ip: Option<IpAddr>, settings: &ConnSettings) -> Option<IpAddr> {
+    ip.map(|ip| {
+        if settings.anonymize_ips {
+            http::anonymize(ip)
+        } else {
+            ip
+        }
+    })
 }
 
 /// Reads and discards input; true once the peer has closed or the stream failed.

@@ -24,16 +24,6 @@ pub enum Socket {
     Unix(mio::net::UnixStream),
 }
 
-impl Socket {
-    pub fn shutdown_write(&self) {
-        // Shutdown failing means the peer is already gone; the connection is closing anyway.
-        let _ = match self {
-            Socket::Tcp(s) => s.shutdown(Shutdown::Write),
-            Socket::Unix(s) => s.shutdown(Shutdown::Write),
-        };
-    }
-}
-
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
@@ -103,7 +93,11 @@ pub trait HalfClose {
 
 impl HalfClose for Socket {
     fn shutdown_write(&self) {
-        Socket::shutdown_write(self);
+        // Shutdown failing means the peer is already gone; the connection is closing anyway.
+        let _ = match self {
+            Socket::Tcp(s) => s.shutdown(Shutdown::Write),
+            Socket::Unix(s) => s.shutdown(Shutdown::Write),
+        };
     }
 }
 
