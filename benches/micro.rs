@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use serde::Deserialize;
 
 use stratus::dialect::json::{self, JsonParser};
-use stratus::dialect::{encode_set, Session, SessionContext};
+use stratus::dialect::{encode_set, Route, Session, SessionContext, Users};
 use stratus::engine::{ClientId, Engine, Format, Limits, ValueRef};
 use stratus::policy::Policy;
 
@@ -104,14 +104,14 @@ fn session_set(c: &mut Criterion) {
     let policy = Policy::default();
     let mut parser = JsonParser::default();
     let now = Instant::now();
-    let mut session = Session::new(ClientId(1), &policy, now);
-    let mut initial = None;
+    let mut users = Users::new(0);
+    let mut session = Session::new(ClientId(1), Route::Sniff, &policy, now);
     let mut ctx = SessionContext {
         engine: &mut engine,
         policy: &policy,
         parser: &mut parser,
+        users: &mut users,
         now,
-        initial: &mut initial,
     };
     session.on_text(
         br#"{"method":"handshake","project_id":"1","user":"u"}"#,
@@ -150,7 +150,7 @@ fn fan_out(c: &mut Criterion) {
     let now = Instant::now();
     let mut room = None;
     for client in 0..128 {
-        let (key, _) = engine
+        let key = engine
             .join("1", ClientId(client), Format(0), None, now)
             .expect("join");
         room = Some(key);
@@ -172,7 +172,7 @@ fn fan_out(c: &mut Criterion) {
                 );
             }
             let mut bytes = 0;
-            engine.flush(|_, frame| {
+            engine.flush(|_, _, frame| {
                 bytes += frame.len();
                 true
             });

@@ -6,7 +6,8 @@ use clap::Parser;
 
 /// stratus: a fast cloud-variable server for Scratch 3 and TurboWarp projects.
 ///
-/// Serves the Scratch 3 cloud protocol and cloud-server's older `kind` protocol on one port.
+/// Serves the Scratch 3 cloud protocol, cloud-server's older `kind` protocol and the array-RPC
+/// protocol (on `/ws/world/<room>`) on one port, over shared rooms.
 /// Point TurboWarp at it with `?cloud_host=ws://HOST:PORT/`. Every option can also be set with
 /// the environment variable shown next to it.
 #[derive(Parser, Debug, Clone)]
@@ -51,6 +52,12 @@ pub struct Config {
     /// Most clients in one room; more get 4003.
     #[arg(long, env = "STRATUS_MAX_CLIENTS_PER_ROOM", default_value_t = 128)]
     pub max_clients_per_room: usize,
+
+    /// Most connections of one user in one room, in the array-RPC dialect (the user is the
+    /// `client_id`, else the `username`): when a user opens one more, the oldest is told
+    /// `connection.replaced` and closed. 0 = no limit.
+    #[arg(long, env = "STRATUS_MAX_CONNECTIONS_PER_USER", default_value_t = 0)]
+    pub max_connections_per_user: usize,
 
     /// Most variables in one room; sets that would create more are ignored.
     #[arg(long, env = "STRATUS_MAX_VARIABLES_PER_ROOM", default_value_t = 128)]

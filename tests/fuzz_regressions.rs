@@ -8,7 +8,7 @@ use std::time::Instant;
 use stratus::config::Config;
 use stratus::dialect::encode_set;
 use stratus::dialect::json::JsonParser;
-use stratus::dialect::{Session, SessionContext};
+use stratus::dialect::{Route, Session, SessionContext, Users};
 use stratus::engine::{ClientId, Engine, Format, Limits, ValueRef};
 use stratus::net::conn::{Conn, ConnSettings, LoopContext};
 use stratus::net::transport::HalfClose;
@@ -76,6 +76,7 @@ struct Fixture {
     policy: Policy,
     engine: Engine,
     parser: JsonParser,
+    users: Users,
     scratch: Vec<u8>,
     now: Instant,
 }
@@ -87,6 +88,7 @@ impl Fixture {
             policy: Policy::default(),
             engine: Engine::new(Limits::default(), encode_set),
             parser: JsonParser::default(),
+            users: Users::new(0),
             scratch: vec![0u8; 16 * 1024],
             now: Instant::now(),
         }
@@ -97,6 +99,7 @@ impl Fixture {
             engine: &mut self.engine,
             policy: &self.policy,
             parser: &mut self.parser,
+            users: &mut self.users,
             settings: &self.settings,
             now: self.now,
             over_capacity: false,
@@ -167,8 +170,7 @@ fn the_join_snapshot_survives_a_full_socket() {
     let mut fixture = Fixture::new(&Config::defaults());
     let now = fixture.now;
     // Someone is in room 1 and has set ☁ x = 7.
-    let mut other = Session::new(ClientId(2), &fixture.policy, now);
-    let mut initial = None;
+    let mut other = Session::new(ClientId(2), Route::Sniff, &fixture.policy, now);
     other.on_text(
         "{\"method\":\"handshake\",\"user\":\"a\",\"project_id\":\"1\"}\n\
          {\"method\":\"set\",\"name\":\"☁ x\",\"value\":7}"
@@ -177,8 +179,8 @@ fn the_join_snapshot_survives_a_full_socket() {
             engine: &mut fixture.engine,
             policy: &fixture.policy,
             parser: &mut fixture.parser,
+            users: &mut fixture.users,
             now,
-            initial: &mut initial,
         },
     );
 
@@ -199,7 +201,7 @@ fn the_join_snapshot_survives_a_full_socket() {
     // The socket drains; everything owed goes out.
     net.borrow_mut().writable = true;
     conn.on_event(false, true, &mut ctx);
-    ctx.engine.flush(|_, _| true);
+    ctx.engine.flush(|_, _, _| true);
     let out = String::from_utf8_lossy(&net.borrow().out).into_owned();
     assert!(out.starts_with("HTTP/1.1 101 "), "{out:?}");
     assert!(
@@ -214,23 +216,23 @@ fn the_join_snapshot_survives_a_full_socket() {
 fn a_renamer_that_is_behind_gets_the_current_value() {
     let mut engine = Engine::new(Limits::default(), encode_set);
     let now = Instant::now();
-    let (room, _) = engine
+    let room = engine
         .join("1", ClientId(1), Format(0), None, now)
         .expect("join");
     engine
         .join("1", ClientId(2), Format(0), None, now)
         .expect("join");
     engine.set(room, ClientId(2), "☁ x", ValueRef::Number("0"), true);
-    engine.flush(|_, _| true);
+    engine.flush(|_, _, _| true);
     // Client 1 is behind and misses ☁ x = 1.
     engine.set(room, ClientId(2), "☁ x", ValueRef::Number("1"), true);
-    engine.flush(|client, _| client != ClientId(1));
+    engine.flush(|_, client, _| client != ClientId(1));
     // Client 1 renames its ☁ x, which it still holds as 0.
     engine
         .rename(room, ClientId(1), "☁ x", "☁ y")
         .expect("rename");
     let mut to_client_1 = Vec::new();
-    engine.flush(|client, frame| {
+    engine.flush(|_, client, frame| {
         if client == ClientId(1) {
             to_client_1.push(frame.to_string());
         }

@@ -135,6 +135,82 @@ pub fn value_ref<'r, 'v: 'r>(
     number.as_ref().map(|n| ValueRef::Number(n.as_str()))
 }
 
+/// Appends a value with its JSON type: a number as its digits, text as a string literal.
+pub fn push_value(out: &mut String, value: ValueRef<'_>) {
+    match value {
+        ValueRef::Number(text) => out.push_str(text),
+        ValueRef::Text(text) => push_string(out, text),
+    }
+}
+
+/// Appends `{"name":value,...}` for the given variables.
+pub fn push_variables<'a>(
+    out: &mut String,
+    variables: impl Iterator<Item = (&'a str, ValueRef<'a>)>,
+) {
+    out.push('{');
+    for (i, (name, value)) in variables.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_string(out, name);
+        out.push(':');
+        push_value(out, value);
+    }
+    out.push('}');
+}
+
+/// Deepest nesting [`push_json`] writes back; client-chosen values (ping payloads, request ids)
+/// deeper than this are refused rather than recursed into.
+pub const MAX_ECHO_DEPTH: usize = 32;
+
+/// Writes a parsed value back as JSON, for echoing what a client sent. `None` (with `out`
+/// unchanged) when it nests deeper than [`MAX_ECHO_DEPTH`].
+pub fn push_json(out: &mut String, value: Value<'_, '_>) -> Option<()> {
+    let start = out.len();
+    let written = write_json(out, value, MAX_ECHO_DEPTH);
+    if written.is_none() {
+        out.truncate(start);
+    }
+    written
+}
+
+fn write_json(out: &mut String, value: Value<'_, '_>, depth: usize) -> Option<()> {
+    let depth = depth.checked_sub(1)?;
+    match value.value_type() {
+        ValueType::Null => out.push_str("null"),
+        ValueType::Bool => out.push_str(if value.as_bool()? { "true" } else { "false" }),
+        ValueType::I64 | ValueType::U64 | ValueType::F64 => {
+            out.push_str(number_text(value)?.as_str())
+        }
+        ValueType::String => push_string(out, value.into_string()?),
+        ValueType::Array => {
+            out.push('[');
+            for (i, item) in value.as_array()?.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(out, item, depth)?;
+            }
+            out.push(']');
+        }
+        ValueType::Object => {
+            out.push('{');
+            for (i, (key, item)) in value.as_object()?.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_string(out, key);
+                out.push(':');
+                write_json(out, item, depth)?;
+            }
+            out.push('}');
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
 /// Appends `text` as a JSON string literal.
 pub fn push_string(out: &mut String, text: &str) {
     out.push('"');
@@ -211,6 +287,38 @@ mod tests {
             let back: String = serde_json::from_str(&out).expect("valid JSON");
             assert_eq!(back, text);
         }
+    }
+
+    fn echo(json: &str) -> Option<String> {
+        let mut parser = JsonParser::default();
+        parser
+            .parse(json.as_bytes(), |v| {
+                let mut out = String::new();
+                push_json(&mut out, v).map(|()| out)
+            })
+            .ok()
+            .flatten()
+    }
+
+    #[test]
+    fn values_are_echoed_as_equal_json() {
+        for text in [
+            "1501676765",
+            "-1.5",
+            "null",
+            "true",
+            r#""a\"b""#,
+            r#"[1,"x",{"k":[false,null]}]"#,
+            "{}",
+            "[]",
+        ] {
+            let back = echo(text).expect("echoed");
+            let original: serde_json::Value = serde_json::from_str(text).expect("valid");
+            let echoed: serde_json::Value = serde_json::from_str(&back).expect("valid");
+            assert_eq!(original, echoed, "{text}");
+        }
+        let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        assert_eq!(echo(&deep), None, "too deep to echo");
     }
 
     #[test]

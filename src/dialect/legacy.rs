@@ -2,71 +2,57 @@
 //! "set", ...}` in, `{"kind":"set","variable":N,"value":V}` lines out, values always strings.
 //!
 //! Every property is required; a missing one, an unknown kind or a set of a variable the room
-//! does not have closes with 4000. Rooms are shared with Scratch clients: the room engine's
-//! validation applies to both, and a number set by a Scratch client reaches these clients as
+//! does not have closes with 4000. Rooms are shared with the other dialects: the room engine's
+//! validation applies to all, and a number set by a Scratch client reaches these clients as
 //! its decimal text.
 
 use simd_json::prelude::*;
 use simd_json::tape::Value;
 
-use super::json;
-use super::session::{log_ignored, room_text, Handshake, Membership, Outcome};
-use super::{close_code, Dialect};
-use crate::engine::{ClientId, Engine, SetOutcome, ValueRef};
+use super::{json, room_text, Env, Handshake, Outcome, Peer, Reason};
+use crate::engine::{SetOutcome, ValueRef};
 
-pub(super) fn read_handshake<'v>(doc: Value<'_, 'v>) -> Result<Handshake<'v>, Outcome> {
-    let missing = Outcome::close(
-        close_code::PROTOCOL,
-        "handshake needs room, username and variables",
-    );
+pub(super) fn read_handshake<'v>(doc: Value<'_, 'v>) -> Result<Handshake<'v>, Reason> {
+    let missing = Reason::Protocol("handshake needs room, username and variables");
     let room = room_text(doc.get("room"))?;
     let user = json::get_str(doc, "username").ok_or(missing)?;
     let declared = doc.get_object("variables").ok_or(missing)?;
     let mut variables = Vec::with_capacity(declared.len());
     for (name, value) in declared.iter() {
-        let value = value.into_string().ok_or(Outcome::close(
-            close_code::PROTOCOL,
-            "variable values must be strings",
-        ))?;
+        let value = value
+            .into_string()
+            .ok_or(Reason::Protocol("variable values must be strings"))?;
         variables.push((name, ValueRef::Text(value)));
     }
     Ok(Handshake {
-        dialect: Dialect::Legacy,
         room,
         user,
         variables: Some(variables),
     })
 }
 
-pub(super) fn on_message(
-    doc: Value<'_, '_>,
-    membership: &Membership,
-    client: ClientId,
-    engine: &mut Engine,
-) -> Outcome {
+pub(super) fn on_message(doc: Value<'_, '_>, peer: &mut Peer, env: &mut Env<'_>) -> Outcome {
+    let engine = &mut *env.engine;
     match json::get_str(doc, "kind") {
         Some("set") => {
-            let (Some(name), Some(value)) =
-                (json::get_str(doc, "variable"), json::get_str(doc, "value"))
-            else {
-                return Outcome::close(
-                    close_code::PROTOCOL,
-                    "set needs variable and a string value",
-                );
+            let (Some(name), Some(value), Some(room)) = (
+                json::get_str(doc, "variable"),
+                json::get_str(doc, "value"),
+                peer.room(),
+            ) else {
+                return Outcome::Close(Reason::Protocol("set needs variable and a string value"));
             };
-            match engine.set(membership.room, client, name, ValueRef::Text(value), false) {
+            match engine.set(room, peer.client, name, ValueRef::Text(value), false) {
                 SetOutcome::Applied => Outcome::Continue,
                 SetOutcome::Rejected(why) => {
-                    log_ignored(membership, engine, "set", why.as_str());
+                    peer.log_ignored(engine, "set", why.as_str());
                     Outcome::Continue
                 }
-                SetOutcome::Unknown => {
-                    Outcome::close(close_code::PROTOCOL, "variable does not exist")
-                }
+                SetOutcome::Unknown => Outcome::Close(Reason::Protocol("variable does not exist")),
             }
         }
-        Some("handshake") => Outcome::close(close_code::PROTOCOL, "second handshake"),
-        _ => Outcome::close(close_code::PROTOCOL, "missing or unknown kind"),
+        Some("handshake") => Outcome::Close(Reason::Protocol("second handshake")),
+        _ => Outcome::Close(Reason::Protocol("missing or unknown kind")),
     }
 }
 

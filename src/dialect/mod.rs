@@ -1,37 +1,40 @@
 //! The WebSocket protocols ("dialects") and the per-connection session that speaks them.
 //!
-//! A dialect turns one parsed JSON object into engine calls, and writes the engine's variables
-//! back as its own `set` lines. The [`Session`] picks the dialect from the first message and
-//! owns what a connection knows after its handshake (room, user). No sockets here: the event
-//! loop hands a session text and gets back an [`Outcome`].
+//! A dialect turns one parsed JSON message into engine calls and replies, and writes the engine's
+//! variables back as its own `set` lines. The [`Session`] learns its dialect from the upgrade
+//! path ([`Route`]) or from the first message, and owns what a connection knows after its
+//! handshake (user, rooms, replies not yet written). No sockets here: the event loop hands a
+//! session text and gets back an [`Outcome`] and whatever the session put in its [`Outbox`].
+//!
+//! This file is the shared vocabulary (routes, typed reasons, the outbox, memberships); the
+//! dialect modules import it and never each other or the session.
 
 pub mod json;
 mod legacy;
+mod outbox;
+mod reason;
+mod route;
+mod rpc;
 mod scratch;
 mod session;
+mod users;
 
-pub use session::{Outcome, Session, SessionContext};
+pub use outbox::Outbox;
+pub use reason::{close_code, Reason};
+pub use route::Route;
+pub use session::{Session, SessionContext};
+pub use users::Users;
 
-use crate::engine::{Format, ValueRef};
+use std::borrow::Cow;
+use std::time::Instant;
 
-/// WebSocket close codes the server sends, shared by the dialects' specifications.
-pub mod close_code {
-    /// The client violated the protocol.
-    pub const PROTOCOL: u16 = 4000;
-    /// The client's variables do not match the room's (legacy dialect).
-    pub const INCOMPATIBLE: u16 = 4001;
-    /// The username is malformed or refused.
-    pub const USERNAME: u16 = 4002;
-    /// The server or the room is full.
-    pub const OVERLOADED: u16 = 4003;
-    /// The project is unavailable (Scratch), or the client must try again later (legacy,
-    /// and rate limiting in both).
-    pub const UNAVAILABLE: u16 = 4004;
-    /// The client leaked a Scratch session cookie to the server.
-    pub const SECURITY: u16 = 4005;
-    /// The client sent no User-Agent while one is required.
-    pub const USER_AGENT: u16 = 4006;
-}
+use log::debug;
+use simd_json::prelude::*;
+use simd_json::tape::Value;
+use smallvec::SmallVec;
+
+use crate::engine::{ClientId, Declared, Engine, Format, RoomKey, ValueRef};
+use crate::policy::{Policy, MAX_ROOM_ID_CHARS};
 
 /// The protocols stratus speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +43,8 @@ pub enum Dialect {
     Scratch,
     /// cloud-server's older protocol: `{"kind": ...}`.
     Legacy,
+    /// Arrays with correlation ids on `/ws/world/<room>`: `["cloud.set", 1, {...}]`.
+    Rpc,
 }
 
 impl Dialect {
@@ -47,22 +52,161 @@ impl Dialect {
         match self {
             Dialect::Scratch => "scratch",
             Dialect::Legacy => "legacy",
+            Dialect::Rpc => "rpc",
         }
     }
 
     fn format(self) -> Format {
+        Format(self as u8)
+    }
+
+    /// How a frame of newline-joined lines travels to a member speaking this dialect.
+    pub fn framing(self) -> Framing {
         match self {
-            Dialect::Scratch => Format(0),
-            Dialect::Legacy => Format(1),
+            Dialect::Scratch | Dialect::Legacy => Framing::Joined,
+            Dialect::Rpc => Framing::MessagePerLine,
         }
     }
+}
+
+/// How the lines of a fan-out frame become WebSocket messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// One message holding every line (scratchattach and TurboWarp split on newlines).
+    Joined,
+    /// One message per line: the protocol allows one JSON value per message.
+    MessagePerLine,
+}
+
+/// What the connection should do after a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Continue,
+    /// The handshake succeeded in this message: the connection is now in a room.
+    Joined,
+    /// Close the connection; the session's dialect decides what the client is told.
+    Close(Reason),
 }
 
 /// Writes one `set` line in the format a member reads; the engine calls this to build frames.
 pub fn encode_set(format: Format, name: &str, value: ValueRef<'_>, out: &mut String) {
     if format == Dialect::Legacy.format() {
         legacy::encode_set(name, value, out);
+    } else if format == Dialect::Rpc.format() {
+        rpc::encode_set(name, value, out);
     } else {
         scratch::encode_set(name, value, out);
     }
+}
+
+/// A parsed handshake, in terms common to the dialects that join one room with it.
+pub(crate) struct Handshake<'a> {
+    pub room: Cow<'a, str>,
+    pub user: &'a str,
+    /// Legacy clients declare their variables; Scratch clients do not.
+    pub variables: Option<Vec<Declared<'a>>>,
+}
+
+/// A connection's place in one room.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    pub room: RoomKey,
+}
+
+/// What every dialect may change about the connection it speaks for.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub client: ClientId,
+    /// The name shown in logs, once known.
+    pub user: Option<Box<str>>,
+    pub memberships: SmallVec<[Membership; 1]>,
+    pub outbox: Outbox,
+}
+
+impl Peer {
+    /// The room of a one-room dialect.
+    pub fn room(&self) -> Option<RoomKey> {
+        self.memberships.first().map(|m| m.room)
+    }
+
+    pub fn log_ignored(&self, engine: &Engine, what: &str, why: &str) {
+        let room = self.room().and_then(|r| engine.room_id(r)).unwrap_or("-");
+        let user = self.user.as_deref().unwrap_or("");
+        debug!("[{room} \"{user}\"] ignored {what}: {why}");
+    }
+
+    /// Joins `room` in `dialect`'s format and records the membership.
+    pub fn enter(
+        &mut self,
+        room: &str,
+        dialect: Dialect,
+        declared: Option<&[Declared<'_>]>,
+        env: &mut Env<'_>,
+    ) -> Result<RoomKey, Reason> {
+        let key = env
+            .engine
+            .join(room, self.client, dialect.format(), declared, env.now)?;
+        self.memberships.push(Membership { room: key });
+        Ok(key)
+    }
+
+    /// Leaves every room. Called once when the connection ends.
+    pub fn leave_all(&mut self, engine: &mut Engine, now: Instant) {
+        for membership in self.memberships.drain(..) {
+            engine.leave(membership.room, self.client, now);
+        }
+    }
+}
+
+/// What a dialect borrows from the event loop while it handles one message.
+pub(crate) struct Env<'a> {
+    pub engine: &'a mut Engine,
+    pub policy: &'a Policy,
+    pub users: &'a mut Users,
+    pub now: Instant,
+}
+
+/// Checks a room id against the protocol's form and the operator's project lists.
+pub(crate) fn check_room(room: &str, policy: &Policy) -> Result<(), Reason> {
+    if room.is_empty() || room.chars().nth(MAX_ROOM_ID_CHARS).is_some() {
+        return Err(Reason::InvalidRoom);
+    }
+    if !policy.project_allowed(room) {
+        return Err(Reason::RoomRefused);
+    }
+    Ok(())
+}
+
+/// The one-room handshake of the Scratch and legacy dialects: checks, joins, and queues the
+/// room's current variables as the first message the client gets.
+pub(crate) fn join_with_handshake(
+    handshake: Handshake<'_>,
+    dialect: Dialect,
+    peer: &mut Peer,
+    env: &mut Env<'_>,
+) -> Result<(), Reason> {
+    let Handshake {
+        room,
+        user,
+        variables,
+    } = handshake;
+    check_room(&room, env.policy)?;
+    env.policy.usernames.check(user).map_err(Reason::Username)?;
+    let key = peer.enter(&room, dialect, variables.as_deref(), env)?;
+    peer.user = Some(user.into());
+    if let Some(snapshot) = env.engine.snapshot(key, dialect.format()) {
+        peer.outbox.push_frame(snapshot);
+    }
+    Ok(())
+}
+
+/// Reads a room id: a string, or a number written as its decimal text.
+pub(crate) fn room_text<'v>(value: Option<Value<'_, 'v>>) -> Result<Cow<'v, str>, Reason> {
+    let value = value.ok_or(Reason::InvalidRoom)?;
+    if let Some(text) = value.into_string() {
+        return Ok(Cow::Borrowed(text));
+    }
+    json::number_text(value)
+        .map(|number| Cow::Owned(number.as_str().to_owned()))
+        .ok_or(Reason::InvalidRoom)
 }

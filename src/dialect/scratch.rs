@@ -7,81 +7,68 @@
 
 use simd_json::tape::Value;
 
-use super::json;
-use super::session::{log_ignored, room_text, Handshake, Membership, Outcome};
-use super::{close_code, Dialect};
-use crate::engine::{ClientId, EditError, Engine, SetOutcome, ValueRef};
-use crate::policy::Policy;
+use super::{json, room_text, Env, Handshake, Outcome, Peer, Reason};
+use crate::engine::{EditError, SetOutcome, ValueRef};
 
-pub(super) fn read_handshake<'v>(doc: Value<'_, 'v>) -> Result<Handshake<'v>, Outcome> {
+pub(super) fn read_handshake<'v>(doc: Value<'_, 'v>) -> Result<Handshake<'v>, Reason> {
     let room = room_text(doc.get("project_id"))?;
     // A missing or non-string user is a username problem the client can fix.
     let user = json::get_str(doc, "user").unwrap_or("");
     Ok(Handshake {
-        dialect: Dialect::Scratch,
         room,
         user,
         variables: None,
     })
 }
 
-pub(super) fn on_message(
-    doc: Value<'_, '_>,
-    membership: &Membership,
-    client: ClientId,
-    engine: &mut Engine,
-    policy: &Policy,
-) -> Outcome {
+pub(super) fn on_message(doc: Value<'_, '_>, peer: &mut Peer, env: &mut Env<'_>) -> Outcome {
+    let Some(room) = peer.room() else {
+        return Outcome::Close(Reason::Protocol("not in a room"));
+    };
+    let engine = &mut *env.engine;
+    let policy = env.policy;
     match json::get_str(doc, "method") {
         Some("set" | "create") => {
-            on_set(doc, membership, client, engine);
+            on_set(doc, peer, env);
             Outcome::Continue
         }
         Some("rename") if policy.enable_rename => {
             let (Some(name), Some(new_name)) =
                 (json::get_str(doc, "name"), json::get_str(doc, "new_name"))
             else {
-                return Outcome::close(close_code::PROTOCOL, "rename needs name and new_name");
+                return Outcome::Close(Reason::Protocol("rename needs name and new_name"));
             };
-            edit_outcome(engine.rename(membership.room, client, name, new_name))
+            edit_outcome(engine.rename(room, peer.client, name, new_name))
         }
         Some("delete") if policy.enable_delete => {
             let Some(name) = json::get_str(doc, "name") else {
-                return Outcome::close(close_code::PROTOCOL, "delete needs a name");
+                return Outcome::Close(Reason::Protocol("delete needs a name"));
             };
-            edit_outcome(engine.delete(membership.room, name))
+            edit_outcome(engine.delete(room, name))
         }
         Some("rename" | "delete") => {
-            log_ignored(
-                membership,
-                engine,
-                "rename/delete",
-                "disabled on this server",
-            );
+            peer.log_ignored(engine, "rename/delete", "disabled on this server");
             Outcome::Continue
         }
-        Some("handshake") => Outcome::close(close_code::PROTOCOL, "second handshake"),
-        _ => Outcome::close(close_code::PROTOCOL, "missing or unknown method"),
+        Some("handshake") => Outcome::Close(Reason::Protocol("second handshake")),
+        _ => Outcome::Close(Reason::Protocol("missing or unknown method")),
     }
 }
 
-fn on_set(doc: Value<'_, '_>, membership: &Membership, client: ClientId, engine: &mut Engine) {
+fn on_set(doc: Value<'_, '_>, peer: &Peer, env: &mut Env<'_>) {
+    let engine = &mut *env.engine;
     let mut number = None;
     let value = doc
         .get("value")
         .and_then(|v| json::value_ref(v, &mut number));
-    let (Some(name), Some(value)) = (json::get_str(doc, "name"), value) else {
+    let (Some(name), Some(value), Some(room)) = (json::get_str(doc, "name"), value, peer.room())
+    else {
         engine.stats.sets_rejected += 1;
-        log_ignored(
-            membership,
-            engine,
-            "set",
-            "name or value missing or of the wrong type",
-        );
+        peer.log_ignored(engine, "set", "name or value missing or of the wrong type");
         return;
     };
-    if let SetOutcome::Rejected(why) = engine.set(membership.room, client, name, value, true) {
-        log_ignored(membership, engine, "set", why.as_str());
+    if let SetOutcome::Rejected(why) = engine.set(room, peer.client, name, value, true) {
+        peer.log_ignored(engine, "set", why.as_str());
     }
 }
 
@@ -89,10 +76,10 @@ fn edit_outcome(result: Result<(), EditError>) -> Outcome {
     match result {
         Ok(()) => Outcome::Continue,
         Err(EditError::UnknownVariable) => {
-            Outcome::close(close_code::PROTOCOL, "variable does not exist")
+            Outcome::Close(Reason::Protocol("variable does not exist"))
         }
-        Err(EditError::InvalidName) => Outcome::close(close_code::PROTOCOL, "invalid new name"),
-        Err(EditError::NameTaken) => Outcome::close(close_code::PROTOCOL, "new name is taken"),
+        Err(EditError::InvalidName) => Outcome::Close(Reason::Protocol("invalid new name")),
+        Err(EditError::NameTaken) => Outcome::Close(Reason::Protocol("new name is taken")),
     }
 }
 
@@ -100,9 +87,6 @@ pub(super) fn encode_set(name: &str, value: ValueRef<'_>, out: &mut String) {
     out.push_str(r#"{"method":"set","name":"#);
     json::push_string(out, name);
     out.push_str(r#","value":"#);
-    match value {
-        ValueRef::Number(text) => out.push_str(text),
-        ValueRef::Text(text) => json::push_string(out, text),
-    }
+    json::push_value(out, value);
     out.push('}');
 }

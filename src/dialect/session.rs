@@ -1,101 +1,115 @@
 //! One connection's protocol state after the WebSocket upgrade: which dialect it speaks, which
-//! room it joined, as whom, and how fast it may send.
+//! rooms it is in, as whom, how fast it may send, and what it has to say back.
 //!
-//! The event loop hands [`Session::on_text`] each text frame; the session splits it into
-//! newline-separated JSON objects (scratchattach sends several per frame), rate-limits them,
-//! parses each with the shared parser and calls the engine. It never touches a socket: what the
-//! connection must do next comes back as an [`Outcome`].
+//! The event loop hands [`Session::on_text`] each text message. In the Scratch and legacy
+//! dialects a message may hold several newline-separated JSON objects (scratchattach sends
+//! several per frame); in the array-RPC dialect a message is one JSON array. Each object is
+//! rate-limited, parsed with the shared parser and handed to its dialect. The session never
+//! touches a socket: what the connection must do next comes back as an [`Outcome`], and what
+//! the client must be sent waits in the session's [`Outbox`] for the connection to write.
 
-use std::borrow::Cow;
 use std::time::Instant;
 
-use log::debug;
-use simd_json::prelude::*;
 use simd_json::tape::Value;
 
 use super::json::{self, InvalidJson, JsonParser};
-use super::{close_code, legacy, scratch, Dialect};
+use super::{
+    join_with_handshake, legacy, rpc, scratch, Dialect, Env, Framing, Outbox, Outcome, Peer,
+    Reason, Route, Users,
+};
 use crate::engine::rate::TokenBucket;
-use crate::engine::{ClientId, Declared, Engine, Frame, JoinError, RoomKey};
-use crate::policy::{Policy, MAX_ROOM_ID_CHARS};
+use crate::engine::{ClientId, Engine, RoomKey};
+use crate::policy::Policy;
 
-/// What the connection should do after a frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Continue,
-    /// The handshake succeeded in this frame; the connection is now in a room.
-    Joined,
-    /// Close the connection with this code; the reason goes to the log and the close frame.
-    Close {
-        code: u16,
-        reason: &'static str,
-    },
-}
-
-impl Outcome {
-    pub(super) const fn close(code: u16, reason: &'static str) -> Self {
-        Outcome::Close { code, reason }
-    }
-}
-
-/// Everything a session borrows from the event loop while it handles a frame.
+/// Everything a session borrows from the event loop while it handles a message.
 pub struct SessionContext<'a> {
     pub engine: &'a mut Engine,
     pub policy: &'a Policy,
     pub parser: &'a mut JsonParser,
+    pub users: &'a mut Users,
     pub now: Instant,
-    /// Where the session puts the room's current variables when it joins: one frame to send
-    /// to this client before anything else.
-    pub initial: &'a mut Option<Frame>,
 }
 
-/// A parsed handshake, in terms common to every dialect.
-pub(super) struct Handshake<'a> {
-    pub dialect: Dialect,
-    pub room: Cow<'a, str>,
-    pub user: &'a str,
-    /// Legacy clients declare their variables; Scratch clients do not.
-    pub variables: Option<Vec<Declared<'a>>>,
-}
-
-/// A connection's place after a successful handshake.
+/// The dialect and its own state.
 #[derive(Debug)]
-pub(super) struct Membership {
-    pub dialect: Dialect,
-    pub room: RoomKey,
-    pub user: Box<str>,
+enum Speaking {
+    /// The first message will tell (Scratch or legacy).
+    Undecided,
+    Scratch,
+    Legacy,
+    Rpc(rpc::World),
 }
 
 #[derive(Debug)]
 pub struct Session {
-    client: ClientId,
-    membership: Option<Membership>,
+    peer: Peer,
+    speaking: Speaking,
     messages: TokenBucket,
 }
 
 impl Session {
-    pub fn new(client: ClientId, policy: &Policy, now: Instant) -> Self {
+    pub fn new(client: ClientId, route: Route, policy: &Policy, now: Instant) -> Self {
+        let speaking = match route {
+            Route::Sniff => Speaking::Undecided,
+            Route::World(room) => Speaking::Rpc(rpc::World::new(Some(room))),
+            Route::InvalidWorld => Speaking::Rpc(rpc::World::new(None)),
+        };
         Session {
-            client,
-            membership: None,
+            peer: Peer {
+                client,
+                user: None,
+                memberships: Default::default(),
+                outbox: Outbox::default(),
+            },
+            speaking,
             messages: TokenBucket::new(policy.message_rate, policy.message_burst, now),
         }
     }
 
+    /// Called once right after the upgrade: a dialect chosen by the path may refuse at once.
+    pub fn on_open(&mut self, ctx: &mut SessionContext<'_>) -> Outcome {
+        match &self.speaking {
+            Speaking::Rpc(world) => rpc::on_open(world, ctx.policy),
+            _ => Outcome::Continue,
+        }
+    }
+
     pub fn client(&self) -> ClientId {
-        self.client
+        self.peer.client
     }
 
     pub fn dialect(&self) -> Option<Dialect> {
-        self.membership.as_ref().map(|m| m.dialect)
+        match self.speaking {
+            Speaking::Undecided => None,
+            Speaking::Scratch => Some(Dialect::Scratch),
+            Speaking::Legacy => Some(Dialect::Legacy),
+            Speaking::Rpc(_) => Some(Dialect::Rpc),
+        }
     }
 
+    /// Whether the client expects a reply to each request; such a client that stops reading
+    /// is not read from either, so unread replies cannot pile up.
+    pub fn answers_requests(&self) -> bool {
+        matches!(self.speaking, Speaking::Rpc(_))
+    }
+
+    /// How fan-out frames reach this client.
+    pub fn framing(&self) -> Framing {
+        self.dialect().map_or(Framing::Joined, Dialect::framing)
+    }
+
+    /// The first room the session is in, for logs.
     pub fn room(&self) -> Option<RoomKey> {
-        self.membership.as_ref().map(|m| m.room)
+        self.peer.room()
     }
 
     pub fn user(&self) -> Option<&str> {
-        self.membership.as_ref().map(|m| &*m.user)
+        self.peer.user.as_deref()
+    }
+
+    /// Messages for the client, to be written in this loop iteration.
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.peer.outbox
     }
 
     /// Charges one message that carries no objects (binary, ping) against the rate limit.
@@ -103,8 +117,14 @@ impl Session {
         self.messages.take(1.0, now)
     }
 
-    /// Handles one text frame: every newline-separated object in order.
+    /// Handles one text message.
     pub fn on_text(&mut self, text: &[u8], ctx: &mut SessionContext<'_>) -> Outcome {
+        if let Speaking::Rpc(_) = self.speaking {
+            if !self.messages.take(1.0, ctx.now) {
+                return Outcome::Close(Reason::TooManyMessages);
+            }
+            return self.on_object(text, ctx);
+        }
         let mut outcome = Outcome::Continue;
         for line in text.split(|&b| b == b'\n') {
             let line = line.trim_ascii();
@@ -112,150 +132,113 @@ impl Session {
                 continue;
             }
             if !self.messages.take(1.0, ctx.now) {
-                return Outcome::close(close_code::UNAVAILABLE, "too many messages");
+                return Outcome::Close(Reason::TooManyMessages);
             }
             match self.on_object(line, ctx) {
                 Outcome::Continue => {}
                 Outcome::Joined => outcome = Outcome::Joined,
-                close @ Outcome::Close { .. } => return close,
+                close @ Outcome::Close(_) => return close,
             }
         }
         outcome
     }
 
-    /// Leaves the room, if any. Called once when the connection closes.
-    pub fn leave(&mut self, engine: &mut Engine, now: Instant) {
-        if let Some(membership) = self.membership.take() {
-            engine.leave(membership.room, self.client, now);
+    /// What the client is told as the connection ends for `reason`: the dialect may queue a
+    /// last message in the outbox; the return value is the close code.
+    pub fn farewell(&mut self, reason: Reason) -> u16 {
+        match &self.speaking {
+            Speaking::Rpc(_) => rpc::farewell(reason, &mut self.peer.outbox),
+            _ => reason.close_code(),
         }
     }
 
-    fn on_object(&mut self, line: &[u8], ctx: &mut SessionContext<'_>) -> Outcome {
+    /// Leaves every room. Called once when the connection ends.
+    pub fn leave(&mut self, engine: &mut Engine, users: &mut Users, now: Instant) {
+        if let Speaking::Rpc(world) = &mut self.speaking {
+            world.depart(&self.peer, users);
+        }
+        self.peer.leave_all(engine, now);
+    }
+
+    /// A newer connection of the same user replaces this one: it stops counting for its user
+    /// and is told so; the loop closes it shortly after.
+    pub fn replace(&mut self, users: &mut Users) {
+        if let Speaking::Rpc(world) = &mut self.speaking {
+            world.depart(&self.peer, users);
+            rpc::replaced(&mut self.peer.outbox);
+        }
+    }
+
+    fn on_object(&mut self, text: &[u8], ctx: &mut SessionContext<'_>) -> Outcome {
         let SessionContext {
             engine,
             policy,
             parser,
+            users,
             now,
-            initial,
         } = ctx;
-        let client = self.client;
-        let parsed = parser.parse(line, |doc| {
-            if !doc.is_object() {
-                return Outcome::close(close_code::PROTOCOL, "message is not a JSON object");
-            }
-            match &self.membership {
-                None => match read_handshake(doc) {
-                    Ok(handshake) => match join(handshake, client, engine, policy, *now, initial) {
-                        Ok(membership) => {
-                            self.membership = Some(membership);
-                            Outcome::Joined
-                        }
-                        Err(close) => close,
-                    },
-                    Err(close) => close,
-                },
-                Some(membership) => match membership.dialect {
-                    Dialect::Scratch => {
-                        scratch::on_message(doc, membership, client, engine, policy)
-                    }
-                    Dialect::Legacy => legacy::on_message(doc, membership, client, engine),
-                },
-            }
-        });
-        match (parsed, &self.membership) {
-            (Ok(outcome), _) => outcome,
-            (Err(InvalidJson::NumberOutOfRange), Some(membership)) => {
-                engine.stats.sets_rejected += 1;
-                log_ignored(membership, engine, "message", "number out of range");
-                Outcome::Continue
-            }
-            (Err(_), _) => Outcome::close(close_code::PROTOCOL, "invalid JSON"),
+        let mut env = Env {
+            engine,
+            policy,
+            users,
+            now: *now,
+        };
+        let peer = &mut self.peer;
+        let speaking = &mut self.speaking;
+        let parsed = parser.parse(text, |doc| dispatch(doc, speaking, peer, &mut env));
+        match parsed {
+            Ok(outcome) => outcome,
+            Err(InvalidJson::NumberOutOfRange) => match speaking {
+                Speaking::Undecided => Outcome::Close(Reason::InvalidJson),
+                Speaking::Rpc(_) => rpc::on_number_out_of_range(peer, env.engine),
+                Speaking::Scratch | Speaking::Legacy => {
+                    env.engine.stats.sets_rejected += 1;
+                    peer.log_ignored(env.engine, "message", "number out of range");
+                    Outcome::Continue
+                }
+            },
+            Err(InvalidJson::Syntax) => Outcome::Close(Reason::InvalidJson),
         }
     }
 }
 
-/// Recognises the dialect from the first message, which must be its handshake.
-fn read_handshake<'v>(doc: Value<'_, 'v>) -> Result<Handshake<'v>, Outcome> {
-    if json::get_str(doc, "method") == Some("handshake") {
-        scratch::read_handshake(doc)
-    } else if json::get_str(doc, "kind") == Some("handshake") {
-        legacy::read_handshake(doc)
-    } else {
-        Err(Outcome::close(
-            close_code::PROTOCOL,
-            "first message must be a handshake",
-        ))
+fn dispatch(
+    doc: Value<'_, '_>,
+    speaking: &mut Speaking,
+    peer: &mut Peer,
+    env: &mut Env<'_>,
+) -> Outcome {
+    if let Speaking::Rpc(world) = speaking {
+        return rpc::on_message(doc, world, peer, env);
     }
-}
-
-fn join(
-    handshake: Handshake<'_>,
-    client: ClientId,
-    engine: &mut Engine,
-    policy: &Policy,
-    now: Instant,
-    initial: &mut Option<Frame>,
-) -> Result<Membership, Outcome> {
-    let Handshake {
-        dialect,
-        room,
-        user,
-        variables,
-    } = handshake;
-    let room = &*room;
-    if room.is_empty() || room.chars().nth(MAX_ROOM_ID_CHARS).is_some() {
-        return Err(Outcome::close(close_code::PROTOCOL, "invalid project id"));
+    if !doc.is_object() {
+        return Outcome::Close(Reason::Protocol("message is not a JSON object"));
     }
-    if !policy.project_allowed(room) {
-        return Err(Outcome::close(
-            close_code::UNAVAILABLE,
-            "project not allowed on this server",
-        ));
-    }
-    if let Err(problem) = policy.usernames.check(user) {
-        return Err(Outcome::close(close_code::USERNAME, problem.as_str()));
-    }
-    match engine.join(room, client, dialect.format(), variables.as_deref(), now) {
-        Ok((key, frame)) => {
-            *initial = frame;
-            Ok(Membership {
-                dialect,
-                room: key,
-                user: user.into(),
-            })
-        }
-        Err(error) => Err(match error {
-            JoinError::RoomFull => Outcome::close(close_code::OVERLOADED, "room is full"),
-            JoinError::TooManyRooms => Outcome::close(close_code::OVERLOADED, "too many rooms"),
-            JoinError::Incompatible => Outcome::close(
-                close_code::INCOMPATIBLE,
-                "variables do not match the room's",
-            ),
-            JoinError::InvalidDeclaration => {
-                Outcome::close(close_code::PROTOCOL, "invalid variables in handshake")
+    match speaking {
+        Speaking::Undecided => {
+            let (dialect, handshake) = if json::get_str(doc, "method") == Some("handshake") {
+                (Dialect::Scratch, scratch::read_handshake(doc))
+            } else if json::get_str(doc, "kind") == Some("handshake") {
+                (Dialect::Legacy, legacy::read_handshake(doc))
+            } else {
+                return Outcome::Close(Reason::Protocol("first message must be a handshake"));
+            };
+            match handshake.and_then(|h| join_with_handshake(h, dialect, peer, env)) {
+                Ok(()) => {
+                    *speaking = if dialect == Dialect::Scratch {
+                        Speaking::Scratch
+                    } else {
+                        Speaking::Legacy
+                    };
+                    Outcome::Joined
+                }
+                Err(reason) => Outcome::Close(reason),
             }
-        }),
+        }
+        Speaking::Scratch => scratch::on_message(doc, peer, env),
+        Speaking::Legacy => legacy::on_message(doc, peer, env),
+        Speaking::Rpc(_) => Outcome::Continue,
     }
-}
-
-/// Reads a room id: a string, or a number written as its decimal text.
-pub(super) fn room_text<'v>(value: Option<Value<'_, 'v>>) -> Result<Cow<'v, str>, Outcome> {
-    let invalid = Outcome::close(close_code::PROTOCOL, "invalid project id");
-    let value = value.ok_or(invalid)?;
-    if let Some(text) = value.into_string() {
-        return Ok(Cow::Borrowed(text));
-    }
-    json::number_text(value)
-        .map(|number| Cow::Owned(number.as_str().to_owned()))
-        .ok_or(invalid)
-}
-
-pub(super) fn log_ignored(membership: &Membership, engine: &Engine, what: &str, why: &str) {
-    debug!(
-        "[{} \"{}\"] ignored {what}: {why}",
-        engine.room_id(membership.room).unwrap_or("?"),
-        membership.user
-    );
 }
 
 #[cfg(test)]

@@ -37,6 +37,13 @@ pub struct Format(pub u8);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RoomKey(usize);
 
+impl RoomKey {
+    #[cfg(test)]
+    pub(crate) fn for_tests(key: usize) -> Self {
+        RoomKey(key)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_rooms: usize,
@@ -162,8 +169,22 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Adds `client` to room `room_id`, creating the room if needed. Returns the room and, when
-    /// the room has variables, one frame holding all of them to send to the client at once.
+    /// Every variable of a room in creation order.
+    pub fn variables_of(&self, room: RoomKey) -> impl Iterator<Item = (&str, ValueRef<'_>)> {
+        self.rooms
+            .get(room.0)
+            .into_iter()
+            .flat_map(|room| room.variables.iter())
+            .map(|v| (&*v.name, v.value.as_ref()))
+    }
+
+    /// Every variable of a room in one frame of `format` lines, for a member that just joined;
+    /// `None` when the room has none.
+    pub fn snapshot(&self, room: RoomKey, format: Format) -> Option<Frame> {
+        fanout::snapshot(self.rooms.get(room.0)?, format, self.encode)
+    }
+
+    /// Adds `client` to room `room_id`, creating the room if needed.
     ///
     /// `declared` is the legacy dialect's list of the client's variables: it seeds an empty room
     /// and must otherwise name exactly the room's variables.
@@ -174,7 +195,7 @@ impl Engine {
         format: Format,
         declared: Option<&[Declared<'_>]>,
         now: Instant,
-    ) -> Result<(RoomKey, Option<Frame>), JoinError> {
+    ) -> Result<RoomKey, JoinError> {
         let key = match self.index.get(room_id) {
             Some(&key) => key,
             None => self.create_room(room_id, now)?,
@@ -194,7 +215,6 @@ impl Engine {
                 }
             }
         }
-        let initial = fanout::snapshot(room, format, self.encode);
         room.members.push(Member {
             client,
             format,
@@ -204,7 +224,7 @@ impl Engine {
         if room.has_members_behind() {
             queue_for_flush(&mut self.flush_queue, room, key);
         }
-        Ok((RoomKey(key), initial))
+        Ok(RoomKey(key))
     }
 
     /// Removes `client` from its room. An emptied room keeps its variables until it expires.
@@ -313,7 +333,7 @@ impl Engine {
     /// Sends every member with news one frame with the latest values it has not seen.
     /// `deliver` returns false when the member's socket is behind; that member keeps its place
     /// and is offered the then-latest values at a later flush.
-    pub fn flush(&mut self, mut deliver: impl FnMut(ClientId, &Frame) -> bool) {
+    pub fn flush(&mut self, mut deliver: impl FnMut(RoomKey, ClientId, &Frame) -> bool) {
         let mut queue = std::mem::take(&mut self.flush_queue);
         for key in queue.drain(..) {
             let Some(room) = self.rooms.get_mut(key) else {
@@ -332,7 +352,7 @@ impl Engine {
                 let caught_up = match self.frames.frame_for(room, member, self.encode) {
                     Some(frame) => {
                         self.stats.frames_built += 1;
-                        deliver(member.client, &frame)
+                        deliver(RoomKey(key), member.client, &frame)
                     }
                     None => true,
                 };

@@ -15,13 +15,12 @@ fn engine() -> Engine {
 fn join(engine: &mut Engine, room: &str, client: u64) -> RoomKey {
     engine
         .join(room, ClientId(client), F, None, Instant::now())
-        .map(|(key, _)| key)
         .expect("join")
 }
 
 fn flushed(engine: &mut Engine) -> Vec<(u64, String)> {
     let mut out = Vec::new();
-    engine.flush(|client, frame| {
+    engine.flush(|_, client, frame| {
         out.push((client.0, frame.to_string()));
         true
     });
@@ -92,9 +91,9 @@ fn a_blocked_member_catches_up_later_with_only_the_latest_values() {
     let room = join(&mut e, "1", 1);
     join(&mut e, "1", 2);
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
-    e.flush(|_, _| false);
+    e.flush(|_, _, _| false);
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
-    e.flush(|_, _| false);
+    e.flush(|_, _, _| false);
     assert!(e.has_pending());
     assert_eq!(flushed(&mut e), vec![(2, "☁ a=2".into())]);
     assert!(!e.has_pending());
@@ -103,16 +102,19 @@ fn a_blocked_member_catches_up_later_with_only_the_latest_values() {
 #[test]
 fn joining_sends_every_variable_at_once_and_a_new_room_sends_nothing() {
     let mut e = engine();
-    let (room, initial) = e
+    let room = e
         .join("1", ClientId(1), F, None, Instant::now())
         .expect("join");
-    assert!(initial.is_none());
+    assert!(e.snapshot(room, F).is_none());
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
     e.set(room, ClientId(1), "☁ b", ValueRef::Number("2"), true);
-    let (_, initial) = e
+    let room = e
         .join("1", ClientId(2), F, None, Instant::now())
         .expect("join");
-    assert_eq!(initial.map(|f| f.to_string()), Some("☁ a=1\n☁ b=2".into()));
+    assert_eq!(
+        e.snapshot(room, F).map(|f| f.to_string()),
+        Some("☁ a=1\n☁ b=2".into())
+    );
     // The newcomer already has everything: the flush sends it nothing.
     assert_eq!(flushed(&mut e), vec![]);
 }
@@ -220,8 +222,11 @@ fn empty_rooms_keep_variables_until_they_expire() {
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("7"), true);
     e.leave(room, ClientId(1), start);
     assert_eq!(e.expire(start + Duration::from_secs(3599)), 0);
-    let (_, initial) = e.join("1", ClientId(2), F, None, start).expect("join");
-    assert_eq!(initial.map(|f| f.to_string()), Some("☁ a=7".into()));
+    let again = e.join("1", ClientId(2), F, None, start).expect("join");
+    assert_eq!(
+        e.snapshot(again, F).map(|f| f.to_string()),
+        Some("☁ a=7".into())
+    );
     let room = RoomKey(room.0);
     e.leave(room, ClientId(2), start);
     assert_eq!(e.expire(start + Duration::from_secs(3600)), 1);
@@ -268,16 +273,22 @@ fn declared_variables_seed_an_empty_room_and_must_match_afterwards() {
     let mut e = engine();
     let now = Instant::now();
     let declared = [("☁ a", ValueRef::Text("1")), ("☁ b", ValueRef::Text("2"))];
-    let (_, initial) = e
+    let room = e
         .join("1", ClientId(1), F, Some(&declared), now)
         .expect("join");
-    assert_eq!(initial.map(|f| f.to_string()), Some("☁ a=1\n☁ b=2".into()));
+    assert_eq!(
+        e.snapshot(room, F).map(|f| f.to_string()),
+        Some("☁ a=1\n☁ b=2".into())
+    );
     let reordered = [("☁ b", ValueRef::Text("0")), ("☁ a", ValueRef::Text("0"))];
-    let (_, initial) = e
+    let room = e
         .join("1", ClientId(2), F, Some(&reordered), now)
         .expect("join");
     // The room's values win over the newcomer's.
-    assert_eq!(initial.map(|f| f.to_string()), Some("☁ a=1\n☁ b=2".into()));
+    assert_eq!(
+        e.snapshot(room, F).map(|f| f.to_string()),
+        Some("☁ a=1\n☁ b=2".into())
+    );
     let fewer = [("☁ a", ValueRef::Text("0"))];
     assert_eq!(
         e.join("1", ClientId(3), F, Some(&fewer), now).err(),
@@ -304,7 +315,7 @@ fn members_with_the_same_view_share_one_frame() {
     }
     e.set(room, ClientId(0), "☁ a", ValueRef::Text("1"), true);
     let mut pointers = Vec::new();
-    e.flush(|_, frame| {
+    e.flush(|_, _, frame| {
         pointers.push(frame.as_str().as_ptr());
         true
     });

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
+use smallvec::SmallVec;
 use tungstenite::error::{Error as WsError, ProtocolError};
 use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
@@ -26,7 +27,7 @@ use super::http::{self, Head, Request, Response};
 use super::transport::{HalfClose, Transport};
 use crate::config::Config;
 use crate::dialect::json::JsonParser;
-use crate::dialect::{close_code, Outcome, Session, SessionContext};
+use crate::dialect::{Framing, Outcome, Reason, Route, Session, SessionContext, Users};
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Engine, Frame};
 use crate::policy::Policy;
@@ -79,6 +80,7 @@ pub struct LoopContext<'a> {
     pub engine: &'a mut Engine,
     pub policy: &'a Policy,
     pub parser: &'a mut JsonParser,
+    pub users: &'a mut Users,
     pub settings: &'a ConnSettings,
     pub now: Instant,
     /// More connections are open than the configured maximum: refuse this one with 4003.
@@ -130,6 +132,10 @@ pub struct Conn<S> {
     /// A write failed: the socket is unusable and the loop should remove the connection.
     broken: bool,
 }
+
+/// Replies gathered while reading are written once they reach this size, so a client that
+/// pipelines requests without reading cannot make one iteration buffer more than this.
+const REPLY_BATCH_BYTES: usize = 64 * 1024;
 
 /// Which of the client's close codes mean something, for the log.
 fn client_close_meaning(code: u16) -> &'static str {
@@ -322,6 +328,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         // The byte limit is for WebSocket traffic; the request head had its own size limit.
         transport.take_bytes_read();
         transport.set_prefix(http::switching_protocols(key));
+        let route = Route::from_path(&request.path);
         let leftover = head.get(head_length..).unwrap_or_default().to_vec();
         let leftover_allowed = self.bytes.take(leftover.len() as f64, ctx.now);
         let ws = WebSocket::from_partially_read(
@@ -332,30 +339,29 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         );
         self.phase = Phase::Open {
             ws: Box::new(ws),
-            session: Session::new(self.client, ctx.policy, ctx.now),
+            session: Session::new(self.client, route, ctx.policy, ctx.now),
         };
         self.deadline = Some(ctx.now + settings.handshake_timeout);
         self.next_ping = ctx.now + settings.ping_interval;
         info!("[{}] connected", self.ip_text());
         if request.leaks_scratch_session {
-            return self.begin_close(
-                close_code::SECURITY,
-                "request carried a Scratch session cookie",
-                ctx,
-            );
+            return self.begin_close(Reason::ScratchCookie, ctx);
         }
         let has_user_agent = request
             .user_agent
             .as_deref()
             .is_some_and(|ua| !ua.is_empty());
         if settings.require_user_agent && !has_user_agent {
-            return self.begin_close(close_code::USER_AGENT, "missing User-Agent", ctx);
+            return self.begin_close(Reason::NoUserAgent, ctx);
         }
         if ctx.over_capacity {
-            return self.begin_close(close_code::OVERLOADED, "server is full", ctx);
+            return self.begin_close(Reason::ServerFull, ctx);
         }
         if !leftover_allowed {
-            return self.begin_close(close_code::UNAVAILABLE, "too many bytes", ctx);
+            return self.begin_close(Reason::TooManyBytes, ctx);
+        }
+        if let Outcome::Close(reason) = self.open_session(ctx) {
+            return self.begin_close(reason, ctx);
         }
         // Frames that arrived with the request head are already buffered: no event will come
         // for them.
@@ -377,44 +383,62 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.progress_close(ctx);
     }
 
+    fn open_session(&mut self, ctx: &mut LoopContext<'_>) -> Outcome {
+        let Phase::Open { session, .. } = &mut self.phase else {
+            return Outcome::Continue;
+        };
+        session.on_open(&mut SessionContext {
+            engine: ctx.engine,
+            policy: ctx.policy,
+            parser: ctx.parser,
+            users: ctx.users,
+            now: ctx.now,
+        })
+    }
+
     fn read_websocket(&mut self, ctx: &mut LoopContext<'_>) {
+        let outcome = self.read_messages(ctx);
+        // Replies of every message read in this iteration leave in one write.
+        self.write_outbox();
+        match outcome {
+            Outcome::Continue => {}
+            Outcome::Joined => {}
+            Outcome::Close(reason) => self.begin_close(reason, ctx),
+        }
+    }
+
+    /// Reads and handles messages until the socket has no more, the client must wait for its
+    /// replies to be read, or the connection must close.
+    fn read_messages(&mut self, ctx: &mut LoopContext<'_>) -> Outcome {
         loop {
             let Phase::Open { ws, session } = &mut self.phase else {
-                return;
+                return Outcome::Continue;
             };
+            if session.outbox().len_bytes() > REPLY_BATCH_BYTES {
+                self.write_outbox();
+                continue;
+            }
+            if session.answers_requests() && ws.get_ref().is_blocked() {
+                // Backpressure: the client is not reading its replies, so its requests wait in
+                // the kernel until a writable event drains the replies.
+                return Outcome::Continue;
+            }
             let message = ws.read();
             let bytes = ws.get_mut().take_bytes_read();
             if !self.bytes.take(bytes as f64, ctx.now) {
-                return self.begin_close(close_code::UNAVAILABLE, "too many bytes", ctx);
+                return Outcome::Close(Reason::TooManyBytes);
             }
             let next = match message {
-                Ok(Message::Text(text)) => {
-                    let mut initial = None;
-                    let outcome = session.on_text(
-                        text.as_bytes(),
-                        &mut SessionContext {
-                            engine: ctx.engine,
-                            policy: ctx.policy,
-                            parser: ctx.parser,
-                            now: ctx.now,
-                            initial: &mut initial,
-                        },
-                    );
-                    if let Some(frame) = initial {
-                        match send_text(ws, &frame) {
-                            Ok(true) => {}
-                            // Earlier output is still waiting: queue the snapshot behind it.
-                            Ok(false) => {
-                                let _ = ws.write(Message::Text(frame));
-                            }
-                            Err(_) => {
-                                self.broken = true;
-                                return;
-                            }
-                        }
-                    }
-                    outcome
-                }
+                Ok(Message::Text(text)) => session.on_text(
+                    text.as_bytes(),
+                    &mut SessionContext {
+                        engine: ctx.engine,
+                        policy: ctx.policy,
+                        parser: ctx.parser,
+                        users: ctx.users,
+                        now: ctx.now,
+                    },
+                ),
                 Ok(Message::Pong(_)) => {
                     self.awaiting_pong = false;
                     Outcome::Continue
@@ -424,10 +448,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                     if session.take_message_token(ctx.now) {
                         Outcome::Continue
                     } else {
-                        Outcome::Close {
-                            code: close_code::UNAVAILABLE,
-                            reason: "too many messages",
-                        }
+                        Outcome::Close(Reason::TooManyMessages)
                     }
                 }
                 Ok(Message::Close(frame)) => {
@@ -437,31 +458,27 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                         self.label(ctx.engine),
                         client_close_meaning(code)
                     );
-                    return self.enter_closing(ctx);
+                    self.enter_closing(ctx);
+                    return Outcome::Continue;
                 }
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Outcome::Continue
+                }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(WsError::Capacity(_)) => Outcome::Close {
-                    code: 1009,
-                    reason: "message too big",
-                },
-                Err(WsError::Utf8(_)) => Outcome::Close {
-                    code: 1007,
-                    reason: "invalid UTF-8",
-                },
+                Err(WsError::Capacity(_)) => Outcome::Close(Reason::MessageTooBig),
+                Err(WsError::Utf8(_)) => Outcome::Close(Reason::InvalidUtf8),
                 Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-                    return self.finish("client disconnected", ctx);
+                    self.finish("client disconnected", ctx);
+                    return Outcome::Continue;
                 }
                 Err(WsError::Protocol(error)) => {
                     debug!("{} protocol error: {error}", self.label(ctx.engine));
-                    Outcome::Close {
-                        code: 1002,
-                        reason: "WebSocket protocol error",
-                    }
+                    Outcome::Close(Reason::WebSocketProtocol)
                 }
                 Err(error) => {
                     let reason = format!("connection lost: {error}");
-                    return self.finish(&reason, ctx);
+                    self.finish(&reason, ctx);
+                    return Outcome::Continue;
                 }
             };
             match next {
@@ -474,8 +491,28 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                         self.dialect_name()
                     );
                 }
-                Outcome::Close { code, reason } => return self.begin_close(code, reason, ctx),
+                close @ Outcome::Close(_) => return close,
             }
+        }
+    }
+
+    /// Writes what the session has to say, behind anything already queued; nothing in the
+    /// outbox is dropped (it holds replies and snapshots, not values a later flush repeats).
+    fn write_outbox(&mut self) {
+        let Phase::Open { ws, session } = &mut self.phase else {
+            return;
+        };
+        let outbox = session.outbox();
+        if outbox.is_empty() {
+            return;
+        }
+        let result = {
+            let messages: SmallVec<[&[u8]; 4]> = outbox.messages().collect();
+            send_messages(ws, &messages, true)
+        };
+        outbox.clear();
+        if result.is_err() {
+            self.broken = true;
         }
     }
 
@@ -506,13 +543,20 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     /// Offers a tick's frame. False when the client is behind (or not in a room): it keeps its
     /// place in the room and is offered the latest values later.
     pub fn deliver(&mut self, frame: &Frame, now: Instant) -> bool {
-        let Phase::Open { ws, .. } = &mut self.phase else {
+        let Phase::Open { ws, session } = &mut self.phase else {
             return false;
         };
         if ws.get_ref().is_blocked() {
             return false;
         }
-        match send_text(ws, frame) {
+        let sent = match session.framing() {
+            Framing::Joined => send_messages(ws, &[frame.as_bytes()], false),
+            Framing::MessagePerLine => {
+                let lines: SmallVec<[&[u8]; 8]> = frame.as_bytes().split(|&b| b == b'\n').collect();
+                send_messages(ws, &lines, false)
+            }
+        };
+        match sent {
             Ok(true) => {
                 if ws.get_ref().is_blocked() {
                     self.stalled_since.get_or_insert(now);
@@ -530,18 +574,35 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         }
     }
 
-    /// Closes with a close frame, leaving the room at once.
-    pub fn begin_close(&mut self, code: u16, reason: &str, ctx: &mut LoopContext<'_>) {
-        if !self.is_open() {
-            return;
+    /// A newer connection of the same user replaces this one: the client is told at once; the
+    /// loop closes the connection a little later, so the message is read before the close.
+    pub fn replace(&mut self, ctx: &mut LoopContext<'_>) {
+        if let Phase::Open { session, .. } = &mut self.phase {
+            session.replace(ctx.users);
+            info!("{} replaced by a newer connection", self.label(ctx.engine));
+            self.write_outbox();
         }
-        info!("{} closing: {code} {reason}", self.label(ctx.engine));
+    }
+
+    /// Closes with a close frame, leaving the room at once. The dialect may first tell the
+    /// client why in its own words.
+    pub fn begin_close(&mut self, reason: Reason, ctx: &mut LoopContext<'_>) {
+        let Phase::Open { session, .. } = &mut self.phase else {
+            return;
+        };
+        let code = session.farewell(reason);
+        info!(
+            "{} closing: {code} {}",
+            self.label(ctx.engine),
+            reason.text()
+        );
+        self.write_outbox();
         if let Phase::Open { ws, .. } = &mut self.phase {
             // A pong tungstenite still holds would otherwise be written after the close frame.
             let _ = ws.flush();
             let frame = CloseFrame {
                 code: CloseCode::from(code),
-                reason: reason.into(),
+                reason: reason.text().into(),
             };
             // Queues the frame; it cannot fail before the connection is closed.
             let _ = ws.close(Some(frame));
@@ -551,7 +612,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
 
     fn enter_closing(&mut self, ctx: &mut LoopContext<'_>) {
         if let Phase::Open { ws, mut session } = std::mem::replace(&mut self.phase, Phase::Done) {
-            session.leave(ctx.engine, ctx.now);
+            session.leave(ctx.engine, ctx.users, ctx.now);
             self.phase = Phase::Closing {
                 ws,
                 output_done: false,
@@ -565,7 +626,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     fn finish(&mut self, reason: &str, ctx: &mut LoopContext<'_>) {
         info!("{} {reason}", self.label(ctx.engine));
         if let Phase::Open { mut session, .. } = std::mem::replace(&mut self.phase, Phase::Done) {
-            session.leave(ctx.engine, ctx.now);
+            session.leave(ctx.engine, ctx.users, ctx.now);
         }
     }
 
@@ -619,7 +680,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                 self.respond(&Response::TIMEOUT, true, ctx);
             }
             Phase::Open { .. } if expired => {
-                self.begin_close(close_code::PROTOCOL, "no handshake in time", ctx);
+                self.begin_close(Reason::HandshakeTimeout, ctx);
             }
             Phase::Open { .. }
                 if self.stalled_since.is_some_and(|since| {
@@ -630,7 +691,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             }
             Phase::Open { .. } if now >= self.next_ping => {
                 if self.awaiting_pong {
-                    self.begin_close(1001, "no answer to ping", ctx);
+                    self.begin_close(Reason::NoPong, ctx);
                 } else {
                     self.ping(now, ctx.settings.ping_interval);
                 }
@@ -657,38 +718,67 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     }
 }
 
-/// Sends a text frame past tungstenite's output buffer: the header and the shared payload go
-/// out in one vectored write, so a frame built once for a room is never copied per client and
-/// no large buffer is left behind. Anything tungstenite has queued (a pong) goes first.
+/// Sends text messages past tungstenite's output buffer: their headers and payloads go out in
+/// one vectored write, so a frame built once for a room is never copied per client and no large
+/// buffer is left behind. Anything tungstenite has queued (a pong) goes first.
 ///
-/// `Ok(false)`: earlier output could not be written, so the frame was not taken. `Ok(true)`: the
-/// frame is sent, or partly sent with the rest queued to go out before anything else.
-fn send_text<S: Read + Write>(ws: &mut WebSocket<Transport<S>>, frame: &Frame) -> io::Result<bool> {
-    match ws.flush() {
-        Ok(()) => {}
-        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+/// When earlier output cannot be written, `must_send` decides: messages that must not be lost
+/// (replies) are queued behind it; fan-out frames are refused with `Ok(false)`, and the client
+/// is offered the then-latest values later. `Ok(true)`: the messages are sent, or partly sent
+/// with the rest queued to go out before anything else.
+fn send_messages<S: Read + Write>(
+    ws: &mut WebSocket<Transport<S>>,
+    messages: &[&[u8]],
+    must_send: bool,
+) -> io::Result<bool> {
+    let blocked = match ws.flush() {
+        Ok(()) => false,
+        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => true,
         Err(WsError::Io(e)) => return Err(e),
         Err(_) => return Err(io::ErrorKind::BrokenPipe.into()),
+    };
+    if blocked && !must_send {
+        return Ok(false);
     }
+    let mut headers: SmallVec<[[u8; MAX_HEADER]; 4]> = SmallVec::with_capacity(messages.len());
+    let mut lengths: SmallVec<[usize; 4]> = SmallVec::with_capacity(messages.len());
+    for message in messages {
+        let mut header = [0u8; MAX_HEADER];
+        lengths.push(text_header(message.len(), &mut header)?);
+        headers.push(header);
+    }
+    let mut parts: SmallVec<[&[u8]; 8]> = SmallVec::with_capacity(2 * messages.len());
+    for ((header, length), message) in headers.iter().zip(&lengths).zip(messages) {
+        parts.push(header.get(..*length).unwrap_or_default());
+        parts.push(message);
+    }
+    let transport = ws.get_mut();
+    if blocked {
+        transport.queue_parts(&parts);
+        return Ok(true);
+    }
+    match transport.send_parts(&parts) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Longest header of an unmasked frame.
+const MAX_HEADER: usize = 14;
+
+/// Writes the header of a final, unmasked text frame of `length` bytes; returns its size.
+fn text_header(length: usize, out: &mut [u8; MAX_HEADER]) -> io::Result<usize> {
     let header = FrameHeader {
         is_final: true,
         opcode: OpCode::Data(OpData::Text),
         ..FrameHeader::default()
     };
-    let mut header_bytes = [0u8; 14];
-    let mut cursor = io::Cursor::new(&mut header_bytes[..]);
+    let mut cursor = io::Cursor::new(&mut out[..]);
     header
-        .format(frame.len() as u64, &mut cursor)
+        .format(length as u64, &mut cursor)
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-    let header_len = cursor.position() as usize;
-    match ws.get_mut().send_frame(
-        header_bytes.get(..header_len).unwrap_or_default(),
-        frame.as_bytes(),
-    ) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
-        Err(e) => Err(e),
-    }
+    Ok(cursor.position() as usize)
 }
 
 /// The address a connection is logged under: anonymized when the operator asked for it.

@@ -22,6 +22,7 @@ use super::transport::Socket;
 use crate::config::Config;
 use crate::dialect;
 use crate::dialect::json::JsonParser;
+use crate::dialect::{Reason, Users};
 use crate::engine::{ClientId, Engine, Limits};
 use crate::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
 
@@ -35,6 +36,8 @@ const RESERVED_FDS: u64 = 32;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How far the connection count must fall before freed memory is handed back.
 const TRIM_AFTER_DROP: usize = 1000;
+/// How long a replaced connection stays open after being told, so it reads why before the close.
+const REPLACED_GRACE: Duration = Duration::from_millis(500);
 
 enum Listener {
     Tcp(TcpListener),
@@ -70,6 +73,9 @@ pub struct Server {
     engine: Engine,
     policy: Policy,
     parser: JsonParser,
+    users: Users,
+    /// Connections told they were replaced, and when to close them; in deadline order.
+    replaced: Vec<(Instant, ClientId)>,
     settings: ConnSettings,
     scratch: Vec<u8>,
     max_connections: usize,
@@ -129,6 +135,8 @@ impl Server {
             engine: Engine::new(limits, dialect::encode_set),
             policy,
             parser: JsonParser::default(),
+            users: Users::new(config.max_connections_per_user),
+            replaced: Vec::new(),
             settings: ConnSettings::from_config(config),
             scratch: vec![0; 16 * 1024],
             max_connections,
@@ -172,6 +180,7 @@ impl Server {
                 }
             }
             now = Instant::now();
+            self.replace_connections(now);
             if self.engine.has_pending() && self.tick_due(now) {
                 self.flush_engine(now);
             }
@@ -214,6 +223,9 @@ impl Server {
         if let Some(deadline) = self.shutdown_deadline {
             wake = wake.min(deadline);
         }
+        if let Some((deadline, _)) = self.replaced.first() {
+            wake = wake.min(*deadline);
+        }
         wake.saturating_duration_since(now)
     }
 
@@ -224,6 +236,7 @@ impl Server {
                 engine: &mut self.engine,
                 policy: &self.policy,
                 parser: &mut self.parser,
+                users: &mut self.users,
                 settings: &self.settings,
                 now,
                 over_capacity,
@@ -306,9 +319,8 @@ impl Server {
     fn flush_engine(&mut self, now: Instant) {
         let conns = &mut self.conns;
         let finished = &mut self.finished;
-        self.engine.flush(|client, frame| {
-            let key = (client.0 & u64::from(u32::MAX)) as usize;
-            let generation = (client.0 >> 32) as u32;
+        self.engine.flush(|_room, client, frame| {
+            let (key, generation) = slot_of(client);
             match conns.get_mut(key) {
                 Some(entry) if entry.generation == generation => {
                     let delivered = entry.conn.deliver(frame, now);
@@ -321,6 +333,33 @@ impl Server {
                 _ => true,
             }
         });
+    }
+
+    /// Tells connections that newer ones of their user replaced them, and closes those told
+    /// long enough ago.
+    fn replace_connections(&mut self, now: Instant) {
+        if self.users.has_replaced() {
+            for client in self.users.take_replaced() {
+                let (mut ctx, conns, _) = self.context(now);
+                if let Some(entry) = entry_of(conns, client) {
+                    entry.conn.replace(&mut ctx);
+                    self.replaced.push((now + REPLACED_GRACE, client));
+                }
+            }
+        }
+        while let Some(&(deadline, client)) = self.replaced.first() {
+            if deadline > now {
+                break;
+            }
+            self.replaced.remove(0);
+            let (mut ctx, conns, finished) = self.context(now);
+            if let Some(entry) = entry_of(conns, client) {
+                entry.conn.begin_close(Reason::Replaced, &mut ctx);
+                if entry.conn.status() == Status::Done {
+                    finished.push(slot_of(client).0);
+                }
+            }
+        }
     }
 
     fn housekeeping(&mut self, now: Instant) {
@@ -391,14 +430,28 @@ impl Server {
         self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
         let (mut ctx, conns, finished) = self.context(now);
         for (key, entry) in conns.iter_mut() {
-            entry
-                .conn
-                .begin_close(1001, "server shutting down", &mut ctx);
+            entry.conn.begin_close(Reason::ShuttingDown, &mut ctx);
             if entry.conn.status() == Status::Done {
                 finished.push(key);
             }
         }
     }
+}
+
+/// The slab key and generation a client id was made from (see `add_connection`).
+fn slot_of(client: ClientId) -> (usize, u32) {
+    (
+        (client.0 & u64::from(u32::MAX)) as usize,
+        (client.0 >> 32) as u32,
+    )
+}
+
+/// The connection a client id names, if it is still the one in that slot.
+fn entry_of(conns: &mut Slab<Entry>, client: ClientId) -> Option<&mut Entry> {
+    let (key, generation) = slot_of(client);
+    conns
+        .get_mut(key)
+        .filter(|entry| entry.generation == generation)
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

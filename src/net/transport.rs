@@ -16,6 +16,7 @@ use std::net::Shutdown;
 
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
+use smallvec::SmallVec;
 
 /// A listening socket's accepted stream: TCP or a unix domain socket.
 #[derive(Debug)]
@@ -183,40 +184,99 @@ impl<S: Write> Transport<S> {
     }
 }
 
+/// Most slices handed to one `writev` (Linux allows 1024).
+const MAX_SLICES: usize = 512;
+
 impl<S: Write> Transport<S> {
-    /// Sends one already-framed message: `header` then `payload`, in one vectored write when
-    /// nothing is pending. What the socket does not take is kept and goes out first later; the
-    /// buffer holding it is freed once it has been written.
+    /// Sends one already-framed message: `header` then `payload`.
     pub fn send_frame(&mut self, header: &[u8], payload: &[u8]) -> io::Result<()> {
+        self.send_parts(&[header, payload])
+    }
+
+    /// Sends already-framed bytes made of `parts`, in vectored writes when nothing is pending,
+    /// so shared payloads are never copied into a buffer of ours. What the socket does not take
+    /// is kept and goes out first later; the buffer holding it is freed once it is written.
+    pub fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         if !self.prefix.is_empty() {
-            self.prefix.extend_from_slice(header);
-            self.prefix.extend_from_slice(payload);
+            self.queue_parts(parts);
             return self.flush_prefix();
         }
-        let total = header.len() + payload.len();
-        let written = match self
-            .stream
-            .write_vectored(&[IoSlice::new(header), IoSlice::new(payload)])
-        {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e),
-        };
-        self.bytes_written += written as u64;
-        if written < total {
-            let header_rest = header.get(written..).unwrap_or_default();
-            let payload_rest = payload
-                .get(written.saturating_sub(header.len())..)
-                .unwrap_or_default();
-            self.prefix
-                .reserve_exact(header_rest.len() + payload_rest.len());
-            self.prefix.extend_from_slice(header_rest);
-            self.prefix.extend_from_slice(payload_rest);
-            self.blocked = true;
-            return Err(io::ErrorKind::WouldBlock.into());
+        // (part index, offset in it) of the first byte not yet written.
+        let (mut index, mut offset) = (0, 0);
+        loop {
+            while parts.get(index).is_some_and(|part| offset >= part.len()) {
+                index += 1;
+                offset = 0;
+            }
+            if index >= parts.len() {
+                self.blocked = false;
+                return Ok(());
+            }
+            let slices: SmallVec<[IoSlice<'_>; 16]> = parts
+                .iter()
+                .skip(index)
+                .take(MAX_SLICES)
+                .enumerate()
+                .map(|(i, part)| {
+                    let from = if i == 0 { offset } else { 0 };
+                    IoSlice::new(part.get(from..).unwrap_or_default())
+                })
+                .collect();
+            let offered: usize = slices.iter().map(|s| s.len()).sum();
+            let written = match self.stream.write_vectored(&slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            };
+            self.bytes_written += written as u64;
+            let mut left = written;
+            while let Some(part) = parts.get(index) {
+                let rest = part.len().saturating_sub(offset);
+                if left < rest {
+                    offset += left;
+                    break;
+                }
+                left -= rest;
+                index += 1;
+                offset = 0;
+            }
+            // A short write means the socket is full: trying again would only say so.
+            if written < offered {
+                break;
+            }
         }
-        self.blocked = false;
-        Ok(())
+        if index >= parts.len() {
+            self.blocked = false;
+            return Ok(());
+        }
+        let rest = parts.get(index..).unwrap_or_default();
+        let first = rest
+            .first()
+            .and_then(|part| part.get(offset..))
+            .unwrap_or_default();
+        self.prefix
+            .reserve_exact(first.len() + rest.iter().skip(1).map(|p| p.len()).sum::<usize>());
+        self.prefix.extend_from_slice(first);
+        for part in rest.iter().skip(1) {
+            self.prefix.extend_from_slice(part);
+        }
+        self.blocked = true;
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
+    /// Appends framed bytes behind whatever is pending, to go out when the socket takes them.
+    pub fn queue_parts(&mut self, parts: &[&[u8]]) {
+        self.prefix
+            .reserve(parts.iter().map(|p| p.len()).sum::<usize>());
+        for part in parts {
+            self.prefix.extend_from_slice(part);
+        }
+    }
+
+    /// Bytes waiting for the socket.
+    pub fn pending_bytes(&self) -> usize {
+        self.prefix.len()
     }
 }
 
@@ -280,6 +340,19 @@ mod tests {
             Ok(n)
         }
 
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut total = 0;
+            for buf in bufs.iter().filter(|b| !b.is_empty()) {
+                match self.write(buf) {
+                    Ok(n) if n < buf.len() => return Ok(total + n),
+                    Ok(n) => total += n,
+                    Err(e) if total == 0 => return Err(e),
+                    Err(_) => break,
+                }
+            }
+            Ok(total)
+        }
+
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
@@ -304,6 +377,26 @@ mod tests {
             0,
             "the pending buffer is released"
         );
+    }
+
+    #[test]
+    fn many_parts_go_out_whole_or_keep_their_rest_in_order() {
+        let parts: Vec<Vec<u8>> = (0..1500u32)
+            .map(|i| format!("<{i}>").into_bytes())
+            .collect();
+        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let all: Vec<u8> = parts.concat();
+        for room in [0, 1, 7, 3000, all.len() - 1, all.len(), all.len() + 5] {
+            let mut transport = Transport::new(Pipe {
+                taken: Vec::new(),
+                room,
+            });
+            let sent = transport.send_parts(&slices);
+            assert_eq!(sent.is_ok(), room >= all.len(), "room {room}");
+            transport.stream.room = usize::MAX / 2;
+            transport.flush_prefix().expect("flush");
+            assert_eq!(transport.stream.taken, all, "room {room}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ struct World {
     engine: Engine,
     policy: Policy,
     parser: JsonParser,
+    users: Users,
 }
 
 impl World {
@@ -24,30 +25,42 @@ impl World {
             engine: Engine::new(Limits::default(), super::super::encode_set),
             policy,
             parser: JsonParser::default(),
+            users: Users::new(0),
         }
     }
 
     fn session(&self, client: u64) -> Session {
-        Session::new(ClientId(client), &self.policy, Instant::now())
+        Session::new(ClientId(client), Route::Sniff, &self.policy, Instant::now())
     }
 
-    /// Sends `text` and returns the outcome and the initial frame, if any.
+    /// Sends `text` and returns the outcome and the first message for the client, if any.
     fn send(&mut self, session: &mut Session, text: &str) -> (Outcome, Option<String>) {
-        let mut initial = None;
+        let (outcome, messages) = self.send_all(session, text);
+        (outcome, messages.into_iter().next())
+    }
+
+    /// Sends `text` and returns the outcome and every message for the client.
+    fn send_all(&mut self, session: &mut Session, text: &str) -> (Outcome, Vec<String>) {
         let mut ctx = SessionContext {
             engine: &mut self.engine,
             policy: &self.policy,
             parser: &mut self.parser,
+            users: &mut self.users,
             now: Instant::now(),
-            initial: &mut initial,
         };
         let outcome = session.on_text(text.as_bytes(), &mut ctx);
-        (outcome, initial.map(|f| f.to_string()))
+        let messages = session
+            .outbox()
+            .messages()
+            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .collect();
+        session.outbox().clear();
+        (outcome, messages)
     }
 
     fn flush(&mut self) -> Vec<(u64, String)> {
         let mut out = Vec::new();
-        self.engine.flush(|client, frame| {
+        self.engine.flush(|_, client, frame| {
             out.push((client.0, frame.to_string()));
             true
         });
@@ -58,7 +71,7 @@ impl World {
 
 fn code(outcome: Outcome) -> Option<u16> {
     match outcome {
-        Outcome::Close { code, .. } => Some(code),
+        Outcome::Close(reason) => Some(reason.close_code()),
         _ => None,
     }
 }
