@@ -140,6 +140,11 @@ pub struct Config {
     /// impersonating the Scratch Team. An empty file allows every well-formed name.
     #[arg(long, env = "STRATUS_USERNAME_FILTER")]
     pub username_filter: Option<PathBuf>,
+
+    /// Test only: joining these rooms fails as if the server could not load them, so tests can
+    /// see what a client is told when something inside the server fails.
+    #[arg(long, env = "STRATUS_FAULT_ROOMS", value_delimiter = ',', hide = true)]
+    pub fault_rooms: Vec<String>,
 }
 
 impl Config {

@@ -28,6 +28,8 @@ pub struct Policy {
     /// Incoming messages (each newline-separated object) per second, sustained; 0 = unlimited.
     pub message_rate: f64,
     pub message_burst: f64,
+    /// Rooms whose joins fail as an internal error (fault injection for tests).
+    pub fault_rooms: HashSet<String>,
 }
 
 impl Policy {

@@ -143,6 +143,9 @@ impl Peer {
         declared: Option<&[Declared<'_>]>,
         env: &mut Env<'_>,
     ) -> Result<RoomKey, Reason> {
+        if env.policy.fault_rooms.contains(room) {
+            return Err(Reason::ServerFault);
+        }
         let key = env
             .engine
             .join(room, self.client, dialect.format(), declared, env.now)?;

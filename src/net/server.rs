@@ -493,6 +493,7 @@ fn build_policy(config: &Config) -> Result<Policy, StartError> {
         enable_delete: config.enable_delete,
         message_rate: config.message_rate,
         message_burst: config.message_burst,
+        fault_rooms: config.fault_rooms.iter().cloned().collect(),
     })
 }
 
