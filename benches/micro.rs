@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use serde::Deserialize;
 
 use stratus::dialect::json::{self, JsonParser};
-use stratus::dialect::{encode_set, Route, Session, SessionContext, Users};
+use stratus::dialect::{encode_set, Reconnects, Route, Session, SessionContext, Users};
 use stratus::engine::{ClientId, Engine, Format, Limits, ValueRef};
 use stratus::policy::Policy;
 
@@ -105,12 +105,14 @@ fn session_set(c: &mut Criterion) {
     let mut parser = JsonParser::default();
     let now = Instant::now();
     let mut users = Users::new(0);
+    let mut reconnects = Reconnects::new(std::time::Duration::from_secs(120), 100);
     let mut session = Session::new(ClientId(1), Route::Sniff, &policy, now);
     let mut ctx = SessionContext {
         engine: &mut engine,
         policy: &policy,
         parser: &mut parser,
         users: &mut users,
+        reconnects: &mut reconnects,
         now,
     };
     session.on_text(
@@ -135,7 +137,7 @@ fn encoding(c: &mut Criterion) {
                     if i > 0 {
                         out.push('\n');
                     }
-                    encode_set(Format(0), name, ValueRef::Text("1234567.25"), &mut out);
+                    encode_set(Format(0), "1", name, ValueRef::Text("1234567.25"), &mut out);
                 }
                 black_box(out.len())
             })

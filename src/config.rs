@@ -59,6 +59,15 @@ pub struct Config {
     #[arg(long, env = "STRATUS_MAX_CONNECTIONS_PER_USER", default_value_t = 0)]
     pub max_connections_per_user: usize,
 
+    /// Most rooms one MultiStudio connection may be in at once; more get a `ROOM` error.
+    #[arg(long, env = "STRATUS_MAX_ROOMS_PER_CONNECTION", default_value_t = 4)]
+    pub max_rooms_per_connection: usize,
+
+    /// Seconds a MultiStudio session whose connection broke (no close frame) is kept, with its
+    /// rooms, for the client to reconnect with its token. 0 = no reconnecting.
+    #[arg(long, env = "STRATUS_RECONNECT_WINDOW", default_value_t = 120)]
+    pub reconnect_window: u64,
+
     /// Most variables in one room; sets that would create more are ignored.
     #[arg(long, env = "STRATUS_MAX_VARIABLES_PER_ROOM", default_value_t = 128)]
     pub max_variables_per_room: usize,

@@ -28,6 +28,8 @@ pub struct Policy {
     /// Incoming messages (each newline-separated object) per second, sustained; 0 = unlimited.
     pub message_rate: f64,
     pub message_burst: f64,
+    /// Rooms one MultiStudio connection may be in at once.
+    pub max_rooms_per_connection: usize,
     /// Rooms whose joins fail as an internal error (fault injection for tests).
     pub fault_rooms: HashSet<String>,
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use stratus::config::Config;
 use stratus::dialect::encode_set;
 use stratus::dialect::json::JsonParser;
-use stratus::dialect::{Route, Session, SessionContext, Users};
+use stratus::dialect::{Reconnects, Route, Session, SessionContext, Users};
 use stratus::engine::{ClientId, Engine, Format, Limits, ValueRef};
 use stratus::net::conn::{Conn, ConnSettings, LoopContext};
 use stratus::net::transport::HalfClose;
@@ -77,6 +77,7 @@ struct Fixture {
     engine: Engine,
     parser: JsonParser,
     users: Users,
+    reconnects: Reconnects,
     scratch: Vec<u8>,
     now: Instant,
 }
@@ -89,6 +90,7 @@ impl Fixture {
             engine: Engine::new(Limits::default(), encode_set),
             parser: JsonParser::default(),
             users: Users::new(0),
+            reconnects: Reconnects::new(std::time::Duration::from_secs(120), 100),
             scratch: vec![0u8; 16 * 1024],
             now: Instant::now(),
         }
@@ -100,6 +102,7 @@ impl Fixture {
             policy: &self.policy,
             parser: &mut self.parser,
             users: &mut self.users,
+            reconnects: &mut self.reconnects,
             settings: &self.settings,
             now: self.now,
             over_capacity: false,
@@ -180,6 +183,7 @@ fn the_join_snapshot_survives_a_full_socket() {
             policy: &fixture.policy,
             parser: &mut fixture.parser,
             users: &mut fixture.users,
+            reconnects: &mut fixture.reconnects,
             now,
         },
     );

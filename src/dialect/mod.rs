@@ -13,14 +13,17 @@ pub mod json;
 mod legacy;
 mod outbox;
 mod reason;
+mod resume;
 mod route;
 mod rpc;
 mod scratch;
 mod session;
+mod studio;
 mod users;
 
 pub use outbox::Outbox;
 pub use reason::{close_code, Reason};
+pub use resume::Reconnects;
 pub use route::Route;
 pub use session::{Session, SessionContext};
 pub use users::Users;
@@ -45,6 +48,8 @@ pub enum Dialect {
     Legacy,
     /// Arrays with correlation ids on `/ws/world/<room>`: `["cloud.set", 1, {...}]`.
     Rpc,
+    /// MultiStudio: `{"kind": "HELLO" | "JOIN_ROOM" | "SET" | ...}`, several rooms per connection.
+    Studio,
 }
 
 impl Dialect {
@@ -53,6 +58,7 @@ impl Dialect {
             Dialect::Scratch => "scratch",
             Dialect::Legacy => "legacy",
             Dialect::Rpc => "rpc",
+            Dialect::Studio => "studio",
         }
     }
 
@@ -64,7 +70,7 @@ impl Dialect {
     pub fn framing(self) -> Framing {
         match self {
             Dialect::Scratch | Dialect::Legacy => Framing::Joined,
-            Dialect::Rpc => Framing::MessagePerLine,
+            Dialect::Rpc | Dialect::Studio => Framing::MessagePerLine,
         }
     }
 }
@@ -89,11 +95,13 @@ pub enum Outcome {
 }
 
 /// Writes one `set` line in the format a member reads; the engine calls this to build frames.
-pub fn encode_set(format: Format, name: &str, value: ValueRef<'_>, out: &mut String) {
+pub fn encode_set(format: Format, room: &str, name: &str, value: ValueRef<'_>, out: &mut String) {
     if format == Dialect::Legacy.format() {
         legacy::encode_set(name, value, out);
     } else if format == Dialect::Rpc.format() {
         rpc::encode_set(name, value, out);
+    } else if format == Dialect::Studio.format() {
+        studio::encode_set(room, name, value, out);
     } else {
         scratch::encode_set(name, value, out);
     }
@@ -166,6 +174,7 @@ pub(crate) struct Env<'a> {
     pub engine: &'a mut Engine,
     pub policy: &'a Policy,
     pub users: &'a mut Users,
+    pub reconnects: &'a mut Reconnects,
     pub now: Instant,
 }
 

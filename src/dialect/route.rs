@@ -12,6 +12,8 @@ pub enum Route {
     /// `/ws/world/<something>` whose room is not a valid id (bad percent-encoding, not UTF-8,
     /// empty or too long); the dialect tells the client and closes.
     InvalidWorld,
+    /// `/ws/multistudio`: the MultiStudio dialect, whose HELLO is due within 5 s.
+    Studio,
 }
 
 const WORLD_PREFIX: &str = "/ws/world/";
@@ -20,6 +22,9 @@ impl Route {
     /// The route of a request target such as `/ws/world/42?x=1`.
     pub fn from_path(target: &str) -> Route {
         let path = target.split(['?', '#']).next().unwrap_or_default();
+        if path == "/ws/multistudio" {
+            return Route::Studio;
+        }
         let Some(encoded) = path.strip_prefix(WORLD_PREFIX) else {
             return Route::Sniff;
         };
@@ -65,6 +70,7 @@ mod tests {
     fn world_paths_name_a_percent_decoded_room() {
         assert_eq!(Route::from_path("/"), Route::Sniff);
         assert_eq!(Route::from_path("/ws/world"), Route::Sniff);
+        assert_eq!(Route::from_path("/ws/multistudio?v=1"), Route::Studio);
         assert_eq!(Route::from_path("/ws/world/42"), Route::World("42".into()));
         assert_eq!(
             Route::from_path("/ws/world/a%20b%E2%98%81?token=1"),

@@ -14,8 +14,8 @@ use simd_json::tape::Value;
 
 use super::json::{self, InvalidJson, JsonParser};
 use super::{
-    join_with_handshake, legacy, rpc, scratch, Dialect, Env, Framing, Outbox, Outcome, Peer,
-    Reason, Route, Users,
+    join_with_handshake, legacy, rpc, scratch, studio, Dialect, Env, Framing, Outbox, Outcome,
+    Peer, Reason, Reconnects, Route, Users,
 };
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Engine, RoomKey};
@@ -27,6 +27,7 @@ pub struct SessionContext<'a> {
     pub policy: &'a Policy,
     pub parser: &'a mut JsonParser,
     pub users: &'a mut Users,
+    pub reconnects: &'a mut Reconnects,
     pub now: Instant,
 }
 
@@ -38,6 +39,7 @@ enum Speaking {
     Scratch,
     Legacy,
     Rpc(rpc::World),
+    Studio(studio::Studio),
 }
 
 #[derive(Debug)]
@@ -53,6 +55,7 @@ impl Session {
             Route::Sniff => Speaking::Undecided,
             Route::World(room) => Speaking::Rpc(rpc::World::new(Some(room))),
             Route::InvalidWorld => Speaking::Rpc(rpc::World::new(None)),
+            Route::Studio => Speaking::Studio(studio::Studio::default()),
         };
         Session {
             peer: Peer {
@@ -84,13 +87,23 @@ impl Session {
             Speaking::Scratch => Some(Dialect::Scratch),
             Speaking::Legacy => Some(Dialect::Legacy),
             Speaking::Rpc(_) => Some(Dialect::Rpc),
+            Speaking::Studio(_) => Some(Dialect::Studio),
+        }
+    }
+
+    /// How long the client has for its first message, when its dialect says so (MultiStudio
+    /// wants its HELLO within 5 s).
+    pub fn hello_window(&self) -> Option<std::time::Duration> {
+        match self.speaking {
+            Speaking::Studio(_) => Some(studio::HELLO_WINDOW),
+            _ => None,
         }
     }
 
     /// Whether the client expects a reply to each request; such a client that stops reading
     /// is not read from either, so unread replies cannot pile up.
     pub fn answers_requests(&self) -> bool {
-        matches!(self.speaking, Speaking::Rpc(_))
+        matches!(self.speaking, Speaking::Rpc(_) | Speaking::Studio(_))
     }
 
     /// How fan-out frames reach this client.
@@ -119,7 +132,7 @@ impl Session {
 
     /// Handles one text message.
     pub fn on_text(&mut self, text: &[u8], ctx: &mut SessionContext<'_>) -> Outcome {
-        if let Speaking::Rpc(_) = self.speaking {
+        if let Speaking::Rpc(_) | Speaking::Studio(_) = self.speaking {
             if !self.messages.take(1.0, ctx.now) {
                 return Outcome::Close(Reason::TooManyMessages);
             }
@@ -146,18 +159,31 @@ impl Session {
     /// What the client is told as the connection ends for `reason`: the dialect may queue a
     /// last message in the outbox; the return value is the close code.
     pub fn farewell(&mut self, reason: Reason) -> u16 {
-        match &self.speaking {
+        match &mut self.speaking {
             Speaking::Rpc(_) => rpc::farewell(reason, &mut self.peer.outbox),
+            Speaking::Studio(studio) => studio::farewell(reason, studio, &mut self.peer.outbox),
             _ => reason.close_code(),
         }
     }
 
-    /// Leaves every room. Called once when the connection ends.
-    pub fn leave(&mut self, engine: &mut Engine, users: &mut Users, now: Instant) {
-        if let Speaking::Rpc(world) = &mut self.speaking {
-            world.depart(&self.peer, users);
+    /// Ends the session as its connection ends. A MultiStudio session whose connection ended
+    /// `abnormally` (without a close frame from the client) is parked with its rooms for a
+    /// reconnect; every other session leaves its rooms at once.
+    pub fn leave(&mut self, ctx: &mut SessionContext<'_>, abnormally: bool) {
+        let parked = match &mut self.speaking {
+            Speaking::Rpc(world) => {
+                world.depart(&self.peer, ctx.users);
+                false
+            }
+            Speaking::Studio(studio) => studio::depart(studio, ctx.reconnects, abnormally, ctx.now),
+            _ => false,
+        };
+        if parked {
+            // A parked session keeps its memberships in the engine.
+            self.peer.memberships.clear();
+        } else {
+            self.peer.leave_all(ctx.engine, ctx.now);
         }
-        self.peer.leave_all(engine, now);
     }
 
     /// A newer connection of the same user replaces this one: it stops counting for its user
@@ -175,12 +201,14 @@ impl Session {
             policy,
             parser,
             users,
+            reconnects,
             now,
         } = ctx;
         let mut env = Env {
             engine,
             policy,
             users,
+            reconnects,
             now: *now,
         };
         let peer = &mut self.peer;
@@ -191,6 +219,7 @@ impl Session {
             Err(InvalidJson::NumberOutOfRange) => match speaking {
                 Speaking::Undecided => Outcome::Close(Reason::InvalidJson),
                 Speaking::Rpc(_) => rpc::on_number_out_of_range(peer, env.engine),
+                Speaking::Studio(_) => studio::on_number_out_of_range(peer),
                 Speaking::Scratch | Speaking::Legacy => {
                     env.engine.stats.sets_rejected += 1;
                     peer.log_ignored(env.engine, "message", "number out of range");
@@ -208,14 +237,22 @@ fn dispatch(
     peer: &mut Peer,
     env: &mut Env<'_>,
 ) -> Outcome {
-    if let Speaking::Rpc(world) = speaking {
-        return rpc::on_message(doc, world, peer, env);
+    match speaking {
+        Speaking::Rpc(world) => return rpc::on_message(doc, world, peer, env),
+        Speaking::Studio(studio) => return studio::on_message(doc, studio, peer, env),
+        _ => {}
     }
     if !doc.is_object() {
         return Outcome::Close(Reason::Protocol("message is not a JSON object"));
     }
     match speaking {
         Speaking::Undecided => {
+            if json::get_str(doc, "kind") == Some("HELLO") {
+                let mut studio = studio::Studio::default();
+                let outcome = studio::on_message(doc, &mut studio, peer, env);
+                *speaking = Speaking::Studio(studio);
+                return outcome;
+            }
             let (dialect, handshake) = if json::get_str(doc, "method") == Some("handshake") {
                 (Dialect::Scratch, scratch::read_handshake(doc))
             } else if json::get_str(doc, "kind") == Some("handshake") {
@@ -237,7 +274,7 @@ fn dispatch(
         }
         Speaking::Scratch => scratch::on_message(doc, peer, env),
         Speaking::Legacy => legacy::on_message(doc, peer, env),
-        Speaking::Rpc(_) => Outcome::Continue,
+        Speaking::Rpc(_) | Speaking::Studio(_) => Outcome::Continue,
     }
 }
 

@@ -16,7 +16,9 @@ use super::{ClientId, Format};
 pub type Frame = tungstenite::Utf8Bytes;
 
 /// Writes one `set` line for a variable in a given format. Dialects provide this.
-pub type EncodeSet = fn(format: Format, name: &str, value: ValueRef<'_>, out: &mut String);
+/// The room's id is given for formats that name the room in every line.
+pub type EncodeSet =
+    fn(format: Format, room: &str, name: &str, value: ValueRef<'_>, out: &mut String);
 
 /// Identifies a frame's contents: who it is for, in terms that decide its bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -63,6 +65,7 @@ impl FrameCache {
             }
             encode(
                 member.format,
+                &room.id,
                 &variable.name,
                 variable.value.as_ref(),
                 &mut self.scratch,
@@ -84,7 +87,13 @@ pub fn snapshot(room: &Room, format: Format, encode: EncodeSet) -> Option<Frame>
         if i > 0 {
             text.push('\n');
         }
-        encode(format, &variable.name, variable.value.as_ref(), &mut text);
+        encode(
+            format,
+            &room.id,
+            &variable.name,
+            variable.value.as_ref(),
+            &mut text,
+        );
     }
     Some(Frame::from(text))
 }

@@ -1,6 +1,6 @@
 use super::*;
 
-fn encode(_format: Format, name: &str, value: ValueRef<'_>, out: &mut String) {
+fn encode(_format: Format, _room: &str, name: &str, value: ValueRef<'_>, out: &mut String) {
     out.push_str(name);
     out.push('=');
     out.push_str(value.text());

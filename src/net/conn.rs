@@ -27,7 +27,7 @@ use super::http::{self, Head, Request, Response};
 use super::transport::{HalfClose, Transport};
 use crate::config::Config;
 use crate::dialect::json::JsonParser;
-use crate::dialect::{Framing, Outcome, Reason, Route, Session, SessionContext, Users};
+use crate::dialect::{Framing, Outcome, Reason, Reconnects, Route, Session, SessionContext, Users};
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Engine, Frame};
 use crate::policy::Policy;
@@ -81,6 +81,7 @@ pub struct LoopContext<'a> {
     pub policy: &'a Policy,
     pub parser: &'a mut JsonParser,
     pub users: &'a mut Users,
+    pub reconnects: &'a mut Reconnects,
     pub settings: &'a ConnSettings,
     pub now: Instant,
     /// More connections are open than the configured maximum: refuse this one with 4003.
@@ -148,6 +149,20 @@ fn client_close_meaning(code: u16) -> &'static str {
     }
 }
 
+impl LoopContext<'_> {
+    /// What a session borrows while it handles a message.
+    fn session(&mut self) -> SessionContext<'_> {
+        SessionContext {
+            engine: self.engine,
+            policy: self.policy,
+            parser: self.parser,
+            users: self.users,
+            reconnects: self.reconnects,
+            now: self.now,
+        }
+    }
+}
+
 impl<S: Read + Write + HalfClose> Conn<S> {
     pub fn new(stream: S, client: ClientId, ip: Option<IpAddr>, ctx: &LoopContext<'_>) -> Self {
         let settings = ctx.settings;
@@ -209,6 +224,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                 (Some(user), Some(room)) => {
                     format!("[{ip} \"{user}\" {}]", engine.room_id(room).unwrap_or("?"))
                 }
+                (Some(user), None) => format!("[{ip} \"{user}\"]"),
                 _ => format!("[{ip}]"),
             },
             _ => format!("[{ip}]"),
@@ -337,11 +353,17 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             Role::Server,
             Some(settings.websocket),
         );
+        let session = Session::new(self.client, route, ctx.policy, ctx.now);
+        let window = session
+            .hello_window()
+            .map_or(settings.handshake_timeout, |w| {
+                w.min(settings.handshake_timeout)
+            });
         self.phase = Phase::Open {
             ws: Box::new(ws),
-            session: Session::new(self.client, route, ctx.policy, ctx.now),
+            session,
         };
-        self.deadline = Some(ctx.now + settings.handshake_timeout);
+        self.deadline = Some(ctx.now + window);
         self.next_ping = ctx.now + settings.ping_interval;
         info!("[{}] connected", self.ip_text());
         if request.leaks_scratch_session {
@@ -387,13 +409,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         let Phase::Open { session, .. } = &mut self.phase else {
             return Outcome::Continue;
         };
-        session.on_open(&mut SessionContext {
-            engine: ctx.engine,
-            policy: ctx.policy,
-            parser: ctx.parser,
-            users: ctx.users,
-            now: ctx.now,
-        })
+        session.on_open(&mut ctx.session())
     }
 
     fn read_websocket(&mut self, ctx: &mut LoopContext<'_>) {
@@ -429,16 +445,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                 return Outcome::Close(Reason::TooManyBytes);
             }
             let next = match message {
-                Ok(Message::Text(text)) => session.on_text(
-                    text.as_bytes(),
-                    &mut SessionContext {
-                        engine: ctx.engine,
-                        policy: ctx.policy,
-                        parser: ctx.parser,
-                        users: ctx.users,
-                        now: ctx.now,
-                    },
-                ),
+                Ok(Message::Text(text)) => session.on_text(text.as_bytes(), &mut ctx.session()),
                 Ok(Message::Pong(_)) => {
                     self.awaiting_pong = false;
                     Outcome::Continue
@@ -458,7 +465,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                         self.label(ctx.engine),
                         client_close_meaning(code)
                     );
-                    self.enter_closing(ctx);
+                    self.enter_closing(false, ctx);
                     return Outcome::Continue;
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -607,12 +614,15 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             // Queues the frame; it cannot fail before the connection is closed.
             let _ = ws.close(Some(frame));
         }
-        self.enter_closing(ctx);
+        // A client that stopped answering pings may come back (MultiStudio reconnects).
+        self.enter_closing(reason == Reason::NoPong, ctx);
     }
 
-    fn enter_closing(&mut self, ctx: &mut LoopContext<'_>) {
+    /// Ends the session and waits for the close handshake to finish. `abnormally`: the client
+    /// did not close the connection itself.
+    fn enter_closing(&mut self, abnormally: bool, ctx: &mut LoopContext<'_>) {
         if let Phase::Open { ws, mut session } = std::mem::replace(&mut self.phase, Phase::Done) {
-            session.leave(ctx.engine, ctx.users, ctx.now);
+            session.leave(&mut ctx.session(), abnormally);
             self.phase = Phase::Closing {
                 ws,
                 output_done: false,
@@ -626,7 +636,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     fn finish(&mut self, reason: &str, ctx: &mut LoopContext<'_>) {
         info!("{} {reason}", self.label(ctx.engine));
         if let Phase::Open { mut session, .. } = std::mem::replace(&mut self.phase, Phase::Done) {
-            session.leave(ctx.engine, ctx.users, ctx.now);
+            session.leave(&mut ctx.session(), true);
         }
     }
 

@@ -22,7 +22,7 @@ use super::transport::Socket;
 use crate::config::Config;
 use crate::dialect;
 use crate::dialect::json::JsonParser;
-use crate::dialect::{Reason, Users};
+use crate::dialect::{Reason, Reconnects, Users};
 use crate::engine::{ClientId, Engine, Limits};
 use crate::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
 
@@ -74,6 +74,7 @@ pub struct Server {
     policy: Policy,
     parser: JsonParser,
     users: Users,
+    reconnects: Reconnects,
     /// Connections told they were replaced, and when to close them; in deadline order.
     replaced: Vec<(Instant, ClientId)>,
     settings: ConnSettings,
@@ -136,6 +137,10 @@ impl Server {
             policy,
             parser: JsonParser::default(),
             users: Users::new(config.max_connections_per_user),
+            reconnects: Reconnects::new(
+                Duration::from_secs(config.reconnect_window),
+                max_connections,
+            ),
             replaced: Vec::new(),
             settings: ConnSettings::from_config(config),
             scratch: vec![0; 16 * 1024],
@@ -230,13 +235,15 @@ impl Server {
     }
 
     fn context(&mut self, now: Instant) -> (LoopContext<'_>, &mut Slab<Entry>, &mut Vec<usize>) {
-        let over_capacity = self.conns.len() > self.max_connections;
+        // Parked sessions hold rooms and memory like connections, and count as such.
+        let over_capacity = self.conns.len() + self.reconnects.parked() > self.max_connections;
         (
             LoopContext {
                 engine: &mut self.engine,
                 policy: &self.policy,
                 parser: &mut self.parser,
                 users: &mut self.users,
+                reconnects: &mut self.reconnects,
                 settings: &self.settings,
                 now,
                 over_capacity,
@@ -336,8 +343,25 @@ impl Server {
     }
 
     /// Tells connections that newer ones of their user replaced them, and closes those told
-    /// long enough ago.
+    /// long enough ago; closes connections whose session a reconnect took over, and leaves the
+    /// rooms of parked sessions that were dropped.
     fn replace_connections(&mut self, now: Instant) {
+        if self.reconnects.has_work() {
+            for client in self.reconnects.take_taken_over() {
+                let (mut ctx, conns, finished) = self.context(now);
+                if let Some(entry) = entry_of(conns, client) {
+                    entry.conn.begin_close(Reason::Replaced, &mut ctx);
+                    if entry.conn.status() == Status::Done {
+                        finished.push(slot_of(client).0);
+                    }
+                }
+            }
+            for (client, rooms) in self.reconnects.take_released() {
+                for room in rooms {
+                    self.engine.leave(room, client, now);
+                }
+            }
+        }
         if self.users.has_replaced() {
             for client in self.users.take_replaced() {
                 let (mut ctx, conns, _) = self.context(now);
@@ -370,6 +394,7 @@ impl Server {
                 finished.push(key);
             }
         }
+        self.reconnects.expire(now);
         let expired = self.engine.expire(now);
         if expired > 0 {
             debug!("dropped {expired} rooms that were empty for too long");
@@ -493,6 +518,7 @@ fn build_policy(config: &Config) -> Result<Policy, StartError> {
         enable_delete: config.enable_delete,
         message_rate: config.message_rate,
         message_burst: config.message_burst,
+        max_rooms_per_connection: config.max_rooms_per_connection,
         fault_rooms: config.fault_rooms.iter().cloned().collect(),
     })
 }

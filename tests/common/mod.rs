@@ -194,12 +194,15 @@ impl Server {
         self.child.try_wait().expect("wait").is_none()
     }
 
-    /// A new TCP connection to the server, with a read timeout.
+    /// A new TCP connection to the server, with a read timeout. Nagle is off, as in browsers:
+    /// a small message sent right after another would otherwise wait for the server's delayed
+    /// ACK (40 ms), and a test could see a later message of another client first.
     pub fn tcp(&self) -> TcpStream {
         let stream = TcpStream::connect(self.addr()).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
         stream
     }
 

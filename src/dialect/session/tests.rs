@@ -9,6 +9,7 @@ struct World {
     policy: Policy,
     parser: JsonParser,
     users: Users,
+    reconnects: Reconnects,
 }
 
 impl World {
@@ -26,6 +27,7 @@ impl World {
             policy,
             parser: JsonParser::default(),
             users: Users::new(0),
+            reconnects: Reconnects::new(std::time::Duration::from_secs(120), 100),
         }
     }
 
@@ -46,6 +48,7 @@ impl World {
             policy: &self.policy,
             parser: &mut self.parser,
             users: &mut self.users,
+            reconnects: &mut self.reconnects,
             now: Instant::now(),
         };
         let outcome = session.on_text(text.as_bytes(), &mut ctx);
