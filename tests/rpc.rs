@@ -624,3 +624,19 @@ fn a_client_like_the_reference_client_calls_pings_and_reconnects() {
         json!(["success", 1, {"variables": {"☁ score": 2}}])
     );
 }
+
+#[test]
+fn the_server_still_sends_websocket_pings() {
+    let server = Server::start(&["--ping-interval", "1"]);
+    let mut stream = server.tcp();
+    stream
+        .write_all(upgrade_request("/ws/world/1", "").as_bytes())
+        .expect("write");
+    stream
+        .write_all(&text_frame(r#"["authenticate",{"client_id":"c"}]"#))
+        .expect("write");
+    let (bytes, _) = read_until_eof(&mut stream, Duration::from_millis(2500));
+    let opcodes = opcodes_in(&bytes);
+    assert_eq!(opcodes.first(), Some(&0x1), "the authenticated reply first");
+    assert!(opcodes.contains(&0x9), "a WebSocket ping: {opcodes:?}");
+}
