@@ -1,8 +1,9 @@
 //! Every option, its default, its environment variable and its help text.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// stratus: a fast cloud-variable server for Scratch 3 and TurboWarp projects.
 ///
@@ -13,6 +14,33 @@ use clap::Parser;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "stratus", version, about, long_about, max_term_width = 100)]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Where variables are stored (a SQLite database, `stratus.db`), created if missing. Only
+    /// one server may use a directory at a time.
+    #[arg(long, env = "STRATUS_DATA_DIR", default_value = "data", global = true)]
+    pub data_dir: PathBuf,
+
+    /// Keep variables in memory only: a restart loses them (TurboWarp's cloud-server behaves
+    /// so).
+    #[arg(long, env = "STRATUS_NO_PERSIST")]
+    pub no_persist: bool,
+
+    /// How often changes are written to disk, at most; a crash loses at most this much. A
+    /// number of seconds or a duration such as `500ms`, `2s`.
+    #[arg(long, env = "STRATUS_PERSIST_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub persist_interval: Duration,
+
+    /// Stored rooms nobody wrote for this long are deleted from disk (checked once a day).
+    /// A number of seconds or a duration such as `90d`, `12h`; 0 keeps them forever.
+    #[arg(long, env = "STRATUS_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// Test only: the storage thread waits this long before each request (a slow disk).
+    #[arg(long, env = "STRATUS_STORE_DELAY", default_value = "0s", value_parser = parse_duration, hide = true)]
+    pub store_delay: Duration,
+
     /// Address to listen on: HOST:PORT for TCP, or a path starting with `/` for a unix socket.
     /// Port 0 picks a free port; the chosen address is logged.
     #[arg(long, env = "STRATUS_LISTEN", default_value = "127.0.0.1:9080")]
@@ -154,6 +182,33 @@ pub struct Config {
     /// see what a client is told when something inside the server fails.
     #[arg(long, env = "STRATUS_FAULT_ROOMS", value_delimiter = ',', hide = true)]
     pub fault_rooms: Vec<String>,
+}
+
+/// Tools that work on the data directory instead of serving.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Print stored rooms as JSON (`{"rooms": {ROOM: {NAME: VALUE}}}`); safe while a server runs.
+    Export {
+        /// Only this room.
+        #[arg(long)]
+        room: Option<String>,
+    },
+    /// Load rooms from an export file, replacing those rooms' stored variables. The server
+    /// using the data directory must be stopped.
+    Import {
+        /// The JSON file written by `stratus export`.
+        file: PathBuf,
+    },
+}
+
+/// A duration: a plain number of seconds (`1.5`) or a number with a unit (`500ms`, `2s`,
+/// `10m`, `90d`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))
 }
 
 impl Config {

@@ -11,3 +11,4 @@ pub mod engine;
 pub mod logging;
 pub mod net;
 pub mod policy;
+pub mod store;

@@ -5,11 +5,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use log::{error, info};
 
-use stratus::config::Config;
+use stratus::config::{Command, Config};
 use stratus::net::Server;
+use stratus::store::transfer;
 
 fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(command) = &config.command {
+        return run_tool(command, &config);
+    }
     if let Err(e) = stratus::logging::init(config.log_level, config.log_dir.as_deref()) {
         eprintln!("stratus: {e}");
         return ExitCode::FAILURE;
@@ -31,7 +35,34 @@ fn main() -> ExitCode {
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("event loop failed: {e}");
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `stratus export` and `stratus import`: output on stdout, errors on stderr.
+fn run_tool(command: &Command, config: &Config) -> ExitCode {
+    let result = match command {
+        Command::Export { room } => {
+            transfer::export(&config.data_dir, room.as_deref()).map(|json| {
+                println!("{json}");
+            })
+        }
+        Command::Import { file } => std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))
+            .and_then(|json| transfer::import(&config.data_dir, &json))
+            .map(|(rooms, variables)| {
+                eprintln!(
+                    "imported {rooms} rooms, {variables} variables into {}",
+                    config.data_dir.display()
+                );
+            }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stratus: {e}");
             ExitCode::FAILURE
         }
     }

@@ -198,12 +198,21 @@ fn an_empty_room_keeps_its_variables_for_the_next_visitor() {
 }
 
 #[test]
-fn an_empty_room_forgets_its_variables_after_the_ttl() {
-    let server = Server::start(&["--empty-room-ttl", "1"]);
+fn without_persistence_an_empty_room_forgets_its_variables_after_the_ttl() {
+    let server = Server::start(&["--empty-room-ttl", "1", "--no-persist"]);
     server.leave_room_with_a_value("1");
     server.wait_for_log("dropped 1 rooms that were empty for too long");
     let mut c = server.join("1", "carol");
     c.expect_silence();
+}
+
+#[test]
+fn with_persistence_an_empty_room_leaves_memory_after_the_ttl_and_comes_back_from_disk() {
+    let server = Server::start(&["--empty-room-ttl", "1"]);
+    server.leave_room_with_a_value("1");
+    server.wait_for_log("dropped 1 rooms that were empty for too long");
+    let mut c = server.join("1", "carol");
+    assert_eq!(c.recv(), relayed("☁ a", "1"));
 }
 
 #[test]

@@ -92,6 +92,42 @@ pub enum Outcome {
     Joined,
     /// Close the connection; the session's dialect decides what the client is told.
     Close(Reason),
+    /// The message needs a room that is being loaded: it, and everything after it, waits
+    /// until the room is in memory ([`Session::resume`]).
+    Wait,
+}
+
+/// Why a session could not enter a room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The room is being loaded; try again when it is in.
+    Wait,
+    Refused(Reason),
+}
+
+impl From<Reason> for Refusal {
+    fn from(reason: Reason) -> Self {
+        Refusal::Refused(reason)
+    }
+}
+
+impl From<crate::engine::JoinError> for Refusal {
+    fn from(error: crate::engine::JoinError) -> Self {
+        match error {
+            crate::engine::JoinError::Loading => Refusal::Wait,
+            other => Refusal::Refused(other.into()),
+        }
+    }
+}
+
+impl Refusal {
+    /// What the session does about it.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Refusal::Wait => Outcome::Wait,
+            Refusal::Refused(reason) => Outcome::Close(reason),
+        }
+    }
 }
 
 /// Writes one `set` line in the format a member reads; the engine calls this to build frames.
@@ -150,9 +186,9 @@ impl Peer {
         dialect: Dialect,
         declared: Option<&[Declared<'_>]>,
         env: &mut Env<'_>,
-    ) -> Result<RoomKey, Reason> {
+    ) -> Result<RoomKey, Refusal> {
         if env.policy.fault_rooms.contains(room) {
-            return Err(Reason::ServerFault);
+            return Err(Reason::ServerFault.into());
         }
         let key = env
             .engine
@@ -196,7 +232,7 @@ pub(crate) fn join_with_handshake(
     dialect: Dialect,
     peer: &mut Peer,
     env: &mut Env<'_>,
-) -> Result<(), Reason> {
+) -> Result<(), Refusal> {
     let Handshake {
         room,
         user,

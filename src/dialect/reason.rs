@@ -122,6 +122,8 @@ impl From<JoinError> for Reason {
             JoinError::TooManyRooms => Reason::TooManyRooms,
             JoinError::Incompatible => Reason::Incompatible,
             JoinError::InvalidDeclaration => Reason::InvalidDeclaration,
+            // A session never closes for a room that is loading: it waits (see `Wait`).
+            JoinError::Loading | JoinError::Unavailable => Reason::ServerFault,
         }
     }
 }

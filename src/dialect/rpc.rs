@@ -176,7 +176,7 @@ fn authenticate(
     };
     let room = match peer.enter(room_id, Dialect::Rpc, None, env) {
         Ok(room) => room,
-        Err(reason) => return Outcome::Close(reason),
+        Err(refusal) => return refusal.outcome(),
     };
     peer.user = Some(username.unwrap_or(identity).into());
     if env.users.arrive(room, identity, peer.client) {

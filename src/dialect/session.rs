@@ -15,7 +15,7 @@ use simd_json::tape::Value;
 use super::json::{self, InvalidJson, JsonParser};
 use super::{
     join_with_handshake, legacy, rpc, scratch, studio, Dialect, Env, Framing, Outbox, Outcome,
-    Peer, Reason, Reconnects, Route, Users,
+    Peer, Reason, Reconnects, Refusal, Route, Users,
 };
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Engine, RoomKey};
@@ -47,6 +47,8 @@ pub struct Session {
     peer: Peer,
     speaking: Speaking,
     messages: TokenBucket,
+    /// Text not handled yet because it needs a room that is being loaded.
+    waiting: Option<Vec<u8>>,
 }
 
 impl Session {
@@ -66,6 +68,7 @@ impl Session {
             },
             speaking,
             messages: TokenBucket::new(policy.message_rate, policy.message_burst, now),
+            waiting: None,
         }
     }
 
@@ -132,24 +135,57 @@ impl Session {
 
     /// Handles one text message.
     pub fn on_text(&mut self, text: &[u8], ctx: &mut SessionContext<'_>) -> Outcome {
+        self.handle(text, true, ctx)
+    }
+
+    /// Whether the session waits for a room to be loaded; its connection reads nothing more
+    /// meanwhile, so later messages keep their order.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// The room the session waited for is in memory (or could not be loaded): handles the
+    /// text that waited.
+    pub fn resume(&mut self, ctx: &mut SessionContext<'_>) -> Outcome {
+        match self.waiting.take() {
+            // Its first message was charged to the rate limit when it arrived.
+            Some(text) => self.handle(&text, false, ctx),
+            None => Outcome::Continue,
+        }
+    }
+
+    fn handle(&mut self, text: &[u8], charge_first: bool, ctx: &mut SessionContext<'_>) -> Outcome {
         if let Speaking::Rpc(_) | Speaking::Studio(_) = self.speaking {
-            if !self.messages.take(1.0, ctx.now) {
+            if charge_first && !self.messages.take(1.0, ctx.now) {
                 return Outcome::Close(Reason::TooManyMessages);
             }
-            return self.on_object(text, ctx);
+            let outcome = self.on_object(text, ctx);
+            if outcome == Outcome::Wait {
+                self.waiting = Some(text.to_vec());
+            }
+            return outcome;
         }
         let mut outcome = Outcome::Continue;
-        for line in text.split(|&b| b == b'\n') {
-            let line = line.trim_ascii();
+        let mut charge = charge_first;
+        let mut start = 0;
+        for raw in text.split(|&b| b == b'\n') {
+            let line_start = start;
+            start += raw.len() + 1;
+            let line = raw.trim_ascii();
             if line.is_empty() {
                 continue;
             }
-            if !self.messages.take(1.0, ctx.now) {
+            if charge && !self.messages.take(1.0, ctx.now) {
                 return Outcome::Close(Reason::TooManyMessages);
             }
+            charge = true;
             match self.on_object(line, ctx) {
                 Outcome::Continue => {}
                 Outcome::Joined => outcome = Outcome::Joined,
+                Outcome::Wait => {
+                    self.waiting = Some(text.get(line_start..).unwrap_or_default().to_vec());
+                    return Outcome::Wait;
+                }
                 close @ Outcome::Close(_) => return close,
             }
         }
@@ -260,7 +296,10 @@ fn dispatch(
             } else {
                 return Outcome::Close(Reason::Protocol("first message must be a handshake"));
             };
-            match handshake.and_then(|h| join_with_handshake(h, dialect, peer, env)) {
+            let joined = handshake
+                .map_err(Refusal::from)
+                .and_then(|h| join_with_handshake(h, dialect, peer, env));
+            match joined {
                 Ok(()) => {
                     *speaking = if dialect == Dialect::Scratch {
                         Speaking::Scratch
@@ -269,7 +308,7 @@ fn dispatch(
                     };
                     Outcome::Joined
                 }
-                Err(reason) => Outcome::Close(reason),
+                Err(refusal) => refusal.outcome(),
             }
         }
         Speaking::Scratch => scratch::on_message(doc, peer, env),

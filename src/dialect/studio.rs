@@ -12,7 +12,7 @@ use simd_json::prelude::*;
 use simd_json::tape::Value;
 
 use super::resume::{Reconnects, Resumed};
-use super::{check_room, json, room_text, Dialect, Env, Outbox, Outcome, Peer, Reason};
+use super::{check_room, json, room_text, Dialect, Env, Outbox, Outcome, Peer, Reason, Refusal};
 use crate::engine::{Rejection, RoomKey, SetOutcome, ValueRef};
 use crate::policy::UsernameProblem;
 
@@ -203,9 +203,14 @@ fn join_room(
                 peer.user.as_deref().unwrap_or("")
             );
         }
-        Err(Reason::RoomFull) => error(&mut peer.outbox, "FULL", "room_full", rid),
-        Err(Reason::TooManyRooms) => error(&mut peer.outbox, "FULL", "server_full_of_rooms", rid),
-        Err(_) => error(&mut peer.outbox, "ROOM", "room_unavailable", rid),
+        Err(Refusal::Wait) => return Outcome::Wait,
+        Err(Refusal::Refused(Reason::RoomFull)) => {
+            error(&mut peer.outbox, "FULL", "room_full", rid)
+        }
+        Err(Refusal::Refused(Reason::TooManyRooms)) => {
+            error(&mut peer.outbox, "FULL", "server_full_of_rooms", rid)
+        }
+        Err(Refusal::Refused(_)) => error(&mut peer.outbox, "ROOM", "room_unavailable", rid),
     }
     Outcome::Continue
 }

@@ -6,6 +6,7 @@
 //! message rate: memory is bounded by rooms × variables × value size and rooms × members.
 
 mod fanout;
+mod persist;
 pub mod rate;
 mod room;
 pub mod value;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 pub use fanout::{EncodeSet, Frame};
+pub use persist::{Batch, RoomChanges, SavedVariable};
 pub use value::{Rejection, ValueRef};
 
 use fanout::FrameCache;
@@ -74,6 +76,10 @@ pub enum JoinError {
     Incompatible,
     /// A declared variable has an invalid name or value, or there are too many.
     InvalidDeclaration,
+    /// The room is being loaded from the store; the join is to be tried again when it is in.
+    Loading,
+    /// The store could not load the room.
+    Unavailable,
 }
 
 /// How the engine took a set.
@@ -112,6 +118,7 @@ pub struct Engine {
     /// Rooms with members that are behind; visited by the next flush.
     flush_queue: Vec<usize>,
     frames: FrameCache,
+    persist: persist::Persistence,
     pub stats: Stats,
 }
 
@@ -124,6 +131,7 @@ impl Engine {
             index: HashMap::new(),
             flush_queue: Vec::new(),
             frames: FrameCache::default(),
+            persist: persist::Persistence::default(),
             stats: Stats::default(),
         }
     }
@@ -198,6 +206,7 @@ impl Engine {
     ) -> Result<RoomKey, JoinError> {
         let key = match self.index.get(room_id) {
             Some(&key) => key,
+            None if self.persist.enabled => return Err(self.wait_for_load(room_id, client)),
             None => self.create_room(room_id, now)?,
         };
         let limits = &self.limits;
@@ -289,6 +298,7 @@ impl Engine {
             None => room.add_variable(name, value, client),
         }
         queue_for_flush(&mut self.flush_queue, room, key.0);
+        self.persist.note_change(room, key.0);
         SetOutcome::Applied
     }
 
@@ -321,12 +331,16 @@ impl Engine {
         }
         room.touch(index, if current { client } else { NOBODY });
         queue_for_flush(&mut self.flush_queue, room, key.0);
+        room.rewrite = true;
+        self.persist.note_change(room, key.0);
         Ok(())
     }
 
     pub fn delete(&mut self, key: RoomKey, name: &str) -> Result<(), EditError> {
         let (room, index) = find_variable(&mut self.rooms, key, name)?;
         room.variables.remove(index);
+        room.rewrite = true;
+        self.persist.note_change(room, key.0);
         Ok(())
     }
 
@@ -389,6 +403,7 @@ impl Engine {
             .filter(|(_, room)| {
                 room.emptied_at
                     .is_some_and(|at| now.saturating_duration_since(at) >= ttl)
+                    && self.is_durable(room)
             })
             .map(|(key, _)| key)
             .collect();
@@ -417,6 +432,7 @@ impl Engine {
         let oldest = self
             .rooms
             .iter()
+            .filter(|(_, room)| self.is_durable(room))
             .filter_map(|(key, room)| room.emptied_at.map(|at| (at, key)))
             .min();
         match oldest {
@@ -432,6 +448,7 @@ impl Engine {
         if let Some(room) = self.rooms.try_remove(key) {
             self.index.remove(&room.id);
             self.flush_queue.retain(|&queued| queued != key);
+            self.persist.queue.retain(|&queued| queued != key);
         }
     }
 }

@@ -38,6 +38,12 @@ pub struct Room {
     pub emptied_at: Option<Instant>,
     /// Whether the room is in the engine's list of rooms to visit at the next flush.
     pub queued_for_flush: bool,
+    /// The version the store has on disk.
+    pub durable: u64,
+    /// A rename or delete happened: the store must replace the room's variables.
+    pub rewrite: bool,
+    /// Whether the room is in the engine's list of rooms owed to the store.
+    pub queued_for_persist: bool,
 }
 
 impl Room {
@@ -49,6 +55,9 @@ impl Room {
             version: 0,
             emptied_at: Some(now),
             queued_for_flush: false,
+            durable: 0,
+            rewrite: false,
+            queued_for_persist: false,
         }
     }
 

@@ -416,11 +416,41 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         let outcome = self.read_messages(ctx);
         // Replies of every message read in this iteration leave in one write.
         self.write_outbox();
-        match outcome {
-            Outcome::Continue => {}
-            Outcome::Joined => {}
-            Outcome::Close(reason) => self.begin_close(reason, ctx),
+        if let Outcome::Close(reason) = outcome {
+            self.begin_close(reason, ctx);
         }
+    }
+
+    /// The room this connection's session waited for is in memory (or failed to load): the
+    /// waiting messages are handled, then whatever arrived meanwhile is read, since no new
+    /// readable event will announce it.
+    pub fn resume(&mut self, ctx: &mut LoopContext<'_>) {
+        let Phase::Open { session, .. } = &mut self.phase else {
+            return;
+        };
+        let outcome = session.resume(&mut ctx.session());
+        match self.after_message(outcome, ctx) {
+            Outcome::Close(reason) => {
+                self.write_outbox();
+                self.begin_close(reason, ctx);
+            }
+            Outcome::Wait => self.write_outbox(),
+            Outcome::Continue | Outcome::Joined => self.read_websocket(ctx),
+        }
+        self.flush(ctx.now);
+    }
+
+    /// Notes a handled message's outcome: a join ends the handshake deadline.
+    fn after_message(&mut self, outcome: Outcome, ctx: &mut LoopContext<'_>) -> Outcome {
+        if outcome == Outcome::Joined {
+            self.deadline = None;
+            info!(
+                "{} joined ({})",
+                self.label(ctx.engine),
+                self.dialect_name()
+            );
+        }
+        outcome
     }
 
     /// Reads and handles messages until the socket has no more, the client must wait for its
@@ -433,6 +463,10 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             if session.outbox().len_bytes() > REPLY_BATCH_BYTES {
                 self.write_outbox();
                 continue;
+            }
+            if session.is_waiting() {
+                // Its messages wait, in order, for a room being loaded (see `resume`).
+                return Outcome::Continue;
             }
             if session.answers_requests() && ws.get_ref().is_blocked() {
                 // Backpressure: the client is not reading its replies, so its requests wait in
@@ -488,16 +522,8 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                     return Outcome::Continue;
                 }
             };
-            match next {
-                Outcome::Continue => {}
-                Outcome::Joined => {
-                    self.deadline = None;
-                    info!(
-                        "{} joined ({})",
-                        self.label(ctx.engine),
-                        self.dialect_name()
-                    );
-                }
+            match self.after_message(next, ctx) {
+                Outcome::Continue | Outcome::Joined | Outcome::Wait => {}
                 close @ Outcome::Close(_) => return close,
             }
         }

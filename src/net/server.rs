@@ -9,6 +9,7 @@ use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
@@ -25,9 +26,14 @@ use crate::dialect::json::JsonParser;
 use crate::dialect::{Reason, Reconnects, Users};
 use crate::engine::{ClientId, Engine, Limits};
 use crate::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
+use crate::store::{Store, StoreSettings};
+
+mod storage;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+/// The storage thread's answers are waiting.
+const STORE: Token = Token(usize::MAX - 3);
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 /// Connections beyond the maximum that are still accepted, to be told 4003 instead of hanging.
 const OVERFLOW_SLOTS: usize = 64;
@@ -89,6 +95,10 @@ pub struct Server {
     finished: Vec<usize>,
     /// Most connections open since memory was last handed back to the system.
     peak_connections: usize,
+    /// Durable storage; `None` with `--no-persist`.
+    store: Option<Store>,
+    persist_interval: Duration,
+    next_persist: Instant,
 }
 
 /// Startup failures, each with a message an operator can act on.
@@ -127,13 +137,28 @@ impl Server {
             empty_room_ttl: Duration::from_secs(config.empty_room_ttl),
             allow_non_numeric: config.allow_non_numeric,
         };
+        let mut engine = Engine::new(limits, dialect::encode_set);
+        let store = if config.no_persist {
+            info!("--no-persist: variables are kept in memory only");
+            None
+        } else {
+            let waker = mio::Waker::new(poll.registry(), STORE)
+                .map_err(|e| StartError(format!("cannot create waker: {e}")))?;
+            let settings = StoreSettings {
+                data_dir: config.data_dir.clone(),
+                retention: (!config.retention.is_zero()).then_some(config.retention),
+                delay: config.store_delay,
+            };
+            engine.enable_persistence();
+            Some(Store::open(settings, Arc::new(waker)).map_err(StartError)?)
+        };
         let now = Instant::now();
         Ok(Server {
             poll,
             listener,
             signals,
             conns: Slab::new(),
-            engine: Engine::new(limits, dialect::encode_set),
+            engine,
             policy,
             parser: JsonParser::default(),
             users: Users::new(config.max_connections_per_user),
@@ -154,6 +179,9 @@ impl Server {
             shutdown_deadline: None,
             finished: Vec::new(),
             peak_connections: 0,
+            store,
+            persist_interval: config.persist_interval,
+            next_persist: now,
         })
     }
 
@@ -164,14 +192,15 @@ impl Server {
         }
     }
 
-    /// Serves until SIGINT or SIGTERM, then closes every client with 1001 and returns.
+    /// Serves until SIGINT or SIGTERM, then closes every client with 1001, saves every change
+    /// and returns.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
+                    return Err(io::Error::other(format!("event loop failed: {e}")));
                 }
             }
             let mut now = Instant::now();
@@ -179,6 +208,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept_all(now),
                     SIGNALS => self.on_signal(now),
+                    STORE => self.on_store_replies(now),
                     Token(key) => {
                         self.on_conn_event(key, event.is_readable(), event.is_writable(), now)
                     }
@@ -186,6 +216,7 @@ impl Server {
             }
             now = Instant::now();
             self.replace_connections(now);
+            self.storage_work(now);
             if self.engine.has_pending() && self.tick_due(now) {
                 self.flush_engine(now);
             }
@@ -199,7 +230,7 @@ impl Server {
                     if let Listener::Unix(_, path) = &self.listener {
                         let _ = std::fs::remove_file(path);
                     }
-                    return Ok(());
+                    return self.finish_store();
                 }
             }
         }
@@ -230,6 +261,9 @@ impl Server {
         }
         if let Some((deadline, _)) = self.replaced.first() {
             wake = wake.min(*deadline);
+        }
+        if let Some(due) = self.next_persist_due() {
+            wake = wake.min(due);
         }
         wake.saturating_duration_since(now)
     }

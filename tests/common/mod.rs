@@ -6,6 +6,7 @@
 //! [`gui_handshake`]).
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -35,6 +36,8 @@ pub struct Server {
     pub child: Child,
     pub listen: Listen,
     log: Arc<Mutex<Vec<String>>>,
+    /// The data directory this test gave the server (removed on drop), if it chose one.
+    pub data_dir: Option<PathBuf>,
 }
 
 static UNIQUE: AtomicUsize = AtomicUsize::new(0);
@@ -64,9 +67,11 @@ impl Server {
 
     /// Starts the server with `--listen listen`, extra environment variables and arguments.
     pub fn start_with_env(listen: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let data_dir = own_data_dir(args);
         let mut child = stratus_command()
             .envs(env.iter().copied())
             .args(["--listen", listen, "--log-level", "debug"])
+            .args(data_dir_args(&data_dir))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -101,7 +106,12 @@ impl Server {
         } else {
             Listen::Tcp(bound.parse().expect("address parses"))
         };
-        Server { child, listen, log }
+        Server {
+            child,
+            listen,
+            log,
+            data_dir,
+        }
     }
 
     /// The TCP address; panics for a unix-socket server.
@@ -291,6 +301,9 @@ impl Drop for Server {
         if let Listen::Unix(path) = &self.listen {
             let _ = std::fs::remove_file(path);
         }
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -308,7 +321,9 @@ pub fn stratus_command() -> Command {
 /// Runs the server with `args` until it exits by itself (within 10 s); returns the exit
 /// status and everything it wrote to stderr.
 pub fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let data_dir = own_data_dir(args);
     let mut child = stratus_command()
+        .args(data_dir_args(&data_dir))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -334,7 +349,24 @@ pub fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String) {
     if let Some(mut stderr) = child.stderr.take() {
         let _ = stderr.read_to_string(&mut output);
     }
+    if let Some(dir) = &data_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     (status, output)
+}
+
+/// A fresh data directory for a server, unless the test chose one or none (`--no-persist`).
+fn own_data_dir(args: &[&str]) -> Option<PathBuf> {
+    let chosen = args
+        .iter()
+        .any(|a| *a == "--data-dir" || *a == "--no-persist" || a.starts_with("--data-dir="));
+    (!chosen).then(|| unique_path(".data"))
+}
+
+fn data_dir_args(dir: &Option<PathBuf>) -> Vec<&OsStr> {
+    dir.iter()
+        .flat_map(|d| [OsStr::new("--data-dir"), d.as_os_str()])
+        .collect()
 }
 
 fn join_needle(project: &str, user: &str) -> String {

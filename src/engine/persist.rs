@@ -1,0 +1,263 @@
+//! What the engine owes the durable store, kept as state rather than as a queue of changes.
+//!
+//! Each room knows the version that is safely on disk (`durable`). A batch carries, for every
+//! room with newer changes, the latest value of each variable changed since then (or all of
+//! them after a rename or delete): at most the room's state, however fast sets arrive. Only one
+//! batch is out at a time; if it fails, its rooms stay owed and the next batch carries their
+//! then-latest values. Rooms not in memory are loaded on join: the join waits (the engine
+//! remembers who waits), the store's answer installs the room and names the waiters.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::room::Room;
+use super::value::ValueRef;
+use super::{ClientId, Engine, JoinError};
+
+/// Variables to write, per room, in one transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub rooms: Vec<RoomChanges>,
+}
+
+#[derive(Debug)]
+pub struct RoomChanges {
+    pub room: Box<str>,
+    /// Replace the room's stored variables with `variables` (after renames and deletes).
+    pub replace_all: bool,
+    pub variables: Vec<SavedVariable>,
+    /// The room version these changes bring the store to.
+    version: u64,
+}
+
+/// A variable as stored: the value's text and whether it is a number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedVariable {
+    pub name: Box<str>,
+    pub value: String,
+    pub is_number: bool,
+}
+
+impl SavedVariable {
+    pub fn value(&self) -> ValueRef<'_> {
+        if self.is_number {
+            ValueRef::Number(&self.value)
+        } else {
+            ValueRef::Text(&self.value)
+        }
+    }
+}
+
+impl RoomChanges {
+    /// All of a room's variables, replacing what is stored (for imports).
+    pub fn replacing(room: Box<str>, variables: Vec<SavedVariable>) -> Self {
+        RoomChanges {
+            room,
+            replace_all: true,
+            variables,
+            version: 0,
+        }
+    }
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    pub fn variable_count(&self) -> usize {
+        self.rooms.iter().map(|r| r.variables.len()).sum()
+    }
+}
+
+/// A room that joins are waiting for.
+#[derive(Debug, Default)]
+pub(super) struct Load {
+    pub waiters: Vec<ClientId>,
+    /// The store has been asked for it.
+    pub requested: bool,
+}
+
+/// Persistence bookkeeping of the engine.
+#[derive(Debug, Default)]
+pub(super) struct Persistence {
+    pub enabled: bool,
+    /// Rooms with changes the store does not have yet.
+    pub queue: Vec<usize>,
+    pub loads: HashMap<Box<str>, Load>,
+    /// Loads that failed, with what the next join to the room is told (once).
+    pub failed: HashMap<Box<str>, JoinError>,
+}
+
+impl Persistence {
+    pub fn note_change(&mut self, room: &mut Room, key: usize) {
+        if self.enabled && !room.queued_for_persist {
+            room.queued_for_persist = true;
+            self.queue.push(key);
+        }
+    }
+}
+
+impl Engine {
+    /// Whether rooms not in memory are loaded from a store, and changes saved to it.
+    pub fn enable_persistence(&mut self) {
+        self.persist.enabled = true;
+    }
+
+    /// Whether a batch would carry anything.
+    pub fn has_unsaved(&self) -> bool {
+        !self.persist.queue.is_empty()
+    }
+
+    /// The latest values of everything the store does not have yet, as one batch.
+    pub fn collect_batch(&mut self) -> Batch {
+        let mut batch = Batch::default();
+        for key in std::mem::take(&mut self.persist.queue) {
+            let Some(room) = self.rooms.get_mut(key) else {
+                continue;
+            };
+            room.queued_for_persist = false;
+            if room.version <= room.durable && !room.rewrite {
+                continue;
+            }
+            let replace_all = std::mem::take(&mut room.rewrite);
+            let variables = room
+                .variables
+                .iter()
+                .filter(|v| replace_all || v.changed_at > room.durable)
+                .map(|v| {
+                    let value = v.value.as_ref();
+                    SavedVariable {
+                        name: v.name.clone(),
+                        value: value.text().to_owned(),
+                        is_number: value.is_number(),
+                    }
+                })
+                .collect();
+            batch.rooms.push(RoomChanges {
+                room: room.id.clone(),
+                replace_all,
+                variables,
+                version: room.version,
+            });
+        }
+        batch
+    }
+
+    /// The store has written `batch`: its rooms are durable up to the versions it carried.
+    pub fn batch_saved(&mut self, batch: &Batch) {
+        for changes in &batch.rooms {
+            if let Some(room) = self.room_by_id_mut(&changes.room) {
+                room.durable = room.durable.max(changes.version);
+            }
+        }
+    }
+
+    /// The store could not write `batch`: its rooms are owed again (with their latest values).
+    pub fn batch_failed(&mut self, batch: &Batch) {
+        for changes in &batch.rooms {
+            let Some(&key) = self.index.get(&changes.room) else {
+                continue;
+            };
+            if let Some(room) = self.rooms.get_mut(key) {
+                room.rewrite |= changes.replace_all;
+                self.persist.note_change(room, key);
+            }
+        }
+    }
+
+    /// Rooms joins are waiting for that the store has not been asked for yet; each is named
+    /// once (call [`Engine::load_not_sent`] if the request could not be sent).
+    pub fn take_load_requests(&mut self) -> Vec<Box<str>> {
+        self.persist
+            .loads
+            .iter_mut()
+            .filter(|(_, load)| !load.requested)
+            .map(|(room, load)| {
+                load.requested = true;
+                room.clone()
+            })
+            .collect()
+    }
+
+    /// The request for `room` could not be sent; it is named again by the next
+    /// [`Engine::take_load_requests`].
+    pub fn load_not_sent(&mut self, room: &str) {
+        if let Some(load) = self.persist.loads.get_mut(room) {
+            load.requested = false;
+        }
+    }
+
+    /// Installs a room the store loaded (with no variables when it has none) and returns the
+    /// clients waiting for it, whose joins can now be tried again.
+    pub fn install_loaded(
+        &mut self,
+        room_id: &str,
+        variables: &[SavedVariable],
+        now: Instant,
+    ) -> Vec<ClientId> {
+        let waiters = self
+            .persist
+            .loads
+            .remove(room_id)
+            .map(|load| load.waiters)
+            .unwrap_or_default();
+        if self.index.contains_key(room_id) {
+            return waiters;
+        }
+        match self.create_room(room_id, now) {
+            Ok(key) => {
+                if let Some(room) = self.rooms.get_mut(key) {
+                    for variable in variables {
+                        room.add_variable(&variable.name, variable.value(), super::NOBODY);
+                    }
+                    room.durable = room.version;
+                }
+            }
+            Err(error) => {
+                self.persist.failed.insert(room_id.into(), error);
+            }
+        }
+        waiters
+    }
+
+    /// The store could not load `room_id`: the waiting joins are refused (once), and the next
+    /// join asks the store again.
+    pub fn load_failed(&mut self, room_id: &str) -> Vec<ClientId> {
+        let waiters = self
+            .persist
+            .loads
+            .remove(room_id)
+            .map(|load| load.waiters)
+            .unwrap_or_default();
+        if !waiters.is_empty() {
+            self.persist
+                .failed
+                .insert(room_id.into(), JoinError::Unavailable);
+        }
+        waiters
+    }
+
+    /// For a join to a room not in memory: the answer of a failed load, or a wait for the
+    /// store (registering `client` as a waiter).
+    pub(super) fn wait_for_load(&mut self, room_id: &str, client: ClientId) -> JoinError {
+        if let Some(error) = self.persist.failed.remove(room_id) {
+            return error;
+        }
+        let load = self.persist.loads.entry(room_id.into()).or_default();
+        if !load.waiters.contains(&client) {
+            load.waiters.push(client);
+        }
+        JoinError::Loading
+    }
+
+    /// Whether `room` may leave memory: nothing of it is owed to the store.
+    pub(super) fn is_durable(&self, room: &Room) -> bool {
+        !self.persist.enabled || (room.durable >= room.version && !room.rewrite)
+    }
+
+    fn room_by_id_mut(&mut self, room_id: &str) -> Option<&mut Room> {
+        let key = *self.index.get(room_id)?;
+        self.rooms.get_mut(key)
+    }
+}

@@ -1,0 +1,324 @@
+//! Durable storage: a helper thread that owns the SQLite database, and the event loop's handle
+//! to it.
+//!
+//! The loop never touches the disk and never waits for this thread while serving: it hands over
+//! requests (load a room, save a batch) with `try_send` on a bounded channel, and the thread
+//! answers on a channel of its own and wakes the loop with a `mio::Waker`. Only one batch is out
+//! at a time; what changes meanwhile stays in the engine as state (see `engine/persist.rs`), so
+//! a slow disk costs rounds, never memory. At shutdown the loop waits, once, for the rest to be
+//! written.
+
+pub mod db;
+mod lock;
+pub mod transfer;
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+
+use crate::engine::{Batch, Engine, SavedVariable};
+use db::Database;
+use lock::DirLock;
+
+/// Requests waiting for the thread; loads beyond this wait in the engine for the next round.
+const REQUEST_CAPACITY: usize = 256;
+/// Errors of the same kind are logged at most this often.
+const ERROR_LOG_PERIOD: Duration = Duration::from_secs(60);
+/// The first retention sweep runs this long after start, then once a day.
+const RETENTION_FIRST: Duration = Duration::from_secs(60);
+const RETENTION_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Clone, Debug)]
+pub struct StoreSettings {
+    pub data_dir: PathBuf,
+    /// Rooms nobody wrote for this long are deleted; `None` keeps them forever.
+    pub retention: Option<Duration>,
+    /// Test only: how long the thread sleeps before each request, to play a slow disk.
+    pub delay: Duration,
+}
+
+pub enum Request {
+    Load(Box<str>),
+    Save(Batch),
+}
+
+pub enum Reply {
+    Loaded(Box<str>, Vec<SavedVariable>),
+    LoadFailed(Box<str>),
+    Saved(Batch),
+    SaveFailed(Batch),
+}
+
+/// Counters for logs and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct StoreStats {
+    pub batches_saved: u64,
+    pub variables_saved: u64,
+    pub save_failures: u64,
+    pub rooms_loaded: u64,
+    pub load_failures: u64,
+}
+
+/// The loop's side of the storage thread.
+pub struct Store {
+    requests: Option<SyncSender<Request>>,
+    replies: Receiver<Reply>,
+    thread: Option<JoinHandle<()>>,
+    saving: bool,
+    pub stats: StoreStats,
+    _lock: DirLock,
+}
+
+impl Store {
+    /// Creates the data directory if needed, takes its lock, opens the database (refusing what
+    /// is not ours) and starts the thread. Every error says what to do.
+    pub fn open(settings: StoreSettings, waker: Arc<mio::Waker>) -> Result<Store, String> {
+        let dir = &settings.data_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+        let lock = DirLock::acquire(dir)?;
+        let database = Database::open(dir)?;
+        info!("storing variables in {}", dir.join(db::FILE_NAME).display());
+        let (request_tx, request_rx) = mpsc::sync_channel(REQUEST_CAPACITY);
+        let (reply_tx, reply_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("stratus-store".into())
+            .spawn(move || Worker::new(database, settings, reply_tx, waker).run(request_rx))
+            .map_err(|e| format!("cannot start the storage thread: {e}"))?;
+        Ok(Store {
+            requests: Some(request_tx),
+            replies: reply_rx,
+            thread: Some(thread),
+            saving: false,
+            stats: StoreStats::default(),
+            _lock: lock,
+        })
+    }
+
+    /// Asks for a room; false when the thread has too much to do right now.
+    pub fn request_load(&mut self, room: Box<str>) -> bool {
+        self.send(Request::Load(room)).is_ok()
+    }
+
+    /// Whether a batch is out; the next one waits for its answer.
+    pub fn is_saving(&self) -> bool {
+        self.saving
+    }
+
+    /// Hands over a batch; gives it back when the thread cannot take it now.
+    pub fn save(&mut self, batch: Batch) -> Result<(), Batch> {
+        match self.send(Request::Save(batch)) {
+            Ok(()) => {
+                self.saving = true;
+                Ok(())
+            }
+            Err(Request::Save(batch)) => Err(batch),
+            Err(Request::Load(_)) => Err(Batch::default()),
+        }
+    }
+
+    /// The thread's answers so far; never waits.
+    pub fn take_replies(&mut self) -> Vec<Reply> {
+        let replies: Vec<Reply> = self.replies.try_iter().collect();
+        for reply in &replies {
+            self.count(reply);
+        }
+        replies
+    }
+
+    fn count(&mut self, reply: &Reply) {
+        match reply {
+            Reply::Saved(batch) => {
+                self.saving = false;
+                self.stats.batches_saved += 1;
+                self.stats.variables_saved += batch.variable_count() as u64;
+            }
+            Reply::SaveFailed(_) => {
+                self.saving = false;
+                self.stats.save_failures += 1;
+            }
+            Reply::Loaded(..) => self.stats.rooms_loaded += 1,
+            Reply::LoadFailed(_) => self.stats.load_failures += 1,
+        }
+    }
+
+    fn send(&mut self, request: Request) -> Result<(), Request> {
+        let Some(requests) = &self.requests else {
+            return Err(request);
+        };
+        requests.try_send(request).map_err(|e| match e {
+            TrySendError::Full(request) | TrySendError::Disconnected(request) => request,
+        })
+    }
+
+    /// At shutdown: writes everything the engine still owes, waiting for the thread (at most
+    /// `patience`), then stops it. Returns how many variables could not be saved.
+    pub fn finish(mut self, engine: &mut Engine, patience: Duration) -> usize {
+        let deadline = Instant::now() + patience;
+        let mut failures = 0;
+        loop {
+            while self.saving {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.replies.recv_timeout(left) {
+                    Ok(reply) => {
+                        self.count(&reply);
+                        match reply {
+                            Reply::Saved(batch) => engine.batch_saved(&batch),
+                            Reply::SaveFailed(batch) => {
+                                engine.batch_failed(&batch);
+                                failures += 1;
+                            }
+                            Reply::Loaded(..) | Reply::LoadFailed(_) => {}
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                        self.saving = false;
+                        failures += 3;
+                    }
+                }
+            }
+            if !engine.has_unsaved() || failures >= 3 {
+                break;
+            }
+            let batch = engine.collect_batch();
+            if batch.is_empty() {
+                break;
+            }
+            let Some(requests) = &self.requests else {
+                break;
+            };
+            // Blocking is right here: the loop has stopped serving.
+            if let Err(mpsc::SendError(Request::Save(batch))) = requests.send(Request::Save(batch))
+            {
+                engine.batch_failed(&batch);
+                break;
+            }
+            self.saving = true;
+        }
+        let unsaved = if engine.has_unsaved() {
+            engine.collect_batch().variable_count()
+        } else {
+            0
+        };
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        unsaved
+    }
+}
+
+/// The storage thread: owns the database, answers requests in order.
+struct Worker {
+    database: Database,
+    settings: StoreSettings,
+    replies: Sender<Reply>,
+    waker: Arc<mio::Waker>,
+    errors: ErrorLog,
+}
+
+impl Worker {
+    fn new(
+        database: Database,
+        settings: StoreSettings,
+        replies: Sender<Reply>,
+        waker: Arc<mio::Waker>,
+    ) -> Self {
+        Worker {
+            database,
+            settings,
+            replies,
+            waker,
+            errors: ErrorLog::default(),
+        }
+    }
+
+    fn run(mut self, requests: Receiver<Request>) {
+        let mut next_sweep = Instant::now() + RETENTION_FIRST;
+        loop {
+            let wait = match self.settings.retention {
+                Some(_) => next_sweep.saturating_duration_since(Instant::now()),
+                None => RETENTION_PERIOD,
+            };
+            let request = match requests.recv_timeout(wait) {
+                Ok(request) => request,
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(retention) = self.settings.retention {
+                        self.sweep(retention);
+                        next_sweep = Instant::now() + RETENTION_PERIOD;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            if !self.settings.delay.is_zero() {
+                std::thread::sleep(self.settings.delay);
+            }
+            let reply = match request {
+                Request::Load(room) => match self.database.load(&room) {
+                    Ok(variables) => Reply::Loaded(room, variables),
+                    Err(e) => {
+                        self.errors.log(&e);
+                        Reply::LoadFailed(room)
+                    }
+                },
+                Request::Save(batch) => match self.database.save(&batch) {
+                    Ok(()) => Reply::Saved(batch),
+                    Err(e) => {
+                        self.errors.log(&e);
+                        Reply::SaveFailed(batch)
+                    }
+                },
+            };
+            if self.replies.send(reply).is_err() {
+                return;
+            }
+            let _ = self.waker.wake();
+        }
+    }
+
+    fn sweep(&mut self, retention: Duration) {
+        let age = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+        match self
+            .database
+            .delete_rooms_older_than(db::unix_seconds().saturating_sub(age))
+        {
+            Ok(0) => {}
+            Ok(n) => info!("deleted {n} stored variables of rooms nobody wrote for {retention:?}"),
+            Err(e) => self.errors.log(&e),
+        }
+    }
+}
+
+/// Logs storage errors at most once a minute, saying how many were not logged.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl ErrorLog {
+    fn log(&mut self, message: &str) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < ERROR_LOG_PERIOD)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        if self.unlogged > 0 {
+            warn!(
+                "storage: {} more errors in the last minute; still serving from memory",
+                self.unlogged
+            );
+        }
+        error!("storage: {message}; serving from memory and retrying");
+        self.last = Some(now);
+        self.unlogged = 0;
+    }
+}
