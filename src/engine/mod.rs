@@ -218,10 +218,11 @@ impl Engine {
         }
         if let Some(declared) = declared {
             check_declaration(room, declared, limits)?;
-            if room.variables.is_empty() {
+            if room.variables.is_empty() && !declared.is_empty() {
                 for (name, value) in declared {
                     room.add_variable(name, *value, client);
                 }
+                self.persist.note_change(room, key);
             }
         }
         room.members.push(Member {
