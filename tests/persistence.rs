@@ -360,3 +360,57 @@ fn export_and_import_move_rooms_between_data_directories() {
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_file(&garbage);
 }
+
+/// Sets the server's file size limit (what a full disk looks like to SQLite: writes fail).
+fn limit_file_size(server: &Server, bytes: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit on a child process with a valid rlimit value.
+    let result = unsafe {
+        libc::prlimit(
+            server.child.id() as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(result, 0, "prlimit");
+}
+
+#[test]
+fn disk_errors_are_logged_and_retried_while_clients_are_served() {
+    let dir = fresh_dir();
+    let mut server = start_on(&dir, &["--persist-interval", "100ms"]);
+    let (mut a, mut b) = server.pair();
+    a.set("☁ before", "1");
+    assert_eq!(b.recv(), relayed("☁ before", "1"));
+    std::thread::sleep(Duration::from_millis(300));
+    // The disk is "full": no file may grow.
+    limit_file_size(&server, 0);
+    let big = "7".repeat(20_000);
+    a.set("☁ during", &format!("\"{big}\""));
+    assert_eq!(b.recv(), relayed("☁ during", &format!("\"{big}\"")));
+    let logged = server.wait_for_log("storage: ");
+    eprintln!("{logged}");
+    // Still serving, from memory.
+    b.set("☁ still", "2");
+    assert_eq!(a.recv(), relayed("☁ still", "2"));
+    // Room again on the disk: the next round writes the latest values.
+    limit_file_size(&server, libc::RLIM_INFINITY);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(server.terminate().success());
+
+    let server = start_on(&dir, &[]);
+    let mut c = server.join("1", "carol");
+    let snapshot = c.recv();
+    for name in ["☁ before", "☁ during", "☁ still"] {
+        assert!(
+            snapshot.contains(name),
+            "{name} missing after the disk recovered"
+        );
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

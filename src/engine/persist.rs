@@ -85,8 +85,14 @@ pub(super) struct Persistence {
     /// Rooms with changes the store does not have yet.
     pub queue: Vec<usize>,
     pub loads: HashMap<Box<str>, Load>,
-    /// Loads that failed, with what the next join to the room is told (once).
-    pub failed: HashMap<Box<str>, JoinError>,
+    /// Loads that failed: what the clients that waited are told when their join is retried.
+    pub failed: HashMap<Box<str>, Failed>,
+}
+
+#[derive(Debug)]
+pub(super) struct Failed {
+    error: JoinError,
+    waiters: Vec<ClientId>,
 }
 
 impl Persistence {
@@ -205,6 +211,7 @@ impl Engine {
         if self.index.contains_key(room_id) {
             return waiters;
         }
+        self.persist.failed.remove(room_id);
         match self.create_room(room_id, now) {
             Ok(key) => {
                 if let Some(room) = self.rooms.get_mut(key) {
@@ -215,14 +222,20 @@ impl Engine {
                 }
             }
             Err(error) => {
-                self.persist.failed.insert(room_id.into(), error);
+                self.persist.failed.insert(
+                    room_id.into(),
+                    Failed {
+                        error,
+                        waiters: waiters.clone(),
+                    },
+                );
             }
         }
         waiters
     }
 
-    /// The store could not load `room_id`: the waiting joins are refused (once), and the next
-    /// join asks the store again.
+    /// The store could not load `room_id`: the joins that waited are refused when retried, and
+    /// any other join asks the store again.
     pub fn load_failed(&mut self, room_id: &str) -> Vec<ClientId> {
         let waiters = self
             .persist
@@ -231,9 +244,13 @@ impl Engine {
             .map(|load| load.waiters)
             .unwrap_or_default();
         if !waiters.is_empty() {
-            self.persist
-                .failed
-                .insert(room_id.into(), JoinError::Unavailable);
+            self.persist.failed.insert(
+                room_id.into(),
+                Failed {
+                    error: JoinError::Unavailable,
+                    waiters: waiters.clone(),
+                },
+            );
         }
         waiters
     }
@@ -241,8 +258,15 @@ impl Engine {
     /// For a join to a room not in memory: the answer of a failed load, or a wait for the
     /// store (registering `client` as a waiter).
     pub(super) fn wait_for_load(&mut self, room_id: &str, client: ClientId) -> JoinError {
-        if let Some(error) = self.persist.failed.remove(room_id) {
-            return error;
+        if let Some(failed) = self.persist.failed.get_mut(room_id) {
+            if let Some(i) = failed.waiters.iter().position(|&c| c == client) {
+                failed.waiters.swap_remove(i);
+                let error = failed.error;
+                if failed.waiters.is_empty() {
+                    self.persist.failed.remove(room_id);
+                }
+                return error;
+            }
         }
         let load = self.persist.loads.entry(room_id.into()).or_default();
         if !load.waiters.contains(&client) {

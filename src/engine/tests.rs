@@ -323,3 +323,131 @@ fn members_with_the_same_view_share_one_frame() {
     pointers.dedup();
     assert_eq!(pointers.len(), 1, "every member got the same buffer");
 }
+
+fn persistent() -> Engine {
+    let mut e = engine();
+    e.enable_persistence();
+    e
+}
+
+/// Joins `client` to `room`, loading it (empty) first as the store would.
+fn join_loaded(e: &mut Engine, room: &str, client: u64) -> RoomKey {
+    let now = Instant::now();
+    match e.join(room, ClientId(client), F, None, now) {
+        Err(JoinError::Loading) => {
+            assert_eq!(e.take_load_requests(), vec![Box::<str>::from(room)]);
+            assert_eq!(e.install_loaded(room, &[], now), vec![ClientId(client)]);
+            e.join(room, ClientId(client), F, None, now).expect("join")
+        }
+        other => other.expect("join"),
+    }
+}
+
+fn batch_text(batch: &Batch) -> Vec<String> {
+    batch
+        .rooms
+        .iter()
+        .flat_map(|r| {
+            r.variables.iter().map(move |v| {
+                format!(
+                    "{}{}:{}={}",
+                    if r.replace_all { "!" } else { "" },
+                    r.room,
+                    v.name,
+                    v.value
+                )
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_carries_only_the_latest_values_and_failures_are_owed_again() {
+    let mut e = persistent();
+    let room = join_loaded(&mut e, "1", 1);
+    for v in ["1", "2", "3"] {
+        e.set(room, ClientId(1), "☁ a", ValueRef::Text(v), true);
+    }
+    let batch = e.collect_batch();
+    assert_eq!(batch_text(&batch), ["1:☁ a=3"]);
+    assert!(!e.has_unsaved());
+    e.set(room, ClientId(1), "☁ b", ValueRef::Text("9"), true);
+    e.batch_failed(&batch);
+    // The failed batch's room is owed again, with everything changed since it was durable.
+    let retry = e.collect_batch();
+    assert_eq!(batch_text(&retry), ["1:☁ a=3", "1:☁ b=9"]);
+    e.batch_saved(&retry);
+    assert!(!e.has_unsaved());
+    assert!(e.collect_batch().is_empty());
+}
+
+#[test]
+fn renames_and_deletes_rewrite_the_room() {
+    let mut e = persistent();
+    let room = join_loaded(&mut e, "1", 1);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    e.set(room, ClientId(1), "☁ b", ValueRef::Text("2"), true);
+    let first = e.collect_batch();
+    e.batch_saved(&first);
+    e.delete(room, "☁ a").expect("delete");
+    assert_eq!(batch_text(&e.collect_batch()), ["!1:☁ b=2"]);
+}
+
+#[test]
+fn an_empty_room_stays_in_memory_until_it_is_durable() {
+    let mut e = persistent();
+    let start = Instant::now();
+    let room = join_loaded(&mut e, "1", 1);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    e.leave(room, ClientId(1), start);
+    let later = start + Duration::from_secs(7200);
+    assert_eq!(e.expire(later), 0, "not saved yet");
+    let batch = e.collect_batch();
+    assert_eq!(e.expire(later), 0, "saving");
+    e.batch_saved(&batch);
+    assert_eq!(e.expire(later), 1);
+}
+
+#[test]
+fn joins_wait_for_a_load_and_a_failed_load_is_refused_once() {
+    let mut e = persistent();
+    let now = Instant::now();
+    assert_eq!(
+        e.join("1", ClientId(1), F, None, now).err(),
+        Some(JoinError::Loading)
+    );
+    assert_eq!(
+        e.join("1", ClientId(2), F, None, now).err(),
+        Some(JoinError::Loading)
+    );
+    assert_eq!(e.take_load_requests().len(), 1, "asked once");
+    assert!(e.take_load_requests().is_empty());
+    assert_eq!(e.load_failed("1"), vec![ClientId(1), ClientId(2)]);
+    assert_eq!(
+        e.join("1", ClientId(1), F, None, now).err(),
+        Some(JoinError::Unavailable)
+    );
+    assert_eq!(
+        e.join("1", ClientId(2), F, None, now).err(),
+        Some(JoinError::Unavailable),
+        "every join that waited is refused"
+    );
+    assert_eq!(
+        e.join("1", ClientId(2), F, None, now).err(),
+        Some(JoinError::Loading),
+        "the next join asks the store again"
+    );
+    let stored = [SavedVariable {
+        name: "☁ x".into(),
+        value: "5".into(),
+        is_number: true,
+    }];
+    assert_eq!(e.take_load_requests().len(), 1);
+    assert_eq!(e.install_loaded("1", &stored, now), vec![ClientId(2)]);
+    let room = e.join("1", ClientId(2), F, None, now).expect("join");
+    assert_eq!(
+        e.snapshot(room, F).map(|f| f.to_string()),
+        Some("☁ x=5".into())
+    );
+    assert!(!e.has_unsaved(), "what was loaded is durable");
+}

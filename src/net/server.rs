@@ -594,5 +594,12 @@ fn register_signals() -> Result<mio::net::UnixStream, StartError> {
         signal_hook::low_level::pipe::register(signal, writer)
             .map_err(|e| StartError(format!("cannot handle signal {signal}: {e}")))?;
     }
+    // A write past the file size limit then fails with an error the storage thread reports and
+    // retries, instead of killing the process.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .map_err(|e| StartError(format!("cannot handle SIGXFSZ: {e}")))?;
     Ok(mio::net::UnixStream::from_std(read_end))
 }
