@@ -7,8 +7,9 @@ use clap::{Parser, Subcommand};
 
 /// stratus: a fast cloud-variable server for Scratch 3 and TurboWarp projects.
 ///
-/// Serves the Scratch 3 cloud protocol, cloud-server's older `kind` protocol and the array-RPC
-/// protocol (on `/ws/world/<room>`) on one port, over shared rooms.
+/// Serves the Scratch 3 cloud protocol, cloud-server's older `kind` protocol, the array-RPC
+/// protocol (on `/ws/world/<room>`) and MultiStudio on one port, over shared rooms, and keeps
+/// every variable on disk (`--data-dir`) so a restart loses nothing.
 /// Point TurboWarp at it with `?cloud_host=ws://HOST:PORT/`. Every option can also be set with
 /// the environment variable shown next to it.
 #[derive(Parser, Debug, Clone)]

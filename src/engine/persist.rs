@@ -49,6 +49,16 @@ impl SavedVariable {
 }
 
 impl RoomChanges {
+    /// Variables to write over the stored ones of the same names (for tools and benches).
+    pub fn upserting(room: Box<str>, variables: Vec<SavedVariable>) -> Self {
+        RoomChanges {
+            room,
+            replace_all: false,
+            variables,
+            version: 0,
+        }
+    }
+
     /// All of a room's variables, replacing what is stored (for imports).
     pub fn replacing(room: Box<str>, variables: Vec<SavedVariable>) -> Self {
         RoomChanges {
