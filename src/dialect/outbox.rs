@@ -6,8 +6,12 @@
 
 use crate::engine::Frame;
 
-/// Above this, an emptied outbox gives its buffer back instead of keeping it for the next reply.
-const KEEP_CAPACITY: usize = 16 * 1024;
+/// Above this, an emptied outbox gives its buffer back instead of keeping it for the next reply:
+/// every idle connection keeps what it keeps here, and replies are small; a large one (a room's
+/// variables) is rare enough to allocate each time.
+const KEEP_CAPACITY: usize = 1024;
+/// Likewise for the list of messages.
+const KEEP_MESSAGES: usize = 8;
 
 #[derive(Debug, Default)]
 pub struct Outbox {
@@ -70,7 +74,7 @@ impl Outbox {
         if self.text.capacity() > KEEP_CAPACITY {
             self.text = String::new();
         }
-        if self.messages.capacity() > 64 {
+        if self.messages.capacity() > KEEP_MESSAGES {
             self.messages = Vec::new();
         }
     }

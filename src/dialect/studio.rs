@@ -5,6 +5,7 @@
 //! Errors are `{"kind": <4CC>, "why": <case>, "rid"?}`; most leave the connection open. Which
 //! close it, and with which code, is decided by [`farewell`] from the typed [`Reason`].
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use log::info;
@@ -164,16 +165,8 @@ fn join_room(
     peer: &mut Peer,
     env: &mut Env<'_>,
 ) -> Outcome {
-    let room = match room_text(doc.get("room")) {
-        Ok(room) => room,
-        Err(_) if doc.get("room").is_none() => {
-            error(&mut peer.outbox, "PROT", "missing_room", rid);
-            return Outcome::Continue;
-        }
-        Err(_) => {
-            error(&mut peer.outbox, "PROT", "invalid_room", rid);
-            return Outcome::Continue;
-        }
+    let Some(room) = room_field(doc, rid, &mut peer.outbox) else {
+        return Outcome::Continue;
     };
     if let Some(key) = membership(peer, env, &room) {
         joined(&mut peer.outbox, &room, key, env, rid);
@@ -222,8 +215,7 @@ fn leave_room(
     peer: &mut Peer,
     env: &mut Env<'_>,
 ) -> Outcome {
-    let Ok(room) = room_text(doc.get("room")) else {
-        error(&mut peer.outbox, "PROT", "missing_room", rid);
+    let Some(room) = room_field(doc, rid, &mut peer.outbox) else {
         return Outcome::Continue;
     };
     let Some(key) = membership(peer, env, &room) else {
@@ -243,11 +235,10 @@ fn leave_room(
 }
 
 fn set(doc: Value<'_, '_>, rid: Rid<'_>, peer: &mut Peer, env: &mut Env<'_>) -> Outcome {
-    let out = &mut peer.outbox;
-    let Ok(room) = room_text(doc.get("room")) else {
-        error(out, "PROT", "missing_room", rid);
+    let Some(room) = room_field(doc, rid, &mut peer.outbox) else {
         return Outcome::Continue;
     };
+    let out = &mut peer.outbox;
     let Some(name) = json::get_str(doc, "name") else {
         error(out, "PROT", "missing_name", rid);
         return Outcome::Continue;
@@ -331,6 +322,17 @@ pub(super) fn depart(
         reconnects.end(&token);
         false
     }
+}
+
+/// The message's `room`; `None` (with the error queued) when it is missing or not a room id.
+fn room_field<'v>(doc: Value<'_, 'v>, rid: Rid<'_>, outbox: &mut Outbox) -> Option<Cow<'v, str>> {
+    let why = match room_text(doc.get("room")) {
+        Ok(room) => return Some(room),
+        Err(_) if doc.get("room").is_none() => "missing_room",
+        Err(_) => "invalid_room",
+    };
+    error(outbox, "PROT", why, rid);
+    None
 }
 
 fn membership(peer: &Peer, env: &Env<'_>, room: &str) -> Option<RoomKey> {

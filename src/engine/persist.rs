@@ -212,12 +212,7 @@ impl Engine {
         variables: &[SavedVariable],
         now: Instant,
     ) -> Vec<ClientId> {
-        let waiters = self
-            .persist
-            .loads
-            .remove(room_id)
-            .map(|load| load.waiters)
-            .unwrap_or_default();
+        let waiters = self.take_waiters(room_id);
         if self.index.contains_key(room_id) {
             return waiters;
         }
@@ -231,15 +226,7 @@ impl Engine {
                     room.durable = room.version;
                 }
             }
-            Err(error) => {
-                self.persist.failed.insert(
-                    room_id.into(),
-                    Failed {
-                        error,
-                        waiters: waiters.clone(),
-                    },
-                );
-            }
+            Err(error) => self.refuse_waiters(room_id, error, &waiters),
         }
         waiters
     }
@@ -247,22 +234,27 @@ impl Engine {
     /// The store could not load `room_id`: the joins that waited are refused when retried, and
     /// any other join asks the store again.
     pub fn load_failed(&mut self, room_id: &str) -> Vec<ClientId> {
-        let waiters = self
-            .persist
+        let waiters = self.take_waiters(room_id);
+        self.refuse_waiters(room_id, JoinError::Unavailable, &waiters);
+        waiters
+    }
+
+    fn take_waiters(&mut self, room_id: &str) -> Vec<ClientId> {
+        self.persist
             .loads
             .remove(room_id)
             .map(|load| load.waiters)
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// The retried joins of `waiters` to `room_id` will be told `error`.
+    fn refuse_waiters(&mut self, room_id: &str, error: JoinError, waiters: &[ClientId]) {
         if !waiters.is_empty() {
-            self.persist.failed.insert(
-                room_id.into(),
-                Failed {
-                    error: JoinError::Unavailable,
-                    waiters: waiters.clone(),
-                },
-            );
+            let waiters = waiters.to_vec();
+            self.persist
+                .failed
+                .insert(room_id.into(), Failed { error, waiters });
         }
-        waiters
     }
 
     /// For a join to a room not in memory: the answer of a failed load, or a wait for the
