@@ -21,6 +21,14 @@ pub fn init(level: LevelFilter, dir: Option<&Path>) -> Result<(), String> {
     if let Some(dir) = dir {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create log directory {}: {e}", dir.display()))?;
+        // The daily file is opened on the first line; find out now, not at every line.
+        let probe = dir.join(".stratus-write-test");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&probe)
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|e| format!("cannot write log files in {}: {e}", dir.display()))?;
         dispatch = dispatch.chain(fern::DateBased::new(dir.join("stratus."), "%Y-%m-%d.log"));
     }
     dispatch

@@ -128,3 +128,71 @@ fn version_and_help_are_printed() {
         assert!(output.contains(option), "help lacks {option}");
     }
 }
+
+#[test]
+fn an_existing_but_unwritable_log_dir_is_refused_at_start() {
+    // /proc exists and takes no new files, even from root.
+    let (status, output) = run_to_exit(&["--listen", "127.0.0.1:0", "--log-dir", "/proc"]);
+    assert!(!status.success());
+    assert!(
+        output.contains("cannot write log files in /proc"),
+        "{output}"
+    );
+    assert_eq!(
+        output.lines().count(),
+        1,
+        "one clear message, not a dump per line: {output}"
+    );
+}
+
+#[test]
+fn a_unix_socket_a_live_server_answers_on_is_not_taken_over() {
+    let first = Server::start_unix(&[]);
+    let Listen::Unix(path) = &first.listen else {
+        panic!("unix socket");
+    };
+    let path = path.to_str().expect("utf-8").to_owned();
+    let (status, output) = run_to_exit(&["--listen", &path]);
+    assert!(!status.success());
+    assert!(output.contains("in use by a running server"), "{output}");
+    // The first server is still reachable.
+    let stream = std::os::unix::net::UnixStream::connect(&path).expect("still answering");
+    drop(stream);
+    assert!(std::path::Path::new(&path).exists());
+}
+
+#[test]
+fn a_very_low_open_file_limit_still_serves_one_connection_and_says_so() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    let dir = unique_path(".data");
+    let mut command = stratus_command();
+    command
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe and only changes the child's own limit.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 40,
+                rlim_max: 40,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("start stratus");
+    let stderr = child.stderr.take().expect("stderr");
+    let line = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("serving at most") || l.contains("listening on"))
+        .expect("a line about the limit");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(line.contains("serving at most 1 "), "{line}");
+}

@@ -29,13 +29,16 @@ pub fn fit_connections(wanted: usize, reserved: u64) -> usize {
         "open-file limit: soft {} (was {before}), hard {}",
         limit.rlim_cur, limit.rlim_max
     );
-    let room = usize::try_from(limit.rlim_cur.saturating_sub(reserved)).unwrap_or(usize::MAX);
+    // At least one connection is always served, however low the limit.
+    let room = usize::try_from(limit.rlim_cur.saturating_sub(reserved))
+        .unwrap_or(usize::MAX)
+        .max(1);
     if room < wanted {
         warn!(
             "open-file limit {} cannot hold {wanted} connections: serving at most {room} (raise it with `ulimit -n`)",
             limit.rlim_cur
         );
-        return room.max(1);
+        return room;
     }
     wanted
 }

@@ -560,11 +560,17 @@ fn build_policy(config: &Config) -> Result<Policy, StartError> {
 fn bind_listener(listen: &str) -> Result<Listener, StartError> {
     if listen.starts_with('/') {
         let path = PathBuf::from(listen);
-        // A socket file left by an earlier run would make bind fail.
+        // A socket file left by an earlier run would make bind fail; one that a live server
+        // still answers on is not ours to take.
         if std::fs::symlink_metadata(&path).is_ok_and(|m| {
             use std::os::unix::fs::FileTypeExt;
             m.file_type().is_socket()
         }) {
+            if StdUnixStream::connect(&path).is_ok() {
+                return Err(StartError(format!(
+                    "{listen} is in use by a running server; stop it or choose another path"
+                )));
+            }
             let _ = std::fs::remove_file(&path);
         }
         let listener = UnixListener::bind(&path)
