@@ -2,15 +2,26 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use log::{error, info};
 
-use stratus::config::{Command, Config};
+use stratus::config::{self, Command, Config, LoadError};
 use stratus::net::Server;
 use stratus::store::transfer;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let loaded = match config::load(std::env::args_os()) {
+        Ok(loaded) => loaded,
+        Err(LoadError::Args(e)) => e.exit(),
+        Err(LoadError::File(e)) => {
+            eprintln!("stratus: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if loaded.config.print_config {
+        print!("{}", loaded.describe());
+        return ExitCode::SUCCESS;
+    }
+    let config = loaded.config;
     if let Some(command) = &config.command {
         return run_tool(command, &config);
     }

@@ -577,14 +577,31 @@ fn bind_listener(listen: &str) -> Result<Listener, StartError> {
             .map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;
         return Ok(Listener::Unix(listener, path));
     }
-    let addr: SocketAddr = listen.parse().map_err(|e| {
-        StartError(format!(
-            "--listen {listen:?} is not HOST:PORT or /path: {e}"
-        ))
-    })?;
+    let addr = tcp_address(listen)?;
     TcpListener::bind(addr)
         .map(Listener::Tcp)
         .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))
+}
+
+/// `--listen` as an operator types it: `HOST:PORT` (a name such as `localhost` is resolved),
+/// or a bare port, meaning loopback.
+fn tcp_address(listen: &str) -> Result<SocketAddr, StartError> {
+    use std::net::{Ipv4Addr, ToSocketAddrs};
+    if let Ok(port) = listen.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            StartError(format!(
+                "--listen {listen:?} is not HOST:PORT, a port, or a /path for a unix socket"
+            ))
+        })
 }
 
 fn register_signals() -> Result<mio::net::UnixStream, StartError> {

@@ -3,7 +3,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
+
+mod file;
+mod units;
+
+pub use file::{load, LoadError, Loaded, Source};
+pub use units::{
+    parse_bytes, parse_duration, parse_mode, parse_positive, parse_seconds, parse_size,
+};
 
 /// stratus: a fast cloud-variable server for Scratch 3 and TurboWarp projects.
 ///
@@ -11,12 +20,23 @@ use clap::{Parser, Subcommand};
 /// protocol (on `/ws/world/<room>`) and MultiStudio on one port, over shared rooms, and keeps
 /// every variable on disk (`--data-dir`) so a restart loses nothing.
 /// Point TurboWarp at it with `?cloud_host=ws://HOST:PORT/`. Every option can also be set with
-/// the environment variable shown next to it.
+/// the environment variable shown next to it (switches take 1/0, true/false, yes/no), or a line
+/// of the `--config` file. Sizes take units (`2MiB`), durations too (`10s`, `90d`).
 #[derive(Parser, Debug, Clone)]
 #[command(name = "stratus", version, about, long_about, max_term_width = 100)]
 pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// A TOML file of settings with the flags' names (`max-connections = 5000`). Flags and
+    /// environment variables override it.
+    #[arg(long, env = "STRATUS_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration, with where each value came from (flag, env, file or
+    /// default), as TOML, and exit.
+    #[arg(long)]
+    pub print_config: bool,
 
     /// Where variables are stored (a SQLite database, `stratus.db`), created if missing. Only
     /// one server may use a directory at a time.
@@ -25,7 +45,7 @@ pub struct Config {
 
     /// Keep variables in memory only: a restart loses them (TurboWarp's cloud-server behaves
     /// so).
-    #[arg(long, env = "STRATUS_NO_PERSIST")]
+    #[arg(long, env = "STRATUS_NO_PERSIST", value_parser = BoolishValueParser::new())]
     pub no_persist: bool,
 
     /// How often changes are written to disk, at most; a crash loses at most this much. A
@@ -48,11 +68,11 @@ pub struct Config {
     pub listen: String,
 
     /// Take the client's address from the last X-Forwarded-For entry (behind a reverse proxy).
-    #[arg(long, env = "STRATUS_TRUST_PROXY")]
+    #[arg(long, env = "STRATUS_TRUST_PROXY", value_parser = BoolishValueParser::new())]
     pub trust_proxy: bool,
 
     /// Log client addresses with their last part zeroed (IPv4 /24, IPv6 /48).
-    #[arg(long, env = "STRATUS_ANONYMIZE_IPS")]
+    #[arg(long, env = "STRATUS_ANONYMIZE_IPS", value_parser = BoolishValueParser::new())]
     pub anonymize_ips: bool,
 
     /// Log level: error, warn, info, debug or trace.
@@ -70,7 +90,7 @@ pub struct Config {
 
     /// Most open connections; further clients are closed with 4003. Lowered automatically if
     /// the open-file limit cannot hold it.
-    #[arg(long, env = "STRATUS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "STRATUS_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = parse_positive)]
     pub max_connections: usize,
 
     /// Most rooms (projects) at once, counting empty rooms that still keep their variables;
@@ -94,7 +114,7 @@ pub struct Config {
 
     /// Seconds a MultiStudio session whose connection broke (no close frame) is kept, with its
     /// rooms, for the client to reconnect with its token. 0 = no reconnecting.
-    #[arg(long, env = "STRATUS_RECONNECT_WINDOW", default_value_t = 120)]
+    #[arg(long, env = "STRATUS_RECONNECT_WINDOW", default_value_t = 120, value_parser = parse_seconds)]
     pub reconnect_window: u64,
 
     /// Most variables in one room; sets that would create more are ignored.
@@ -111,53 +131,53 @@ pub struct Config {
     pub message_burst: f64,
 
     /// Sustained incoming bytes per second per connection; beyond the burst: 4004. 0 disables.
-    #[arg(long, env = "STRATUS_BYTE_RATE", default_value_t = 2.0 * 1024.0 * 1024.0)]
+    #[arg(long, env = "STRATUS_BYTE_RATE", default_value_t = 2.0 * 1024.0 * 1024.0, value_parser = parse_bytes)]
     pub byte_rate: f64,
 
     /// Bytes a connection may send at once before the byte rate applies.
-    #[arg(long, env = "STRATUS_BYTE_BURST", default_value_t = 4.0 * 1024.0 * 1024.0)]
+    #[arg(long, env = "STRATUS_BYTE_BURST", default_value_t = 4.0 * 1024.0 * 1024.0, value_parser = parse_bytes)]
     pub byte_burst: f64,
 
     /// Largest incoming WebSocket message in bytes; larger ones close with 1009.
-    #[arg(long, env = "STRATUS_MAX_MESSAGE_SIZE", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "STRATUS_MAX_MESSAGE_SIZE", default_value_t = 1024 * 1024, value_parser = parse_size)]
     pub max_message_size: usize,
 
     /// Per-connection read buffer in bytes. Small keeps idle connections cheap; messages larger
     /// than this are still read whole.
-    #[arg(long, env = "STRATUS_READ_BUFFER_SIZE", default_value_t = 1024)]
+    #[arg(long, env = "STRATUS_READ_BUFFER_SIZE", default_value_t = 1024, value_parser = parse_size)]
     pub read_buffer_size: usize,
 
     /// Seconds a client has for its HTTP upgrade, and then again for its handshake message.
-    #[arg(long, env = "STRATUS_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    #[arg(long, env = "STRATUS_HANDSHAKE_TIMEOUT", default_value_t = 10, value_parser = parse_seconds)]
     pub handshake_timeout: u64,
 
     /// Seconds between WebSocket pings; a client that did not answer the previous ping is
     /// closed.
-    #[arg(long, env = "STRATUS_PING_INTERVAL", default_value_t = 30)]
+    #[arg(long, env = "STRATUS_PING_INTERVAL", default_value_t = 30, value_parser = parse_seconds)]
     pub ping_interval: u64,
 
     /// Seconds a client may leave our output unread before it is disconnected.
-    #[arg(long, env = "STRATUS_WRITE_STALL_TIMEOUT", default_value_t = 60)]
+    #[arg(long, env = "STRATUS_WRITE_STALL_TIMEOUT", default_value_t = 60, value_parser = parse_seconds)]
     pub write_stall_timeout: u64,
 
     /// Seconds an empty room keeps its variables after the last client leaves.
-    #[arg(long, env = "STRATUS_EMPTY_ROOM_TTL", default_value_t = 3600)]
+    #[arg(long, env = "STRATUS_EMPTY_ROOM_TTL", default_value_t = 3600, value_parser = parse_seconds)]
     pub empty_room_ttl: u64,
 
     /// Accept any string as a value, not only numbers.
-    #[arg(long, env = "STRATUS_ALLOW_NON_NUMERIC")]
+    #[arg(long, env = "STRATUS_ALLOW_NON_NUMERIC", value_parser = BoolishValueParser::new())]
     pub allow_non_numeric: bool,
 
     /// Accept `rename` messages (otherwise ignored).
-    #[arg(long, env = "STRATUS_ENABLE_RENAME")]
+    #[arg(long, env = "STRATUS_ENABLE_RENAME", value_parser = BoolishValueParser::new())]
     pub enable_rename: bool,
 
     /// Accept `delete` messages (otherwise ignored).
-    #[arg(long, env = "STRATUS_ENABLE_DELETE")]
+    #[arg(long, env = "STRATUS_ENABLE_DELETE", value_parser = BoolishValueParser::new())]
     pub enable_delete: bool,
 
     /// Close clients that send no User-Agent header with 4006.
-    #[arg(long, env = "STRATUS_REQUIRE_USER_AGENT")]
+    #[arg(long, env = "STRATUS_REQUIRE_USER_AGENT", value_parser = BoolishValueParser::new())]
     pub require_user_agent: bool,
 
     /// Comma-separated Origin values allowed to connect; others get HTTP 403. Requests without
@@ -200,16 +220,6 @@ pub enum Command {
         /// The JSON file written by `stratus export`.
         file: PathBuf,
     },
-}
-
-/// A duration: a plain number of seconds (`1.5`) or a number with a unit (`500ms`, `2s`,
-/// `10m`, `90d`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if let Ok(seconds) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"));
-    }
-    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))
 }
 
 impl Config {

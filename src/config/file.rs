@@ -1,0 +1,200 @@
+//! The configuration as the server sees it: command-line flags, then `STRATUS_*` environment
+//! variables, then a TOML file (`--config`), then defaults, in that order of precedence, and
+//! where each value came from (`--print-config`).
+//!
+//! The file uses the flags' names (`max-connections = 5000`, `tick-hz = 60`, `trust-proxy =
+//! true`; `_` works as well as `-`). Its values are handed to the same parser as the flags, so
+//! they are checked the same way.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches};
+
+use super::Config;
+
+/// Where a setting's value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env,
+    File,
+    Default,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Flag => "flag",
+            Source::Env => "env",
+            Source::File => "file",
+            Source::Default => "default",
+        }
+    }
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug)]
+pub enum LoadError {
+    /// A flag or environment variable is wrong (or `--help`/`--version`): clap reports it.
+    Args(clap::Error),
+    /// The configuration file cannot be read or holds something wrong.
+    File(String),
+}
+
+/// The effective configuration and the matches it came from.
+pub struct Loaded {
+    pub config: Config,
+    matches: ArgMatches,
+    from_file: Vec<String>,
+}
+
+/// Reads the configuration from `args` (the program name first), the environment and the
+/// file named by `--config`.
+pub fn load(args: impl IntoIterator<Item = OsString>) -> Result<Loaded, LoadError> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let command = Config::command();
+    let matches = command
+        .clone()
+        .try_get_matches_from(&args)
+        .map_err(LoadError::Args)?;
+    let Some(path) = matches.get_one::<std::path::PathBuf>("config").cloned() else {
+        return finish(matches, Vec::new());
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| LoadError::File(format!("cannot read {}: {e}", path.display())))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| LoadError::File(format!("{}: {e}", path.display())))?;
+    let mut extra: Vec<OsString> = Vec::new();
+    let mut from_file = Vec::new();
+    for (key, value) in &table {
+        let id = key.replace('-', "_");
+        let arg = command
+            .get_arguments()
+            .find(|arg| arg.get_id().as_str() == id && arg.get_long().is_some())
+            .filter(|_| !matches!(id.as_str(), "config" | "print_config"))
+            .ok_or_else(|| {
+                LoadError::File(format!("{}: unknown setting {key:?}", path.display()))
+            })?;
+        let given = matches!(
+            matches.value_source(&id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if given {
+            continue;
+        }
+        let flag = format!("--{}", arg.get_long().unwrap_or(key));
+        let is_switch = matches!(arg.get_action(), ArgAction::SetTrue);
+        let bad = |what: &str| LoadError::File(format!("{}: {key}: {what}", path.display()));
+        let values: Vec<String> = match value {
+            toml::Value::Boolean(on) if is_switch => {
+                if *on {
+                    extra.push(flag.into());
+                    from_file.push(id);
+                }
+                continue;
+            }
+            _ if is_switch => return Err(bad("expected true or false")),
+            toml::Value::String(text) => vec![text.clone()],
+            toml::Value::Integer(n) => vec![n.to_string()],
+            toml::Value::Float(x) => vec![x.to_string()],
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(text) => Ok(text.clone()),
+                    toml::Value::Integer(n) => Ok(n.to_string()),
+                    _ => Err(bad("list items must be strings or numbers")),
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err(bad("expected a string, a number or a list")),
+        };
+        extra.push(flag.into());
+        extra.push(values.join(",").into());
+        from_file.push(id);
+    }
+    let mut argv = Vec::with_capacity(args.len() + extra.len());
+    argv.extend(args.first().cloned());
+    argv.extend(extra);
+    argv.extend(args.iter().skip(1).cloned());
+    let matches = command.try_get_matches_from(&argv).map_err(|e| {
+        let message = e.to_string();
+        let first = message.lines().next().unwrap_or_default();
+        LoadError::File(format!(
+            "{}: {}",
+            path.display(),
+            first.trim_start_matches("error: ")
+        ))
+    })?;
+    finish(matches, from_file)
+}
+
+fn finish(matches: ArgMatches, from_file: Vec<String>) -> Result<Loaded, LoadError> {
+    let config = Config::from_arg_matches(&matches).map_err(LoadError::Args)?;
+    Ok(Loaded {
+        config,
+        matches,
+        from_file,
+    })
+}
+
+impl Loaded {
+    /// Where the value of setting `id` (the field name) came from.
+    pub fn source(&self, id: &str) -> Source {
+        if self.from_file.iter().any(|f| f == id) {
+            return Source::File;
+        }
+        match self.matches.value_source(id) {
+            Some(ValueSource::CommandLine) => Source::Flag,
+            Some(ValueSource::EnvVariable) => Source::Env,
+            _ => Source::Default,
+        }
+    }
+
+    /// Every setting as a TOML line with its source, for `--print-config`.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for arg in Config::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            let (Some(long), false) = (arg.get_long(), arg.is_hide_set()) else {
+                continue;
+            };
+            if matches!(id, "config" | "print_config" | "help" | "version") {
+                continue;
+            }
+            let values: Vec<String> = self
+                .matches
+                .get_raw(id)
+                .map(|raw| raw.map(|v| v.to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            let is_switch = matches!(arg.get_action(), ArgAction::SetTrue);
+            let value = match values.as_slice() {
+                _ if is_switch => {
+                    let on = self.matches.get_one::<bool>(id).copied().unwrap_or(false);
+                    on.to_string()
+                }
+                [] => continue,
+                [one] if arg.get_value_delimiter().is_none() => toml_value(one),
+                many => format!(
+                    "[{}]",
+                    many.iter()
+                        .map(|v| toml_value(v))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            let _ = writeln!(out, "{long} = {value}  # {}", self.source(id).name());
+        }
+        out
+    }
+}
+
+/// A raw value as TOML: numbers as they are, everything else quoted.
+fn toml_value(raw: &str) -> String {
+    if raw.parse::<f64>().is_ok_and(f64::is_finite) {
+        raw.to_owned()
+    } else {
+        toml::Value::String(raw.to_owned()).to_string()
+    }
+}
