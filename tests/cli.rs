@@ -196,3 +196,62 @@ fn a_very_low_open_file_limit_still_serves_one_connection_and_says_so() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(line.contains("serving at most 1 "), "{line}");
 }
+
+#[test]
+fn refusals_name_the_user_and_the_project() {
+    let server = Server::start(&["--blocked-projects", "666"]);
+    let mut filtered = server.join("5", "ScratchCat");
+    assert_eq!(filtered.close_code(), 4002);
+    server.wait_for_log("\"ScratchCat\" 5] closing: 4002");
+    let mut blocked = server.join("666", "alice");
+    assert_eq!(blocked.close_code(), 4004);
+    server.wait_for_log("\"alice\" 666] closing: 4004");
+    let url = format!("ws://{}/ws/world/7", server.addr());
+    let mut rpc = server.try_connect_with(&url, &[]).expect("upgrade");
+    rpc.send(r#"["authenticate",{"username":"ScratchTeam"}]"#);
+    assert_eq!(rpc.close_code(), 4002);
+    server.wait_for_log("\"ScratchTeam\" 7] closing: 4002");
+}
+
+#[test]
+fn old_daily_log_files_are_deleted() {
+    let dir = unique_path(".logs");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let old = dir.join("stratus.2001-02-03.log");
+    let notes = dir.join("notes.txt");
+    std::fs::write(&old, "old\n").expect("write");
+    std::fs::write(&notes, "mine\n").expect("write");
+    let server = Server::start(&[
+        "--log-dir",
+        dir.to_str().expect("utf-8"),
+        "--log-keep-days",
+        "7",
+    ]);
+    server.wait_for_log("deleted 1 log files older than 7 days");
+    assert!(!old.exists());
+    assert!(notes.exists(), "other files are left alone");
+    let today = std::fs::read_dir(&dir)
+        .expect("read dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("stratus."))
+        .count();
+    assert_eq!(today, 1, "today's file stays");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_unix_socket_gets_the_configured_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    for (args, mode) in [
+        (&[][..], 0o660),
+        (&["--unix-socket-mode", "0600"][..], 0o600),
+    ] {
+        let server = Server::start_unix(args);
+        let Listen::Unix(path) = &server.listen else {
+            panic!("unix socket");
+        };
+        let actual = std::fs::metadata(path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(actual, mode, "{args:?}");
+    }
+}

@@ -83,6 +83,16 @@ pub struct Config {
     #[arg(long, env = "STRATUS_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
 
+    /// Daily log files older than this many days are deleted (at start and once a day).
+    /// 0 keeps them all.
+    #[arg(long, env = "STRATUS_LOG_KEEP_DAYS", default_value_t = 30)]
+    pub log_keep_days: u32,
+
+    /// Permissions of the unix socket (`--listen /path`), in octal: 0660 lets a proxy in the
+    /// socket's group connect.
+    #[arg(long, env = "STRATUS_UNIX_SOCKET_MODE", default_value = "0660", value_parser = parse_mode)]
+    pub unix_socket_mode: u32,
+
     /// Fan-out ticks per second: updates are batched and sent once per tick (Scratch runs at
     /// 30 frames per second). 0 sends at once, after every event-loop iteration.
     #[arg(long, env = "STRATUS_TICK_HZ", default_value_t = 30)]

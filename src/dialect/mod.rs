@@ -161,8 +161,10 @@ pub(crate) struct Membership {
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub client: ClientId,
-    /// The name shown in logs, once known.
+    /// The name shown in logs, once known (also when it is refused).
     pub user: Option<Box<str>>,
+    /// The room a handshake asked for, for logs about its refusal.
+    pub wanted_room: Option<Box<str>>,
     pub memberships: SmallVec<[Membership; 1]>,
     pub outbox: Outbox,
 }
@@ -238,10 +240,12 @@ pub(crate) fn join_with_handshake(
         user,
         variables,
     } = handshake;
+    // Logs of a refusal name who asked for what.
+    peer.user = Some(user.into());
+    peer.wanted_room = Some(room.chars().take(64).collect::<String>().into());
     check_room(&room, env.policy)?;
     env.policy.usernames.check(user).map_err(Reason::Username)?;
     let key = peer.enter(&room, dialect, variables.as_deref(), env)?;
-    peer.user = Some(user.into());
     if let Some(snapshot) = env.engine.snapshot(key, dialect.format()) {
         peer.outbox.push_frame(snapshot);
     }

@@ -33,6 +33,11 @@ impl World {
         }
     }
 
+    /// The room the path named.
+    pub fn room(&self) -> Option<&str> {
+        self.room.as_deref()
+    }
+
     /// Stops counting this connection for its user.
     pub fn depart(&mut self, peer: &Peer, users: &mut Users) {
         if let (Some(user), Some(room)) = (self.counted_as.take(), peer.room()) {
@@ -154,7 +159,9 @@ fn authenticate(
     let username = match request.payload.get("username") {
         None => None,
         Some(name) => match name.into_string() {
-            Some(name) => match env.policy.usernames.check(name) {
+            Some(name) => match env.policy.usernames.check(name).inspect_err(|_| {
+                peer.user = Some(name.chars().take(32).collect::<String>().into());
+            }) {
                 Ok(()) => Some(name),
                 Err(problem) => return Outcome::Close(Reason::Username(problem)),
             },
@@ -171,6 +178,7 @@ fn authenticate(
     let Some(identity) = client_id.or(username) else {
         return Outcome::Close(Reason::NoIdentity);
     };
+    peer.user = Some(username.unwrap_or(identity).into());
     let Some(room_id) = world.room.as_deref() else {
         return Outcome::Close(Reason::InvalidRoom);
     };
@@ -178,7 +186,6 @@ fn authenticate(
         Ok(room) => room,
         Err(refusal) => return refusal.outcome(),
     };
-    peer.user = Some(username.unwrap_or(identity).into());
     if env.users.arrive(room, identity, peer.client) {
         world.counted_as = Some(identity.into());
     }

@@ -59,10 +59,15 @@ impl Session {
             Route::InvalidWorld => Speaking::Rpc(rpc::World::new(None)),
             Route::Studio => Speaking::Studio(studio::Studio::default()),
         };
+        let wanted_room = match &speaking {
+            Speaking::Rpc(world) => world.room().map(Into::into),
+            _ => None,
+        };
         Session {
             peer: Peer {
                 client,
                 user: None,
+                wanted_room,
                 memberships: Default::default(),
                 outbox: Outbox::default(),
             },
@@ -117,6 +122,14 @@ impl Session {
     /// The first room the session is in, for logs.
     pub fn room(&self) -> Option<RoomKey> {
         self.peer.room()
+    }
+
+    /// For logs: the first room the session is in, else the one it asked for.
+    pub fn room_name<'a>(&'a self, engine: &'a Engine) -> Option<&'a str> {
+        self.peer
+            .room()
+            .and_then(|room| engine.room_id(room))
+            .or(self.peer.wanted_room.as_deref())
     }
 
     pub fn user(&self) -> Option<&str> {

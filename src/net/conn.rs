@@ -220,12 +220,11 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     fn label(&self, engine: &Engine) -> String {
         let ip = self.ip_text();
         match &self.phase {
-            Phase::Open { session, .. } => match (session.user(), session.room()) {
-                (Some(user), Some(room)) => {
-                    format!("[{ip} \"{user}\" {}]", engine.room_id(room).unwrap_or("?"))
-                }
+            Phase::Open { session, .. } => match (session.user(), session.room_name(engine)) {
+                (Some(user), Some(room)) => format!("[{ip} \"{user}\" {room}]"),
                 (Some(user), None) => format!("[{ip} \"{user}\"]"),
-                _ => format!("[{ip}]"),
+                (None, Some(room)) => format!("[{ip} {room}]"),
+                (None, None) => format!("[{ip}]"),
             },
             _ => format!("[{ip}]"),
         }
@@ -319,7 +318,14 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                 .bad_upgrade
                 .clone()
                 .unwrap_or_else(|| http::page(&request));
-            info!(
+            // Pages and health checks are routine; refused upgrades are worth an operator's eye.
+            let level = if request.bad_upgrade.is_some() {
+                log::Level::Info
+            } else {
+                log::Level::Debug
+            };
+            log::log!(
+                level,
                 "[{}] {} {} {}",
                 self.ip_text(),
                 request.method,

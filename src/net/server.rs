@@ -42,6 +42,8 @@ const RESERVED_FDS: u64 = 32;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How far the connection count must fall before freed memory is handed back.
 const TRIM_AFTER_DROP: usize = 1000;
+/// Old log files are looked for this often (and at start).
+const LOG_PRUNE_PERIOD: Duration = Duration::from_secs(24 * 3600);
 /// How long a replaced connection stays open after being told, so it reads why before the close.
 const REPLACED_GRACE: Duration = Duration::from_millis(500);
 
@@ -95,6 +97,9 @@ pub struct Server {
     finished: Vec<usize>,
     /// Most connections open since memory was last handed back to the system.
     peak_connections: usize,
+    /// The log directory and how many days of files it keeps, when files are written.
+    log_pruning: Option<(PathBuf, u32)>,
+    next_log_prune: Instant,
     /// Durable storage; `None` with `--no-persist`.
     store: Option<Store>,
     persist_interval: Duration,
@@ -120,7 +125,7 @@ impl Server {
         let max_connections =
             fd_limit::fit_connections(config.max_connections, RESERVED_FDS + OVERFLOW_SLOTS as u64);
         let poll = Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
-        let mut listener = bind_listener(&config.listen)?;
+        let mut listener = bind_listener(&config.listen, config.unix_socket_mode)?;
         match &mut listener {
             Listener::Tcp(l) => poll.registry().register(l, LISTENER, Interest::READABLE),
             Listener::Unix(l, _) => poll.registry().register(l, LISTENER, Interest::READABLE),
@@ -179,6 +184,11 @@ impl Server {
             shutdown_deadline: None,
             finished: Vec::new(),
             peak_connections: 0,
+            log_pruning: config
+                .log_dir
+                .clone()
+                .map(|dir| (dir, config.log_keep_days)),
+            next_log_prune: now,
             store,
             persist_interval: config.persist_interval,
             next_persist: now,
@@ -422,6 +432,15 @@ impl Server {
 
     fn housekeeping(&mut self, now: Instant) {
         self.next_housekeeping = now + HOUSEKEEPING_PERIOD;
+        if let Some((dir, keep_days)) = &self.log_pruning {
+            if now >= self.next_log_prune {
+                self.next_log_prune = now + LOG_PRUNE_PERIOD;
+                let deleted = crate::logging::prune(dir, *keep_days);
+                if deleted > 0 {
+                    info!("deleted {deleted} log files older than {keep_days} days");
+                }
+            }
+        }
         let (mut ctx, conns, finished) = self.context(now);
         for (key, entry) in conns.iter_mut() {
             if entry.conn.on_timer(&mut ctx) == Status::Done {
@@ -557,7 +576,7 @@ fn build_policy(config: &Config) -> Result<Policy, StartError> {
     })
 }
 
-fn bind_listener(listen: &str) -> Result<Listener, StartError> {
+fn bind_listener(listen: &str, unix_mode: u32) -> Result<Listener, StartError> {
     if listen.starts_with('/') {
         let path = PathBuf::from(listen);
         // A socket file left by an earlier run would make bind fail; one that a live server
@@ -575,6 +594,14 @@ fn bind_listener(listen: &str) -> Result<Listener, StartError> {
         }
         let listener = UnixListener::bind(&path)
             .map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(unix_mode)).map_err(
+            |e| {
+                StartError(format!(
+                    "cannot set the mode of {listen} to {unix_mode:o}: {e}"
+                ))
+            },
+        )?;
         return Ok(Listener::Unix(listener, path));
     }
     let addr = tcp_address(listen)?;
