@@ -1,7 +1,66 @@
 //! Log setup: one line per event to stderr, optionally also to daily files.
+//!
+//! Daily files are named by the UTC date, like the timestamps of the lines in them, and are
+//! reopened after [`reopen`] (SIGHUP, as logrotate sends after moving a file away).
 
-use std::path::Path;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
+
+/// Set by [`reopen`]; the next line opens the file anew.
+static REOPEN: AtomicBool = AtomicBool::new(false);
+
+/// Makes the next log line reopen its daily file.
+pub fn reopen() {
+    REOPEN.store(true, Ordering::Relaxed);
+}
+
+/// `stratus.YYYY-MM-DD.log` in a directory, switching at UTC midnight.
+struct DailyFile {
+    dir: PathBuf,
+    open: Option<(String, File)>,
+}
+
+impl DailyFile {
+    fn file(&mut self) -> std::io::Result<&mut File> {
+        let today = utc_date(SystemTime::now());
+        let stale = REOPEN.swap(false, Ordering::Relaxed)
+            || self.open.as_ref().is_none_or(|(date, _)| *date != today);
+        if stale {
+            let path = self.dir.join(format!("stratus.{today}.log"));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            self.open = Some((today, file));
+        }
+        match &mut self.open {
+            Some((_, file)) => Ok(file),
+            None => Err(std::io::ErrorKind::NotFound.into()),
+        }
+    }
+}
+
+impl Write for DailyFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file()?.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.open {
+            Some((_, file)) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `YYYY-MM-DD` of `time` in UTC.
+fn utc_date(time: SystemTime) -> String {
+    let text = humantime::format_rfc3339(time).to_string();
+    text.get(..10).unwrap_or_default().to_owned()
+}
 
 use log::LevelFilter;
 
@@ -13,10 +72,8 @@ pub fn prune(dir: &Path, keep_days: u32) -> usize {
     }
     let cutoff = SystemTime::now() - Duration::from_secs(u64::from(keep_days) * 86_400);
     // ISO dates sort as text: a file is older when its date sorts before the cutoff's.
-    let cutoff = humantime::format_rfc3339(cutoff).to_string();
-    let Some(cutoff) = cutoff.get(..10) else {
-        return 0;
-    };
+    let cutoff = utc_date(cutoff);
+    let cutoff = cutoff.as_str();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -62,9 +119,11 @@ pub fn init(level: LevelFilter, dir: Option<&Path>) -> Result<(), String> {
             .open(&probe)
             .and_then(|_| std::fs::remove_file(&probe))
             .map_err(|e| format!("cannot write log files in {}: {e}", dir.display()))?;
-        // Named by the same (UTC) clock as the lines in them.
-        dispatch =
-            dispatch.chain(fern::DateBased::new(dir.join("stratus."), "%Y-%m-%d.log").utc_time());
+        let file: Box<dyn Write + Send> = Box::new(DailyFile {
+            dir: dir.to_owned(),
+            open: None,
+        });
+        dispatch = dispatch.chain(file);
     }
     dispatch
         .apply()

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         print!("{}", loaded.describe());
         return ExitCode::SUCCESS;
     }
+    let described = loaded.describe();
     let config = loaded.config;
     if let Some(command) = &config.command {
         return run_tool(command, &config);
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    server.enable_reload(std::env::args_os().collect(), described);
     match server.local_address() {
         Ok(address) => info!(
             "stratus {} listening on {address}",

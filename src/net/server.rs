@@ -28,12 +28,17 @@ use crate::engine::{ClientId, Engine, Limits};
 use crate::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
 use crate::store::{Store, StoreSettings};
 
+mod reload;
 mod storage;
+
+use reload::Reload;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 /// The storage thread's answers are waiting.
 const STORE: Token = Token(usize::MAX - 3);
+/// SIGHUP: reopen log files, re-read the configuration.
+const RELOAD: Token = Token(usize::MAX - 4);
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 /// Connections beyond the maximum that are still accepted, to be told 4003 instead of hanging.
 const OVERFLOW_SLOTS: usize = 64;
@@ -77,6 +82,9 @@ pub struct Server {
     poll: Poll,
     listener: Listener,
     signals: mio::net::UnixStream,
+    hangups: mio::net::UnixStream,
+    /// How to read the configuration again at SIGHUP, and what it said last time.
+    reload: Option<Reload>,
     conns: Slab<Entry>,
     engine: Engine,
     policy: Policy,
@@ -131,10 +139,15 @@ impl Server {
             Listener::Unix(l, _) => poll.registry().register(l, LISTENER, Interest::READABLE),
         }
         .map_err(|e| StartError(format!("cannot register listener: {e}")))?;
-        let mut signals = register_signals()?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)
-            .map_err(|e| StartError(format!("cannot register signal pipe: {e}")))?;
+        let mut signals =
+            signal_pipe(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        let mut hangups = signal_pipe(&[signal_hook::consts::SIGHUP])?;
+        ignore_file_size_signal()?;
+        for (pipe, token) in [(&mut signals, SIGNALS), (&mut hangups, RELOAD)] {
+            poll.registry()
+                .register(pipe, token, Interest::READABLE)
+                .map_err(|e| StartError(format!("cannot register signal pipe: {e}")))?;
+        }
         let limits = Limits {
             max_rooms: config.max_rooms,
             max_clients_per_room: config.max_clients_per_room,
@@ -162,6 +175,8 @@ impl Server {
             poll,
             listener,
             signals,
+            hangups,
+            reload: None,
             conns: Slab::new(),
             engine,
             policy,
@@ -218,6 +233,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept_all(now),
                     SIGNALS => self.on_signal(now),
+                    RELOAD => self.on_hangup(),
                     STORE => self.on_store_replies(now),
                     Token(key) => {
                         self.on_conn_event(key, event.is_readable(), event.is_writable(), now)
@@ -631,25 +647,30 @@ fn tcp_address(listen: &str) -> Result<SocketAddr, StartError> {
         })
 }
 
-fn register_signals() -> Result<mio::net::UnixStream, StartError> {
+/// A pipe the loop polls, written to when one of `signals` arrives.
+fn signal_pipe(signals: &[libc::c_int]) -> Result<mio::net::UnixStream, StartError> {
     let (read_end, write_end) =
         StdUnixStream::pair().map_err(|e| StartError(format!("cannot create signal pipe: {e}")))?;
     read_end
         .set_nonblocking(true)
         .map_err(|e| StartError(format!("cannot set up signal pipe: {e}")))?;
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    for &signal in signals {
         let writer = write_end
             .try_clone()
             .map_err(|e| StartError(format!("cannot set up signal pipe: {e}")))?;
         signal_hook::low_level::pipe::register(signal, writer)
             .map_err(|e| StartError(format!("cannot handle signal {signal}: {e}")))?;
     }
-    // A write past the file size limit then fails with an error the storage thread reports and
-    // retries, instead of killing the process.
+    Ok(mio::net::UnixStream::from_std(read_end))
+}
+
+/// A write past the file size limit then fails with an error the storage thread reports and
+/// retries, instead of killing the process.
+fn ignore_file_size_signal() -> Result<(), StartError> {
     signal_hook::flag::register(
         signal_hook::consts::SIGXFSZ,
         Arc::new(std::sync::atomic::AtomicBool::new(false)),
     )
-    .map_err(|e| StartError(format!("cannot handle SIGXFSZ: {e}")))?;
-    Ok(mio::net::UnixStream::from_std(read_end))
+    .map(|_| ())
+    .map_err(|e| StartError(format!("cannot handle SIGXFSZ: {e}")))
 }
