@@ -9,6 +9,7 @@ pub mod config;
 pub mod dialect;
 pub mod engine;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod store;

@@ -10,6 +10,7 @@ use stratus::dialect::encode_set;
 use stratus::dialect::json::JsonParser;
 use stratus::dialect::{Reconnects, Route, Session, SessionContext, Users};
 use stratus::engine::{ClientId, Engine, Format, Limits, ValueRef};
+use stratus::metrics::Metrics;
 use stratus::net::conn::{Conn, ConnSettings, LoopContext};
 use stratus::net::transport::HalfClose;
 use stratus::policy::Policy;
@@ -78,6 +79,7 @@ struct Fixture {
     parser: JsonParser,
     users: Users,
     reconnects: Reconnects,
+    metrics: Metrics,
     scratch: Vec<u8>,
     now: Instant,
 }
@@ -91,6 +93,7 @@ impl Fixture {
             parser: JsonParser::default(),
             users: Users::new(0),
             reconnects: Reconnects::new(std::time::Duration::from_secs(120), 100),
+            metrics: Metrics::default(),
             scratch: vec![0u8; 16 * 1024],
             now: Instant::now(),
         }
@@ -103,6 +106,7 @@ impl Fixture {
             parser: &mut self.parser,
             users: &mut self.users,
             reconnects: &mut self.reconnects,
+            metrics: &mut self.metrics,
             settings: &self.settings,
             now: self.now,
             over_capacity: false,

@@ -190,9 +190,16 @@ impl Loaded {
     }
 }
 
-/// A raw value as TOML: numbers as they are, everything else quoted.
+/// A raw value as TOML: what TOML reads as a number stays as it is (`0660` does not), anything
+/// else is quoted.
 fn toml_value(raw: &str) -> String {
-    if raw.parse::<f64>().is_ok_and(f64::is_finite) {
+    let is_number = format!("v = {raw}").parse::<toml::Table>().is_ok_and(|t| {
+        matches!(
+            t.get("v"),
+            Some(toml::Value::Integer(_) | toml::Value::Float(_))
+        )
+    });
+    if is_number {
         raw.to_owned()
     } else {
         toml::Value::String(raw.to_owned()).to_string()

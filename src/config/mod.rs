@@ -83,6 +83,12 @@ pub struct Config {
     #[arg(long, env = "STRATUS_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
 
+    /// Also answer `GET /metrics` (Prometheus text) on this address, to any client; without it,
+    /// `/metrics` on the main port answers only local clients (the real address behind
+    /// `--trust-proxy`). Plain HTTP only: WebSocket upgrades are refused there.
+    #[arg(long, env = "STRATUS_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+
     /// Daily log files older than this many days are deleted (at start and once a day).
     /// 0 keeps them all.
     #[arg(long, env = "STRATUS_LOG_KEEP_DAYS", default_value_t = 30)]

@@ -83,6 +83,35 @@ impl Reason {
         }
     }
 
+    /// A short name for metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Protocol(_) => "protocol",
+            Reason::InvalidJson => "invalid_json",
+            Reason::InvalidRoom => "invalid_room",
+            Reason::Incompatible => "incompatible_variables",
+            Reason::InvalidDeclaration => "invalid_declaration",
+            Reason::Username(_) => "username",
+            Reason::NoIdentity => "no_identity",
+            Reason::RoomFull => "room_full",
+            Reason::TooManyRooms => "too_many_rooms",
+            Reason::ServerFull => "server_full",
+            Reason::RoomRefused => "room_refused",
+            Reason::TooManyMessages => "rate_limited_messages",
+            Reason::TooManyBytes => "rate_limited_bytes",
+            Reason::ScratchCookie => "scratch_cookie",
+            Reason::NoUserAgent => "no_user_agent",
+            Reason::MessageTooBig => "message_too_big",
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::WebSocketProtocol => "websocket_protocol",
+            Reason::HandshakeTimeout => "handshake_timeout",
+            Reason::NoPong => "no_pong",
+            Reason::ShuttingDown => "shutting_down",
+            Reason::Replaced => "replaced",
+            Reason::ServerFault => "server_fault",
+        }
+    }
+
     /// What the log and the close frame say.
     pub fn text(self) -> &'static str {
         match self {

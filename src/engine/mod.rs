@@ -103,7 +103,13 @@ pub enum EditError {
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub sets_applied: u64,
+    /// Every set not applied, including malformed ones the dialects count.
     pub sets_rejected: u64,
+    /// Of those, the ones the engine refused, by reason.
+    pub invalid_names: u64,
+    pub invalid_values: u64,
+    pub too_many_variables: u64,
+    pub unknown_variables: u64,
     pub frames_built: u64,
 }
 
@@ -260,9 +266,16 @@ impl Engine {
         create: bool,
     ) -> SetOutcome {
         let outcome = self.apply_set(room, client, name, value, create);
+        let stats = &mut self.stats;
         match outcome {
-            SetOutcome::Applied => self.stats.sets_applied += 1,
-            SetOutcome::Rejected(_) | SetOutcome::Unknown => self.stats.sets_rejected += 1,
+            SetOutcome::Applied => stats.sets_applied += 1,
+            SetOutcome::Rejected(Rejection::InvalidName) => stats.invalid_names += 1,
+            SetOutcome::Rejected(Rejection::InvalidValue) => stats.invalid_values += 1,
+            SetOutcome::Rejected(Rejection::TooManyVariables) => stats.too_many_variables += 1,
+            SetOutcome::Unknown => stats.unknown_variables += 1,
+        }
+        if outcome != SetOutcome::Applied {
+            stats.sets_rejected += 1;
         }
         outcome
     }
@@ -415,6 +428,16 @@ impl Engine {
     }
 
     /// Approximate heap bytes held by all rooms.
+    /// Variables of every room in memory, for metrics.
+    pub fn variable_total(&self) -> usize {
+        self.rooms.iter().map(|(_, r)| r.variables.len()).sum()
+    }
+
+    /// Rooms with changes the store does not have yet, for metrics.
+    pub fn unsaved_rooms(&self) -> usize {
+        self.persist.queue.len()
+    }
+
     pub fn heap_bytes(&self) -> usize {
         self.rooms.iter().map(|(_, r)| r.heap_bytes()).sum()
     }

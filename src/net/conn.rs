@@ -30,6 +30,7 @@ use crate::dialect::json::JsonParser;
 use crate::dialect::{Framing, Outcome, Reason, Reconnects, Route, Session, SessionContext, Users};
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Engine, Frame};
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 
 /// Connection settings that come from the configuration.
@@ -82,6 +83,7 @@ pub struct LoopContext<'a> {
     pub parser: &'a mut JsonParser,
     pub users: &'a mut Users,
     pub reconnects: &'a mut Reconnects,
+    pub metrics: &'a mut Metrics,
     pub settings: &'a ConnSettings,
     pub now: Instant,
     /// More connections are open than the configured maximum: refuse this one with 4003.
@@ -132,6 +134,15 @@ pub struct Conn<S> {
     bytes: TokenBucket,
     /// A write failed: the socket is unusable and the loop should remove the connection.
     broken: bool,
+    /// The session joined: a close after this is not a refused handshake.
+    joined: bool,
+    /// A local client asked for `/metrics` (with the body, unless HEAD): the loop renders the
+    /// page ([`Conn::answer_metrics`]).
+    wants_metrics: Option<bool>,
+    /// Whether this client may read `/metrics` (a local address, or the metrics listener).
+    metrics_allowed: bool,
+    /// Plain pages only (the metrics listener): no WebSocket upgrade.
+    pages_only: bool,
 }
 
 /// Replies gathered while reading are written once they reach this size, so a client that
@@ -179,6 +190,55 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             stalled_since: None,
             bytes: TokenBucket::new(settings.byte_rate, settings.byte_burst, ctx.now),
             broken: false,
+            joined: false,
+            wants_metrics: None,
+            metrics_allowed: ip.is_none_or(|ip| ip.is_loopback()),
+            pages_only: false,
+        }
+    }
+
+    /// A connection of the metrics listener: it may read `/metrics` wherever it comes from,
+    /// and may not upgrade to WebSocket.
+    pub fn for_metrics_only(&mut self) {
+        self.metrics_allowed = true;
+        self.pages_only = true;
+    }
+
+    /// Whether it asked for `/metrics` and waits for [`Conn::answer_metrics`]; `Some(false)`
+    /// for HEAD (headers only).
+    pub fn wants_metrics(&self) -> Option<bool> {
+        self.wants_metrics
+    }
+
+    /// Sends the rendered metrics page and closes.
+    pub fn answer_metrics(&mut self, page: Vec<u8>, ctx: &mut LoopContext<'_>) {
+        self.wants_metrics = None;
+        let Phase::Http { mut transport, .. } = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return;
+        };
+        transport.set_prefix(page);
+        self.linger(transport, ctx);
+    }
+
+    /// For metrics: the connection's phase and dialect.
+    pub fn describe(&self) -> (&'static str, &'static str) {
+        match &self.phase {
+            Phase::Http { .. } => ("none", "http"),
+            Phase::Open { session, .. } => (session.dialect().map_or("none", |d| d.name()), "open"),
+            Phase::Closing { .. } | Phase::Lingering { .. } => ("none", "closing"),
+            Phase::Done => ("none", "done"),
+        }
+    }
+
+    /// Bytes written to this client so far.
+    pub fn bytes_written(&self) -> u64 {
+        match &self.phase {
+            Phase::Http { transport, .. } | Phase::Lingering { transport, .. } => {
+                transport.bytes_written()
+            }
+            Phase::Open { ws, .. } | Phase::Closing { ws, .. } => ws.get_ref().bytes_written(),
+            Phase::Done => 0,
         }
     }
 
@@ -311,7 +371,32 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         let settings = ctx.settings;
         if settings.trust_proxy {
             let ip = http::client_ip(self.ip, request.forwarded_for.as_deref(), true);
+            if !self.pages_only {
+                // Behind a proxy every request comes from loopback: ask who sent it.
+                self.metrics_allowed = ip.is_none_or(|ip| ip.is_loopback());
+            }
             self.ip = logged_ip(ip, settings);
+        }
+        if request.path.split('?').next() == Some("/metrics")
+            && matches!(request.method.as_str(), "GET" | "HEAD")
+        {
+            if self.metrics_allowed {
+                debug!("[{}] {} /metrics", self.ip_text(), request.method);
+                self.wants_metrics = Some(request.method != "HEAD");
+                return;
+            }
+            info!("[{}] /metrics refused: not a local client", self.ip_text());
+            return self.respond(&Response::METRICS_FORBIDDEN, request.method != "HEAD", ctx);
+        }
+        if self.pages_only {
+            let response = http::page(&request);
+            debug!(
+                "[{}] metrics listener: {} {}",
+                self.ip_text(),
+                request.method,
+                request.path
+            );
+            return self.respond(&response, request.method != "HEAD", ctx);
         }
         let Some(key) = request.websocket_key.as_deref() else {
             let response = request
@@ -403,6 +488,11 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             return;
         };
         transport.set_prefix(response.to_bytes(include_body));
+        self.linger(transport, ctx);
+    }
+
+    /// Writes the queued response, then drains until the client closes.
+    fn linger(&mut self, transport: Transport<S>, ctx: &mut LoopContext<'_>) {
         self.phase = Phase::Lingering {
             transport,
             output_done: false,
@@ -450,6 +540,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     fn after_message(&mut self, outcome: Outcome, ctx: &mut LoopContext<'_>) -> Outcome {
         if outcome == Outcome::Joined {
             self.deadline = None;
+            self.joined = true;
             info!(
                 "{} joined ({})",
                 self.label(ctx.engine),
@@ -630,6 +721,10 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             return;
         };
         let code = session.farewell(reason);
+        ctx.metrics.closed(code);
+        if !self.joined {
+            ctx.metrics.refused(reason.name());
+        }
         info!(
             "{} closing: {code} {}",
             self.label(ctx.engine),
@@ -667,6 +762,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     /// Ends the connection without a close frame (the peer is gone).
     fn finish(&mut self, reason: &str, ctx: &mut LoopContext<'_>) {
         info!("{} {reason}", self.label(ctx.engine));
+        ctx.metrics.dropped += 1;
         if let Phase::Open { mut session, .. } = std::mem::replace(&mut self.phase, Phase::Done) {
             session.leave(&mut ctx.session(), true);
         }

@@ -82,18 +82,50 @@ impl Response {
 
     /// The response bytes; `HEAD` requests get the headers only.
     pub fn to_bytes(&self, include_body: bool) -> Vec<u8> {
-        let body = if include_body { self.body } else { "" };
-        format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n{}{}\r\n{}",
+        response_bytes(
             self.status,
             self.reason,
-            self.body.len(),
-            SECURITY_HEADERS,
+            "text/plain; charset=utf-8",
             self.extra_headers,
-            body
+            self.body,
+            include_body,
         )
-        .into_bytes()
     }
+
+    pub const METRICS_FORBIDDEN: Response = Response::new(
+        403,
+        "Forbidden",
+        "metrics are answered only to local clients (see --metrics-listen)\n",
+    );
+}
+
+/// A whole response; `Connection: close` always.
+pub fn response_bytes(
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    extra_headers: &str,
+    body: &str,
+    include_body: bool,
+) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n{SECURITY_HEADERS}{extra_headers}\r\n{}",
+        body.len(),
+        if include_body { body } else { "" }
+    )
+    .into_bytes()
+}
+
+/// The Prometheus text page.
+pub fn metrics_page(body: &str, include_body: bool) -> Vec<u8> {
+    response_bytes(
+        200,
+        "OK",
+        "text/plain; version=0.0.4; charset=utf-8",
+        "",
+        body,
+        include_body,
+    )
 }
 
 /// Parses what has arrived of a request head.

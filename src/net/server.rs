@@ -25,6 +25,7 @@ use crate::dialect;
 use crate::dialect::json::JsonParser;
 use crate::dialect::{Reason, Reconnects, Users};
 use crate::engine::{ClientId, Engine, Limits};
+use crate::metrics::{self, Metrics, Snapshot, StoreSnapshot};
 use crate::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
 use crate::store::{Store, StoreSettings};
 
@@ -39,6 +40,8 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 const STORE: Token = Token(usize::MAX - 3);
 /// SIGHUP: reopen log files, re-read the configuration.
 const RELOAD: Token = Token(usize::MAX - 4);
+/// `--metrics-listen`.
+const METRICS_LISTENER: Token = Token(usize::MAX - 5);
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 /// Connections beyond the maximum that are still accepted, to be told 4003 instead of hanging.
 const OVERFLOW_SLOTS: usize = 64;
@@ -83,6 +86,7 @@ pub struct Server {
     listener: Listener,
     signals: mio::net::UnixStream,
     hangups: mio::net::UnixStream,
+    metrics_listener: Option<TcpListener>,
     /// How to read the configuration again at SIGHUP, and what it said last time.
     reload: Option<Reload>,
     conns: Slab<Entry>,
@@ -91,6 +95,7 @@ pub struct Server {
     parser: JsonParser,
     users: Users,
     reconnects: Reconnects,
+    metrics: Metrics,
     /// Connections told they were replaced, and when to close them; in deadline order.
     replaced: Vec<(Instant, ClientId)>,
     settings: ConnSettings,
@@ -139,6 +144,10 @@ impl Server {
             Listener::Unix(l, _) => poll.registry().register(l, LISTENER, Interest::READABLE),
         }
         .map_err(|e| StartError(format!("cannot register listener: {e}")))?;
+        let metrics_listener = match &config.metrics_listen {
+            Some(listen) => Some(bind_metrics(listen, &poll)?),
+            None => None,
+        };
         let mut signals =
             signal_pipe(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
         let mut hangups = signal_pipe(&[signal_hook::consts::SIGHUP])?;
@@ -176,12 +185,14 @@ impl Server {
             listener,
             signals,
             hangups,
+            metrics_listener,
             reload: None,
             conns: Slab::new(),
             engine,
             policy,
             parser: JsonParser::default(),
             users: Users::new(config.max_connections_per_user),
+            metrics: Metrics::default(),
             reconnects: Reconnects::new(
                 Duration::from_secs(config.reconnect_window),
                 max_connections,
@@ -229,11 +240,13 @@ impl Server {
                 }
             }
             let mut now = Instant::now();
+            let woke = now;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(now),
                     SIGNALS => self.on_signal(now),
                     RELOAD => self.on_hangup(),
+                    METRICS_LISTENER => self.accept_metrics(now),
                     STORE => self.on_store_replies(now),
                     Token(key) => {
                         self.on_conn_event(key, event.is_readable(), event.is_writable(), now)
@@ -245,11 +258,13 @@ impl Server {
             self.storage_work(now);
             if self.engine.has_pending() && self.tick_due(now) {
                 self.flush_engine(now);
+                self.metrics.tick.observe(now.elapsed());
             }
             if now >= self.next_housekeeping {
                 self.housekeeping(now);
             }
             self.remove_finished(now);
+            self.metrics.busy.observe(woke.elapsed());
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
                     info!("shut down with {} connections still open", self.conns.len());
@@ -304,6 +319,7 @@ impl Server {
                 parser: &mut self.parser,
                 users: &mut self.users,
                 reconnects: &mut self.reconnects,
+                metrics: &mut self.metrics,
                 settings: &self.settings,
                 now,
                 over_capacity,
@@ -351,7 +367,44 @@ impl Server {
         }
     }
 
-    fn add_connection(&mut self, mut socket: Socket, ip: Option<IpAddr>, now: Instant) {
+    /// Connections of the metrics listener: plain pages, `/metrics` for anyone. They count
+    /// against the connection limit like any other.
+    fn accept_metrics(&mut self, now: Instant) {
+        while self.conns.len() < self.max_connections + OVERFLOW_SLOTS {
+            let Some(listener) = &self.metrics_listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((socket, addr)) => {
+                    let socket = Socket::Tcp(socket);
+                    if let Some(key) = self.insert_connection(socket, Some(addr.ip()), now) {
+                        if let Some(entry) = self.conns.get_mut(key) {
+                            entry.conn.for_metrics_only();
+                        }
+                        self.on_conn_event(key, true, true, now);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn add_connection(&mut self, socket: Socket, ip: Option<IpAddr>, now: Instant) {
+        if let Some(key) = self.insert_connection(socket, ip, now) {
+            // Data may already be waiting; the first edge may have fired before registration.
+            self.on_conn_event(key, true, true, now);
+        }
+    }
+
+    /// Registers a new socket and puts its connection in the slab; returns its key.
+    fn insert_connection(
+        &mut self,
+        mut socket: Socket,
+        ip: Option<IpAddr>,
+        now: Instant,
+    ) -> Option<usize> {
+        self.metrics.accepted += 1;
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         let vacant = self.conns.vacant_entry();
@@ -362,15 +415,14 @@ impl Server {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             error!("cannot register connection: {e}");
-            return;
+            return None;
         }
         let client = ClientId((u64::from(generation) << 32) | key as u64);
         let (ctx, conns, _) = self.context(now);
         let conn = Conn::new(socket, client, ip, &ctx);
         debug!("accepted connection {key}");
         conns.insert(Entry { conn, generation });
-        // Data may already be waiting; the first edge may have fired before registration.
-        self.on_conn_event(key, true, true, now);
+        Some(key)
     }
 
     fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
@@ -381,16 +433,76 @@ impl Server {
         if entry.conn.on_event(readable, writable, &mut ctx) == Status::Done {
             finished.push(key);
         }
+        if let Some(include_body) = entry.conn.wants_metrics() {
+            let page = crate::net::http::metrics_page(&self.render_metrics(), include_body);
+            let (mut ctx, conns, finished) = self.context(now);
+            if let Some(entry) = conns.get_mut(key) {
+                entry.conn.answer_metrics(page, &mut ctx);
+                if entry.conn.status() == Status::Done {
+                    finished.push(key);
+                }
+            }
+        }
+    }
+
+    /// The `/metrics` page: the loop's counters and what it reads now.
+    fn render_metrics(&self) -> String {
+        let mut snapshot = Snapshot::default();
+        for (_, entry) in self.conns.iter() {
+            let key = entry.conn.describe();
+            match snapshot.connections.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1,
+                None => snapshot.connections.push((key, 1)),
+            }
+            snapshot.bytes_written_live += entry.conn.bytes_written();
+        }
+        snapshot.connections.sort();
+        let stats = &self.engine.stats;
+        let counted = stats.invalid_names
+            + stats.invalid_values
+            + stats.too_many_variables
+            + stats.unknown_variables;
+        snapshot.rooms = self.engine.room_count() as u64;
+        snapshot.variables = self.engine.variable_total() as u64;
+        snapshot.sets_applied = stats.sets_applied;
+        snapshot.sets_ignored = vec![
+            ("invalid_name", stats.invalid_names),
+            ("invalid_value", stats.invalid_values),
+            ("too_many_variables", stats.too_many_variables),
+            ("unknown_variable", stats.unknown_variables),
+            ("malformed", stats.sets_rejected.saturating_sub(counted)),
+        ];
+        snapshot.parked_sessions = self.reconnects.parked() as u64;
+        snapshot.store = self.store.as_ref().map(|store| StoreSnapshot {
+            batches_saved: store.stats.batches_saved,
+            variables_saved: store.stats.variables_saved,
+            save_failures: store.stats.save_failures,
+            rooms_loaded: store.stats.rooms_loaded,
+            load_failures: store.stats.load_failures,
+            rooms_unsaved: self.engine.unsaved_rooms() as u64,
+            lag_seconds: if self.engine.has_unsaved() {
+                store.last_saved().elapsed().as_secs_f64()
+            } else {
+                0.0
+            },
+        });
+        metrics::render(&self.metrics, &snapshot)
     }
 
     fn flush_engine(&mut self, now: Instant) {
         let conns = &mut self.conns;
         let finished = &mut self.finished;
+        let metrics = &mut self.metrics;
         self.engine.flush(|_room, client, frame| {
             let (key, generation) = slot_of(client);
             match conns.get_mut(key) {
                 Some(entry) if entry.generation == generation => {
                     let delivered = entry.conn.deliver(frame, now);
+                    if delivered {
+                        metrics.deliveries += 1;
+                    } else {
+                        metrics.deliveries_skipped += 1;
+                    }
                     if entry.conn.status() == Status::Done {
                         finished.push(key);
                     }
@@ -498,6 +610,7 @@ impl Server {
         finished.dedup();
         for key in finished.drain(..) {
             if let Some(mut entry) = self.conns.try_remove(key) {
+                self.metrics.bytes_written_closed += entry.conn.bytes_written();
                 let (mut ctx, _, _) = self.context(now);
                 entry.conn.release(&mut ctx);
                 // Dropping the socket closes it, which also removes it from the poll.
@@ -624,6 +737,20 @@ fn bind_listener(listen: &str, unix_mode: u32) -> Result<Listener, StartError> {
     TcpListener::bind(addr)
         .map(Listener::Tcp)
         .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))
+}
+
+/// The `--metrics-listen` listener, registered with the poll.
+fn bind_metrics(listen: &str, poll: &Poll) -> Result<TcpListener, StartError> {
+    let addr = tcp_address(listen)?;
+    let mut listener = TcpListener::bind(addr)
+        .map_err(|e| StartError(format!("cannot listen on {addr} for metrics: {e}")))?;
+    poll.registry()
+        .register(&mut listener, METRICS_LISTENER, Interest::READABLE)
+        .map_err(|e| StartError(format!("cannot register the metrics listener: {e}")))?;
+    if let Ok(addr) = listener.local_addr() {
+        info!("metrics on http://{addr}/metrics");
+    }
+    Ok(listener)
 }
 
 /// `--listen` as an operator types it: `HOST:PORT` (a name such as `localhost` is resolved),

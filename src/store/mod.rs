@@ -69,6 +69,8 @@ pub struct Store {
     replies: Receiver<Reply>,
     thread: Option<JoinHandle<()>>,
     saving: bool,
+    /// When the last batch was written (or the store opened).
+    last_saved: Instant,
     pub stats: StoreStats,
     _lock: DirLock,
 }
@@ -94,6 +96,7 @@ impl Store {
             replies: reply_rx,
             thread: Some(thread),
             saving: false,
+            last_saved: Instant::now(),
             stats: StoreStats::default(),
             _lock: lock,
         })
@@ -102,6 +105,11 @@ impl Store {
     /// Asks for a room; false when the thread has too much to do right now.
     pub fn request_load(&mut self, room: Box<str>) -> bool {
         self.send(Request::Load(room)).is_ok()
+    }
+
+    /// When the last batch was written.
+    pub fn last_saved(&self) -> Instant {
+        self.last_saved
     }
 
     /// Whether a batch is out; the next one waits for its answer.
@@ -134,6 +142,7 @@ impl Store {
         match reply {
             Reply::Saved(batch) => {
                 self.saving = false;
+                self.last_saved = Instant::now();
                 self.stats.batches_saved += 1;
                 self.stats.variables_saved += batch.variable_count() as u64;
             }
