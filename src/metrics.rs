@@ -19,6 +19,8 @@ pub struct Metrics {
     /// Connections that ended without a close frame (reset, EOF, stalled writer).
     pub dropped: u64,
     refused_by_reason: SmallVec<[(&'static str, u64); 16]>,
+    /// Connections closed for exceeding the message or byte rate.
+    pub rate_limited: u64,
     /// One per connection per flush that was handed a frame.
     pub deliveries: u64,
     /// Flushes that skipped a connection because it was behind.
@@ -37,6 +39,7 @@ impl Default for Metrics {
             closed_by_code: SmallVec::new(),
             dropped: 0,
             refused_by_reason: SmallVec::new(),
+            rate_limited: 0,
             deliveries: 0,
             deliveries_skipped: 0,
             bytes_written_closed: 0,
@@ -230,6 +233,12 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
     for (reason, n) in &snapshot.sets_ignored {
         let _ = writeln!(out, "stratus_sets_ignored_total{{reason=\"{reason}\"}} {n}");
     }
+    counter(
+        &mut out,
+        "stratus_rate_limit_closes_total",
+        "Connections closed for sending too many messages or bytes.",
+        metrics.rate_limited.to_string(),
+    );
     counter(
         &mut out,
         "stratus_deliveries_total",

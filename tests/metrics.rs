@@ -102,6 +102,23 @@ fn the_numbers_move_as_traffic_flows() {
 }
 
 #[test]
+fn rate_limit_closes_are_counted() {
+    let server = Server::start(&["--message-rate", "1", "--message-burst", "2"]);
+    let mut flood = server.join_synced("1", "flood");
+    for i in 0..5 {
+        flood.set("☁ x", &i.to_string());
+    }
+    assert_eq!(flood.close_code(), 4004);
+    let page = eventually(&server, |page| {
+        sample(page, "stratus_rate_limit_closes_total") == 1.0
+    });
+    assert_eq!(
+        sample(&page, "stratus_connections_closed_total{code=\"4004\"}"),
+        1.0
+    );
+}
+
+#[test]
 fn only_local_clients_read_metrics_on_the_main_port() {
     let server = Server::start(&["--trust-proxy"]);
     let remote = http(

@@ -722,6 +722,9 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         };
         let code = session.farewell(reason);
         ctx.metrics.closed(code);
+        if matches!(reason, Reason::TooManyMessages | Reason::TooManyBytes) {
+            ctx.metrics.rate_limited += 1;
+        }
         if !self.joined {
             ctx.metrics.refused(reason.name());
         }
