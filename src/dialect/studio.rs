@@ -151,10 +151,9 @@ fn hello(
                 joined(&mut peer.outbox, &room_id, key, env, None);
             }
         }
-        env.reconnects
-            .set_rooms(&token, peer.memberships.iter().map(|m| m.room));
     }
     studio.token = Some(token);
+    sync_rooms(studio, peer, env.reconnects);
     Outcome::Joined
 }
 
