@@ -25,9 +25,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use stratus::config::Config;
 use stratus::dialect::json::JsonParser;
-use stratus::dialect::{
-    encode_set, Outcome, Reconnects, Route, Session, SessionContext, Users,
-};
+use stratus::dialect::{encode_set, Outcome, Reconnects, Route, Session, SessionContext, Users};
 use stratus::engine::{ClientId, Engine, Limits};
 use stratus::net::conn::{Conn, ConnSettings, LoopContext, Status};
 use stratus::net::http::{parse_head, Head};
@@ -602,8 +600,7 @@ fn updates_in_1234(json: &serde_json::Value) -> Vec<(&str, &serde_json::Value)> 
 /// `kind`; Scratch and legacy, newline-joined `set` lines.
 fn check_text(text: &str, route: &Route) {
     let whole = || -> serde_json::Value {
-        serde_json::from_str(text)
-            .unwrap_or_else(|e| panic!("not one JSON value ({e}): {text:?}"))
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not one JSON value ({e}): {text:?}"))
     };
     let studio_like = |json: &serde_json::Value| {
         json.get("kind")
@@ -613,7 +610,9 @@ fn check_text(text: &str, route: &Route) {
     match route {
         Route::World(_) | Route::InvalidWorld => {
             let json = whole();
-            let array = json.as_array().unwrap_or_else(|| panic!("not an array: {text}"));
+            let array = json
+                .as_array()
+                .unwrap_or_else(|| panic!("not an array: {text}"));
             assert!(matches!(array.len(), 2 | 3), "{text}");
             assert!(array[0].is_string(), "{text}");
         }

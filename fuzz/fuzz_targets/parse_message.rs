@@ -127,7 +127,10 @@ impl<'p> World<'p> {
         );
         assert_eq!(code, reason.close_code());
         let text = reason.text();
-        assert!(!text.is_empty() && text.len() <= 123, "close reason fits a frame");
+        assert!(
+            !text.is_empty() && text.len() <= 123,
+            "close reason fits a frame"
+        );
         // The farewell's last message, if any, is in the dialect's form.
         check_outbox_shapes(session);
         session.outbox().clear();
@@ -201,7 +204,11 @@ impl<'p> World<'p> {
         if matches!(dialect, None | Some(Dialect::Scratch | Dialect::Legacy)) {
             let has_snapshot = !session.outbox().is_empty();
             if has_snapshot {
-                assert_ne!(outcome, Outcome::Continue, "a snapshot only comes with a join");
+                assert_ne!(
+                    outcome,
+                    Outcome::Continue,
+                    "a snapshot only comes with a join"
+                );
             }
         }
         session.outbox().clear();
@@ -216,17 +223,18 @@ fn check_outbox_shapes(session: &mut Session) {
         match dialect {
             Some(Dialect::Rpc) => {
                 let json = parse(text);
-                let array = json.as_array().unwrap_or_else(|| panic!("not an array: {text}"));
+                let array = json
+                    .as_array()
+                    .unwrap_or_else(|| panic!("not an array: {text}"));
                 assert!(matches!(array.len(), 2 | 3), "{text}");
                 assert!(array[0].is_string(), "{text}");
             }
             Some(Dialect::Studio) => {
                 let json = parse(text);
-                let object = json.as_object().unwrap_or_else(|| panic!("not an object: {text}"));
-                assert!(
-                    object.get("kind").is_some_and(|k| k.is_string()),
-                    "{text}"
-                );
+                let object = json
+                    .as_object()
+                    .unwrap_or_else(|| panic!("not an object: {text}"));
+                assert!(object.get("kind").is_some_and(|k| k.is_string()), "{text}");
                 if let Some(rid) = object.get("rid") {
                     assert!(rid.is_string(), "{text}");
                 }
@@ -291,14 +299,22 @@ fn check_rpc_reply(session: &mut Session, text: &[u8]) {
             // Too deep to echo: `null` or, for a ping, an error without the id.
             return;
         }
-        assert_eq!(reply.len(), 3, "a 3-element request's reply has its id: {reply:?}");
+        assert_eq!(
+            reply.len(),
+            3,
+            "a 3-element request's reply has its id: {reply:?}"
+        );
         assert!(
             same_json(&reply[1], id),
             "reply id {:?} for request id {id:?}",
             reply[1]
         );
     } else {
-        assert_eq!(reply.len(), 2, "a reply without id: {reply:?} to {request:?}");
+        assert_eq!(
+            reply.len(),
+            2,
+            "a reply without id: {reply:?} to {request:?}"
+        );
     }
 }
 
@@ -363,7 +379,10 @@ fn check_line(line: &str, room: &str, name: &str, value: ValueRef<'_>, dialect: 
     match value {
         ValueRef::Number(text) if dialect != Dialect::Legacy => {
             assert!(sent.is_number(), "{line:?}");
-            assert!(line.contains(&format!("\"value\":{text}}}")), "number sent as typed: {line:?}");
+            assert!(
+                line.contains(&format!("\"value\":{text}}}")),
+                "number sent as typed: {line:?}"
+            );
         }
         _ => assert_eq!(sent.as_str(), Some(value.text()), "{line:?}"),
     }
@@ -448,7 +467,10 @@ fn run_sniffed(data: &[u8], policy: &Policy, permissive: bool) {
     // 2. A legacy client after its handshake, watched by a legacy client in the same room.
     let mut legacy_watcher = world.open(20, Route::Sniff);
     let mut legacy = world.open(2, Route::Sniff);
-    assert_eq!(world.send(&mut legacy_watcher, LEGACY_HELLO), Outcome::Joined);
+    assert_eq!(
+        world.send(&mut legacy_watcher, LEGACY_HELLO),
+        Outcome::Joined
+    );
     assert_eq!(world.send(&mut legacy, LEGACY_HELLO), Outcome::Joined);
     world.send(&mut legacy, data);
     flush(&mut world, &[(ClientId(20), Dialect::Legacy)]);
@@ -460,7 +482,10 @@ fn run_sniffed(data: &[u8], policy: &Policy, permissive: bool) {
         world.send(&mut fresh, data);
         flush(
             &mut world,
-            &[(ClientId(10), Dialect::Scratch), (ClientId(20), Dialect::Legacy)],
+            &[
+                (ClientId(10), Dialect::Scratch),
+                (ClientId(20), Dialect::Legacy),
+            ],
         );
     }
 

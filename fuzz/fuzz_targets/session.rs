@@ -586,7 +586,11 @@ impl Model {
         self.engine.flush(|room, client, frame| {
             let index = client.0.checked_sub(100).expect("one of ours") as usize;
             let member_of = clients.get(index).and_then(|c| c.room).map(|(_, key)| key);
-            assert_eq!(member_of, Some(room), "client {index} got a frame of another room");
+            assert_eq!(
+                member_of,
+                Some(room),
+                "client {index} got a frame of another room"
+            );
             let ok = slow >> index & 1 == 0;
             delivered.push((client, frame.to_string(), ok));
             ok
