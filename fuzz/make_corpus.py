@@ -69,6 +69,8 @@ RPC = [
     '[1,2,3,4]',
     '{"not":"an array"}',
     '["ping",' + '[' * 40 + ']' * 40 + ',1]',
+    # A payload too deep to echo: the error still carries the request's id.
+    '["ping",7,' + '[' * 40 + ']' * 40 + ']',
 ]
 
 # MultiStudio: a HELLO first (on `/ws/multistudio` or any path), then several rooms, `rid`s.
