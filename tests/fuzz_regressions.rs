@@ -252,3 +252,47 @@ fn a_renamer_that_is_behind_gets_the_current_value() {
         "client 1 must learn ☁ y = 1"
     );
 }
+
+/// fuzz/parse_message: a three-element ping whose id or payload nests too deeply to echo was
+/// refused with an error that carried no id, although an array-RPC reply carries the id exactly
+/// when the request had three elements (an id too deep to echo is sent as `null`).
+#[test]
+fn a_ping_too_deep_to_echo_is_refused_with_its_id() {
+    let mut fixture = Fixture::new(&Config::defaults());
+    let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+    let cases = [
+        (
+            format!(r#"["ping",7,{deep}]"#),
+            r#"["error",7,{"code":"protocol.invalid"}]"#,
+        ),
+        (
+            format!(r#"["ping",{deep},1]"#),
+            r#"["error",null,{"code":"protocol.invalid"}]"#,
+        ),
+    ];
+    for (request, expected) in cases {
+        let mut session = Session::new(
+            ClientId(1),
+            Route::World("1".into()),
+            &fixture.policy,
+            fixture.now,
+        );
+        session.on_text(
+            request.as_bytes(),
+            &mut SessionContext {
+                engine: &mut fixture.engine,
+                policy: &fixture.policy,
+                parser: &mut fixture.parser,
+                users: &mut fixture.users,
+                reconnects: &mut fixture.reconnects,
+                now: fixture.now,
+            },
+        );
+        let replies: Vec<String> = session
+            .outbox()
+            .messages()
+            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .collect();
+        assert_eq!(replies, [expected], "reply to {request}");
+    }
+}

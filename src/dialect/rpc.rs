@@ -136,8 +136,9 @@ fn pong(request: &Request<'_, '_>, outbox: &mut Outbox) {
         echoed &= json::push_json(out, request.payload).is_some();
         out.push(']');
         if !echoed {
+            // Still a reply to this request: it carries the id (`null` if that is too deep).
             out.truncate(start);
-            write_error(out, None, "protocol.invalid");
+            write_error(out, request.id, "protocol.invalid");
         }
     });
 }
