@@ -27,6 +27,7 @@ use stratus::config::Config;
 use stratus::dialect::json::JsonParser;
 use stratus::dialect::{encode_set, Outcome, Reconnects, Route, Session, SessionContext, Users};
 use stratus::engine::{ClientId, Engine, Limits};
+use stratus::metrics::Metrics;
 use stratus::net::conn::{Conn, ConnSettings, LoopContext, Status};
 use stratus::net::http::{parse_head, Head};
 use stratus::net::transport::HalfClose;
@@ -224,6 +225,7 @@ struct World<'a> {
     parser: JsonParser,
     users: Users,
     reconnects: Reconnects,
+    metrics: Metrics,
     policy: &'a Policy,
     settings: &'a ConnSettings,
     scratch: Vec<u8>,
@@ -238,6 +240,7 @@ impl World<'_> {
             parser: &mut self.parser,
             users: &mut self.users,
             reconnects: &mut self.reconnects,
+            metrics: &mut self.metrics,
             settings: self.settings,
             now: self.now,
             over_capacity: false,
@@ -288,6 +291,7 @@ fn run(data: &[u8], hostile: bool) {
         parser: JsonParser::default(),
         users: Users::new(config.max_connections_per_user),
         reconnects: Reconnects::new(Duration::from_secs(config.reconnect_window), 64),
+        metrics: Metrics::default(),
         policy,
         settings,
         scratch: vec![0; 16 * 1024],
