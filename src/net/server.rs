@@ -1,9 +1,10 @@
-//! The event loop: one thread, one `mio::Poll`, connections in a slab, a tick timer.
+//! The event loop: one thread, one `mio::Poll`, connections in a slab.
 //!
-//! Each iteration waits for readiness (or the next deadline), hands each ready connection to
-//! its state machine, flushes the room engine when a tick is due (one frame per connection with
-//! news, one write each), runs once-a-second housekeeping (deadlines, pings, room expiry), and
-//! removes finished connections. SIGINT/SIGTERM close every client with 1001 and end the loop.
+//! Each iteration waits for readiness (or the next deadline: a room's pace, housekeeping),
+//! hands each ready connection to its state machine, flushes the rooms the engine says are due
+//! (one frame per connection with news, one write each), runs once-a-second housekeeping
+//! (deadlines, pings, room expiry), and removes finished connections. SIGINT/SIGTERM close every
+//! client with 1001 and end the loop.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
@@ -73,8 +74,6 @@ pub struct Server {
     settings: ConnSettings,
     scratch: Vec<u8>,
     max_connections: usize,
-    tick_period: Option<Duration>,
-    next_tick: Instant,
     next_housekeeping: Instant,
     next_generation: u32,
     accept_paused: bool,
@@ -120,21 +119,22 @@ impl Server {
             empty_room_ttl: Duration::from_secs(config.empty_room_ttl),
             allow_non_numeric: config.allow_non_numeric,
         };
+        let mut engine = Engine::new(limits, dialect::encode_set);
+        if config.tick_hz > 0 {
+            engine.set_pace(Duration::from_secs_f64(1.0 / f64::from(config.tick_hz)));
+        }
         let now = Instant::now();
         Ok(Server {
             poll,
             listener,
             signals,
             conns: Slab::new(),
-            engine: Engine::new(limits, dialect::encode_set),
+            engine,
             policy,
             parser: JsonParser::default(),
             settings: ConnSettings::from_config(config),
             scratch: vec![0; 16 * 1024],
             max_connections,
-            tick_period: (config.tick_hz > 0)
-                .then(|| Duration::from_secs_f64(1.0 / f64::from(config.tick_hz))),
-            next_tick: now,
             next_housekeeping: now + HOUSEKEEPING_PERIOD,
             next_generation: 0,
             accept_paused: false,
@@ -172,9 +172,7 @@ impl Server {
                 }
             }
             now = Instant::now();
-            if self.engine.has_pending() && self.tick_due(now) {
-                self.flush_engine(now);
-            }
+            self.flush_engine(now);
             if now >= self.next_housekeeping {
                 self.housekeeping(now);
             }
@@ -191,25 +189,10 @@ impl Server {
         }
     }
 
-    fn tick_due(&mut self, now: Instant) -> bool {
-        match self.tick_period {
-            None => true,
-            Some(period) if now >= self.next_tick => {
-                // Keep the tick phase, but never try to catch up on missed ticks.
-                self.next_tick += period;
-                if self.next_tick <= now {
-                    self.next_tick = now + period;
-                }
-                true
-            }
-            Some(_) => false,
-        }
-    }
-
     fn poll_timeout(&self, now: Instant) -> Duration {
         let mut wake = self.next_housekeeping;
-        if self.engine.has_pending() && self.tick_period.is_some() {
-            wake = wake.min(self.next_tick);
+        if let Some(deadline) = self.engine.next_deadline() {
+            wake = wake.min(deadline);
         }
         if let Some(deadline) = self.shutdown_deadline {
             wake = wake.min(deadline);
@@ -298,15 +281,20 @@ impl Server {
         let Some(entry) = conns.get_mut(key) else {
             return;
         };
+        let was_stalled = entry.conn.is_stalled();
         if entry.conn.on_event(readable, writable, &mut ctx) == Status::Done {
             finished.push(key);
+        }
+        if was_stalled && !entry.conn.is_stalled() {
+            // Its output drained: rooms that left members behind may send to them again.
+            ctx.engine.retry_parked();
         }
     }
 
     fn flush_engine(&mut self, now: Instant) {
         let conns = &mut self.conns;
         let finished = &mut self.finished;
-        self.engine.flush(|client, frame| {
+        self.engine.flush_due(now, |client, frame| {
             let key = (client.0 & u64::from(u32::MAX)) as usize;
             let generation = (client.0 >> 32) as u32;
             match conns.get_mut(key) {
@@ -331,6 +319,8 @@ impl Server {
                 finished.push(key);
             }
         }
+        // In case a drained socket went unnoticed (it drained while answering a timer).
+        self.engine.retry_parked();
         let expired = self.engine.expire(now);
         if expired > 0 {
             debug!("dropped {expired} rooms that were empty for too long");
