@@ -137,7 +137,8 @@ impl Pacer {
         if now.is_none() {
             self.unpark_all(rooms);
         }
-        for key in std::mem::take(&mut self.dirty) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for key in dirty.drain(..) {
             let Some(Room { pace, .. }) = rooms.get_mut(key) else {
                 continue;
             };
@@ -153,6 +154,8 @@ impl Pacer {
                 _ => due.push((key, now)),
             }
         }
+        // Hand the allocation back; nothing was marked dirty meanwhile.
+        self.dirty = dirty;
     }
 
     /// Records that room `key` was flushed: `at` is its deadline or the moment it was found due
