@@ -25,6 +25,7 @@ def med(values):
 fields = [
     ("sent/s", lambda r: r["sets_sent_per_s"]),
     ("delivered/s", lambda r: r["sets_delivered_per_s"]),
+    ("frames/s", lambda r: r.get("frames_received_per_s")),
     ("ratio", lambda r: r["delivery_ratio"]),
     ("p50 ms", lambda r: r["latency_ms"]["p50"]),
     ("p99 ms", lambda r: r["latency_ms"]["p99"]),

@@ -99,8 +99,10 @@ pub struct Config {
     #[arg(long, env = "STRATUS_UNIX_SOCKET_MODE", default_value = "0660", value_parser = parse_mode)]
     pub unix_socket_mode: u32,
 
-    /// Fan-out ticks per second: updates are batched and sent once per tick (Scratch runs at
-    /// 30 frames per second). 0 sends at once, after every event-loop iteration.
+    /// Most frames per second a client gets from one room (Scratch runs at 30 frames per
+    /// second). A change in a room that sent nothing for 1/tick-hz s goes out at once; changes
+    /// within that time wait for it and go out together, latest values only. 0 sends every
+    /// change at once, after every event-loop iteration.
     #[arg(long, env = "STRATUS_TICK_HZ", default_value_t = 30)]
     pub tick_hz: u32,
 

@@ -1,11 +1,14 @@
 //! The room engine: rooms, their variables, their members, limits and fan-out.
 //!
 //! Plain Rust with no sockets, no clock and no protocol knowledge. Dialects call it with borrowed
-//! names and values; the event loop calls [`Engine::flush`] once per tick with a `deliver`
-//! callback that reports whether a member's socket took the frame. Nothing here grows with the
-//! message rate: memory is bounded by rooms × variables × value size and rooms × members.
+//! names and values; at the end of each loop iteration the event loop calls [`Engine::flush_due`]
+//! with the time and a `deliver` callback that reports whether a member's socket took the frame,
+//! and sleeps no longer than [`Engine::next_deadline`]. Each room keeps its own pace
+//! (`pace.rs`). Nothing here grows with the message rate: memory is bounded by rooms × variables
+//! × value size and rooms × members.
 
 mod fanout;
+mod pace;
 mod persist;
 pub mod rate;
 mod room;
@@ -21,6 +24,7 @@ pub use persist::{Batch, RoomChanges, SavedVariable};
 pub use value::{Rejection, ValueRef};
 
 use fanout::FrameCache;
+use pace::Pacer;
 use room::{Member, Room};
 
 /// Identifies a client to the engine. The event loop chooses it (slot and generation) so that a
@@ -121,8 +125,10 @@ pub struct Engine {
     encode: EncodeSet,
     rooms: Slab<Room>,
     index: HashMap<Box<str>, usize>,
-    /// Rooms with members that are behind; visited by the next flush.
-    flush_queue: Vec<usize>,
+    /// Which rooms flush when.
+    pacer: Pacer,
+    /// The rooms of the current flush, kept to reuse the allocation.
+    due: Vec<(usize, Option<Instant>)>,
     frames: FrameCache,
     persist: persist::Persistence,
     pub stats: Stats,
@@ -135,11 +141,18 @@ impl Engine {
             encode,
             rooms: Slab::new(),
             index: HashMap::new(),
-            flush_queue: Vec::new(),
+            pacer: Pacer::default(),
+            due: Vec::new(),
             frames: FrameCache::default(),
             persist: persist::Persistence::default(),
             stats: Stats::default(),
         }
+    }
+
+    /// Sets the shortest time between two flushes of one room (`1 / --tick-hz`); zero, the
+    /// default, flushes every change at the next [`Engine::flush_due`].
+    pub fn set_pace(&mut self, pace: Duration) {
+        self.pacer.pace = pace;
     }
 
     pub fn limits(&self) -> &Limits {
@@ -238,7 +251,7 @@ impl Engine {
         });
         room.emptied_at = None;
         if room.has_members_behind() {
-            queue_for_flush(&mut self.flush_queue, room, key);
+            self.pacer.mark_dirty(key, &mut room.pace);
         }
         Ok(RoomKey(key))
     }
@@ -311,7 +324,7 @@ impl Engine {
             }
             None => room.add_variable(name, value, client),
         }
-        queue_for_flush(&mut self.flush_queue, room, key.0);
+        self.pacer.mark_dirty(key.0, &mut room.pace);
         self.persist.note_change(room, key.0);
         SetOutcome::Applied
     }
@@ -344,7 +357,7 @@ impl Engine {
             variable.name = new_name.into();
         }
         room.touch(index, if current { client } else { NOBODY });
-        queue_for_flush(&mut self.flush_queue, room, key.0);
+        self.pacer.mark_dirty(key.0, &mut room.pace);
         room.rewrite = true;
         self.persist.note_change(room, key.0);
         Ok(())
@@ -358,54 +371,65 @@ impl Engine {
         Ok(())
     }
 
-    /// Sends every member with news one frame with the latest values it has not seen.
-    /// `deliver` returns false when the member's socket is behind; that member keeps its place
-    /// and is offered the then-latest values at a later flush.
-    pub fn flush(&mut self, mut deliver: impl FnMut(RoomKey, ClientId, &Frame) -> bool) {
-        let mut queue = std::mem::take(&mut self.flush_queue);
-        for key in queue.drain(..) {
+    /// Flushes the rooms whose pace allows it at `now`: every member with news gets one frame
+    /// with the latest values it has not seen. Rooms changed within their pace wait for
+    /// [`Engine::next_deadline`]. `deliver` returns false when the member's socket is behind;
+    /// that member keeps its place and is offered the then-latest values once a socket drains
+    /// ([`Engine::retry_parked`]) or the room flushes again.
+    pub fn flush_due(
+        &mut self,
+        now: Instant,
+        deliver: impl FnMut(RoomKey, ClientId, &Frame) -> bool,
+    ) {
+        self.flush_rooms(Some(now), deliver);
+    }
+
+    /// Flushes every room with news at once, whatever its pace, parked rooms included; for
+    /// tests and tools.
+    pub fn flush(&mut self, deliver: impl FnMut(RoomKey, ClientId, &Frame) -> bool) {
+        self.flush_rooms(None, deliver);
+    }
+
+    fn flush_rooms(
+        &mut self,
+        now: Option<Instant>,
+        mut deliver: impl FnMut(RoomKey, ClientId, &Frame) -> bool,
+    ) {
+        let mut due = std::mem::take(&mut self.due);
+        self.pacer.take_due(now, &mut due, &mut self.rooms);
+        for (key, at) in due.drain(..) {
             let Some(room) = self.rooms.get_mut(key) else {
                 continue;
             };
-            room.queued_for_flush = false;
-            self.frames.clear();
-            let mut still_behind = false;
-            for i in 0..room.members.len() {
-                let Some(member) = room.members.get(i) else {
-                    break;
-                };
-                if member.seen >= room.version {
-                    continue;
-                }
-                let caught_up = match self.frames.frame_for(room, member, self.encode) {
-                    Some(frame) => {
-                        self.stats.frames_built += 1;
-                        deliver(RoomKey(key), member.client, &frame)
-                    }
-                    None => true,
-                };
-                let version = room.version;
-                if let Some(member) = room.members.get_mut(i) {
-                    if caught_up {
-                        member.seen = version;
-                    } else {
-                        still_behind = true;
-                    }
-                }
-            }
-            if still_behind {
-                queue_for_flush(&mut self.flush_queue, room, key);
-            }
+            let behind = flush_room(
+                RoomKey(key),
+                room,
+                &mut self.frames,
+                self.encode,
+                &mut self.stats,
+                &mut deliver,
+            );
+            self.pacer.flushed(key, &mut room.pace, at, now, behind);
         }
-        // Hand the allocation back so the next flush does not reallocate the queue.
-        if self.flush_queue.is_empty() {
-            self.flush_queue = queue;
-        }
+        // Hand the allocation back so the next flush does not reallocate the list.
+        self.due = due;
     }
 
-    /// Whether a flush would send anything.
+    /// A member's socket drained: rooms whose members were left behind are due again (still
+    /// within their pace). Calling it more often than needed only costs a visit of those rooms.
+    pub fn retry_parked(&mut self) {
+        self.pacer.unpark_all(&mut self.rooms);
+    }
+
+    /// The earliest moment a room waiting for its pace is due; `None` when no room waits.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pacer.next_deadline()
+    }
+
+    /// Whether a flush would send anything: a room changed, waits for its pace, or has members
+    /// behind.
     pub fn has_pending(&self) -> bool {
-        !self.flush_queue.is_empty()
+        self.pacer.has_pending()
     }
 
     /// Drops rooms that have been empty for longer than the configured time.
@@ -446,7 +470,8 @@ impl Engine {
         if self.rooms.len() >= self.limits.max_rooms && !self.evict_longest_empty() {
             return Err(JoinError::TooManyRooms);
         }
-        let key = self.rooms.insert(Room::new(room_id, now));
+        let pace = self.pacer.new_room();
+        let key = self.rooms.insert(Room::new(room_id, now, pace));
         self.index.insert(room_id.into(), key);
         Ok(key)
     }
@@ -471,7 +496,7 @@ impl Engine {
     fn remove_room(&mut self, key: usize) {
         if let Some(room) = self.rooms.try_remove(key) {
             self.index.remove(&room.id);
-            self.flush_queue.retain(|&queued| queued != key);
+            self.pacer.remove_room(key, &room.pace);
             self.persist.queue.retain(|&queued| queued != key);
         }
     }
@@ -489,11 +514,42 @@ fn find_variable<'r>(
     Ok((room, index))
 }
 
-fn queue_for_flush(queue: &mut Vec<usize>, room: &mut Room, key: usize) {
-    if !room.queued_for_flush {
-        room.queued_for_flush = true;
-        queue.push(key);
+/// Sends every member of `room` that has not seen its latest version one frame; true when some
+/// are left behind because their sockets did not take it.
+fn flush_room(
+    key: RoomKey,
+    room: &mut Room,
+    frames: &mut FrameCache,
+    encode: EncodeSet,
+    stats: &mut Stats,
+    deliver: &mut impl FnMut(RoomKey, ClientId, &Frame) -> bool,
+) -> bool {
+    frames.clear();
+    let mut still_behind = false;
+    for i in 0..room.members.len() {
+        let Some(member) = room.members.get(i) else {
+            break;
+        };
+        if member.seen >= room.version {
+            continue;
+        }
+        let caught_up = match frames.frame_for(room, member, encode) {
+            Some(frame) => {
+                stats.frames_built += 1;
+                deliver(key, member.client, &frame)
+            }
+            None => true,
+        };
+        let version = room.version;
+        if let Some(member) = room.members.get_mut(i) {
+            if caught_up {
+                member.seen = version;
+            } else {
+                still_behind = true;
+            }
+        }
     }
+    still_behind
 }
 
 fn check_declaration(

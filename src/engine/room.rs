@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use super::pace::RoomPace;
 use super::value::{StoredValue, ValueRef};
 use super::{ClientId, Format};
 
@@ -36,8 +37,8 @@ pub struct Room {
     pub version: u64,
     /// When the last member left; empty rooms keep their variables for a while.
     pub emptied_at: Option<Instant>,
-    /// Whether the room is in the engine's list of rooms to visit at the next flush.
-    pub queued_for_flush: bool,
+    /// Whether and when the room is due to flush.
+    pub pace: RoomPace,
     /// The version the store has on disk.
     pub durable: u64,
     /// A rename or delete happened: the store must replace the room's variables.
@@ -47,14 +48,14 @@ pub struct Room {
 }
 
 impl Room {
-    pub fn new(id: &str, now: Instant) -> Self {
+    pub fn new(id: &str, now: Instant, pace: RoomPace) -> Self {
         Room {
             id: id.into(),
             variables: Vec::new(),
             members: Vec::new(),
             version: 0,
             emptied_at: Some(now),
-            queued_for_flush: false,
+            pace,
             durable: 0,
             rewrite: false,
             queued_for_persist: false,

@@ -451,3 +451,225 @@ fn joins_wait_for_a_load_and_a_failed_load_is_refused_once() {
     );
     assert!(!e.has_unsaved(), "what was loaded is durable");
 }
+
+const PACE: Duration = Duration::from_millis(100);
+
+fn paced_engine() -> Engine {
+    let mut e = engine();
+    e.set_pace(PACE);
+    e
+}
+
+fn flushed_at(engine: &mut Engine, now: Instant) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    engine.flush_due(now, |_, client, frame| {
+        out.push((client.0, frame.to_string()));
+        true
+    });
+    out.sort();
+    out
+}
+
+#[test]
+fn a_change_in_a_quiet_room_flushes_at_once_and_nothing_waits() {
+    let mut e = paced_engine();
+    let t0 = Instant::now();
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    assert_eq!(flushed_at(&mut e, t0), vec![(2, "☁ a=1".into())]);
+    assert_eq!(
+        e.next_deadline(),
+        None,
+        "nothing pending, nothing to wake for"
+    );
+    assert!(!e.has_pending());
+    // A pace later the next change leaves at once too.
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
+    assert_eq!(flushed_at(&mut e, t0 + PACE), vec![(2, "☁ a=2".into())]);
+    assert_eq!(e.next_deadline(), None);
+}
+
+#[test]
+fn changes_within_the_pace_wait_for_it_and_collapse_to_the_latest_values() {
+    let mut e = paced_engine();
+    let t0 = Instant::now();
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("0"), true);
+    assert_eq!(flushed_at(&mut e, t0).len(), 1);
+    for i in 1..=50 {
+        e.set(
+            room,
+            ClientId(1),
+            "☁ a",
+            ValueRef::Text(&i.to_string()),
+            true,
+        );
+        e.set(
+            room,
+            ClientId(1),
+            "☁ b",
+            ValueRef::Text(&(i * 2).to_string()),
+            true,
+        );
+        let now = t0 + PACE / 100 * i;
+        assert!(flushed_at(&mut e, now).is_empty(), "within the pace");
+        assert_eq!(e.next_deadline(), Some(t0 + PACE));
+    }
+    assert!(flushed_at(&mut e, t0 + PACE - Duration::from_nanos(1)).is_empty());
+    assert_eq!(
+        flushed_at(&mut e, t0 + PACE),
+        vec![(2, "☁ a=50\n☁ b=100".into())]
+    );
+    assert!(!e.has_pending());
+}
+
+#[test]
+fn a_flush_at_its_deadline_keeps_the_pace_phase_even_when_late() {
+    let mut e = paced_engine();
+    let t0 = Instant::now();
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    flushed_at(&mut e, t0);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
+    flushed_at(&mut e, t0 + PACE / 2);
+    // Woken 3 ms late: the next slot is still t0 + 2 × pace, not 3 ms later.
+    let late = t0 + PACE + Duration::from_millis(3);
+    assert_eq!(flushed_at(&mut e, late).len(), 1);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("3"), true);
+    assert!(flushed_at(&mut e, late).is_empty());
+    assert_eq!(e.next_deadline(), Some(t0 + 2 * PACE));
+}
+
+#[test]
+fn each_room_keeps_its_own_pace_and_the_earliest_deadline_wakes() {
+    let mut e = paced_engine();
+    let t0 = Instant::now();
+    let one = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    let two = join(&mut e, "2", 3);
+    join(&mut e, "2", 4);
+    e.set(one, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    assert_eq!(flushed_at(&mut e, t0).len(), 1);
+    let t1 = t0 + PACE / 2;
+    e.set(two, ClientId(3), "☁ a", ValueRef::Text("1"), true);
+    assert_eq!(
+        flushed_at(&mut e, t1),
+        vec![(4, "☁ a=1".into())],
+        "room 2 was quiet"
+    );
+    e.set(one, ClientId(1), "☁ a", ValueRef::Text("2"), true);
+    e.set(two, ClientId(3), "☁ a", ValueRef::Text("2"), true);
+    assert!(flushed_at(&mut e, t1).is_empty());
+    assert_eq!(e.next_deadline(), Some(t0 + PACE));
+    assert_eq!(flushed_at(&mut e, t0 + PACE), vec![(2, "☁ a=2".into())]);
+    assert_eq!(e.next_deadline(), Some(t1 + PACE));
+    assert_eq!(flushed_at(&mut e, t1 + PACE), vec![(4, "☁ a=2".into())]);
+    assert_eq!(e.next_deadline(), None);
+}
+
+#[test]
+fn a_blocked_member_is_parked_without_a_wakeup_until_a_socket_drains() {
+    let mut e = paced_engine();
+    let t0 = Instant::now();
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    let mut offered = 0;
+    e.flush_due(t0, |_, _, _| {
+        offered += 1;
+        false
+    });
+    assert_eq!(offered, 1);
+    assert!(e.has_pending());
+    assert_eq!(e.next_deadline(), None, "a parked room sets no timer");
+    // Later loop iterations do not visit it again.
+    for ms in 1..300 {
+        e.flush_due(t0 + Duration::from_millis(ms), |_, _, _| {
+            panic!("not retried")
+        });
+    }
+    // A socket drained: the room is due again, and the member gets the latest values.
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
+    e.flush_due(t0 + PACE * 3, |_, _, _| false);
+    e.retry_parked();
+    assert_eq!(flushed_at(&mut e, t0 + PACE * 5), vec![(2, "☁ a=2".into())]);
+    assert!(!e.has_pending());
+}
+
+#[test]
+fn a_retried_room_still_keeps_its_pace_for_new_changes() {
+    let mut e = paced_engine();
+    let t0 = Instant::now();
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    join(&mut e, "1", 3);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    e.flush_due(t0, |_, client, _| client != ClientId(3));
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
+    e.retry_parked();
+    // Within the pace of the last flush: nobody gets a second frame yet.
+    assert!(flushed_at(&mut e, t0 + PACE / 2).is_empty());
+    assert_eq!(
+        flushed_at(&mut e, t0 + PACE),
+        vec![(2, "☁ a=2".into()), (3, "☁ a=2".into())]
+    );
+}
+
+#[test]
+fn without_a_pace_every_change_flushes_at_the_next_call() {
+    let mut e = engine();
+    let t0 = Instant::now();
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    for i in 0..5 {
+        e.set(
+            room,
+            ClientId(1),
+            "☁ a",
+            ValueRef::Text(&i.to_string()),
+            true,
+        );
+        assert_eq!(flushed_at(&mut e, t0), vec![(2, format!("☁ a={i}"))]);
+        assert_eq!(e.next_deadline(), None);
+    }
+}
+
+#[test]
+fn a_removed_rooms_timer_does_not_flush_the_room_that_reuses_its_slot() {
+    let mut e = Engine::new(
+        Limits {
+            empty_room_ttl: Duration::ZERO,
+            ..Limits::default()
+        },
+        encode,
+    );
+    e.set_pace(PACE);
+    let t0 = Instant::now();
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    flushed_at(&mut e, t0);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
+    flushed_at(&mut e, t0);
+    e.leave(room, ClientId(1), t0);
+    e.leave(room, ClientId(2), t0);
+    assert_eq!(e.expire(t0), 1);
+    assert!(!e.has_pending());
+    // Room 2 takes the slot and has news of its own; the stale timer must not flush it early.
+    let other = join(&mut e, "2", 3);
+    join(&mut e, "2", 4);
+    e.set(other, ClientId(3), "☁ b", ValueRef::Text("1"), true);
+    assert_eq!(flushed_at(&mut e, t0 + PACE / 2), vec![(4, "☁ b=1".into())]);
+    e.set(other, ClientId(3), "☁ b", ValueRef::Text("2"), true);
+    assert!(
+        flushed_at(&mut e, t0 + PACE).is_empty(),
+        "stale timer ignored"
+    );
+    assert_eq!(
+        flushed_at(&mut e, t0 + PACE / 2 + PACE),
+        vec![(4, "☁ b=2".into())]
+    );
+}

@@ -260,6 +260,11 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         matches!(self.phase, Phase::Open { .. })
     }
 
+    /// Whether output is waiting for the client to read.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled_since.is_some()
+    }
+
     pub fn status(&self) -> Status {
         match self.phase {
             Phase::Done => Status::Done,

@@ -1,9 +1,10 @@
-//! The event loop: one thread, one `mio::Poll`, connections in a slab, a tick timer.
+//! The event loop: one thread, one `mio::Poll`, connections in a slab.
 //!
-//! Each iteration waits for readiness (or the next deadline), hands each ready connection to
-//! its state machine, flushes the room engine when a tick is due (one frame per connection with
-//! news, one write each), runs once-a-second housekeeping (deadlines, pings, room expiry), and
-//! removes finished connections. SIGINT/SIGTERM close every client with 1001 and end the loop.
+//! Each iteration waits for readiness (or the next deadline: a room's pace, housekeeping),
+//! hands each ready connection to its state machine, flushes the rooms the engine says are due
+//! (one frame per connection with news, one write each), runs once-a-second housekeeping
+//! (deadlines, pings, room expiry), and removes finished connections. SIGINT/SIGTERM close every
+//! client with 1001 and end the loop.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
@@ -101,8 +102,6 @@ pub struct Server {
     settings: ConnSettings,
     scratch: Vec<u8>,
     max_connections: usize,
-    tick_period: Option<Duration>,
-    next_tick: Instant,
     next_housekeeping: Instant,
     next_generation: u32,
     accept_paused: bool,
@@ -179,6 +178,9 @@ impl Server {
             engine.enable_persistence();
             Some(Store::open(settings, Arc::new(waker)).map_err(StartError)?)
         };
+        if config.tick_hz > 0 {
+            engine.set_pace(Duration::from_secs_f64(1.0 / f64::from(config.tick_hz)));
+        }
         let now = Instant::now();
         Ok(Server {
             poll,
@@ -201,9 +203,6 @@ impl Server {
             settings: ConnSettings::from_config(config),
             scratch: vec![0; 16 * 1024],
             max_connections,
-            tick_period: (config.tick_hz > 0)
-                .then(|| Duration::from_secs_f64(1.0 / f64::from(config.tick_hz))),
-            next_tick: now,
             next_housekeeping: now + HOUSEKEEPING_PERIOD,
             next_generation: 0,
             accept_paused: false,
@@ -256,7 +255,7 @@ impl Server {
             now = Instant::now();
             self.replace_connections(now);
             self.storage_work(now);
-            if self.engine.has_pending() && self.tick_due(now) {
+            if self.engine.has_pending() {
                 self.flush_engine(now);
                 self.metrics.tick.observe(now.elapsed());
             }
@@ -277,25 +276,10 @@ impl Server {
         }
     }
 
-    fn tick_due(&mut self, now: Instant) -> bool {
-        match self.tick_period {
-            None => true,
-            Some(period) if now >= self.next_tick => {
-                // Keep the tick phase, but never try to catch up on missed ticks.
-                self.next_tick += period;
-                if self.next_tick <= now {
-                    self.next_tick = now + period;
-                }
-                true
-            }
-            Some(_) => false,
-        }
-    }
-
     fn poll_timeout(&self, now: Instant) -> Duration {
         let mut wake = self.next_housekeeping;
-        if self.engine.has_pending() && self.tick_period.is_some() {
-            wake = wake.min(self.next_tick);
+        if let Some(deadline) = self.engine.next_deadline() {
+            wake = wake.min(deadline);
         }
         if let Some(deadline) = self.shutdown_deadline {
             wake = wake.min(deadline);
@@ -430,8 +414,13 @@ impl Server {
         let Some(entry) = conns.get_mut(key) else {
             return;
         };
+        let was_stalled = entry.conn.is_stalled();
         if entry.conn.on_event(readable, writable, &mut ctx) == Status::Done {
             finished.push(key);
+        }
+        if was_stalled && !entry.conn.is_stalled() {
+            // Its output drained: rooms that left members behind may send to them again.
+            ctx.engine.retry_parked();
         }
         if let Some(include_body) = entry.conn.wants_metrics() {
             let page = crate::net::http::metrics_page(&self.render_metrics(), include_body);
@@ -493,7 +482,7 @@ impl Server {
         let conns = &mut self.conns;
         let finished = &mut self.finished;
         let metrics = &mut self.metrics;
-        self.engine.flush(|_room, client, frame| {
+        self.engine.flush_due(now, |_room, client, frame| {
             let (key, generation) = slot_of(client);
             match conns.get_mut(key) {
                 Some(entry) if entry.generation == generation => {
@@ -576,6 +565,8 @@ impl Server {
             }
         }
         self.reconnects.expire(now);
+        // In case a drained socket went unnoticed (it drained while answering a timer).
+        self.engine.retry_parked();
         let expired = self.engine.expire(now);
         if expired > 0 {
             debug!("dropped {expired} rooms that were empty for too long");
