@@ -11,6 +11,7 @@ use stratus::dialect::json::JsonParser;
 use stratus::dialect::{Reconnects, Route, Session, SessionContext, Users};
 use stratus::engine::{ClientId, Engine, Format, Limits, ValueRef};
 use stratus::net::conn::{Conn, ConnSettings, LoopContext};
+use stratus::net::per_ip::PerIp;
 use stratus::net::transport::HalfClose;
 use stratus::policy::Policy;
 
@@ -79,6 +80,7 @@ struct Fixture {
     users: Users,
     reconnects: Reconnects,
     scratch: Vec<u8>,
+    per_ip: PerIp,
     now: Instant,
 }
 
@@ -92,6 +94,7 @@ impl Fixture {
             users: Users::new(0),
             reconnects: Reconnects::new(std::time::Duration::from_secs(120), 100),
             scratch: vec![0u8; 16 * 1024],
+            per_ip: PerIp::default(),
             now: Instant::now(),
         }
     }
@@ -107,6 +110,7 @@ impl Fixture {
             now: self.now,
             over_capacity: false,
             scratch: &mut self.scratch,
+            per_ip: &mut self.per_ip,
         }
     }
 }
@@ -231,6 +235,8 @@ fn a_renamer_that_is_behind_gets_the_current_value() {
     // Client 1 is behind and misses ☁ x = 1.
     engine.set(room, ClientId(2), "☁ x", ValueRef::Number("1"), true);
     engine.flush(|_, client, _| client != ClientId(1));
+    // Its connection drains (the loop resumes it), but no flush has run yet.
+    engine.resume(room, ClientId(1));
     // Client 1 renames its ☁ x, which it still holds as 0.
     engine
         .rename(room, ClientId(1), "☁ x", "☁ y")

@@ -272,6 +272,7 @@ fn run(data: &[u8], hostile: bool) {
                 max_variables_per_room: config.max_variables_per_room,
                 empty_room_ttl: Duration::from_secs(config.empty_room_ttl),
                 allow_non_numeric: config.allow_non_numeric || hostile,
+                max_state_bytes: config.max_state_memory,
             },
             encode_set,
         ),

@@ -49,6 +49,7 @@ fn limits(allow_non_numeric: bool) -> Limits {
         max_variables_per_room: 8,
         empty_room_ttl: Duration::from_secs(60),
         allow_non_numeric,
+        max_state_bytes: 1 << 20,
     }
 }
 

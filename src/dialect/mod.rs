@@ -206,7 +206,10 @@ pub(crate) fn join_with_handshake(
     env.policy.usernames.check(user).map_err(Reason::Username)?;
     let key = peer.enter(&room, dialect, variables.as_deref(), env)?;
     peer.user = Some(user.into());
-    if let Some(snapshot) = env.engine.snapshot(key, dialect.format()) {
+    if let Some(snapshot) = env
+        .engine
+        .snapshot_for(key, peer.client, dialect.format(), env.now)
+    {
         peer.outbox.push_frame(snapshot);
     }
     Ok(())

@@ -57,6 +57,18 @@ impl Outbox {
         })
     }
 
+    /// Each message's bytes, in order, with the shared frame it is when it is one (so the
+    /// connection can keep a reference to it instead of copying what the socket did not take).
+    pub fn messages_shared(&self) -> impl Iterator<Item = (&[u8], Option<&Frame>)> {
+        self.messages.iter().map(|message| match message {
+            Message::Written { start, end } => (
+                self.text.as_bytes().get(*start..*end).unwrap_or_default(),
+                None,
+            ),
+            Message::Shared(frame) => (frame.as_bytes(), Some(frame)),
+        })
+    }
+
     /// Total payload bytes, for limits.
     pub fn len_bytes(&self) -> usize {
         self.bytes

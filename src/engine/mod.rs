@@ -10,7 +10,7 @@ pub mod rate;
 mod room;
 pub mod value;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -52,6 +52,9 @@ pub struct Limits {
     /// How long an empty room keeps its variables.
     pub empty_room_ttl: Duration,
     pub allow_non_numeric: bool,
+    /// Budget for the heap held by room state (names, values, rooms); 0 means no budget.
+    /// Over it, empty rooms are evicted, then new rooms and variables are refused.
+    pub max_state_bytes: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +65,7 @@ impl Default for Limits {
             max_variables_per_room: 128,
             empty_room_ttl: Duration::from_secs(3600),
             allow_non_numeric: false,
+            max_state_bytes: 1 << 30,
         }
     }
 }
@@ -99,7 +103,16 @@ pub struct Stats {
     pub sets_applied: u64,
     pub sets_rejected: u64,
     pub frames_built: u64,
+    /// Empty rooms dropped before their time to stay under the room or memory limit.
+    pub rooms_evicted: u64,
+    /// New rooms and variables refused because room state was at its memory budget.
+    pub refused_for_memory: u64,
 }
+
+/// How long one rendering of a room's variables is shared by joiners after it was made.
+pub const SNAPSHOT_REUSE: Duration = Duration::from_secs(1);
+/// From this size on, a snapshot rendering is shared even after the room changed.
+pub const SHARE_STALE_BYTES: usize = 64 * 1024;
 
 /// A variable as declared by a joining client: name and value.
 pub type Declared<'a> = (&'a str, ValueRef<'a>);
@@ -111,6 +124,12 @@ pub struct Engine {
     index: HashMap<Box<str>, usize>,
     /// Rooms with members that are behind; visited by the next flush.
     flush_queue: Vec<usize>,
+    /// Rooms without members, oldest first: expiry and eviction take from the front.
+    empty_rooms: BTreeSet<(Instant, usize)>,
+    /// Rooms holding a cached snapshot, to drop those caches once they are stale.
+    snapshot_rooms: Vec<usize>,
+    /// Heap held by room state, kept up to date by every change (see `Room::heap_bytes`).
+    state_bytes: usize,
     frames: FrameCache,
     pub stats: Stats,
 }
@@ -123,6 +142,9 @@ impl Engine {
             rooms: Slab::new(),
             index: HashMap::new(),
             flush_queue: Vec::new(),
+            empty_rooms: BTreeSet::new(),
+            snapshot_rooms: Vec::new(),
+            state_bytes: 0,
             frames: FrameCache::default(),
             stats: Stats::default(),
         }
@@ -184,6 +206,81 @@ impl Engine {
         fanout::snapshot(self.rooms.get(room.0)?, format, self.encode)
     }
 
+    /// The snapshot for `client`, which just joined `room`: one rendering per room and format
+    /// is shared by every joiner while the room is unchanged, and for a large room (a rendering
+    /// of [`SHARE_STALE_BYTES`] or more) for up to [`SNAPSHOT_REUSE`] even if it changed, so a
+    /// burst of joins renders a large room once and joiners that do not read hold references,
+    /// not copies. The member is recorded as having seen the version the snapshot shows; the
+    /// next flush sends what changed since.
+    pub fn snapshot_for(
+        &mut self,
+        key: RoomKey,
+        client: ClientId,
+        format: Format,
+        now: Instant,
+    ) -> Option<Frame> {
+        let encode = self.encode;
+        let room = self.rooms.get_mut(key.0)?;
+        if room.variables.is_empty() {
+            return None;
+        }
+        // A small room is rendered again whenever it changed, so joiners get exactly its
+        // current state; a large one is rendered at most once per SNAPSHOT_REUSE.
+        let fresh = |s: &room::Snapshot| {
+            s.format == format
+                && (s.version == room.version
+                    || (s.frame.len() >= SHARE_STALE_BYTES
+                        && now.saturating_duration_since(s.made_at) < SNAPSHOT_REUSE))
+        };
+        let (frame, version) = match room.snapshots.iter().find(|s| fresh(s)) {
+            Some(cached) => (cached.frame.clone(), cached.version),
+            None => {
+                let frame = fanout::snapshot(room, format, encode)?;
+                room.snapshots.retain(|s| s.format != format);
+                if room.snapshots.is_empty() {
+                    self.snapshot_rooms.push(key.0);
+                }
+                room.snapshots.push(room::Snapshot {
+                    format,
+                    version: room.version,
+                    made_at: now,
+                    frame: frame.clone(),
+                });
+                (frame, room.version)
+            }
+        };
+        if let Some(index) = room.member_index(client) {
+            if let Some(member) = room.members.get_mut(index) {
+                member.seen = version;
+            }
+            if version < room.version {
+                queue_for_flush(&mut self.flush_queue, room, key.0);
+            }
+        }
+        Some(frame)
+    }
+
+    /// Heap held by room state now, as counted against `--max-state-memory`.
+    pub fn state_bytes(&self) -> usize {
+        self.state_bytes
+    }
+
+    /// Whether `extra` more bytes of room state fit the budget, after evicting empty rooms
+    /// (longest empty first) if needed.
+    fn make_space(&mut self, extra: usize) -> bool {
+        let budget = self.limits.max_state_bytes;
+        if budget == 0 {
+            return true;
+        }
+        while self.state_bytes + extra > budget {
+            if !self.evict_one_empty() {
+                self.stats.refused_for_memory += 1;
+                return false;
+            }
+        }
+        true
+    }
+
     /// Adds `client` to room `room_id`, creating the room if needed.
     ///
     /// `declared` is the legacy dialect's list of the client's variables: it seeds an empty room
@@ -210,17 +307,22 @@ impl Engine {
         if let Some(declared) = declared {
             check_declaration(room, declared, limits)?;
             if room.variables.is_empty() {
+                let before = room.state_bytes();
                 for (name, value) in declared {
                     room.add_variable(name, *value, client);
                 }
+                self.state_bytes += room.state_bytes().saturating_sub(before);
             }
         }
         room.members.push(Member {
             client,
             format,
             seen: room.version,
+            waiting: false,
         });
-        room.emptied_at = None;
+        if let Some(at) = room.emptied_at.take() {
+            self.empty_rooms.remove(&(at, key));
+        }
         if room.has_members_behind() {
             queue_for_flush(&mut self.flush_queue, room, key);
         }
@@ -228,14 +330,31 @@ impl Engine {
     }
 
     /// Removes `client` from its room. An emptied room keeps its variables until it expires.
-    pub fn leave(&mut self, room: RoomKey, client: ClientId, now: Instant) {
-        if let Some(room) = self.rooms.get_mut(room.0) {
+    pub fn leave(&mut self, room_key: RoomKey, client: ClientId, now: Instant) {
+        if let Some(room) = self.rooms.get_mut(room_key.0) {
             if let Some(index) = room.member_index(client) {
                 room.members.swap_remove(index);
             }
-            if room.members.is_empty() {
+            if room.members.is_empty() && room.emptied_at.is_none() {
                 room.emptied_at = Some(now);
+                self.empty_rooms.insert((now, room_key.0));
             }
+        }
+    }
+
+    /// `client`'s connection can take frames again after refusing one: it is offered the
+    /// latest values of `room` at the next flush.
+    pub fn resume(&mut self, key: RoomKey, client: ClientId) {
+        let Some(room) = self.rooms.get_mut(key.0) else {
+            return;
+        };
+        let version = room.version;
+        let Some(member) = room.members.iter_mut().find(|m| m.client == client) else {
+            return;
+        };
+        member.waiting = false;
+        if member.seen < version {
+            queue_for_flush(&mut self.flush_queue, room, key.0);
         }
     }
 
@@ -275,7 +394,10 @@ impl Engine {
         match room.variable_index(name) {
             Some(index) => {
                 if let Some(variable) = room.variables.get_mut(index) {
+                    let before = variable.heap_bytes();
                     variable.value.replace(value);
+                    self.state_bytes =
+                        (self.state_bytes + variable.heap_bytes()).saturating_sub(before);
                 }
                 room.touch(index, client);
             }
@@ -286,7 +408,19 @@ impl Engine {
             None if room.variables.len() >= limits.max_variables_per_room => {
                 return SetOutcome::Rejected(Rejection::TooManyVariables)
             }
-            None => room.add_variable(name, value, client),
+            None => {
+                let extra = name.len() + value.text().len() + std::mem::size_of::<room::Variable>();
+                if !self.make_space(extra) {
+                    return SetOutcome::Rejected(Rejection::TooManyVariables);
+                }
+                let Some(room) = self.rooms.get_mut(key.0) else {
+                    return SetOutcome::Unknown;
+                };
+                room.add_variable(name, value, client);
+                self.state_bytes += room.variables.last().map_or(0, room::Variable::heap_bytes);
+                queue_for_flush(&mut self.flush_queue, room, key.0);
+                return SetOutcome::Applied;
+            }
         }
         queue_for_flush(&mut self.flush_queue, room, key.0);
         SetOutcome::Applied
@@ -317,8 +451,12 @@ impl Engine {
                     .any(|m| m.client == client && m.seen >= v.changed_at)
         });
         if let Some(variable) = room.variables.get_mut(index) {
+            self.state_bytes =
+                (self.state_bytes + new_name.len()).saturating_sub(variable.name.len());
             variable.name = new_name.into();
         }
+        // A cached snapshot still shows the old name, which no later flush would take back.
+        room.snapshots.clear();
         room.touch(index, if current { client } else { NOBODY });
         queue_for_flush(&mut self.flush_queue, room, key.0);
         Ok(())
@@ -326,7 +464,9 @@ impl Engine {
 
     pub fn delete(&mut self, key: RoomKey, name: &str) -> Result<(), EditError> {
         let (room, index) = find_variable(&mut self.rooms, key, name)?;
-        room.variables.remove(index);
+        let removed = room.variables.remove(index);
+        room.snapshots.clear();
+        self.state_bytes = self.state_bytes.saturating_sub(removed.heap_bytes());
         Ok(())
     }
 
@@ -341,12 +481,11 @@ impl Engine {
             };
             room.queued_for_flush = false;
             self.frames.clear();
-            let mut still_behind = false;
             for i in 0..room.members.len() {
                 let Some(member) = room.members.get(i) else {
                     break;
                 };
-                if member.seen >= room.version {
+                if member.seen >= room.version || member.waiting {
                     continue;
                 }
                 let caught_up = match self.frames.frame_for(room, member, self.encode) {
@@ -361,12 +500,10 @@ impl Engine {
                     if caught_up {
                         member.seen = version;
                     } else {
-                        still_behind = true;
+                        // Nothing more is built for it until its connection drains.
+                        member.waiting = true;
                     }
                 }
-            }
-            if still_behind {
-                queue_for_flush(&mut self.flush_queue, room, key);
             }
         }
         // Hand the allocation back so the next flush does not reallocate the queue.
@@ -380,22 +517,28 @@ impl Engine {
         !self.flush_queue.is_empty()
     }
 
-    /// Drops rooms that have been empty for longer than the configured time.
+    /// Drops rooms that have been empty for longer than the configured time, and snapshot
+    /// renderings too old to be shared with the next joiner.
     pub fn expire(&mut self, now: Instant) -> usize {
         let ttl = self.limits.empty_room_ttl;
-        let expired: Vec<usize> = self
-            .rooms
-            .iter()
-            .filter(|(_, room)| {
-                room.emptied_at
-                    .is_some_and(|at| now.saturating_duration_since(at) >= ttl)
-            })
-            .map(|(key, _)| key)
-            .collect();
-        for &key in &expired {
+        let mut expired = 0;
+        while let Some(&(at, key)) = self.empty_rooms.first() {
+            if now.saturating_duration_since(at) < ttl {
+                break;
+            }
             self.remove_room(key);
+            expired += 1;
         }
-        expired.len()
+        let rooms = &mut self.rooms;
+        self.snapshot_rooms.retain(|&key| {
+            let Some(room) = rooms.get_mut(key) else {
+                return false;
+            };
+            room.snapshots
+                .retain(|s| now.saturating_duration_since(s.made_at) < SNAPSHOT_REUSE);
+            !room.snapshots.is_empty()
+        });
+        expired
     }
 
     /// Approximate heap bytes held by all rooms.
@@ -404,24 +547,28 @@ impl Engine {
     }
 
     fn create_room(&mut self, room_id: &str, now: Instant) -> Result<usize, JoinError> {
-        if self.rooms.len() >= self.limits.max_rooms && !self.evict_longest_empty() {
+        if self.rooms.len() >= self.limits.max_rooms && !self.evict_one_empty() {
             return Err(JoinError::TooManyRooms);
         }
-        let key = self.rooms.insert(Room::new(room_id, now));
+        let room = Room::new(room_id, now);
+        let bytes = room.state_bytes();
+        if !self.make_space(bytes) {
+            return Err(JoinError::TooManyRooms);
+        }
+        let key = self.rooms.insert(room);
         self.index.insert(room_id.into(), key);
+        self.empty_rooms.insert((now, key));
+        self.state_bytes += bytes;
         Ok(key)
     }
 
-    /// Makes room for a new room by dropping the one that has been empty the longest.
-    fn evict_longest_empty(&mut self) -> bool {
-        let oldest = self
-            .rooms
-            .iter()
-            .filter_map(|(key, room)| room.emptied_at.map(|at| (at, key)))
-            .min();
-        match oldest {
-            Some((_, key)) => {
+    /// Drops the room that has been empty the longest, to make space for new state; false
+    /// when no room is empty. The one place that decides which room may go.
+    pub fn evict_one_empty(&mut self) -> bool {
+        match self.empty_rooms.first() {
+            Some(&(_, key)) => {
                 self.remove_room(key);
+                self.stats.rooms_evicted += 1;
                 true
             }
             None => false,
@@ -431,7 +578,13 @@ impl Engine {
     fn remove_room(&mut self, key: usize) {
         if let Some(room) = self.rooms.try_remove(key) {
             self.index.remove(&room.id);
-            self.flush_queue.retain(|&queued| queued != key);
+            if let Some(at) = room.emptied_at {
+                self.empty_rooms.remove(&(at, key));
+            }
+            self.state_bytes = self.state_bytes.saturating_sub(room.state_bytes());
+            if room.queued_for_flush {
+                self.flush_queue.retain(|&queued| queued != key);
+            }
         }
     }
 }
