@@ -210,11 +210,14 @@ impl Server {
             for key in revisit.drain(..) {
                 self.on_conn_event(key, true, false, now);
             }
-            if std::mem::take(&mut self.listener_ready) {
+            let accepted = std::mem::take(&mut self.listener_ready);
+            if accepted {
                 self.accept_some(now);
             }
             for event in events.iter() {
                 match event.token() {
+                    // Already accepted this turn, after the event was reported.
+                    LISTENER if accepted => {}
                     LISTENER => self.accept_some(now),
                     SIGNALS => self.on_signal(now),
                     Token(key) => {
