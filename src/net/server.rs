@@ -478,12 +478,17 @@ impl Server {
 
     fn housekeeping(&mut self, now: Instant) {
         self.next_housekeeping = now + HOUSEKEEPING_PERIOD;
+        let mut more_input = std::mem::take(&mut self.still_ready);
         let (mut ctx, conns, finished) = self.context(now);
         for (key, entry) in conns.iter_mut() {
             if entry.conn.on_timer(&mut ctx) == Status::Done {
                 finished.push(key);
+            } else if entry.conn.has_more_input() {
+                // Draining a closing connection may stop at its budget.
+                more_input.push(key);
             }
         }
+        self.still_ready = more_input;
         self.reconnects.expire(now);
         let expired = self.engine.expire(now);
         if expired > 0 {
