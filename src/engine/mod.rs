@@ -206,12 +206,9 @@ impl Engine {
         fanout::snapshot(self.rooms.get(room.0)?, format, self.encode)
     }
 
-    /// The snapshot for `client`, which just joined `room`: one rendering per room and format
-    /// is shared by every joiner while the room is unchanged, and for a large room (a rendering
-    /// of [`SHARE_STALE_BYTES`] or more) for up to [`SNAPSHOT_REUSE`] even if it changed, so a
-    /// burst of joins renders a large room once and joiners that do not read hold references,
-    /// not copies. The member is recorded as having seen the version the snapshot shows; the
-    /// next flush sends what changed since.
+    /// The snapshot for `client`, which just joined `room`: every variable as `format` lines,
+    /// shared with other joiners (see [`Engine::shared_rendering`]); `None` when the room has
+    /// no variables.
     pub fn snapshot_for(
         &mut self,
         key: RoomKey,
@@ -219,37 +216,63 @@ impl Engine {
         format: Format,
         now: Instant,
     ) -> Option<Frame> {
-        let encode = self.encode;
-        let room = self.rooms.get_mut(key.0)?;
-        if room.variables.is_empty() {
+        if self.variable_count(key) == 0 {
             return None;
         }
-        // A small room is rendered again whenever it changed, so joiners get exactly its
-        // current state; a large one is rendered at most once per SNAPSHOT_REUSE.
+        let encode = self.encode;
+        self.shared_rendering(key, Some(client), format, now, |engine, key, out| {
+            if let Some(room) = engine.rooms.get(key.0) {
+                fanout::write_snapshot(room, format, encode, out);
+            }
+        })
+    }
+
+    /// A rendering of the whole room (`render` writes it; `format` names it), made once and
+    /// shared: by every caller while the room is unchanged, and, when `joiner` is the client
+    /// that just joined and will be sent it, for a large room (a rendering of
+    /// [`SHARE_STALE_BYTES`] or more) for up to [`SNAPSHOT_REUSE`] even if the room changed;
+    /// the joiner is then recorded as having seen the version it shows, and the next flush
+    /// sends what changed since. So a burst of joins renders a large room once, and joiners
+    /// that do not read hold references, not copies.
+    pub fn shared_rendering(
+        &mut self,
+        key: RoomKey,
+        joiner: Option<ClientId>,
+        format: Format,
+        now: Instant,
+        render: impl FnOnce(&Engine, RoomKey, &mut String),
+    ) -> Option<Frame> {
+        let room = self.rooms.get(key.0)?;
         let fresh = |s: &room::Snapshot| {
             s.format == format
                 && (s.version == room.version
-                    || (s.frame.len() >= SHARE_STALE_BYTES
+                    || (joiner.is_some()
+                        && s.frame.len() >= SHARE_STALE_BYTES
                         && now.saturating_duration_since(s.made_at) < SNAPSHOT_REUSE))
         };
         let (frame, version) = match room.snapshots.iter().find(|s| fresh(s)) {
             Some(cached) => (cached.frame.clone(), cached.version),
             None => {
-                let frame = fanout::snapshot(room, format, encode)?;
+                let version = room.version;
+                let mut text = String::new();
+                render(self, key, &mut text);
+                let frame = Frame::from(text);
+                let room = self.rooms.get_mut(key.0)?;
                 room.snapshots.retain(|s| s.format != format);
                 if room.snapshots.is_empty() {
                     self.snapshot_rooms.push(key.0);
                 }
                 room.snapshots.push(room::Snapshot {
                     format,
-                    version: room.version,
+                    version,
                     made_at: now,
                     frame: frame.clone(),
                 });
-                (frame, room.version)
+                (frame, version)
             }
         };
-        if let Some(index) = room.member_index(client) {
+        let room = self.rooms.get_mut(key.0)?;
+        if let Some(index) = joiner.and_then(|client| room.member_index(client)) {
             if let Some(member) = room.members.get_mut(index) {
                 member.seen = version;
             }

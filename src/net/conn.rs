@@ -28,7 +28,9 @@ use super::per_ip::PerIp;
 use super::transport::{HalfClose, Part, Transport};
 use crate::config::Config;
 use crate::dialect::json::JsonParser;
-use crate::dialect::{Framing, Outcome, Reason, Reconnects, Route, Session, SessionContext, Users};
+use crate::dialect::{
+    Framing, Outcome, Piece, Reason, Reconnects, Route, Session, SessionContext, Users,
+};
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Engine, Frame};
 use crate::policy::Policy;
@@ -641,11 +643,16 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             return;
         }
         let result = {
-            let messages: SmallVec<[Part<'_>; 4]> = outbox
-                .messages_shared()
-                .map(|(bytes, shared)| match shared {
-                    Some(frame) => Part::Shared(frame.clone().into()),
-                    None => Part::Borrowed(bytes),
+            let messages: SmallVec<[OutMessage<'_>; 4]> = outbox
+                .pieces()
+                .map(|pieces| {
+                    pieces
+                        .into_iter()
+                        .map(|piece| match piece {
+                            Piece::Written(bytes) => Part::Borrowed(bytes),
+                            Piece::Shared(frame) => Part::Shared(frame.clone().into()),
+                        })
+                        .collect()
                 })
                 .collect();
             send_messages(ws, &messages, true)
@@ -692,11 +699,13 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         }
         let shared = bytes::Bytes::from(frame.clone());
         let sent = match session.framing() {
-            Framing::Joined => send_messages(ws, &[Part::Shared(shared)], false),
+            Framing::Joined => {
+                send_messages(ws, &[smallvec::smallvec![Part::Shared(shared)]], false)
+            }
             Framing::MessagePerLine => {
-                let lines: SmallVec<[Part<'_>; 8]> = shared
+                let lines: SmallVec<[OutMessage<'_>; 8]> = shared
                     .split(|&b| b == b'\n')
-                    .map(|line| Part::Shared(shared.slice_ref(line)))
+                    .map(|line| smallvec::smallvec![Part::Shared(shared.slice_ref(line))])
                     .collect();
                 send_messages(ws, &lines, false)
             }
@@ -880,7 +889,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
 /// with the rest queued to go out before anything else.
 fn send_messages<S: Read + Write>(
     ws: &mut WebSocket<Transport<S>>,
-    messages: &[Part<'_>],
+    messages: &[OutMessage<'_>],
     must_send: bool,
 ) -> io::Result<bool> {
     let blocked = match ws.flush() {
@@ -896,13 +905,14 @@ fn send_messages<S: Read + Write>(
     let mut lengths: SmallVec<[usize; 4]> = SmallVec::with_capacity(messages.len());
     for message in messages {
         let mut header = [0u8; MAX_HEADER];
-        lengths.push(text_header(message.as_slice().len(), &mut header)?);
+        let length = message.iter().map(|part| part.as_slice().len()).sum();
+        lengths.push(text_header(length, &mut header)?);
         headers.push(header);
     }
     let mut parts: SmallVec<[Part<'_>; 8]> = SmallVec::with_capacity(2 * messages.len());
     for ((header, length), message) in headers.iter().zip(&lengths).zip(messages) {
         parts.push(Part::Borrowed(header.get(..*length).unwrap_or_default()));
-        parts.push(message.clone());
+        parts.extend(message.iter().cloned());
     }
     let transport = ws.get_mut();
     if blocked {
@@ -915,6 +925,9 @@ fn send_messages<S: Read + Write>(
         Err(e) => Err(e),
     }
 }
+
+/// One text message to send, in pieces (a reply around a shared rendering, say).
+type OutMessage<'a> = SmallVec<[Part<'a>; 3]>;
 
 /// Longest header of an unmasked frame.
 const MAX_HEADER: usize = 14;
