@@ -49,6 +49,54 @@ MESSAGES = [
     '[' * 64 + ']' * 64,
 ]
 
+# Array-RPC (`/ws/world/<room>`): one JSON array per message, the id exactly when there are three.
+RPC = [
+    '["authenticate",{"client_id":"3f9c"}]',
+    '["authenticate",1,{"username":"griffpatch","client_id":"tab-1"}]',
+    '["authenticate",{"username":"bad name!"}]',
+    '["authenticate",{"client_id":""}]',
+    '["ping",1732800000000]',
+    '["ping","x",{"deep":[[[[1]]]]}]',
+    '["cloud.set",1,{"name":"☁ score","value":13}]',
+    '["cloud.set",{"name":"☁ score","value":"13"}]',
+    '["cloud.set",2,{"name":"score","value":1}]',
+    '["cloud.set",3,{"name":"☁ x","value":1e400}]',
+    '["cloud.get",{"a":1},{}]',
+    '["cloud.rename",4,{"name":"☁ score","new_name":"☁ best"}]',
+    '["cloud.delete",[5],{"name":"☁ best"}]',
+    '["nope",6,{}]',
+    '["cloud.set"]',
+    '[1,2,3,4]',
+    '{"not":"an array"}',
+    '["ping",' + '[' * 40 + ']' * 40 + ',1]',
+]
+
+# MultiStudio: a HELLO first (on `/ws/multistudio` or any path), then several rooms, `rid`s.
+STUDIO = [
+    '{"kind":"HELLO","username":"studio_1","rid":"a"}',
+    '{"kind":"HELLO","username":"studio_1","reconnect_token":"nope"}',
+    '{"kind":"HELLO","username":"no way!"}',
+    '{"kind":"JOIN_ROOM","room":"1","rid":"b"}',
+    '{"kind":"JOIN_ROOM","room":42}',
+    '{"kind":"JOIN_ROOM","room":"2","rid":"c"}',
+    '{"kind":"SET","room":"1","name":"☁ a","value":7,"rid":"d"}',
+    '{"kind":"SET","room":"1","name":"☁ a","value":"x"}',
+    '{"kind":"SET","room":"9","name":"☁ a","value":1}',
+    '{"kind":"LEAVE_ROOM","room":"1","rid":"e"}',
+    '{"kind":"BOGUS","rid":5}',
+    '{"rid":"r","kind":"SET"}',
+]
+
+# Pieces separated by 0 bytes: parse_message feeds them as consecutive frames of one session.
+RPC_SEQUENCES = [
+    [RPC[1], RPC[6], RPC[7], RPC[10], RPC[11], RPC[12], RPC[4]],
+    [RPC[0], RPC[8], RPC[9], RPC[13], RPC[14]],
+]
+STUDIO_SEQUENCES = [
+    [STUDIO[0], STUDIO[3], STUDIO[5], STUDIO[6], STUDIO[7], STUDIO[9], STUDIO[8]],
+    [STUDIO[3], STUDIO[1], STUDIO[4], STUDIO[10]],
+]
+
 # Pieces separated by 0 bytes: parse_message feeds them as consecutive frames of one session.
 SEQUENCES = [
     [MESSAGES[0], MESSAGES[1], MESSAGES[12], MESSAGES[13]],
@@ -68,6 +116,12 @@ BROWSER_UPGRADE = (
     "Sec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==\r\n"
     "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
 )
+
+# The upgrade path picks the dialect: array-RPC in a room, MultiStudio, or sniffed from the first
+# message on any other path.
+WORLD_UPGRADE = UPGRADE.replace("GET / ", "GET /ws/world/1 ")
+WORLD_1234_UPGRADE = UPGRADE.replace("GET / ", "GET /ws/world/1234?v=2 ")
+STUDIO_UPGRADE = UPGRADE.replace("GET / ", "GET /ws/multistudio ")
 
 HEADS = [
     "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -89,6 +143,10 @@ HEADS = [
     UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", ""),
     UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "k" * 65),
     UPGRADE.replace("\r\n", "\n"),
+    WORLD_UPGRADE,
+    STUDIO_UPGRADE,
+    UPGRADE.replace("GET / ", "GET /ws/world/a%20b%E2%98%81?token=1 "),
+    UPGRADE.replace("GET / ", "GET /ws/world/%zz "),
     "GET / HTTP/1.1\r\nHost: x\r\n",
     "\x00\x01garbage\r\n\r\n",
     "GET / HTTP/1.1\r\n" + "X: y\r\n" * 49 + "\r\n",
@@ -133,8 +191,12 @@ def write(target, data):
 def main():
     for message in MESSAGES:
         write("parse_message", message)
-    for sequence in SEQUENCES:
+    for sequence in SEQUENCES + RPC_SEQUENCES + STUDIO_SEQUENCES:
         write("parse_message", "\x00".join(sequence))
+    for message in RPC + STUDIO:
+        write("parse_message", message)
+    # A MultiStudio HELLO sniffed on any path, followed by more in the same (Scratch) frame.
+    write("parse_message", STUDIO[0] + "\n" + STUDIO[3] + "\n" + STUDIO[6])
 
     for head in HEADS:
         write("http_request", head.encode("latin-1"))
@@ -174,6 +236,22 @@ def main():
         # Plain HTTP instead of an upgrade; the head in a request with a cookie.
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         UPGRADE.replace("\r\n\r\n", "\r\nCookie: scratchsessionsid=1\r\n\r\n").encode() + scratch_hello,
+        # Array-RPC on /ws/world/<room>: ping before authenticating, then a session in room
+        # 1234 (where the fuzz target's second client sets variables); a bad room; no array.
+        WORLD_UPGRADE.encode() + text(RPC[4]) + text(RPC[1]) + text(RPC[6]) + text(RPC[10]),
+        WORLD_1234_UPGRADE.encode() + text(RPC[0]) + mask_frame(0x9, b"") + text(RPC[7])
+        + text(RPC[11]) + text(RPC[12]) + close(),
+        WORLD_1234_UPGRADE.encode() + text(RPC[1]),
+        WORLD_UPGRADE.encode() + text(RPC[2]),
+        WORLD_UPGRADE.encode() + text(RPC[16]) + text(RPC[4]),
+        UPGRADE.replace("GET / ", "GET /ws/world/%zz ").encode() + text(RPC[0]),
+        # MultiStudio on its path and sniffed from a HELLO on /; rooms 1 and 1234.
+        STUDIO_UPGRADE.encode() + text(STUDIO[0]) + text(STUDIO[3])
+        + text('{"kind":"JOIN_ROOM","room":"1234","rid":"x"}') + text(STUDIO[6]) + text(STUDIO[9]),
+        STUDIO_UPGRADE.encode() + text('{"kind":"HELLO","username":"s2"}')
+        + text('{"kind":"JOIN_ROOM","room":1234}') + close(1000),
+        STUDIO_UPGRADE.encode() + text(STUDIO[3]) + text(STUDIO[2]),
+        up + text(STUDIO[0]) + text('{"kind":"JOIN_ROOM","room":"1234"}') + text(STUDIO[10]),
     ]
     for data in frames:
         write("frames", data)

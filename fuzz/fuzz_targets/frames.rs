@@ -25,9 +25,12 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use stratus::config::Config;
 use stratus::dialect::json::JsonParser;
-use stratus::dialect::{encode_set, Outcome, Session, SessionContext};
-use stratus::engine::{ClientId, Engine, Frame, Limits};
+use stratus::dialect::{
+    encode_set, Outcome, Reconnects, Route, Session, SessionContext, Users,
+};
+use stratus::engine::{ClientId, Engine, Limits};
 use stratus::net::conn::{Conn, ConnSettings, LoopContext, Status};
+use stratus::net::http::{parse_head, Head};
 use stratus::net::transport::HalfClose;
 use stratus::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
 
@@ -186,6 +189,8 @@ fn shared() -> &'static Shared {
             enable_delete: config.enable_delete,
             message_rate: config.message_rate,
             message_burst: config.message_burst,
+            max_rooms_per_connection: config.max_rooms_per_connection,
+            fault_rooms: Default::default(),
         };
         let hostile_policy = Policy {
             blocked_projects: ["666".to_owned()].into_iter().collect(),
@@ -219,6 +224,8 @@ fn shared() -> &'static Shared {
 struct World<'a> {
     engine: Engine,
     parser: JsonParser,
+    users: Users,
+    reconnects: Reconnects,
     policy: &'a Policy,
     settings: &'a ConnSettings,
     scratch: Vec<u8>,
@@ -231,6 +238,8 @@ impl World<'_> {
             engine: &mut self.engine,
             policy: self.policy,
             parser: &mut self.parser,
+            users: &mut self.users,
+            reconnects: &mut self.reconnects,
             settings: self.settings,
             now: self.now,
             over_capacity: false,
@@ -239,17 +248,20 @@ impl World<'_> {
     }
 
     fn peer_says(&mut self, peer: &mut Session, text: &[u8]) -> Outcome {
-        let mut initial: Option<Frame> = None;
-        peer.on_text(
+        let outcome = peer.on_text(
             text,
             &mut SessionContext {
                 engine: &mut self.engine,
                 policy: self.policy,
                 parser: &mut self.parser,
+                users: &mut self.users,
+                reconnects: &mut self.reconnects,
                 now: self.now,
-                initial: &mut initial,
             },
-        )
+        );
+        // The peer has no connection: its snapshot is not written anywhere.
+        peer.outbox().clear();
+        outcome
     }
 }
 
@@ -277,6 +289,8 @@ fn run(data: &[u8], hostile: bool) {
             encode_set,
         ),
         parser: JsonParser::default(),
+        users: Users::new(config.max_connections_per_user),
+        reconnects: Reconnects::new(Duration::from_secs(config.reconnect_window), 64),
         policy,
         settings,
         scratch: vec![0; 16 * 1024],
@@ -284,7 +298,7 @@ fn run(data: &[u8], hostile: bool) {
     };
     let start = world.now;
 
-    let mut peer = Session::new(ClientId(2), policy, world.now);
+    let mut peer = Session::new(ClientId(2), Route::Sniff, policy, world.now);
     assert_eq!(world.peer_says(&mut peer, PEER_HELLO), Outcome::Joined);
     world.peer_says(
         &mut peer,
@@ -364,7 +378,7 @@ fn run(data: &[u8], hostile: bool) {
                 peer_applied += 1;
             }
             let now = world.now;
-            world.engine.flush(|to, frame| {
+            world.engine.flush(|_room, to, frame| {
                 if to != client {
                     return true;
                 }
@@ -392,7 +406,7 @@ fn run(data: &[u8], hostile: bool) {
         }
         conn.on_event(true, true, &mut world.ctx());
         let now = world.now;
-        world.engine.flush(|to, frame| {
+        world.engine.flush(|_room, to, frame| {
             if to != client {
                 return true;
             }
@@ -432,6 +446,17 @@ fn run(data: &[u8], hostile: bool) {
         conn.stream().is_none(),
         "a released connection holds no stream"
     );
+    // A MultiStudio session whose connection ended abnormally is parked with its rooms until
+    // the reconnect window runs out; then the loop leaves them for it.
+    world.now += Duration::from_secs(config.reconnect_window + 1);
+    world.reconnects.expire(world.now);
+    for (parked, rooms) in world.reconnects.take_released() {
+        assert_eq!(parked, client, "only the connection's session is parked");
+        for room in rooms {
+            world.engine.leave(room, parked, world.now);
+        }
+    }
+    assert_eq!(world.reconnects.parked(), 0);
 
     // The released connection is in no room: once empty rooms expire, only the peer's is left.
     world.now += Duration::from_secs(config.empty_room_ttl + 1);
@@ -459,7 +484,15 @@ fn run(data: &[u8], hostile: bool) {
         "nothing written after shutdown"
     );
     if net.written == net.output.len() {
-        check_output(&net.output);
+        check_output(&net.output, &route_of(data));
+    }
+}
+
+/// The dialect the upgrade path asks for (the head is the input's start).
+fn route_of(data: &[u8]) -> Route {
+    match parse_head(data) {
+        Head::Complete(request, _) => Route::from_path(&request.path),
+        _ => Route::Sniff,
     }
 }
 
@@ -511,18 +544,13 @@ fn check_converged(out: &[u8], engine: &Engine, peer_applied: u64, check_peer: b
     let mut view = std::collections::HashMap::new();
     for line in sent_lines(out) {
         let json: serde_json::Value = serde_json::from_str(&line).expect("checked JSON");
-        let name = json
-            .get("name")
-            .or_else(|| json.get("variable"))
-            .and_then(|n| n.as_str())
-            .expect("a name")
-            .to_owned();
-        let value = match json.get("value") {
-            Some(serde_json::Value::String(text)) => text.clone(),
-            Some(other) => other.to_string(),
-            None => panic!("no value: {line}"),
-        };
-        view.insert(name, value);
+        for (name, value) in updates_in_1234(&json) {
+            let value = match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            view.insert(name.to_owned(), value);
+        }
     }
     for (name, value) in variables.iter().take(2) {
         if *name == "☁ fixed" || check_peer {
@@ -535,8 +563,86 @@ fn check_converged(out: &[u8], engine: &Engine, peer_applied: u64, check_peer: b
     }
 }
 
+fn pair<'j>(object: &'j serde_json::Value, key: &str) -> Option<(&'j str, &'j serde_json::Value)> {
+    let name = object.get(key).and_then(|n| n.as_str())?;
+    Some((name, object.get("value")?))
+}
+
+fn all(variables: Option<&serde_json::Value>) -> Vec<(&str, &serde_json::Value)> {
+    variables
+        .and_then(|v| v.as_object())
+        .map(|map| map.iter().map(|(n, v)| (n.as_str(), v)).collect())
+        .unwrap_or_default()
+}
+
+/// The values of room 1234 a message tells its client, in any dialect: Scratch and legacy
+/// `set` lines; RPC `authenticated`, `cloud.get` results and `cloud.set`; MultiStudio
+/// `JOINED_ROOM` and `SET`.
+fn updates_in_1234(json: &serde_json::Value) -> Vec<(&str, &serde_json::Value)> {
+    if let Some(array) = json.as_array() {
+        let action = array.first().and_then(|a| a.as_str());
+        let payload = array.last().unwrap_or(json);
+        return match action {
+            Some("cloud.set") => pair(payload, "name").into_iter().collect(),
+            Some("authenticated" | "success") => all(payload.get("variables")),
+            _ => Vec::new(),
+        };
+    }
+    let kind = json.get("kind").and_then(|k| k.as_str());
+    let in_1234 = json.get("room").and_then(|r| r.as_str()) == Some("1234");
+    match kind {
+        Some("SET") if in_1234 => pair(json, "name").into_iter().collect(),
+        Some("JOINED_ROOM") if in_1234 => all(json.get("variables")),
+        Some("set") => pair(json, "variable").into_iter().collect(),
+        _ => pair(json, "name").into_iter().collect(),
+    }
+}
+
+/// One text message as the route's dialect writes it: RPC, one JSON array starting with a
+/// string; MultiStudio (by path, or sniffed from a HELLO), one JSON object with a string
+/// `kind`; Scratch and legacy, newline-joined `set` lines.
+fn check_text(text: &str, route: &Route) {
+    let whole = || -> serde_json::Value {
+        serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("not one JSON value ({e}): {text:?}"))
+    };
+    let studio_like = |json: &serde_json::Value| {
+        json.get("kind")
+            .and_then(|k| k.as_str())
+            .is_some_and(|k| k != "set")
+    };
+    match route {
+        Route::World(_) | Route::InvalidWorld => {
+            let json = whole();
+            let array = json.as_array().unwrap_or_else(|| panic!("not an array: {text}"));
+            assert!(matches!(array.len(), 2 | 3), "{text}");
+            assert!(array[0].is_string(), "{text}");
+        }
+        Route::Studio => {
+            let json = whole();
+            assert!(json.is_object() && studio_like(&json), "{text}");
+        }
+        Route::Sniff => {
+            if !text.contains('\n') {
+                if let Ok(json) = serde_json::from_str::<serde_json::Value>(text) {
+                    if json.is_object() && studio_like(&json) {
+                        return;
+                    }
+                }
+            }
+            for line in text.split('\n') {
+                let json: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("sent a line that is not JSON ({e}): {line:?}"));
+                let scratch = json.get("method").and_then(|m| m.as_str()) == Some("set");
+                let legacy = json.get("kind").and_then(|m| m.as_str()) == Some("set");
+                assert!(scratch || legacy, "not a set line: {line:?}");
+            }
+        }
+    }
+}
+
 /// The server's bytes: one plain HTTP response, or a 101 and then WebSocket frames.
-fn check_output(out: &[u8]) {
+fn check_output(out: &[u8], route: &Route) {
     // Writes may have stopped anywhere (blocked, then the connection ended): check a prefix.
     if out.len() < 12 {
         assert!(
@@ -608,13 +714,7 @@ fn check_output(out: &[u8]) {
         match opcode {
             0x1 => {
                 let text = std::str::from_utf8(payload).expect("text frames are UTF-8");
-                for line in text.split('\n') {
-                    let json: serde_json::Value = serde_json::from_str(line)
-                        .unwrap_or_else(|e| panic!("sent a line that is not JSON ({e}): {line:?}"));
-                    let scratch = json.get("method").and_then(|m| m.as_str()) == Some("set");
-                    let legacy = json.get("kind").and_then(|m| m.as_str()) == Some("set");
-                    assert!(scratch || legacy, "not a set line: {line:?}");
-                }
+                check_text(text, route);
             }
             0x8 => {
                 assert!(payload.len() != 1 && payload.len() <= 125);

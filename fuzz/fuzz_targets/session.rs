@@ -374,8 +374,9 @@ impl Model {
 
         let expected = self.model_join(c, room_id, declared.as_deref());
         match (result, expected) {
-            (Ok((key, snapshot)), Ok(())) => {
+            (Ok(key), Ok(())) => {
                 assert_eq!(self.engine.room_id(key), Some(room_id));
+                let snapshot = self.engine.snapshot(key, format(legacy));
                 let room = self.rooms.iter().find(|r| r.id == room_id).expect("joined");
                 let expected: Vec<(String, V)> = room
                     .vars
@@ -581,8 +582,11 @@ impl Model {
 
     fn flush(&mut self, slow: u8) {
         let mut delivered: Vec<(ClientId, String, bool)> = Vec::new();
-        self.engine.flush(|client, frame| {
+        let clients = &self.clients;
+        self.engine.flush(|room, client, frame| {
             let index = client.0.checked_sub(100).expect("one of ours") as usize;
+            let member_of = clients.get(index).and_then(|c| c.room).map(|(_, key)| key);
+            assert_eq!(member_of, Some(room), "client {index} got a frame of another room");
             let ok = slow >> index & 1 == 0;
             delivered.push((client, frame.to_string(), ok));
             ok
