@@ -31,6 +31,7 @@ use stratus::dialect::{
 use stratus::engine::{ClientId, Engine, Limits};
 use stratus::net::conn::{Conn, ConnSettings, LoopContext, Status};
 use stratus::net::http::{parse_head, Head};
+use stratus::net::per_ip::PerIp;
 use stratus::net::transport::HalfClose;
 use stratus::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
 
@@ -229,6 +230,7 @@ struct World<'a> {
     policy: &'a Policy,
     settings: &'a ConnSettings,
     scratch: Vec<u8>,
+    per_ip: PerIp,
     now: Instant,
 }
 
@@ -244,6 +246,7 @@ impl World<'_> {
             now: self.now,
             over_capacity: false,
             scratch: &mut self.scratch,
+            per_ip: &mut self.per_ip,
         }
     }
 
@@ -294,6 +297,7 @@ fn run(data: &[u8], hostile: bool) {
         policy,
         settings,
         scratch: vec![0; 16 * 1024],
+        per_ip: PerIp::default(),
         now: Instant::now(),
     };
     let start = world.now;

@@ -307,6 +307,7 @@ impl Model {
             max_variables_per_room: 4,
             empty_room_ttl: TTL,
             allow_non_numeric,
+            max_state_bytes: 0,
         };
         Model {
             engine: Engine::new(limits.clone(), encode_set),
