@@ -544,13 +544,15 @@ impl Engine {
     /// renderings too old to be shared with the next joiner.
     pub fn expire(&mut self, now: Instant) -> usize {
         let ttl = self.limits.empty_room_ttl;
-        let mut expired = 0;
-        while let Some(&(at, key)) = self.empty_rooms.first() {
-            if now.saturating_duration_since(at) < ttl {
-                break;
-            }
+        let expired: Vec<usize> = self
+            .empty_rooms
+            .iter()
+            .take_while(|(at, _)| now.saturating_duration_since(*at) >= ttl)
+            .map(|&(_, key)| key)
+            .filter(|&key| self.may_drop(key))
+            .collect();
+        for &key in &expired {
             self.remove_room(key);
-            expired += 1;
         }
         let rooms = &mut self.rooms;
         self.snapshot_rooms.retain(|&key| {
@@ -561,7 +563,7 @@ impl Engine {
                 .retain(|s| now.saturating_duration_since(s.made_at) < SNAPSHOT_REUSE);
             !room.snapshots.is_empty()
         });
-        expired
+        expired.len()
     }
 
     /// Approximate heap bytes held by all rooms.
@@ -588,14 +590,27 @@ impl Engine {
     /// Drops the room that has been empty the longest, to make space for new state; false
     /// when no room is empty. The one place that decides which room may go.
     pub fn evict_one_empty(&mut self) -> bool {
-        match self.empty_rooms.first() {
-            Some(&(_, key)) => {
+        let oldest = self
+            .empty_rooms
+            .iter()
+            .map(|&(_, key)| key)
+            .find(|&key| self.may_drop(key));
+        match oldest {
+            Some(key) => {
                 self.remove_room(key);
                 self.stats.rooms_evicted += 1;
                 true
             }
             None => false,
         }
+    }
+
+    /// Whether an empty room may be dropped (expired or evicted). Every empty room may, for
+    /// now; with persistence, only one whose state is on disk.
+    fn may_drop(&self, key: usize) -> bool {
+        self.rooms
+            .get(key)
+            .is_some_and(|room| room.members.is_empty())
     }
 
     fn remove_room(&mut self, key: usize) {
