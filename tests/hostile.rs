@@ -236,6 +236,41 @@ fn joiners_that_do_not_read_share_one_snapshot_instead_of_a_copy_each() {
     drop(joiners);
 }
 
+/// Item 3 in the array-RPC dialect: the `authenticated` reply embeds the room's variables; it is
+/// one shared rendering too, not a copy per joiner.
+#[test]
+fn array_rpc_joiners_that_do_not_read_share_one_rendering_of_the_variables() {
+    let server = Server::start(&["--byte-rate", "0", "--message-rate", "0"]);
+    fill_large_room(&server, "big", 128);
+    let baseline = server.rss_kib();
+    let joiners: Vec<TcpStream> = (0..20)
+        .map(|i| {
+            let mut stream = server.tcp();
+            let mut bytes = UPGRADE
+                .replacen("GET / ", "GET /ws/world/big ", 1)
+                .into_bytes();
+            bytes.extend(text_frame(&format!(
+                r#"["authenticate",{{"client_id":"j{i}"}}]"#
+            )));
+            stream.write_all(&bytes).expect("send");
+            stream
+        })
+        .collect();
+    server.wait_for_log_count("joined (rpc)", 20);
+    let (mut alice, mut bob) = (
+        server.join_synced("bystanders", "alice"),
+        server.join_synced("bystanders", "bob"),
+    );
+    bystander_round(&mut alice, &mut bob, 1);
+    let grown = server.rss_kib().saturating_sub(baseline);
+    eprintln!("20 silent array-RPC joiners of a 12.8 MB room: RSS +{grown} KiB");
+    assert!(
+        grown < 40 * 1024,
+        "RSS grew by {grown} KiB for 20 joiners that do not read"
+    );
+    drop(joiners);
+}
+
 /// Item 4: pongs for a client that does not read piled up in an unbounded buffer. Now at most
 /// one (the latest) is pending, and pings count against the message rate.
 #[test]
