@@ -5,6 +5,9 @@
 #   python3 benches/summarize.py target/ab.jsonl
 #
 #   A=/path/to/old/stratus B=target/release/stratus SCENARIOS="1 3" RUNS=3 bash benches/ab.sh
+#
+# STRATUS_ARGS go to both servers, A_ARGS and B_ARGS to one (for options only one knows, such
+# as B_ARGS="--max-connections-per-ip 0", since the generator connects from one address).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${A:?set A to the baseline binary}"
@@ -20,8 +23,10 @@ for scenario in $scenarios; do
   for run in $(seq "$runs"); do
     for side in A B; do
       binary=${!side}
+      side_args="${side}_ARGS"
       # shellcheck disable=SC2086
-      taskset -c 0 "$binary" --listen "127.0.0.1:$port" --log-level warn ${STRATUS_ARGS:-} &
+      taskset -c 0 "$binary" --listen "127.0.0.1:$port" --log-level warn ${STRATUS_ARGS:-} \
+        ${!side_args:-} &
       server=$!
       sleep 0.5
       echo "scenario $scenario run $run side $side ($binary, pid $server)"
