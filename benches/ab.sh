@@ -12,6 +12,9 @@
 #
 # A_ARGS and B_ARGS are extra server arguments per side, STRATUS_ARGS for both. Each run gets a
 # fresh data directory (binaries from before durable storage get none).
+#
+# The generator connects from one address: binaries with a per-address limit get
+# --max-connections-per-ip 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a="${A:?A=path of the first stratus binary}"
@@ -44,7 +47,11 @@ for load in "${loads[@]}"; do
       if [ "$side" = A ]; then binary="$a"; side_args="${A_ARGS:-}"; else binary="$b"; side_args="${B_ARGS:-}"; fi
       data=$(mktemp -d)
       data_args=""
-      if "$binary" --help | grep -q -- --data-dir; then data_args="--data-dir $data"; fi
+      help=$("$binary" --help)
+      if grep -q -- --data-dir <<<"$help"; then data_args="--data-dir $data"; fi
+      if grep -q -- --max-connections-per-ip <<<"$help"; then
+        data_args="$data_args --max-connections-per-ip 0"
+      fi
       # shellcheck disable=SC2086
       taskset -c 0 "$binary" --listen "127.0.0.1:$port" --log-level warn $data_args \
         $(load_args "$load") ${STRATUS_ARGS:-} $side_args &

@@ -17,12 +17,13 @@ cargo build --release --quiet
 cargo bench --bench loadgen --no-run --quiet 2>/dev/null
 loadgen=$(ls -t target/release/deps/loadgen-* | grep -v '\.d$' | head -n 1)
 
-# Scenario 5 holds 15000 connections; saturation steps exceed the default message rate.
+# Scenario 5 holds 15000 connections; saturation steps exceed the default message rate. Every
+# scenario connects more than --max-connections-per-ip clients from 127.0.0.1.
 server_args() {
   case "$1" in
-    5) echo "--max-connections 16000" ;;
-    4) echo "--message-rate 0 --byte-rate 0" ;;
-    *) echo "" ;;
+    5) echo "--max-connections 16000 --max-connections-per-ip 0" ;;
+    4) echo "--message-rate 0 --byte-rate 0 --max-connections-per-ip 0" ;;
+    *) echo "--max-connections-per-ip 0" ;;
   esac
 }
 

@@ -12,6 +12,7 @@ use stratus::dialect::{Reconnects, Route, Session, SessionContext, Users};
 use stratus::engine::{ClientId, Engine, Format, Limits, ValueRef};
 use stratus::metrics::Metrics;
 use stratus::net::conn::{Conn, ConnSettings, LoopContext};
+use stratus::net::per_ip::PerIp;
 use stratus::net::transport::HalfClose;
 use stratus::policy::Policy;
 
@@ -81,6 +82,7 @@ struct Fixture {
     reconnects: Reconnects,
     metrics: Metrics,
     scratch: Vec<u8>,
+    per_ip: PerIp,
     now: Instant,
 }
 
@@ -95,6 +97,7 @@ impl Fixture {
             reconnects: Reconnects::new(std::time::Duration::from_secs(120), 100),
             metrics: Metrics::default(),
             scratch: vec![0u8; 16 * 1024],
+            per_ip: PerIp::default(),
             now: Instant::now(),
         }
     }
@@ -111,6 +114,7 @@ impl Fixture {
             now: self.now,
             over_capacity: false,
             scratch: &mut self.scratch,
+            per_ip: &mut self.per_ip,
         }
     }
 }
@@ -235,6 +239,8 @@ fn a_renamer_that_is_behind_gets_the_current_value() {
     // Client 1 is behind and misses ☁ x = 1.
     engine.set(room, ClientId(2), "☁ x", ValueRef::Number("1"), true);
     engine.flush(|_, client, _| client != ClientId(1));
+    // Its connection drains (the loop resumes it), but no flush has run yet.
+    engine.resume(room, ClientId(1));
     // Client 1 renames its ☁ x, which it still holds as 0.
     engine
         .rename(room, ClientId(1), "☁ x", "☁ y")
@@ -291,7 +297,7 @@ fn a_ping_too_deep_to_echo_is_refused_with_its_id() {
         let replies: Vec<String> = session
             .outbox()
             .messages()
-            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
             .collect();
         assert_eq!(replies, [expected], "reply to {request}");
     }

@@ -30,6 +30,7 @@ use stratus::engine::{ClientId, Engine, Limits};
 use stratus::metrics::Metrics;
 use stratus::net::conn::{Conn, ConnSettings, LoopContext, Status};
 use stratus::net::http::{parse_head, Head};
+use stratus::net::per_ip::PerIp;
 use stratus::net::transport::HalfClose;
 use stratus::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
 
@@ -229,6 +230,7 @@ struct World<'a> {
     policy: &'a Policy,
     settings: &'a ConnSettings,
     scratch: Vec<u8>,
+    per_ip: PerIp,
     now: Instant,
 }
 
@@ -245,6 +247,7 @@ impl World<'_> {
             now: self.now,
             over_capacity: false,
             scratch: &mut self.scratch,
+            per_ip: &mut self.per_ip,
         }
     }
 
@@ -285,6 +288,7 @@ fn run(data: &[u8], hostile: bool) {
                 max_variables_per_room: config.max_variables_per_room,
                 empty_room_ttl: Duration::from_secs(config.empty_room_ttl),
                 allow_non_numeric: config.allow_non_numeric || hostile,
+                max_state_bytes: config.max_state_memory,
             },
             encode_set,
         ),
@@ -295,6 +299,7 @@ fn run(data: &[u8], hostile: bool) {
         policy,
         settings,
         scratch: vec![0; 16 * 1024],
+        per_ip: PerIp::default(),
         now: Instant::now(),
     };
     let start = world.now;

@@ -62,6 +62,7 @@ fn limits(allow_non_numeric: bool) -> Limits {
         max_variables_per_room: 8,
         empty_room_ttl: Duration::from_secs(60),
         allow_non_numeric,
+        max_state_bytes: 1 << 20,
     }
 }
 
@@ -219,7 +220,7 @@ impl<'p> World<'p> {
 fn check_outbox_shapes(session: &mut Session) {
     let dialect = session.dialect();
     for message in session.outbox().messages() {
-        let text = std::str::from_utf8(message).expect("messages are text");
+        let text = std::str::from_utf8(&message).expect("messages are text");
         match dialect {
             Some(Dialect::Rpc) => {
                 let json = parse(text);
@@ -284,7 +285,7 @@ fn check_rpc_reply(session: &mut Session, text: &[u8]) {
     let replies: Vec<serde_json::Value> = session
         .outbox()
         .messages()
-        .map(|m| parse(std::str::from_utf8(m).expect("text")))
+        .map(|m| parse(std::str::from_utf8(&m).expect("text")))
         .collect();
     assert_eq!(replies.len(), 1, "one reply per request: {replies:?}");
     let reply = replies[0].as_array().expect("checked array");
@@ -335,7 +336,7 @@ fn check_studio_rids(session: &mut Session, text: &[u8]) {
         .and_then(|r| r.as_str())
         .filter(|r| r.chars().count() <= 128);
     for message in session.outbox().messages() {
-        let reply = parse(std::str::from_utf8(message).expect("text"));
+        let reply = parse(std::str::from_utf8(&message).expect("text"));
         if let Some(echoed) = reply.get("rid") {
             assert_eq!(echoed.as_str(), rid, "{reply} for {request}");
         }

@@ -116,6 +116,18 @@ pub struct Config {
     #[arg(long, env = "STRATUS_MAX_ROOMS", default_value_t = 16_384)]
     pub max_rooms: usize,
 
+    /// Bytes of room state (variable names and values, rooms) the server may hold. Over it,
+    /// empty rooms are dropped longest-empty first, then new rooms (4003) and new variables
+    /// (ignored; `cloud.too_many_variables` in array-RPC) are refused. With persistence, only
+    /// rooms whose changes are on disk are dropped. Takes units (`512MiB`). 0 = no budget.
+    #[arg(long, env = "STRATUS_MAX_STATE_MEMORY", default_value_t = 1 << 30, value_parser = parse_size)]
+    pub max_state_memory: usize,
+
+    /// Most connections from one client address (with `--trust-proxy`, the forwarded
+    /// address); more are refused. Generous, as a school shares one address. 0 = no limit.
+    #[arg(long, env = "STRATUS_MAX_CONNECTIONS_PER_IP", default_value_t = 512)]
+    pub max_connections_per_ip: usize,
+
     /// Most clients in one room; more get 4003.
     #[arg(long, env = "STRATUS_MAX_CLIENTS_PER_ROOM", default_value_t = 128)]
     pub max_clients_per_room: usize,

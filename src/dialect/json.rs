@@ -12,6 +12,9 @@ use simd_json::{Buffers, ValueType};
 
 use crate::engine::ValueRef;
 
+/// Above this, the parser's buffers are given back after the message instead of reused.
+const KEEP_INPUT_BYTES: usize = 64 * 1024;
+
 pub struct JsonParser {
     input: Vec<u8>,
     buffers: Buffers,
@@ -60,9 +63,10 @@ impl JsonParser {
             }),
         };
         self.tape = Some(tape.reset());
-        // One huge message should not pin a huge input copy for the rest of the run.
-        if self.input.capacity() > 64 * 1024 {
-            self.input = Vec::new();
+        // One huge message should not pin a huge input copy, nor simd-json buffers and a tape
+        // sized for it (about 15 times its size), for the rest of the run.
+        if self.input.capacity() > KEEP_INPUT_BYTES {
+            *self = JsonParser::default();
         }
         result
     }

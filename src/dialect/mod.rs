@@ -21,7 +21,7 @@ mod session;
 mod studio;
 mod users;
 
-pub use outbox::Outbox;
+pub use outbox::{Outbox, Piece};
 pub use reason::{close_code, Reason};
 pub use resume::Reconnects;
 pub use route::Route;
@@ -36,7 +36,7 @@ use simd_json::prelude::*;
 use simd_json::tape::Value;
 use smallvec::SmallVec;
 
-use crate::engine::{ClientId, Declared, Engine, Format, RoomKey, ValueRef};
+use crate::engine::{ClientId, Declared, Engine, Format, Frame, RoomKey, ValueRef};
 use crate::policy::{Policy, MAX_ROOM_ID_CHARS};
 
 /// The protocols stratus speaks.
@@ -65,7 +65,29 @@ impl Dialect {
     fn format(self) -> Format {
         Format(self as u8)
     }
+}
 
+/// The engine's shared rendering of a room's variables as one JSON object (`{"☁ a":1,...}`),
+/// embedded in array-RPC and MultiStudio replies.
+pub(crate) const VARIABLES_OBJECT: Format = Format(u8::MAX);
+
+/// The room's variables as one JSON object, rendered once and shared. `joiner`: the client that
+/// just joined and will be sent it (it may then be up to a second old for a large room, and the
+/// client catches up from the version it shows); otherwise it is exactly the current state.
+pub(crate) fn variables_object(
+    engine: &mut Engine,
+    room: RoomKey,
+    joiner: Option<ClientId>,
+    now: Instant,
+) -> Frame {
+    engine
+        .shared_rendering(room, joiner, VARIABLES_OBJECT, now, |engine, room, out| {
+            json::push_variables(out, engine.variables_of(room))
+        })
+        .unwrap_or_else(|| Frame::from_static("{}"))
+}
+
+impl Dialect {
     /// How a frame of newline-joined lines travels to a member speaking this dialect.
     pub fn framing(self) -> Framing {
         match self {
@@ -246,7 +268,10 @@ pub(crate) fn join_with_handshake(
     check_room(&room, env.policy)?;
     env.policy.usernames.check(user).map_err(Reason::Username)?;
     let key = peer.enter(&room, dialect, variables.as_deref(), env)?;
-    if let Some(snapshot) = env.engine.snapshot(key, dialect.format()) {
+    if let Some(snapshot) = env
+        .engine
+        .snapshot_for(key, peer.client, dialect.format(), env.now)
+    {
         peer.outbox.push_frame(snapshot);
     }
     Ok(())

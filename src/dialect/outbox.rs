@@ -2,7 +2,13 @@
 //!
 //! Replies are small and many: they are written one after the other into one reused buffer, and
 //! the connection sends every message of an iteration with one vectored write. A room snapshot
-//! is large and may be shared: it is kept as a reference-counted frame, never copied here.
+//! is large and may be shared: it is kept as a reference-counted frame, never copied here; a
+//! reply that embeds one (the variables in an array-RPC or MultiStudio join) is kept as its
+//! written start and end around the shared frame.
+
+use std::borrow::Cow;
+
+use smallvec::SmallVec;
 
 use crate::engine::Frame;
 
@@ -29,6 +35,28 @@ enum Message {
         end: usize,
     },
     Shared(Frame),
+    /// `text[before]`, then the frame, then `text[after]`, as one message.
+    Wrapped {
+        before: (usize, usize),
+        frame: Frame,
+        after: (usize, usize),
+    },
+}
+
+/// A piece of one message: written into the outbox, or a shared frame.
+#[derive(Debug)]
+pub enum Piece<'a> {
+    Written(&'a [u8]),
+    Shared(&'a Frame),
+}
+
+impl Piece<'_> {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Piece::Written(bytes) => bytes,
+            Piece::Shared(frame) => frame.as_bytes(),
+        }
+    }
 }
 
 impl Outbox {
@@ -45,19 +73,66 @@ impl Outbox {
         self.messages.push(Message::Written { start, end });
     }
 
+    /// Adds one message made of what `before` writes, a shared frame, and what `after` writes.
+    pub fn push_wrapped(
+        &mut self,
+        before: impl FnOnce(&mut String),
+        frame: Frame,
+        after: impl FnOnce(&mut String),
+    ) {
+        let start = self.text.len();
+        before(&mut self.text);
+        let middle = self.text.len();
+        after(&mut self.text);
+        let end = self.text.len();
+        self.bytes += end - start + frame.len();
+        self.messages.push(Message::Wrapped {
+            before: (start, middle),
+            frame,
+            after: (middle, end),
+        });
+    }
+
     /// Adds one message that already exists as a frame.
     pub fn push_frame(&mut self, frame: Frame) {
         self.bytes += frame.len();
         self.messages.push(Message::Shared(frame));
     }
 
-    /// Each message's bytes, in order.
-    pub fn messages(&self) -> impl Iterator<Item = &[u8]> {
-        self.messages.iter().map(|message| match message {
-            Message::Written { start, end } => {
-                self.text.as_bytes().get(*start..*end).unwrap_or_default()
+    /// Each message's bytes, in order (a wrapped message is copied into one buffer: for tests
+    /// and tools; the connection sends [`Outbox::pieces`]).
+    pub fn messages(&self) -> impl Iterator<Item = Cow<'_, [u8]>> {
+        self.pieces().map(|pieces| {
+            if pieces.len() == 1 {
+                match pieces.into_iter().next() {
+                    Some(Piece::Written(bytes)) => return Cow::Borrowed(bytes),
+                    Some(Piece::Shared(frame)) => return Cow::Borrowed(frame.as_bytes()),
+                    None => return Cow::Borrowed(&[][..]),
+                }
             }
-            Message::Shared(frame) => frame.as_bytes(),
+            Cow::Owned(
+                pieces
+                    .iter()
+                    .flat_map(|p| p.as_bytes().iter().copied())
+                    .collect(),
+            )
+        })
+    }
+
+    /// Each message as its pieces, in order, so shared frames can be sent (and, when the socket
+    /// does not take them at once, kept) by reference.
+    pub fn pieces(&self) -> impl Iterator<Item = SmallVec<[Piece<'_>; 3]>> {
+        let text = |(start, end): (usize, usize)| {
+            Piece::Written(self.text.as_bytes().get(start..end).unwrap_or_default())
+        };
+        self.messages.iter().map(move |message| match message {
+            Message::Written { start, end } => smallvec::smallvec![text((*start, *end))],
+            Message::Shared(frame) => smallvec::smallvec![Piece::Shared(frame)],
+            Message::Wrapped {
+                before,
+                frame,
+                after,
+            } => smallvec::smallvec![text(*before), Piece::Shared(frame), text(*after)],
         })
     }
 
@@ -90,9 +165,10 @@ mod tests {
         outbox.push_with(|out| out.push_str("one"));
         outbox.push_frame(Frame::from("shared"));
         outbox.push_with(|out| out.push_str("three"));
-        let all: Vec<&[u8]> = outbox.messages().collect();
-        assert_eq!(all, [&b"one"[..], b"shared", b"three"]);
-        assert_eq!(outbox.len_bytes(), 14);
+        outbox.push_wrapped(|out| out.push('<'), Frame::from("mid"), |out| out.push('>'));
+        let all: Vec<Cow<'_, [u8]>> = outbox.messages().collect();
+        assert_eq!(all, [&b"one"[..], b"shared", b"three", b"<mid>"]);
+        assert_eq!(outbox.len_bytes(), 19);
         outbox.clear();
         assert!(outbox.is_empty());
         assert!(outbox.text.capacity() >= 8, "small buffers are kept");

@@ -10,7 +10,9 @@
 use simd_json::prelude::*;
 use simd_json::tape::Value;
 
-use super::{check_room, json, Dialect, Env, Outbox, Outcome, Peer, Reason, Users};
+use super::{
+    check_room, json, variables_object, Dialect, Env, Outbox, Outcome, Peer, Reason, Users,
+};
 use crate::engine::{EditError, Engine, Rejection, SetOutcome, ValueRef};
 
 /// Longest accepted `client_id`, in characters.
@@ -101,7 +103,7 @@ pub(super) fn on_message(
             Outcome::Continue
         }
         "cloud.get" => {
-            cloud_get(&request, peer, env.engine);
+            cloud_get(&request, peer, env);
             Outcome::Continue
         }
         "cloud.rename" | "cloud.delete" => {
@@ -190,19 +192,21 @@ fn authenticate(
     if env.users.arrive(room, identity, peer.client) {
         world.counted_as = Some(identity.into());
     }
-    let engine = &*env.engine;
-    peer.outbox.push_with(|out| {
-        out.push_str(r#"["authenticated","#);
-        if let Some(id) = request.id {
-            push_id(out, id);
-            out.push(',');
-        }
-        out.push_str(r#"{"room":"#);
-        json::push_string(out, room_id);
-        out.push_str(r#","variables":"#);
-        json::push_variables(out, engine.variables_of(room));
-        out.push_str("}]");
-    });
+    let variables = variables_object(env.engine, room, Some(peer.client), env.now);
+    peer.outbox.push_wrapped(
+        |out| {
+            out.push_str(r#"["authenticated","#);
+            if let Some(id) = request.id {
+                push_id(out, id);
+                out.push(',');
+            }
+            out.push_str(r#"{"room":"#);
+            json::push_string(out, room_id);
+            out.push_str(r#","variables":"#);
+        },
+        variables,
+        |out| out.push_str("}]"),
+    );
     Outcome::Joined
 }
 
@@ -236,15 +240,24 @@ fn cloud_set(request: &Request<'_, '_>, peer: &mut Peer, engine: &mut Engine) {
     }
 }
 
-fn cloud_get(request: &Request<'_, '_>, peer: &mut Peer, engine: &Engine) {
+fn cloud_get(request: &Request<'_, '_>, peer: &mut Peer, env: &mut Env<'_>) {
     let Some(room) = peer.room() else {
         return;
     };
-    success(&mut peer.outbox, request.id, |out| {
-        out.push_str(r#"{"variables":"#);
-        json::push_variables(out, engine.variables_of(room));
-        out.push('}');
-    });
+    // The current variables, rendered once for every get until the room changes.
+    let variables = variables_object(env.engine, room, None, env.now);
+    peer.outbox.push_wrapped(
+        |out| {
+            out.push_str(r#"["success","#);
+            if let Some(id) = request.id {
+                push_id(out, id);
+                out.push(',');
+            }
+            out.push_str(r#"{"variables":"#);
+        },
+        variables,
+        |out| out.push_str("}]"),
+    );
 }
 
 fn cloud_edit(request: &Request<'_, '_>, peer: &mut Peer, env: &mut Env<'_>) {

@@ -119,6 +119,11 @@ impl Session {
         self.dialect().map_or(Framing::Joined, Dialect::framing)
     }
 
+    /// Every room the session is in.
+    pub fn rooms(&self) -> impl Iterator<Item = RoomKey> + '_ {
+        self.peer.memberships.iter().map(|m| m.room)
+    }
+
     /// The first room the session is in, for logs.
     pub fn room(&self) -> Option<RoomKey> {
         self.peer.room()

@@ -13,8 +13,11 @@ use simd_json::prelude::*;
 use simd_json::tape::Value;
 
 use super::resume::{Reconnects, Resumed};
-use super::{check_room, json, room_text, Dialect, Env, Outbox, Outcome, Peer, Reason, Refusal};
-use crate::engine::{Rejection, RoomKey, SetOutcome, ValueRef};
+use super::{
+    check_room, json, room_text, variables_object, Dialect, Env, Outbox, Outcome, Peer, Reason,
+    Refusal,
+};
+use crate::engine::{ClientId, Rejection, RoomKey, SetOutcome, ValueRef};
 use crate::policy::UsernameProblem;
 
 /// How long a client on `/ws/multistudio` has for its HELLO.
@@ -148,7 +151,8 @@ fn hello(
             };
             env.engine.leave(room, resumed.previous, env.now);
             if let Ok(key) = peer.enter(&room_id, Dialect::Studio, None, env) {
-                joined(&mut peer.outbox, &room_id, key, env, None);
+                let joiner = Some(peer.client);
+                joined(&mut peer.outbox, &room_id, key, joiner, env, None);
             }
         }
     }
@@ -168,7 +172,8 @@ fn join_room(
         return Outcome::Continue;
     };
     if let Some(key) = membership(peer, env, &room) {
-        joined(&mut peer.outbox, &room, key, env, rid);
+        // Already a member: the current variables, not a rendering it may have to catch up from.
+        joined(&mut peer.outbox, &room, key, None, env, rid);
         return Outcome::Continue;
     }
     match check_room(&room, env.policy) {
@@ -188,7 +193,8 @@ fn join_room(
     }
     match peer.enter(&room, Dialect::Studio, None, env) {
         Ok(key) => {
-            joined(&mut peer.outbox, &room, key, env, rid);
+            let joiner = Some(peer.client);
+            joined(&mut peer.outbox, &room, key, joiner, env, rid);
             sync_rooms(studio, peer, env.reconnects);
             info!(
                 "[\"{}\" {room}] joined room (studio)",
@@ -347,16 +353,29 @@ fn sync_rooms(studio: &Studio, peer: &Peer, reconnects: &mut Reconnects) {
     }
 }
 
-fn joined(outbox: &mut Outbox, room: &str, key: RoomKey, env: &Env<'_>, rid: Rid<'_>) {
-    let engine = &*env.engine;
-    outbox.push_with(|out| {
-        out.push_str(r#"{"kind":"JOINED_ROOM","room":"#);
-        json::push_string(out, room);
-        out.push_str(r#","variables":"#);
-        json::push_variables(out, engine.variables_of(key));
-        push_rid(out, rid);
-        out.push('}');
-    });
+/// `joiner`: the client just joined and may be sent a shared rendering of the variables up to
+/// a second old (see `variables_object`).
+fn joined(
+    outbox: &mut Outbox,
+    room: &str,
+    key: RoomKey,
+    joiner: Option<ClientId>,
+    env: &mut Env<'_>,
+    rid: Rid<'_>,
+) {
+    let variables = variables_object(env.engine, key, joiner, env.now);
+    outbox.push_wrapped(
+        |out| {
+            out.push_str(r#"{"kind":"JOINED_ROOM","room":"#);
+            json::push_string(out, room);
+            out.push_str(r#","variables":"#);
+        },
+        variables,
+        |out| {
+            push_rid(out, rid);
+            out.push('}');
+        },
+    );
 }
 
 fn error(outbox: &mut Outbox, code: &str, why: &str, rid: Rid<'_>) {

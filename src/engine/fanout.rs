@@ -83,17 +83,22 @@ pub fn snapshot(room: &Room, format: Format, encode: EncodeSet) -> Option<Frame>
         return None;
     }
     let mut text = String::new();
+    write_snapshot(room, format, encode, &mut text);
+    Some(Frame::from(text))
+}
+
+/// Writes every variable of `room` as newline-joined `format` lines.
+pub fn write_snapshot(room: &Room, format: Format, encode: EncodeSet, out: &mut String) {
     for (i, variable) in room.variables.iter().enumerate() {
         if i > 0 {
-            text.push('\n');
+            out.push('\n');
         }
         encode(
             format,
             &room.id,
             &variable.name,
             variable.value.as_ref(),
-            &mut text,
+            out,
         );
     }
-    Some(Frame::from(text))
 }

@@ -14,7 +14,7 @@ pub mod rate;
 mod room;
 pub mod value;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -58,6 +58,9 @@ pub struct Limits {
     /// How long an empty room keeps its variables.
     pub empty_room_ttl: Duration,
     pub allow_non_numeric: bool,
+    /// Budget for the heap held by room state (names, values, rooms); 0 means no budget.
+    /// Over it, empty rooms are evicted, then new rooms and variables are refused.
+    pub max_state_bytes: usize,
 }
 
 impl Default for Limits {
@@ -68,6 +71,7 @@ impl Default for Limits {
             max_variables_per_room: 128,
             empty_room_ttl: Duration::from_secs(3600),
             allow_non_numeric: false,
+            max_state_bytes: 1 << 30,
         }
     }
 }
@@ -115,7 +119,16 @@ pub struct Stats {
     pub too_many_variables: u64,
     pub unknown_variables: u64,
     pub frames_built: u64,
+    /// Empty rooms dropped before their time to stay under the room or memory limit.
+    pub rooms_evicted: u64,
+    /// New rooms and variables refused because room state was at its memory budget.
+    pub refused_for_memory: u64,
 }
+
+/// How long one rendering of a room's variables is shared by joiners after it was made.
+pub const SNAPSHOT_REUSE: Duration = Duration::from_secs(1);
+/// From this size on, a snapshot rendering is shared even after the room changed.
+pub const SHARE_STALE_BYTES: usize = 64 * 1024;
 
 /// A variable as declared by a joining client: name and value.
 pub type Declared<'a> = (&'a str, ValueRef<'a>);
@@ -129,6 +142,12 @@ pub struct Engine {
     pacer: Pacer,
     /// The rooms of the current flush, kept to reuse the allocation.
     due: Vec<(usize, Option<Instant>)>,
+    /// Rooms without members, oldest first: expiry and eviction take from the front.
+    empty_rooms: BTreeSet<(Instant, usize)>,
+    /// Rooms holding a cached snapshot, to drop those caches once they are stale.
+    snapshot_rooms: Vec<usize>,
+    /// Heap held by room state, kept up to date by every change (see `Room::state_bytes`).
+    state_bytes: usize,
     frames: FrameCache,
     persist: persist::Persistence,
     pub stats: Stats,
@@ -143,6 +162,9 @@ impl Engine {
             index: HashMap::new(),
             pacer: Pacer::default(),
             due: Vec::new(),
+            empty_rooms: BTreeSet::new(),
+            snapshot_rooms: Vec::new(),
+            state_bytes: 0,
             frames: FrameCache::default(),
             persist: persist::Persistence::default(),
             stats: Stats::default(),
@@ -211,6 +233,104 @@ impl Engine {
         fanout::snapshot(self.rooms.get(room.0)?, format, self.encode)
     }
 
+    /// The snapshot for `client`, which just joined `room`: every variable as `format` lines,
+    /// shared with other joiners (see [`Engine::shared_rendering`]); `None` when the room has
+    /// no variables.
+    pub fn snapshot_for(
+        &mut self,
+        key: RoomKey,
+        client: ClientId,
+        format: Format,
+        now: Instant,
+    ) -> Option<Frame> {
+        if self.variable_count(key) == 0 {
+            return None;
+        }
+        let encode = self.encode;
+        self.shared_rendering(key, Some(client), format, now, |engine, key, out| {
+            if let Some(room) = engine.rooms.get(key.0) {
+                fanout::write_snapshot(room, format, encode, out);
+            }
+        })
+    }
+
+    /// A rendering of the whole room (`render` writes it; `format` names it), made once and
+    /// shared: by every caller while the room is unchanged, and, when `joiner` is the client
+    /// that just joined and will be sent it, for a large room (a rendering of
+    /// [`SHARE_STALE_BYTES`] or more) for up to [`SNAPSHOT_REUSE`] even if the room changed;
+    /// the joiner is then recorded as having seen the version it shows, and the next flush
+    /// sends what changed since. So a burst of joins renders a large room once, and joiners
+    /// that do not read hold references, not copies.
+    pub fn shared_rendering(
+        &mut self,
+        key: RoomKey,
+        joiner: Option<ClientId>,
+        format: Format,
+        now: Instant,
+        render: impl FnOnce(&Engine, RoomKey, &mut String),
+    ) -> Option<Frame> {
+        let room = self.rooms.get(key.0)?;
+        let fresh = |s: &room::Snapshot| {
+            s.format == format
+                && (s.version == room.version
+                    || (joiner.is_some()
+                        && s.frame.len() >= SHARE_STALE_BYTES
+                        && now.saturating_duration_since(s.made_at) < SNAPSHOT_REUSE))
+        };
+        let (frame, version) = match room.snapshots.iter().find(|s| fresh(s)) {
+            Some(cached) => (cached.frame.clone(), cached.version),
+            None => {
+                let version = room.version;
+                let mut text = String::new();
+                render(self, key, &mut text);
+                let frame = Frame::from(text);
+                let room = self.rooms.get_mut(key.0)?;
+                room.snapshots.retain(|s| s.format != format);
+                if room.snapshots.is_empty() {
+                    self.snapshot_rooms.push(key.0);
+                }
+                room.snapshots.push(room::Snapshot {
+                    format,
+                    version,
+                    made_at: now,
+                    frame: frame.clone(),
+                });
+                (frame, version)
+            }
+        };
+        let room = self.rooms.get_mut(key.0)?;
+        if let Some(index) = joiner.and_then(|client| room.member_index(client)) {
+            if let Some(member) = room.members.get_mut(index) {
+                member.seen = version;
+            }
+            if version < room.version {
+                self.pacer.mark_dirty(key.0, &mut room.pace);
+            }
+        }
+        Some(frame)
+    }
+
+    /// Heap held by room state now, as counted against `--max-state-memory`.
+    pub fn state_bytes(&self) -> usize {
+        self.state_bytes
+    }
+
+    /// Whether `extra` more bytes of room state fit the budget, after evicting empty rooms
+    /// (longest empty first) if needed.
+    fn make_space(&mut self, extra: usize) -> bool {
+        let budget = self.limits.max_state_bytes;
+        if budget == 0 {
+            return true;
+        }
+        while self.state_bytes + extra > budget {
+            if !self.evict_one_empty() {
+                self.stats.refused_for_memory += 1;
+                return false;
+            }
+        }
+        true
+    }
+
     /// Adds `client` to room `room_id`, creating the room if needed.
     ///
     /// `declared` is the legacy dialect's list of the client's variables: it seeds an empty room
@@ -238,9 +358,11 @@ impl Engine {
         if let Some(declared) = declared {
             check_declaration(room, declared, limits)?;
             if room.variables.is_empty() && !declared.is_empty() {
+                let before = room.state_bytes();
                 for (name, value) in declared {
                     room.add_variable(name, *value, client);
                 }
+                self.state_bytes += room.state_bytes().saturating_sub(before);
                 self.persist.note_change(room, key);
             }
         }
@@ -248,8 +370,11 @@ impl Engine {
             client,
             format,
             seen: room.version,
+            waiting: false,
         });
-        room.emptied_at = None;
+        if let Some(at) = room.emptied_at.take() {
+            self.empty_rooms.remove(&(at, key));
+        }
         if room.has_members_behind() {
             self.pacer.mark_dirty(key, &mut room.pace);
         }
@@ -257,14 +382,31 @@ impl Engine {
     }
 
     /// Removes `client` from its room. An emptied room keeps its variables until it expires.
-    pub fn leave(&mut self, room: RoomKey, client: ClientId, now: Instant) {
-        if let Some(room) = self.rooms.get_mut(room.0) {
+    pub fn leave(&mut self, room_key: RoomKey, client: ClientId, now: Instant) {
+        if let Some(room) = self.rooms.get_mut(room_key.0) {
             if let Some(index) = room.member_index(client) {
                 room.members.swap_remove(index);
             }
-            if room.members.is_empty() {
+            if room.members.is_empty() && room.emptied_at.is_none() {
                 room.emptied_at = Some(now);
+                self.empty_rooms.insert((now, room_key.0));
             }
+        }
+    }
+
+    /// `client`'s connection can take frames again after refusing one: it is offered the
+    /// latest values of `room` at the next flush.
+    pub fn resume(&mut self, key: RoomKey, client: ClientId) {
+        let Some(room) = self.rooms.get_mut(key.0) else {
+            return;
+        };
+        let version = room.version;
+        let Some(member) = room.members.iter_mut().find(|m| m.client == client) else {
+            return;
+        };
+        member.waiting = false;
+        if member.seen < version {
+            self.pacer.mark_dirty(key.0, &mut room.pace);
         }
     }
 
@@ -311,7 +453,10 @@ impl Engine {
         match room.variable_index(name) {
             Some(index) => {
                 if let Some(variable) = room.variables.get_mut(index) {
+                    let before = variable.heap_bytes();
                     variable.value.replace(value);
+                    self.state_bytes =
+                        (self.state_bytes + variable.heap_bytes()).saturating_sub(before);
                 }
                 room.touch(index, client);
             }
@@ -322,7 +467,20 @@ impl Engine {
             None if room.variables.len() >= limits.max_variables_per_room => {
                 return SetOutcome::Rejected(Rejection::TooManyVariables)
             }
-            None => room.add_variable(name, value, client),
+            None => {
+                let extra = name.len() + value.text().len() + std::mem::size_of::<room::Variable>();
+                if !self.make_space(extra) {
+                    return SetOutcome::Rejected(Rejection::TooManyVariables);
+                }
+                let Some(room) = self.rooms.get_mut(key.0) else {
+                    return SetOutcome::Unknown;
+                };
+                room.add_variable(name, value, client);
+                self.state_bytes += room.variables.last().map_or(0, room::Variable::heap_bytes);
+                self.pacer.mark_dirty(key.0, &mut room.pace);
+                self.persist.note_change(room, key.0);
+                return SetOutcome::Applied;
+            }
         }
         self.pacer.mark_dirty(key.0, &mut room.pace);
         self.persist.note_change(room, key.0);
@@ -354,8 +512,12 @@ impl Engine {
                     .any(|m| m.client == client && m.seen >= v.changed_at)
         });
         if let Some(variable) = room.variables.get_mut(index) {
+            self.state_bytes =
+                (self.state_bytes + new_name.len()).saturating_sub(variable.name.len());
             variable.name = new_name.into();
         }
+        // A cached snapshot still shows the old name, which no later flush would take back.
+        room.snapshots.clear();
         room.touch(index, if current { client } else { NOBODY });
         self.pacer.mark_dirty(key.0, &mut room.pace);
         room.rewrite = true;
@@ -365,7 +527,9 @@ impl Engine {
 
     pub fn delete(&mut self, key: RoomKey, name: &str) -> Result<(), EditError> {
         let (room, index) = find_variable(&mut self.rooms, key, name)?;
-        room.variables.remove(index);
+        let removed = room.variables.remove(index);
+        room.snapshots.clear();
+        self.state_bytes = self.state_bytes.saturating_sub(removed.heap_bytes());
         room.rewrite = true;
         self.persist.note_change(room, key.0);
         Ok(())
@@ -436,22 +600,27 @@ impl Engine {
     pub fn expire(&mut self, now: Instant) -> usize {
         let ttl = self.limits.empty_room_ttl;
         let expired: Vec<usize> = self
-            .rooms
+            .empty_rooms
             .iter()
-            .filter(|(_, room)| {
-                room.emptied_at
-                    .is_some_and(|at| now.saturating_duration_since(at) >= ttl)
-                    && self.is_durable(room)
-            })
-            .map(|(key, _)| key)
+            .take_while(|(at, _)| now.saturating_duration_since(*at) >= ttl)
+            .map(|&(_, key)| key)
+            .filter(|&key| self.may_drop(key))
             .collect();
         for &key in &expired {
             self.remove_room(key);
         }
+        let rooms = &mut self.rooms;
+        self.snapshot_rooms.retain(|&key| {
+            let Some(room) = rooms.get_mut(key) else {
+                return false;
+            };
+            room.snapshots
+                .retain(|s| now.saturating_duration_since(s.made_at) < SNAPSHOT_REUSE);
+            !room.snapshots.is_empty()
+        });
         expired.len()
     }
 
-    /// Approximate heap bytes held by all rooms.
     /// Variables of every room in memory, for metrics.
     pub fn variable_total(&self) -> usize {
         self.rooms.iter().map(|(_, r)| r.variables.len()).sum()
@@ -462,40 +631,61 @@ impl Engine {
         self.persist.queue.len()
     }
 
+    /// Approximate heap bytes held by all rooms.
     pub fn heap_bytes(&self) -> usize {
         self.rooms.iter().map(|(_, r)| r.heap_bytes()).sum()
     }
 
     fn create_room(&mut self, room_id: &str, now: Instant) -> Result<usize, JoinError> {
-        if self.rooms.len() >= self.limits.max_rooms && !self.evict_longest_empty() {
+        if self.rooms.len() >= self.limits.max_rooms && !self.evict_one_empty() {
             return Err(JoinError::TooManyRooms);
         }
         let pace = self.pacer.new_room();
-        let key = self.rooms.insert(Room::new(room_id, now, pace));
+        let room = Room::new(room_id, now, pace);
+        let bytes = room.state_bytes();
+        if !self.make_space(bytes) {
+            return Err(JoinError::TooManyRooms);
+        }
+        let key = self.rooms.insert(room);
         self.index.insert(room_id.into(), key);
+        self.empty_rooms.insert((now, key));
+        self.state_bytes += bytes;
         Ok(key)
     }
 
-    /// Makes room for a new room by dropping the one that has been empty the longest.
-    fn evict_longest_empty(&mut self) -> bool {
+    /// Drops the room that has been empty the longest, to make space for new state; false
+    /// when no room may go.
+    pub fn evict_one_empty(&mut self) -> bool {
         let oldest = self
-            .rooms
+            .empty_rooms
             .iter()
-            .filter(|(_, room)| self.is_durable(room))
-            .filter_map(|(key, room)| room.emptied_at.map(|at| (at, key)))
-            .min();
+            .map(|&(_, key)| key)
+            .find(|&key| self.may_drop(key));
         match oldest {
-            Some((_, key)) => {
+            Some(key) => {
                 self.remove_room(key);
+                self.stats.rooms_evicted += 1;
                 true
             }
             None => false,
         }
     }
 
+    /// The one place that decides whether a room may leave memory (by expiry or eviction):
+    /// nobody is in it, and nothing of it is owed to the store.
+    fn may_drop(&self, key: usize) -> bool {
+        self.rooms
+            .get(key)
+            .is_some_and(|room| room.members.is_empty() && self.is_durable(room))
+    }
+
     fn remove_room(&mut self, key: usize) {
         if let Some(room) = self.rooms.try_remove(key) {
             self.index.remove(&room.id);
+            if let Some(at) = room.emptied_at {
+                self.empty_rooms.remove(&(at, key));
+            }
+            self.state_bytes = self.state_bytes.saturating_sub(room.state_bytes());
             self.pacer.remove_room(key, &room.pace);
             self.persist.queue.retain(|&queued| queued != key);
         }
@@ -514,8 +704,9 @@ fn find_variable<'r>(
     Ok((room, index))
 }
 
-/// Sends every member of `room` that has not seen its latest version one frame; true when some
-/// are left behind because their sockets did not take it.
+/// Sends every member of `room` that has not seen its latest version, and is not waiting for
+/// its socket to drain, one frame. A member whose socket does not take it waits, costing
+/// nothing, until [`Engine::resume`]; so this never leaves the room behind (returns false).
 fn flush_room(
     key: RoomKey,
     room: &mut Room,
@@ -525,12 +716,11 @@ fn flush_room(
     deliver: &mut impl FnMut(RoomKey, ClientId, &Frame) -> bool,
 ) -> bool {
     frames.clear();
-    let mut still_behind = false;
     for i in 0..room.members.len() {
         let Some(member) = room.members.get(i) else {
             break;
         };
-        if member.seen >= room.version {
+        if member.seen >= room.version || member.waiting {
             continue;
         }
         let caught_up = match frames.frame_for(room, member, encode) {
@@ -545,11 +735,12 @@ fn flush_room(
             if caught_up {
                 member.seen = version;
             } else {
-                still_behind = true;
+                // Nothing more is built for it until its connection drains.
+                member.waiting = true;
             }
         }
     }
-    still_behind
+    false
 }
 
 fn check_declaration(

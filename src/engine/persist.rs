@@ -220,10 +220,12 @@ impl Engine {
         match self.create_room(room_id, now) {
             Ok(key) => {
                 if let Some(room) = self.rooms.get_mut(key) {
+                    let before = room.state_bytes();
                     for variable in variables {
                         room.add_variable(&variable.name, variable.value(), super::NOBODY);
                     }
                     room.durable = room.version;
+                    self.state_bytes += room.state_bytes().saturating_sub(before);
                 }
             }
             Err(error) => self.refuse_waiters(room_id, error, &waiters),

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::pace::RoomPace;
 use super::value::{StoredValue, ValueRef};
-use super::{ClientId, Format};
+use super::{ClientId, Format, Frame};
 
 #[derive(Debug)]
 pub struct Variable {
@@ -27,6 +27,9 @@ pub struct Member {
     pub format: Format,
     /// The room version this member has been sent everything up to.
     pub seen: u64,
+    /// Its socket refused a frame: flushes skip it (no frame is built for it) until its
+    /// connection drains and the loop calls [`super::Engine::resume`].
+    pub waiting: bool,
 }
 
 #[derive(Debug)]
@@ -45,6 +48,18 @@ pub struct Room {
     pub rewrite: bool,
     /// Whether the room is in the engine's list of rooms owed to the store.
     pub queued_for_persist: bool,
+    /// The latest rendering of all variables per format, shared by every joiner until it is
+    /// more than a second old (see `Engine::snapshot_for`).
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// Every variable of a room rendered once in one format, with the version it shows.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub format: Format,
+    pub version: u64,
+    pub made_at: Instant,
+    pub frame: Frame,
 }
 
 impl Room {
@@ -59,6 +74,7 @@ impl Room {
             durable: 0,
             rewrite: false,
             queued_for_persist: false,
+            snapshots: Vec::new(),
         }
     }
 
@@ -91,7 +107,9 @@ impl Room {
     }
 
     pub fn has_members_behind(&self) -> bool {
-        self.members.iter().any(|m| m.seen < self.version)
+        self.members
+            .iter()
+            .any(|m| m.seen < self.version && !m.waiting)
     }
 
     /// Whether `client` wrote the latest value of any variable changed after `seen`; such a
@@ -104,11 +122,26 @@ impl Room {
 
     /// Approximate heap bytes held by this room, for limits and metrics.
     pub fn heap_bytes(&self) -> usize {
-        let variables: usize = self
-            .variables
-            .iter()
-            .map(|v| v.name.len() + v.value.heap_bytes() + std::mem::size_of::<Variable>())
-            .sum();
-        variables + self.members.capacity() * std::mem::size_of::<Member>() + self.id.len()
+        let variables: usize = self.variables.iter().map(Variable::heap_bytes).sum();
+        variables
+            + self.members.capacity() * std::mem::size_of::<Member>()
+            + self.id.len()
+            + std::mem::size_of::<Room>()
+    }
+}
+
+impl Room {
+    /// Heap bytes of the room's state (id and variables, not members), as counted against
+    /// the state memory budget.
+    pub fn state_bytes(&self) -> usize {
+        let variables: usize = self.variables.iter().map(Variable::heap_bytes).sum();
+        variables + self.id.len() + std::mem::size_of::<Room>()
+    }
+}
+
+impl Variable {
+    /// Heap bytes this variable holds, for the state memory budget.
+    pub fn heap_bytes(&self) -> usize {
+        self.name.len() + self.value.heap_bytes() + std::mem::size_of::<Variable>()
     }
 }

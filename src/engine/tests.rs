@@ -91,12 +91,129 @@ fn a_blocked_member_catches_up_later_with_only_the_latest_values() {
     let room = join(&mut e, "1", 1);
     join(&mut e, "1", 2);
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
-    e.flush(|_, _, _| false);
+    let mut offered = 0;
+    e.flush(|_, _, _| {
+        offered += 1;
+        false
+    });
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
-    e.flush(|_, _, _| false);
+    e.flush(|_, _, _| {
+        offered += 1;
+        false
+    });
+    assert_eq!(
+        offered, 1,
+        "no frame is built for a member that refused one"
+    );
+    assert!(
+        !e.has_pending(),
+        "a waiting member does not keep its room queued"
+    );
+    e.resume(room, ClientId(2));
     assert!(e.has_pending());
     assert_eq!(flushed(&mut e), vec![(2, "☁ a=2".into())]);
     assert!(!e.has_pending());
+}
+
+#[test]
+fn joiners_share_one_rendering_of_the_room_and_catch_up_from_its_version() {
+    let mut e = engine();
+    let now = Instant::now();
+    let room = join(&mut e, "1", 1);
+    let large = "1".repeat(SHARE_STALE_BYTES);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text(&large), true);
+    e.join("1", ClientId(2), F, None, now).expect("join");
+    let first = e.snapshot_for(room, ClientId(2), F, now).expect("snapshot");
+    e.set(room, ClientId(1), "☁ b", ValueRef::Text("2"), true);
+    flushed(&mut e);
+    e.join("1", ClientId(3), F, None, now).expect("join");
+    let second = e.snapshot_for(room, ClientId(3), F, now).expect("snapshot");
+    assert_eq!(
+        first.as_str().as_ptr(),
+        second.as_str().as_ptr(),
+        "one rendering, shared"
+    );
+    assert_eq!(second.as_str(), format!("☁ a={large}"));
+    // The joiner saw the rendering's version: the next flush brings what changed since.
+    assert_eq!(flushed(&mut e), vec![(3, "☁ b=2".into())]);
+    // A second later the rendering is dropped; the next joiner gets a fresh one.
+    e.expire(now + SNAPSHOT_REUSE);
+    e.join("1", ClientId(4), F, None, now).expect("join");
+    let third = e
+        .snapshot_for(room, ClientId(4), F, now + SNAPSHOT_REUSE)
+        .expect("snapshot");
+    assert_eq!(third.as_str(), format!("☁ a={large}\n☁ b=2"));
+    assert!(flushed(&mut e).is_empty());
+}
+
+#[test]
+fn over_the_state_budget_empty_rooms_go_first_then_new_state_is_refused() {
+    let mut e = Engine::new(
+        Limits {
+            max_state_bytes: 4000,
+            ..Limits::default()
+        },
+        encode,
+    );
+    let now = Instant::now();
+    let big = "1".repeat(1000);
+    let old = e.join("old", ClientId(1), F, None, now).expect("join");
+    e.set(old, ClientId(1), "☁ a", ValueRef::Number(&big), true);
+    e.leave(old, ClientId(1), now);
+    let newer = e.join("newer", ClientId(2), F, None, now).expect("join");
+    e.set(newer, ClientId(2), "☁ a", ValueRef::Number(&big), true);
+    e.leave(newer, ClientId(2), now + Duration::from_secs(1));
+    let live = e.join("live", ClientId(3), F, None, now).expect("join");
+    e.set(live, ClientId(3), "☁ a", ValueRef::Number(&big), true);
+    assert_eq!(e.room_count(), 3);
+    // The fourth value does not fit: the longest-empty room makes space.
+    assert_eq!(
+        e.set(live, ClientId(3), "☁ b", ValueRef::Number(&big), true),
+        SetOutcome::Applied
+    );
+    assert!(
+        e.value("old", "☁ a").is_none(),
+        "the oldest empty room went"
+    );
+    assert!(e.value("newer", "☁ a").is_some());
+    assert_eq!(
+        e.set(live, ClientId(3), "☁ c", ValueRef::Number(&big), true),
+        SetOutcome::Applied
+    );
+    assert!(e.value("newer", "☁ a").is_none());
+    // Nothing empty is left: new variables and rooms are refused, existing ones still change.
+    assert_eq!(
+        e.set(live, ClientId(3), "☁ d", ValueRef::Number(&big), true),
+        SetOutcome::Rejected(Rejection::TooManyVariables)
+    );
+    assert_eq!(
+        e.set(live, ClientId(3), "☁ a", ValueRef::Number("2"), true),
+        SetOutcome::Applied
+    );
+    assert!(e.state_bytes() <= 4000);
+    assert_eq!(e.stats.rooms_evicted, 2);
+    assert_eq!(e.stats.refused_for_memory, 1);
+    // The count stays exact: with every room gone, nothing is left.
+    e.leave(live, ClientId(3), now);
+    e.expire(now + Duration::from_secs(7200));
+    assert_eq!(e.room_count(), 0);
+    assert_eq!(e.state_bytes(), 0);
+}
+
+#[test]
+fn over_the_state_budget_new_rooms_are_refused() {
+    let mut e = Engine::new(
+        Limits {
+            max_state_bytes: 1,
+            ..Limits::default()
+        },
+        encode,
+    );
+    assert_eq!(
+        e.join("1", ClientId(1), F, None, Instant::now()).err(),
+        Some(JoinError::TooManyRooms)
+    );
+    assert_eq!(e.stats.refused_for_memory, 1);
 }
 
 #[test]
@@ -571,7 +688,7 @@ fn each_room_keeps_its_own_pace_and_the_earliest_deadline_wakes() {
 }
 
 #[test]
-fn a_blocked_member_is_parked_without_a_wakeup_until_a_socket_drains() {
+fn a_blocked_member_waits_without_cost_until_its_connection_drains() {
     let mut e = paced_engine();
     let t0 = Instant::now();
     let room = join(&mut e, "1", 1);
@@ -583,24 +700,23 @@ fn a_blocked_member_is_parked_without_a_wakeup_until_a_socket_drains() {
         false
     });
     assert_eq!(offered, 1);
-    assert!(e.has_pending());
-    assert_eq!(e.next_deadline(), None, "a parked room sets no timer");
-    // Later loop iterations do not visit it again.
+    assert!(!e.has_pending(), "a waiting member keeps nothing pending");
+    assert_eq!(e.next_deadline(), None, "and sets no timer");
+    // New changes are not built for it while it waits.
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
     for ms in 1..300 {
         e.flush_due(t0 + Duration::from_millis(ms), |_, _, _| {
-            panic!("not retried")
+            panic!("nothing is built for a waiting member")
         });
     }
-    // A socket drained: the room is due again, and the member gets the latest values.
-    e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
-    e.flush_due(t0 + PACE * 3, |_, _, _| false);
-    e.retry_parked();
+    // Its connection drained: it gets the latest values.
+    e.resume(room, ClientId(2));
     assert_eq!(flushed_at(&mut e, t0 + PACE * 5), vec![(2, "☁ a=2".into())]);
     assert!(!e.has_pending());
 }
 
 #[test]
-fn a_retried_room_still_keeps_its_pace_for_new_changes() {
+fn a_resumed_member_still_keeps_the_rooms_pace() {
     let mut e = paced_engine();
     let t0 = Instant::now();
     let room = join(&mut e, "1", 1);
@@ -609,7 +725,7 @@ fn a_retried_room_still_keeps_its_pace_for_new_changes() {
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
     e.flush_due(t0, |_, client, _| client != ClientId(3));
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
-    e.retry_parked();
+    e.resume(room, ClientId(3));
     // Within the pace of the last flush: nobody gets a second frame yet.
     assert!(flushed_at(&mut e, t0 + PACE / 2).is_empty());
     assert_eq!(

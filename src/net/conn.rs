@@ -24,10 +24,13 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use super::http::{self, Head, Request, Response};
-use super::transport::{HalfClose, Transport};
+use super::per_ip::PerIp;
+use super::transport::{HalfClose, Part, Transport};
 use crate::config::Config;
 use crate::dialect::json::JsonParser;
-use crate::dialect::{Framing, Outcome, Reason, Reconnects, Route, Session, SessionContext, Users};
+use crate::dialect::{
+    Framing, Outcome, Piece, Reason, Reconnects, Route, Session, SessionContext, Users,
+};
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Engine, Frame};
 use crate::metrics::Metrics;
@@ -54,10 +57,11 @@ impl ConnSettings {
     pub fn from_config(config: &Config) -> Self {
         let websocket = WebSocketConfig::default()
             .read_buffer_size(config.read_buffer_size.max(64))
-            // Data frames bypass tungstenite's output buffer (see `send_text`); it only holds
-            // control frames, and is bounded by not offering frames to a client that is behind.
-            .write_buffer_size(usize::MAX / 2)
-            .max_write_buffer_size(usize::MAX)
+            // Data frames bypass tungstenite's output buffer (see `send_messages`); it only
+            // holds control frames (pongs, our pings, the close). Bounded: when it is full,
+            // tungstenite keeps only the latest pong pending, which RFC 6455 allows.
+            .write_buffer_size(CONTROL_BUFFER_BYTES)
+            .max_write_buffer_size(2 * CONTROL_BUFFER_BYTES)
             .max_message_size(Some(config.max_message_size))
             .max_frame_size(Some(config.max_message_size));
         ConnSettings {
@@ -90,6 +94,8 @@ pub struct LoopContext<'a> {
     pub over_capacity: bool,
     /// Loop-wide buffer for reading request heads and draining closed connections.
     pub scratch: &'a mut [u8],
+    /// Open connections per client address (`--max-connections-per-ip`).
+    pub per_ip: &'a mut PerIp,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,7 +149,29 @@ pub struct Conn<S> {
     metrics_allowed: bool,
     /// Plain pages only (the metrics listener): no WebSocket upgrade.
     pages_only: bool,
+    /// The address counted against `--max-connections-per-ip`, released at removal.
+    counted_ip: Option<IpAddr>,
+    /// A fan-out frame was refused because the client is behind: its rooms were told to skip
+    /// it, and are told to resume once its output drains.
+    refused_frames: bool,
+    /// This turn's read budget ran out with input left: the loop must come back without
+    /// waiting for an event (edge-triggered readiness will not repeat).
+    more_input: bool,
+    /// A message larger than the WebSocket read buffer was read: once the input is at a
+    /// message boundary, the WebSocket is rebuilt to give the grown buffer back.
+    large_input: bool,
 }
+
+/// Bounds tungstenite's buffer for control frames; see `ConnSettings::from_config`.
+const CONTROL_BUFFER_BYTES: usize = 1024;
+
+/// Most messages and bytes read from one connection in one turn of the loop, so that one busy
+/// client cannot keep the loop from every other client and from the tick.
+const MESSAGES_PER_TURN: usize = 128;
+const BYTES_PER_TURN: u64 = 256 * 1024;
+
+/// A message above this size grew the WebSocket's read buffer (see `large_input`).
+const LARGE_MESSAGE_BYTES: usize = 16 * 1024;
 
 /// Replies gathered while reading are written once they reach this size, so a client that
 /// pipelines requests without reading cannot make one iteration buffer more than this.
@@ -182,6 +210,10 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                 transport: Transport::new(stream),
                 head: Vec::new(),
             },
+            counted_ip: None,
+            refused_frames: false,
+            more_input: false,
+            large_input: false,
             client,
             ip: logged_ip(ip, settings),
             deadline: Some(ctx.now + settings.handshake_timeout),
@@ -279,6 +311,37 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             self.finish("connection lost while writing", ctx);
         }
         self.phase = Phase::Done;
+        if let Some(ip) = self.counted_ip.take() {
+            ctx.per_ip.release(ip);
+        }
+    }
+
+    /// The loop admitted this connection's address against `--max-connections-per-ip`.
+    pub fn set_counted_ip(&mut self, ip: IpAddr) {
+        self.counted_ip = Some(ip);
+    }
+
+    /// The last turn stopped reading with input left (see `MESSAGES_PER_TURN`).
+    pub fn has_more_input(&self) -> bool {
+        self.more_input
+    }
+
+    /// Tells the rooms that skipped this client while it was behind that it can take frames
+    /// again. Edge-triggered: called after anything that may have drained the output.
+    fn resume_rooms(&mut self, ctx: &mut LoopContext<'_>) {
+        if !self.refused_frames {
+            return;
+        }
+        let Phase::Open { ws, session } = &self.phase else {
+            return;
+        };
+        if ws.get_ref().is_blocked() {
+            return;
+        }
+        self.refused_frames = false;
+        for room in session.rooms() {
+            ctx.engine.resume(room, self.client);
+        }
     }
 
     /// `[ip "user" room]` for log lines.
@@ -305,6 +368,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         if readable {
             self.mark_readable();
         }
+        self.more_input = false;
         match &self.phase {
             Phase::Http { .. } => self.read_http(ctx),
             Phase::Open { .. } => {
@@ -317,6 +381,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             Phase::Closing { .. } | Phase::Lingering { .. } => self.progress_close(ctx),
             Phase::Done => {}
         }
+        self.resume_rooms(ctx);
         self.status()
     }
 
@@ -342,7 +407,12 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                     return;
                 }
                 Ok(n) => {
+                    let scanned = head.len();
                     head.extend_from_slice(ctx.scratch.get(..n).unwrap_or_default());
+                    // A head sent a byte at a time is parsed once, not once per byte.
+                    if !http::may_be_complete(head, scanned) {
+                        continue;
+                    }
                     match http::parse_head(head) {
                         Head::Partial => continue,
                         done => break done,
@@ -381,6 +451,16 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                 self.metrics_allowed = ip.is_none_or(|ip| ip.is_loopback());
             }
             self.ip = logged_ip(ip, settings);
+            if let Some(ip) = ip {
+                if !ctx.per_ip.admit(ip) {
+                    info!(
+                        "[{}] too many connections from this address",
+                        self.ip_text()
+                    );
+                    return self.respond(&Response::TOO_MANY_CONNECTIONS, true, ctx);
+                }
+                self.counted_ip = Some(ip);
+            }
         }
         if request.path.split('?').next() == Some("/metrics")
             && matches!(request.method.as_str(), "GET" | "HEAD")
@@ -442,6 +522,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         transport.set_prefix(http::switching_protocols(key));
         let route = Route::from_path(&request.path);
         let leftover = head.get(head_length..).unwrap_or_default().to_vec();
+        transport.track_frames(&leftover);
         let leftover_allowed = self.bytes.take(leftover.len() as f64, ctx.now);
         let ws = WebSocket::from_partially_read(
             transport,
@@ -517,6 +598,9 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         let outcome = self.read_messages(ctx);
         // Replies of every message read in this iteration leave in one write.
         self.write_outbox();
+        if self.large_input && !self.more_input {
+            self.shrink_read_buffer(ctx);
+        }
         if let Outcome::Close(reason) = outcome {
             self.begin_close(reason, ctx);
         }
@@ -558,10 +642,15 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     /// Reads and handles messages until the socket has no more, the client must wait for its
     /// replies to be read, or the connection must close.
     fn read_messages(&mut self, ctx: &mut LoopContext<'_>) -> Outcome {
+        let (mut messages, mut bytes_read) = (0, 0);
         loop {
             let Phase::Open { ws, session } = &mut self.phase else {
                 return Outcome::Continue;
             };
+            if messages >= MESSAGES_PER_TURN || bytes_read >= BYTES_PER_TURN {
+                self.more_input = true;
+                return Outcome::Continue;
+            }
             if session.outbox().len_bytes() > REPLY_BATCH_BYTES {
                 self.write_outbox();
                 continue;
@@ -577,16 +666,29 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             }
             let message = ws.read();
             let bytes = ws.get_mut().take_bytes_read();
+            bytes_read += bytes;
+            messages += 1;
             if !self.bytes.take(bytes as f64, ctx.now) {
                 return Outcome::Close(Reason::TooManyBytes);
+            }
+            if let Ok(Message::Text(data)) = &message {
+                self.large_input |= data.len() > LARGE_MESSAGE_BYTES;
+            } else if let Ok(Message::Binary(data)) = &message {
+                self.large_input |= data.len() > LARGE_MESSAGE_BYTES;
             }
             let next = match message {
                 Ok(Message::Text(text)) => session.on_text(text.as_bytes(), &mut ctx.session()),
                 Ok(Message::Pong(_)) => {
                     self.awaiting_pong = false;
-                    Outcome::Continue
+                    // Unsolicited pongs are messages like any other for the rate limit.
+                    if session.take_message_token(ctx.now) {
+                        Outcome::Continue
+                    } else {
+                        Outcome::Close(Reason::TooManyMessages)
+                    }
                 }
-                // Binary frames are ignored; every frame still counts against the rate limit.
+                // Binary frames are ignored; every frame (pings too, whose pongs we owe)
+                // still counts against the rate limit.
                 Ok(Message::Binary(_) | Message::Ping(_) | Message::Frame(_)) => {
                     if session.take_message_token(ctx.now) {
                         Outcome::Continue
@@ -631,6 +733,33 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         }
     }
 
+    /// Gives back a read buffer grown by a large message: tungstenite cannot shrink it, so the
+    /// WebSocket is rebuilt around the same transport. Only at a point where tungstenite holds
+    /// no unread input (the last read said `WouldBlock` and the bytes read end with a whole
+    /// message) and nothing to write (no pending pong or close).
+    fn shrink_read_buffer(&mut self, ctx: &mut LoopContext<'_>) {
+        let Phase::Open { ws, .. } = &mut self.phase else {
+            return;
+        };
+        if !ws.get_ref().at_message_boundary() || ws.get_ref().is_blocked() {
+            return;
+        }
+        // Twice: a pong that did not fit the control buffer is only buffered by the second.
+        if ws.flush().and_then(|()| ws.flush()).is_err() {
+            return;
+        }
+        let Phase::Open { ws, session } = std::mem::replace(&mut self.phase, Phase::Done) else {
+            return;
+        };
+        let transport = ws.into_inner();
+        let ws = WebSocket::from_raw_socket(transport, Role::Server, Some(ctx.settings.websocket));
+        self.phase = Phase::Open {
+            ws: Box::new(ws),
+            session,
+        };
+        self.large_input = false;
+    }
+
     /// Writes what the session has to say, behind anything already queued; nothing in the
     /// outbox is dropped (it holds replies and snapshots, not values a later flush repeats).
     fn write_outbox(&mut self) {
@@ -642,7 +771,18 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             return;
         }
         let result = {
-            let messages: SmallVec<[&[u8]; 4]> = outbox.messages().collect();
+            let messages: SmallVec<[OutMessage<'_>; 4]> = outbox
+                .pieces()
+                .map(|pieces| {
+                    pieces
+                        .into_iter()
+                        .map(|piece| match piece {
+                            Piece::Written(bytes) => Part::Borrowed(bytes),
+                            Piece::Shared(frame) => Part::Shared(frame.clone().into()),
+                        })
+                        .collect()
+                })
+                .collect();
             send_messages(ws, &messages, true)
         };
         outbox.clear();
@@ -682,12 +822,19 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             return false;
         };
         if ws.get_ref().is_blocked() {
+            self.refused_frames = true;
             return false;
         }
+        let shared = bytes::Bytes::from(frame.clone());
         let sent = match session.framing() {
-            Framing::Joined => send_messages(ws, &[frame.as_bytes()], false),
+            Framing::Joined => {
+                send_messages(ws, &[smallvec::smallvec![Part::Shared(shared)]], false)
+            }
             Framing::MessagePerLine => {
-                let lines: SmallVec<[&[u8]; 8]> = frame.as_bytes().split(|&b| b == b'\n').collect();
+                let lines: SmallVec<[OutMessage<'_>; 8]> = shared
+                    .split(|&b| b == b'\n')
+                    .map(|line| smallvec::smallvec![Part::Shared(shared.slice_ref(line))])
+                    .collect();
                 send_messages(ws, &lines, false)
             }
         };
@@ -700,6 +847,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             }
             Ok(false) => {
                 self.stalled_since.get_or_insert(now);
+                self.refused_frames = true;
                 false
             }
             Err(_) => {
@@ -782,7 +930,9 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         let done = match &mut self.phase {
             Phase::Closing { ws, output_done } => {
                 if !*output_done {
-                    match ws.flush() {
+                    // Twice: a close frame that did not fit the control buffer behind pongs
+                    // is only buffered by the second flush.
+                    match ws.flush().and_then(|()| ws.flush()) {
                         Ok(()) | Err(WsError::ConnectionClosed) => {
                             *output_done = true;
                             ws.get_ref().stream().shutdown_write();
@@ -791,7 +941,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                         Err(_) => *output_done = true,
                     }
                 }
-                *output_done && drain(ws.get_mut(), ctx.scratch)
+                *output_done && drain(ws.get_mut(), ctx.scratch, &mut self.more_input)
             }
             Phase::Lingering {
                 transport,
@@ -807,7 +957,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                         Err(_) => *output_done = true,
                     }
                 }
-                *output_done && drain(transport, ctx.scratch)
+                *output_done && drain(transport, ctx.scratch, &mut self.more_input)
             }
             _ => false,
         };
@@ -847,6 +997,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             }
             _ => {}
         }
+        self.resume_rooms(ctx);
         self.status()
     }
 
@@ -874,7 +1025,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
 /// with the rest queued to go out before anything else.
 fn send_messages<S: Read + Write>(
     ws: &mut WebSocket<Transport<S>>,
-    messages: &[&[u8]],
+    messages: &[OutMessage<'_>],
     must_send: bool,
 ) -> io::Result<bool> {
     let blocked = match ws.flush() {
@@ -890,13 +1041,14 @@ fn send_messages<S: Read + Write>(
     let mut lengths: SmallVec<[usize; 4]> = SmallVec::with_capacity(messages.len());
     for message in messages {
         let mut header = [0u8; MAX_HEADER];
-        lengths.push(text_header(message.len(), &mut header)?);
+        let length = message.iter().map(|part| part.as_slice().len()).sum();
+        lengths.push(text_header(length, &mut header)?);
         headers.push(header);
     }
-    let mut parts: SmallVec<[&[u8]; 8]> = SmallVec::with_capacity(2 * messages.len());
+    let mut parts: SmallVec<[Part<'_>; 8]> = SmallVec::with_capacity(2 * messages.len());
     for ((header, length), message) in headers.iter().zip(&lengths).zip(messages) {
-        parts.push(header.get(..*length).unwrap_or_default());
-        parts.push(message);
+        parts.push(Part::Borrowed(header.get(..*length).unwrap_or_default()));
+        parts.extend(message.iter().cloned());
     }
     let transport = ws.get_mut();
     if blocked {
@@ -909,6 +1061,9 @@ fn send_messages<S: Read + Write>(
         Err(e) => Err(e),
     }
 }
+
+/// One text message to send, in pieces (a reply around a shared rendering, say).
+type OutMessage<'a> = SmallVec<[Part<'a>; 3]>;
 
 /// Longest header of an unmasked frame.
 const MAX_HEADER: usize = 14;
@@ -938,12 +1093,18 @@ fn logged_ip(ip: Option<IpAddr>, settings: &ConnSettings) -> Option<IpAddr> {
     })
 }
 
-/// Reads and discards input; true once the peer has closed or the stream failed.
-fn drain<S: Read>(transport: &mut Transport<S>, scratch: &mut [u8]) -> bool {
+/// Reads and discards input; true once the peer has closed or the stream failed. Reads at
+/// most `BYTES_PER_TURN`, then sets `more_input` and returns false.
+fn drain<S: Read>(transport: &mut Transport<S>, scratch: &mut [u8], more_input: &mut bool) -> bool {
+    let mut read = 0;
     loop {
+        if read >= BYTES_PER_TURN as usize {
+            *more_input = true;
+            return false;
+        }
         match transport.read(scratch) {
             Ok(0) => return true,
-            Ok(_) => continue,
+            Ok(n) => read += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return true,

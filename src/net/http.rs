@@ -78,6 +78,11 @@ impl Response {
         extra_headers: "Sec-WebSocket-Version: 13\r\n",
         ..Response::new(426, "Upgrade Required", "unsupported WebSocket version\n")
     };
+    pub const TOO_MANY_CONNECTIONS: Response = Response::new(
+        429,
+        "Too Many Requests",
+        "too many connections from your address\n",
+    );
     pub const TIMEOUT: Response = Response::new(408, "Request Timeout", "request timeout\n");
 
     /// The response bytes; `HEAD` requests get the headers only.
@@ -126,6 +131,20 @@ pub fn metrics_page(body: &str, include_body: bool) -> Vec<u8> {
         body,
         include_body,
     )
+}
+
+/// Whether `head` may now hold a whole request head, looking only at the bytes from
+/// `scanned` on (and the two before them): it ends at an empty line, or is too large to wait.
+pub fn may_be_complete(head: &[u8], scanned: usize) -> bool {
+    if head.len() >= MAX_HEAD_BYTES {
+        return true;
+    }
+    let window = head.get(scanned.saturating_sub(2)..).unwrap_or_default();
+    window.windows(2).enumerate().any(|(i, pair)| match pair {
+        b"\n\n" => true,
+        b"\r\n" => i > 0 && window.get(i - 1) == Some(&b'\n'),
+        _ => false,
+    })
 }
 
 /// Parses what has arrived of a request head.

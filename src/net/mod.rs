@@ -2,7 +2,9 @@
 
 pub mod conn;
 mod fd_limit;
+mod frame_boundary;
 pub mod http;
+pub mod per_ip;
 mod server;
 pub mod transport;
 

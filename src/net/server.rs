@@ -20,6 +20,7 @@ use slab::Slab;
 
 use super::conn::{Conn, ConnSettings, LoopContext, Status};
 use super::fd_limit;
+use super::per_ip::PerIp;
 use super::transport::Socket;
 use crate::config::Config;
 use crate::dialect;
@@ -55,6 +56,11 @@ const TRIM_AFTER_DROP: usize = 1000;
 const LOG_PRUNE_PERIOD: Duration = Duration::from_secs(24 * 3600);
 /// How long a replaced connection stays open after being told, so it reads why before the close.
 const REPLACED_GRACE: Duration = Duration::from_millis(500);
+/// Most connections accepted in one turn of the loop; the rest wait for the next turn, after
+/// every ready connection and the tick had theirs.
+const ACCEPTS_PER_TURN: usize = 32;
+/// Least time between two warnings about one kind of refusal.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 enum Listener {
     Tcp(TcpListener),
@@ -116,6 +122,16 @@ pub struct Server {
     store: Option<Store>,
     persist_interval: Duration,
     next_persist: Instant,
+    per_ip: PerIp,
+    trust_proxy: bool,
+    /// Connections whose last turn ended with input left, and whether the listener has
+    /// connections left to accept: served in the next turn without waiting for an event, since
+    /// edge-triggered readiness will not announce them again.
+    still_ready: Vec<usize>,
+    listener_ready: bool,
+    /// When refusals were last logged: (per address, for memory).
+    last_warned: (Option<Instant>, Option<Instant>),
+    refused_for_memory_logged: u64,
 }
 
 /// Startup failures, each with a message an operator can act on.
@@ -162,6 +178,7 @@ impl Server {
             max_variables_per_room: config.max_variables_per_room,
             empty_room_ttl: Duration::from_secs(config.empty_room_ttl),
             allow_non_numeric: config.allow_non_numeric,
+            max_state_bytes: config.max_state_memory,
         };
         let mut engine = Engine::new(limits, dialect::encode_set);
         let store = if config.no_persist {
@@ -217,6 +234,12 @@ impl Server {
             store,
             persist_interval: config.persist_interval,
             next_persist: now,
+            per_ip: PerIp::new(config.max_connections_per_ip),
+            trust_proxy: config.trust_proxy,
+            still_ready: Vec::new(),
+            listener_ready: false,
+            last_warned: (None, None),
+            refused_for_memory_logged: 0,
         })
     }
 
@@ -231,8 +254,14 @@ impl Server {
     /// and returns.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        let mut revisit = Vec::new();
         loop {
-            let timeout = self.poll_timeout(Instant::now());
+            let busy = !self.still_ready.is_empty() || self.listener_ready;
+            let timeout = if busy {
+                Duration::ZERO
+            } else {
+                self.poll_timeout(Instant::now())
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(io::Error::other(format!("event loop failed: {e}")));
@@ -240,9 +269,21 @@ impl Server {
             }
             let mut now = Instant::now();
             let woke = now;
+            // One turn: each connection left with input gets one more budget, then every
+            // event; accepting is bounded too (see ACCEPTS_PER_TURN, conn::MESSAGES_PER_TURN).
+            std::mem::swap(&mut revisit, &mut self.still_ready);
+            for key in revisit.drain(..) {
+                self.on_conn_event(key, true, false, now);
+            }
+            let accepted = std::mem::take(&mut self.listener_ready);
+            if accepted {
+                self.accept_some(now);
+            }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_all(now),
+                    // Already accepted this turn, after the event was reported.
+                    LISTENER if accepted => {}
+                    LISTENER => self.accept_some(now),
                     SIGNALS => self.on_signal(now),
                     RELOAD => self.on_hangup(),
                     METRICS_LISTENER => self.accept_metrics(now),
@@ -262,6 +303,7 @@ impl Server {
             if now >= self.next_housekeeping {
                 self.housekeeping(now);
             }
+            self.log_refusals(now);
             self.remove_finished(now);
             self.metrics.busy.observe(woke.elapsed());
             if let Some(deadline) = self.shutdown_deadline {
@@ -308,17 +350,20 @@ impl Server {
                 now,
                 over_capacity,
                 scratch: &mut self.scratch,
+                per_ip: &mut self.per_ip,
             },
             &mut self.conns,
             &mut self.finished,
         )
     }
 
-    fn accept_all(&mut self, now: Instant) {
+    /// Accepts up to ACCEPTS_PER_TURN connections; if more may be waiting, the next turn
+    /// accepts again.
+    fn accept_some(&mut self, now: Instant) {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             if self.conns.len() >= self.max_connections + OVERFLOW_SLOTS {
                 if !self.accept_paused {
                     warn!(
@@ -349,6 +394,7 @@ impl Server {
                 }
             }
         }
+        self.listener_ready = true;
     }
 
     /// Connections of the metrics listener: plain pages, `/metrics` for anyone. They count
@@ -381,13 +427,23 @@ impl Server {
         }
     }
 
-    /// Registers a new socket and puts its connection in the slab; returns its key.
+    /// Admits a new socket (per-address limit), registers it and puts its connection in the
+    /// slab; returns its key.
     fn insert_connection(
         &mut self,
         mut socket: Socket,
         ip: Option<IpAddr>,
         now: Instant,
     ) -> Option<usize> {
+        // Behind a trusted proxy the address is known only from the request head.
+        let counted_ip = ip.filter(|_| !self.trust_proxy);
+        if let Some(ip) = counted_ip {
+            if !self.per_ip.admit(ip) {
+                // Dropped at once: answering would hold a slot that the limit is there to free.
+                debug!("refused a connection from {ip}: too many from this address");
+                return None;
+            }
+        }
         self.metrics.accepted += 1;
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
@@ -399,11 +455,17 @@ impl Server {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             error!("cannot register connection: {e}");
+            if let Some(ip) = counted_ip {
+                self.per_ip.release(ip);
+            }
             return None;
         }
         let client = ClientId((u64::from(generation) << 32) | key as u64);
         let (ctx, conns, _) = self.context(now);
-        let conn = Conn::new(socket, client, ip, &ctx);
+        let mut conn = Conn::new(socket, client, ip, &ctx);
+        if let Some(ip) = counted_ip {
+            conn.set_counted_ip(ip);
+        }
         debug!("accepted connection {key}");
         conns.insert(Entry { conn, generation });
         Some(key)
@@ -414,15 +476,15 @@ impl Server {
         let Some(entry) = conns.get_mut(key) else {
             return;
         };
-        let was_stalled = entry.conn.is_stalled();
-        if entry.conn.on_event(readable, writable, &mut ctx) == Status::Done {
+        let done = entry.conn.on_event(readable, writable, &mut ctx) == Status::Done;
+        let more_input = !done && entry.conn.has_more_input();
+        let wants_metrics = entry.conn.wants_metrics();
+        if done {
             finished.push(key);
+        } else if more_input {
+            self.still_ready.push(key);
         }
-        if was_stalled && !entry.conn.is_stalled() {
-            // Its output drained: rooms that left members behind may send to them again.
-            ctx.engine.retry_parked();
-        }
-        if let Some(include_body) = entry.conn.wants_metrics() {
+        if let Some(include_body) = wants_metrics {
             let page = crate::net::http::metrics_page(&self.render_metrics(), include_body);
             let (mut ctx, conns, finished) = self.context(now);
             if let Some(entry) = conns.get_mut(key) {
@@ -431,6 +493,33 @@ impl Server {
                     finished.push(key);
                 }
             }
+        }
+    }
+
+    /// Warns about refusals at most every WARN_EVERY, with counts, so an attack cannot flood
+    /// the log.
+    fn log_refusals(&mut self, now: Instant) {
+        let due =
+            |last: Option<Instant>| last.is_none_or(|at| now.duration_since(at) >= WARN_EVERY);
+        let memory = self.engine.stats.refused_for_memory;
+        if memory > self.refused_for_memory_logged && due(self.last_warned.1) {
+            warn!(
+                "room state at its memory budget ({} bytes held): refused {} new rooms or \
+                 variables so far, evicted {} empty rooms",
+                self.engine.state_bytes(),
+                memory,
+                self.engine.stats.rooms_evicted
+            );
+            self.refused_for_memory_logged = memory;
+            self.last_warned.1 = Some(now);
+        }
+        if self.per_ip.refused > 0 && due(self.last_warned.0) {
+            warn!(
+                "refused {} connections from addresses over --max-connections-per-ip",
+                self.per_ip.refused
+            );
+            self.per_ip.refused = 0;
+            self.last_warned.0 = Some(now);
         }
     }
 
@@ -558,12 +647,17 @@ impl Server {
                 }
             }
         }
+        let mut more_input = std::mem::take(&mut self.still_ready);
         let (mut ctx, conns, finished) = self.context(now);
         for (key, entry) in conns.iter_mut() {
             if entry.conn.on_timer(&mut ctx) == Status::Done {
                 finished.push(key);
+            } else if entry.conn.has_more_input() {
+                // Draining a closing connection may stop at its budget.
+                more_input.push(key);
             }
         }
+        self.still_ready = more_input;
         self.reconnects.expire(now);
         // In case a drained socket went unnoticed (it drained while answering a timer).
         self.engine.retry_parked();
@@ -611,7 +705,7 @@ impl Server {
         self.finished = finished;
         if self.accept_paused && self.conns.len() < self.max_connections + OVERFLOW_SLOTS {
             self.accept_paused = false;
-            self.accept_all(now);
+            self.accept_some(now);
         }
     }
 

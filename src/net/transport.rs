@@ -4,18 +4,23 @@
 //! - remembers that a short read drained the kernel buffer, so the next read returns
 //!   `WouldBlock` without a syscall (edge-triggered readiness will announce new data);
 //! - counts bytes read, for the per-connection byte rate limit;
-//! - writes a pending prefix (the HTTP `101` response, or the unsent rest of a data frame)
-//!   before anything tungstenite writes;
+//! - writes pending bytes (the HTTP `101` response, or the unsent rest of a data frame)
+//!   before anything tungstenite writes; the unsent rest of a shared frame (a room snapshot)
+//!   stays a reference to that frame plus an offset, never a private copy;
 //! - sends whole data frames itself with one vectored write of header and shared payload, so
 //!   fan-out copies nothing and no large buffer stays behind once a frame is out;
 //! - remembers whether the last write hit `WouldBlock`, which is how the loop knows a client is
 //!   behind and should not be handed more frames until it drains.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 
+use bytes::{Buf, Bytes};
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
+
+use super::frame_boundary::FrameBoundary;
 use smallvec::SmallVec;
 
 /// A listening socket's accepted stream: TCP or a unix domain socket.
@@ -112,7 +117,36 @@ pub struct Transport<S> {
     blocked: bool,
     bytes_read: u64,
     bytes_written: u64,
-    prefix: Vec<u8>,
+    /// Bytes to write before anything else, in order. Small parts are copied into owned
+    /// chunks; shared frames are kept as (frame, offset) through `Bytes` slices.
+    pending: VecDeque<Bytes>,
+    pending_len: usize,
+    /// Frame boundaries of the WebSocket input, once the upgrade is done.
+    frames: Option<FrameBoundary>,
+}
+
+/// One piece of already-framed output.
+#[derive(Clone, Debug)]
+pub enum Part<'a> {
+    /// Copied if the socket does not take it at once (headers, small replies).
+    Borrowed(&'a [u8]),
+    /// Kept by reference if the socket does not take it at once (room frames, snapshots).
+    Shared(Bytes),
+}
+
+impl Part<'_> {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Part::Borrowed(bytes) => bytes,
+            Part::Shared(bytes) => bytes,
+        }
+    }
+}
+
+impl<'a> From<&'a [u8]> for Part<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Part::Borrowed(bytes)
+    }
 }
 
 impl<S> Transport<S> {
@@ -123,7 +157,9 @@ impl<S> Transport<S> {
             blocked: false,
             bytes_read: 0,
             bytes_written: 0,
-            prefix: Vec::new(),
+            pending: VecDeque::new(),
+            pending_len: 0,
+            frames: None,
         }
     }
 
@@ -149,25 +185,93 @@ impl<S> Transport<S> {
         self.bytes_written
     }
 
+    /// From now on, follows WebSocket frame boundaries in what is read; `already` is input read
+    /// before (after the request head) and handed to the WebSocket directly.
+    pub fn track_frames(&mut self, already: &[u8]) {
+        let mut frames = FrameBoundary::default();
+        frames.feed(already);
+        self.frames = Some(frames);
+    }
+
+    /// Everything read so far ends with a whole WebSocket message (see `track_frames`).
+    pub fn at_message_boundary(&self) -> bool {
+        self.frames
+            .as_ref()
+            .is_some_and(FrameBoundary::at_message_boundary)
+    }
+
     /// Queues bytes to go out before anything else written through this transport.
     pub fn set_prefix(&mut self, bytes: Vec<u8>) {
-        self.prefix = bytes;
+        self.pending.clear();
+        self.pending_len = 0;
+        self.push_pending(Bytes::from(bytes));
+    }
+
+    fn push_pending(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.pending_len += bytes.len();
+            self.pending.push_back(bytes);
+        }
+    }
+
+    /// Keeps `parts[index][offset..]` and every later part, to go out first later.
+    fn keep_rest(&mut self, parts: &[Part<'_>], index: usize, offset: usize) {
+        let mut copied: Vec<u8> = Vec::new();
+        for (i, part) in parts.iter().enumerate().skip(index) {
+            let from = if i == index { offset } else { 0 };
+            match part {
+                Part::Borrowed(bytes) => {
+                    copied.extend_from_slice(bytes.get(from..).unwrap_or_default())
+                }
+                Part::Shared(bytes) => {
+                    if !copied.is_empty() {
+                        self.push_pending(Bytes::from(std::mem::take(&mut copied)));
+                    }
+                    if from < bytes.len() {
+                        self.push_pending(bytes.slice(from..));
+                    }
+                }
+            }
+        }
+        if !copied.is_empty() {
+            self.push_pending(Bytes::from(copied));
+        }
     }
 }
 
 impl<S: Write> Transport<S> {
     fn write_prefix(&mut self) -> io::Result<()> {
-        while !self.prefix.is_empty() {
-            let written = self.stream.write(&self.prefix)?;
+        while !self.pending.is_empty() {
+            let written = {
+                let slices: SmallVec<[IoSlice<'_>; 16]> = self
+                    .pending
+                    .iter()
+                    .take(MAX_SLICES)
+                    .map(|chunk| IoSlice::new(chunk))
+                    .collect();
+                self.stream.write_vectored(&slices)?
+            };
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             self.bytes_written += written as u64;
-            self.prefix.drain(..written);
+            self.pending_len -= written.min(self.pending_len);
+            let mut left = written;
+            while left > 0 {
+                let Some(front) = self.pending.front_mut() else {
+                    break;
+                };
+                if left < front.len() {
+                    front.advance(left);
+                    break;
+                }
+                left -= front.len();
+                self.pending.pop_front();
+            }
         }
         // Give the memory back: an idle connection should hold no output buffer.
-        if self.prefix.capacity() > 0 {
-            self.prefix = Vec::new();
+        if self.pending.capacity() > 0 {
+            self.pending = VecDeque::new();
         }
         Ok(())
     }
@@ -190,21 +294,24 @@ const MAX_SLICES: usize = 512;
 impl<S: Write> Transport<S> {
     /// Sends one already-framed message: `header` then `payload`.
     pub fn send_frame(&mut self, header: &[u8], payload: &[u8]) -> io::Result<()> {
-        self.send_parts(&[header, payload])
+        self.send_parts(&[header.into(), payload.into()])
     }
 
     /// Sends already-framed bytes made of `parts`, in vectored writes when nothing is pending,
     /// so shared payloads are never copied into a buffer of ours. What the socket does not take
     /// is kept and goes out first later; the buffer holding it is freed once it is written.
-    pub fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
-        if !self.prefix.is_empty() {
+    pub fn send_parts(&mut self, parts: &[Part<'_>]) -> io::Result<()> {
+        if !self.pending.is_empty() {
             self.queue_parts(parts);
             return self.flush_prefix();
         }
         // (part index, offset in it) of the first byte not yet written.
         let (mut index, mut offset) = (0, 0);
         loop {
-            while parts.get(index).is_some_and(|part| offset >= part.len()) {
+            while parts
+                .get(index)
+                .is_some_and(|part| offset >= part.as_slice().len())
+            {
                 index += 1;
                 offset = 0;
             }
@@ -219,7 +326,7 @@ impl<S: Write> Transport<S> {
                 .enumerate()
                 .map(|(i, part)| {
                     let from = if i == 0 { offset } else { 0 };
-                    IoSlice::new(part.get(from..).unwrap_or_default())
+                    IoSlice::new(part.as_slice().get(from..).unwrap_or_default())
                 })
                 .collect();
             let offered: usize = slices.iter().map(|s| s.len()).sum();
@@ -232,7 +339,7 @@ impl<S: Write> Transport<S> {
             self.bytes_written += written as u64;
             let mut left = written;
             while let Some(part) = parts.get(index) {
-                let rest = part.len().saturating_sub(offset);
+                let rest = part.as_slice().len().saturating_sub(offset);
                 if left < rest {
                     offset += left;
                     break;
@@ -250,33 +357,25 @@ impl<S: Write> Transport<S> {
             self.blocked = false;
             return Ok(());
         }
-        let rest = parts.get(index..).unwrap_or_default();
-        let first = rest
-            .first()
-            .and_then(|part| part.get(offset..))
-            .unwrap_or_default();
-        self.prefix
-            .reserve_exact(first.len() + rest.iter().skip(1).map(|p| p.len()).sum::<usize>());
-        self.prefix.extend_from_slice(first);
-        for part in rest.iter().skip(1) {
-            self.prefix.extend_from_slice(part);
-        }
+        self.keep_rest(parts, index, offset);
         self.blocked = true;
         Err(io::ErrorKind::WouldBlock.into())
     }
 
     /// Appends framed bytes behind whatever is pending, to go out when the socket takes them.
-    pub fn queue_parts(&mut self, parts: &[&[u8]]) {
-        self.prefix
-            .reserve(parts.iter().map(|p| p.len()).sum::<usize>());
-        for part in parts {
-            self.prefix.extend_from_slice(part);
-        }
+    pub fn queue_parts(&mut self, parts: &[Part<'_>]) {
+        self.keep_rest(parts, 0, 0);
     }
 
     /// Bytes waiting for the socket.
     pub fn pending_bytes(&self) -> usize {
-        self.prefix.len()
+        self.pending_len
+    }
+
+    /// Bytes waiting for the socket that are private to this connection (not shared frames).
+    #[cfg(test)]
+    fn pending_chunks(&self) -> usize {
+        self.pending.len()
     }
 }
 
@@ -289,6 +388,9 @@ impl<S: Read> Read for Transport<S> {
             Ok(n) => {
                 if n < buf.len() {
                     self.drained = true;
+                }
+                if let Some(frames) = &mut self.frames {
+                    frames.feed(buf.get(..n).unwrap_or_default());
                 }
                 self.bytes_read += n as u64;
                 Ok(n)
@@ -373,7 +475,7 @@ mod tests {
         assert_eq!(transport.stream.taken, b"HHpayload|next");
         assert!(!transport.is_blocked());
         assert_eq!(
-            transport.prefix.capacity(),
+            transport.pending.capacity(),
             0,
             "the pending buffer is released"
         );
@@ -384,7 +486,7 @@ mod tests {
         let parts: Vec<Vec<u8>> = (0..1500u32)
             .map(|i| format!("<{i}>").into_bytes())
             .collect();
-        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let slices: Vec<Part<'_>> = parts.iter().map(|p| p.as_slice().into()).collect();
         let all: Vec<u8> = parts.concat();
         for room in [0, 1, 7, 3000, all.len() - 1, all.len(), all.len() + 5] {
             let mut transport = Transport::new(Pipe {
@@ -410,5 +512,25 @@ mod tests {
         transport.stream.room = 100;
         transport.flush_prefix().expect("flush");
         assert_eq!(transport.stream.taken, b"101 Hx");
+    }
+
+    #[test]
+    fn the_unsent_rest_of_a_shared_frame_is_a_reference_not_a_copy() {
+        let mut transport = Transport::new(Pipe {
+            taken: Vec::new(),
+            room: 5,
+        });
+        let frame = Bytes::from(vec![b'x'; 100_000]);
+        let sent = transport.send_parts(&[Part::Borrowed(b"HH"), Part::Shared(frame.clone())]);
+        assert!(sent.is_err());
+        assert_eq!(transport.pending_bytes(), 100_002 - 5);
+        assert_eq!(transport.pending_chunks(), 1);
+        let kept = transport.pending.front().expect("kept").as_ptr();
+        // SAFETY-free pointer comparison: the kept rest points into the shared frame itself.
+        assert_eq!(kept, frame.get(3..).expect("rest").as_ptr());
+        transport.stream.room = usize::MAX / 2;
+        transport.flush_prefix().expect("flush");
+        assert_eq!(transport.stream.taken.len(), 100_002);
+        assert_eq!(transport.pending_bytes(), 0);
     }
 }

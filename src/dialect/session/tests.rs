@@ -55,7 +55,7 @@ impl World {
         let messages = session
             .outbox()
             .messages()
-            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
             .collect();
         session.outbox().clear();
         (outcome, messages)
