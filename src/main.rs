@@ -21,11 +21,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match server.local_address() {
-        Ok(address) => info!(
-            "stratus {} listening on {address}",
-            env!("CARGO_PKG_VERSION")
-        ),
+    match server.local_addresses() {
+        Ok(addresses) => {
+            for (address, tls) in addresses {
+                // Tests and scripts read the address from these lines.
+                let kind = if tls {
+                    "listening for TLS on"
+                } else {
+                    "listening on"
+                };
+                info!("stratus {} {kind} {address}", env!("CARGO_PKG_VERSION"));
+            }
+        }
         Err(e) => error!("cannot read the listening address: {e}"),
     }
     match server.run() {

@@ -578,7 +578,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                     match ws.flush() {
                         Ok(()) | Err(WsError::ConnectionClosed) => {
                             *output_done = true;
-                            ws.get_ref().stream().shutdown_write();
+                            ws.get_mut().shutdown_write();
                         }
                         Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(_) => *output_done = true,
@@ -594,7 +594,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                     match transport.flush_prefix() {
                         Ok(()) => {
                             *output_done = true;
-                            transport.stream().shutdown_write();
+                            transport.shutdown_write();
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(_) => *output_done = true,
@@ -663,7 +663,10 @@ impl<S: Read + Write + HalfClose> Conn<S> {
 ///
 /// `Ok(false)`: earlier output could not be written, so the frame was not taken. `Ok(true)`: the
 /// frame is sent, or partly sent with the rest queued to go out before anything else.
-fn send_text<S: Read + Write>(ws: &mut WebSocket<Transport<S>>, frame: &Frame) -> io::Result<bool> {
+fn send_text<S: Read + Write + HalfClose>(
+    ws: &mut WebSocket<Transport<S>>,
+    frame: &Frame,
+) -> io::Result<bool> {
     match ws.flush() {
         Ok(()) => {}
         Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -703,7 +706,7 @@ fn logged_ip(ip: Option<IpAddr>, settings: &ConnSettings) -> Option<IpAddr> {
 }
 
 /// Reads and discards input; true once the peer has closed or the stream failed.
-fn drain<S: Read>(transport: &mut Transport<S>, scratch: &mut [u8]) -> bool {
+fn drain<S: Read + HalfClose>(transport: &mut Transport<S>, scratch: &mut [u8]) -> bool {
     loop {
         match transport.read(scratch) {
             Ok(0) => return true,

@@ -4,6 +4,8 @@ pub mod conn;
 mod fd_limit;
 pub mod http;
 mod server;
+pub mod tls;
+pub mod tls_config;
 pub mod transport;
 
 pub use server::{BoundAddress, Server, StartError};

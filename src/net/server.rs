@@ -3,7 +3,9 @@
 //! Each iteration waits for readiness (or the next deadline), hands each ready connection to
 //! its state machine, flushes the room engine when a tick is due (one frame per connection with
 //! news, one write each), runs once-a-second housekeeping (deadlines, pings, room expiry), and
-//! removes finished connections. SIGINT/SIGTERM close every client with 1001 and end the loop.
+//! removes finished connections. SIGINT/SIGTERM close every client with 1001 and end the loop;
+//! SIGHUP re-reads the TLS certificate and key. A listener is plain or TLS: a TLS listener
+//! wraps each accepted socket in a [`TlsStream`] with the certificate current at accept time.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +20,8 @@ use slab::Slab;
 
 use super::conn::{Conn, ConnSettings, LoopContext, Status};
 use super::fd_limit;
+use super::tls::TlsStream;
+use super::tls_config::TlsSetup;
 use super::transport::Socket;
 use crate::config::Config;
 use crate::dialect;
@@ -25,8 +29,10 @@ use crate::dialect::json::JsonParser;
 use crate::engine::{ClientId, Engine, Limits};
 use crate::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
 
-const LISTENER: Token = Token(usize::MAX - 1);
+/// The `--listen` listener, then the `--tls-listen` one.
+const LISTENERS: [Token; 2] = [Token(usize::MAX - 1), Token(usize::MAX - 3)];
 const SIGNALS: Token = Token(usize::MAX - 2);
+const RELOAD: Token = Token(usize::MAX - 4);
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 /// Connections beyond the maximum that are still accepted, to be told 4003 instead of hanging.
 const OVERFLOW_SLOTS: usize = 64;
@@ -57,6 +63,11 @@ impl std::fmt::Display for BoundAddress {
     }
 }
 
+struct Bound {
+    listener: Listener,
+    tls: bool,
+}
+
 struct Entry {
     conn: Conn<Socket>,
     generation: u32,
@@ -64,8 +75,10 @@ struct Entry {
 
 pub struct Server {
     poll: Poll,
-    listener: Listener,
+    listeners: Vec<Bound>,
     signals: mio::net::UnixStream,
+    reload_signal: mio::net::UnixStream,
+    tls: Option<TlsSetup>,
     conns: Slab<Entry>,
     engine: Engine,
     policy: Policy,
@@ -102,16 +115,38 @@ impl Server {
         let policy = build_policy(config)?;
         let max_connections =
             fd_limit::fit_connections(config.max_connections, RESERVED_FDS + OVERFLOW_SLOTS as u64);
+        let tls = load_tls(config)?;
         let poll = Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
-        let mut listener = bind_listener(&config.listen)?;
-        match &mut listener {
-            Listener::Tcp(l) => poll.registry().register(l, LISTENER, Interest::READABLE),
-            Listener::Unix(l, _) => poll.registry().register(l, LISTENER, Interest::READABLE),
+        let mut listeners = vec![Bound {
+            listener: bind_listener(&config.listen)?,
+            tls: tls.is_some() && config.tls_listen.is_none(),
+        }];
+        if let Some(address) = &config.tls_listen {
+            listeners.push(Bound {
+                listener: bind_listener(address)?,
+                tls: true,
+            });
         }
-        .map_err(|e| StartError(format!("cannot register listener: {e}")))?;
-        let mut signals = register_signals()?;
+        for (bound, token) in listeners.iter_mut().zip(LISTENERS) {
+            match &mut bound.listener {
+                Listener::Tcp(l) => poll.registry().register(l, token, Interest::READABLE),
+                Listener::Unix(..) if bound.tls => {
+                    return Err(StartError(
+                        "TLS needs a HOST:PORT listener, not a unix socket".to_owned(),
+                    ))
+                }
+                Listener::Unix(l, _) => poll.registry().register(l, token, Interest::READABLE),
+            }
+            .map_err(|e| StartError(format!("cannot register listener: {e}")))?;
+        }
+        let mut signals =
+            signal_pipe(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| StartError(format!("cannot register signal pipe: {e}")))?;
+        let mut reload_signal = signal_pipe(&[signal_hook::consts::SIGHUP])?;
+        poll.registry()
+            .register(&mut reload_signal, RELOAD, Interest::READABLE)
             .map_err(|e| StartError(format!("cannot register signal pipe: {e}")))?;
         let limits = Limits {
             max_rooms: config.max_rooms,
@@ -123,8 +158,10 @@ impl Server {
         let now = Instant::now();
         Ok(Server {
             poll,
-            listener,
+            listeners,
             signals,
+            reload_signal,
+            tls,
             conns: Slab::new(),
             engine: Engine::new(limits, dialect::encode_set),
             policy,
@@ -144,11 +181,18 @@ impl Server {
         })
     }
 
-    pub fn local_address(&self) -> io::Result<BoundAddress> {
-        match &self.listener {
-            Listener::Tcp(l) => l.local_addr().map(BoundAddress::Tcp),
-            Listener::Unix(_, path) => Ok(BoundAddress::Unix(path.clone())),
-        }
+    /// Each listener's address, and whether it speaks TLS.
+    pub fn local_addresses(&self) -> io::Result<Vec<(BoundAddress, bool)>> {
+        self.listeners
+            .iter()
+            .map(|bound| {
+                let address = match &bound.listener {
+                    Listener::Tcp(l) => BoundAddress::Tcp(l.local_addr()?),
+                    Listener::Unix(_, path) => BoundAddress::Unix(path.clone()),
+                };
+                Ok((address, bound.tls))
+            })
+            .collect()
     }
 
     /// Serves until SIGINT or SIGTERM, then closes every client with 1001 and returns.
@@ -164,8 +208,10 @@ impl Server {
             let mut now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_all(now),
+                    token if token == LISTENERS[0] => self.accept_all(0, now),
+                    token if token == LISTENERS[1] => self.accept_all(1, now),
                     SIGNALS => self.on_signal(now),
+                    RELOAD => self.on_reload_signal(),
                     Token(key) => {
                         self.on_conn_event(key, event.is_readable(), event.is_writable(), now)
                     }
@@ -182,8 +228,10 @@ impl Server {
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
                     info!("shut down with {} connections still open", self.conns.len());
-                    if let Listener::Unix(_, path) = &self.listener {
-                        let _ = std::fs::remove_file(path);
+                    for bound in &self.listeners {
+                        if let Listener::Unix(_, path) = &bound.listener {
+                            let _ = std::fs::remove_file(path);
+                        }
                     }
                     return Ok(());
                 }
@@ -234,7 +282,7 @@ impl Server {
         )
     }
 
-    fn accept_all(&mut self, now: Instant) {
+    fn accept_all(&mut self, index: usize, now: Instant) {
         if self.shutdown_deadline.is_some() {
             return;
         }
@@ -249,7 +297,10 @@ impl Server {
                 self.accept_paused = true;
                 return;
             }
-            let accepted = match &self.listener {
+            let Some(bound) = self.listeners.get(index) else {
+                return;
+            };
+            let accepted = match &bound.listener {
                 Listener::Tcp(l) => l.accept().map(|(s, addr)| {
                     // We batch our own writes; Nagle would only add latency.
                     let _ = s.set_nodelay(true);
@@ -258,6 +309,13 @@ impl Server {
                 Listener::Unix(l, _) => l.accept().map(|(s, _)| (Socket::Unix(s), None)),
             };
             match accepted {
+                Ok((Socket::Tcp(s), ip)) if bound.tls => {
+                    let Some(tls) = &self.tls else { continue };
+                    match TlsStream::new(s, tls.config()) {
+                        Ok(stream) => self.add_connection(Socket::Tls(Box::new(stream)), ip, now),
+                        Err(e) => error!("cannot start TLS: {e}"),
+                    }
+                }
                 Ok((socket, ip)) => self.add_connection(socket, ip, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -374,7 +432,26 @@ impl Server {
         self.finished = finished;
         if self.accept_paused && self.conns.len() < self.max_connections + OVERFLOW_SLOTS {
             self.accept_paused = false;
-            self.accept_all(now);
+            for index in 0..self.listeners.len() {
+                self.accept_all(index, now);
+            }
+        }
+    }
+
+    /// SIGHUP: new connections get the re-read certificate; open ones keep theirs.
+    fn on_reload_signal(&mut self) {
+        let mut buf = [0u8; 64];
+        while matches!(self.reload_signal.read(&mut buf), Ok(n) if n > 0) {}
+        let Some(tls) = &mut self.tls else {
+            info!("SIGHUP: no TLS certificate configured, nothing to reload");
+            return;
+        };
+        match tls.reload() {
+            Ok(()) => info!(
+                "SIGHUP: reloaded the TLS certificate {}",
+                tls.cert_path().display()
+            ),
+            Err(e) => error!("SIGHUP: keeping the previous TLS certificate: {e}"),
         }
     }
 
@@ -467,13 +544,31 @@ fn bind_listener(listen: &str) -> Result<Listener, StartError> {
         .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))
 }
 
-fn register_signals() -> Result<mio::net::UnixStream, StartError> {
+fn load_tls(config: &Config) -> Result<Option<TlsSetup>, StartError> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let setup = TlsSetup::load(cert, key).map_err(StartError)?;
+            info!("TLS certificate {}", cert.display());
+            Ok(Some(setup))
+        }
+        (None, None) if config.tls_listen.is_some() => Err(StartError(
+            "--tls-listen needs --tls-cert and --tls-key".to_owned(),
+        )),
+        (None, None) => Ok(None),
+        _ => Err(StartError(
+            "--tls-cert and --tls-key go together: give both or neither".to_owned(),
+        )),
+    }
+}
+
+/// A pipe the given signals write to, so the loop sees them as readable events.
+fn signal_pipe(signals: &[libc::c_int]) -> Result<mio::net::UnixStream, StartError> {
     let (read_end, write_end) =
         StdUnixStream::pair().map_err(|e| StartError(format!("cannot create signal pipe: {e}")))?;
     read_end
         .set_nonblocking(true)
         .map_err(|e| StartError(format!("cannot set up signal pipe: {e}")))?;
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    for &signal in signals {
         let writer = write_end
             .try_clone()
             .map_err(|e| StartError(format!("cannot set up signal pipe: {e}")))?;

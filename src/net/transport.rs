@@ -10,6 +10,9 @@
 //!   fan-out copies nothing and no large buffer stays behind once a frame is out;
 //! - remembers whether the last write hit `WouldBlock`, which is how the loop knows a client is
 //!   behind and should not be handed more frames until it drains.
+//!
+//! The stream is a plain socket or TLS ([`super::tls::TlsStream`]); TLS holds output of its
+//! own, which `flush` writes and [`HalfClose::holds_data`] reports.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
@@ -17,11 +20,14 @@ use std::net::Shutdown;
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
+use super::tls::TlsStream;
+
 /// A listening socket's accepted stream: TCP or a unix domain socket.
 #[derive(Debug)]
 pub enum Socket {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
+    Tls(Box<TlsStream<mio::net::TcpStream>>),
 }
 
 impl Read for Socket {
@@ -29,6 +35,7 @@ impl Read for Socket {
         match self {
             Socket::Tcp(s) => s.read(buf),
             Socket::Unix(s) => s.read(buf),
+            Socket::Tls(s) => s.read(buf),
         }
     }
 }
@@ -38,6 +45,7 @@ impl Write for Socket {
         match self {
             Socket::Tcp(s) => s.write(buf),
             Socket::Unix(s) => s.write(buf),
+            Socket::Tls(s) => s.write(buf),
         }
     }
 
@@ -45,11 +53,15 @@ impl Write for Socket {
         match self {
             Socket::Tcp(s) => s.write_vectored(bufs),
             Socket::Unix(s) => s.write_vectored(bufs),
+            Socket::Tls(s) => s.write_vectored(bufs),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Socket::Tcp(_) | Socket::Unix(_) => Ok(()),
+            Socket::Tls(s) => s.flush(),
+        }
     }
 }
 
@@ -63,6 +75,7 @@ impl Source for Socket {
         match self {
             Socket::Tcp(s) => s.register(registry, token, interests),
             Socket::Unix(s) => s.register(registry, token, interests),
+            Socket::Tls(s) => s.register(registry, token, interests),
         }
     }
 
@@ -75,6 +88,7 @@ impl Source for Socket {
         match self {
             Socket::Tcp(s) => s.reregister(registry, token, interests),
             Socket::Unix(s) => s.reregister(registry, token, interests),
+            Socket::Tls(s) => s.reregister(registry, token, interests),
         }
     }
 
@@ -82,22 +96,48 @@ impl Source for Socket {
         match self {
             Socket::Tcp(s) => s.deregister(registry),
             Socket::Unix(s) => s.deregister(registry),
+            Socket::Tls(s) => s.deregister(registry),
         }
     }
 }
 
-/// Streams that can half-close; in-memory test streams do nothing.
+/// What the transport needs from a stream beyond `Read + Write`; in-memory test streams keep
+/// the defaults.
 pub trait HalfClose {
-    fn shutdown_write(&self) {}
+    /// Ends our direction of the stream (after a TLS close_notify, for TLS).
+    fn shutdown_write(&mut self) {}
+
+    /// The stream itself holds something for the loop to do (encrypted output not yet
+    /// written, an end of stream not yet reported), so an empty socket buffer is no reason
+    /// to skip a read.
+    fn holds_data(&self) -> bool {
+        false
+    }
+}
+
+impl HalfClose for mio::net::TcpStream {
+    fn shutdown_write(&mut self) {
+        // Shutdown failing means the peer is already gone; the connection is closing anyway.
+        let _ = self.shutdown(Shutdown::Write);
+    }
 }
 
 impl HalfClose for Socket {
-    fn shutdown_write(&self) {
-        // Shutdown failing means the peer is already gone; the connection is closing anyway.
-        let _ = match self {
-            Socket::Tcp(s) => s.shutdown(Shutdown::Write),
-            Socket::Unix(s) => s.shutdown(Shutdown::Write),
-        };
+    fn shutdown_write(&mut self) {
+        match self {
+            Socket::Tcp(s) => s.shutdown_write(),
+            Socket::Unix(s) => {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+            Socket::Tls(s) => s.shutdown_write(),
+        }
+    }
+
+    fn holds_data(&self) -> bool {
+        match self {
+            Socket::Tcp(_) | Socket::Unix(_) => false,
+            Socket::Tls(s) => s.holds_data(),
+        }
     }
 }
 
@@ -148,6 +188,14 @@ impl<S> Transport<S> {
         self.bytes_written
     }
 
+    /// Ends our direction of the stream once everything is written.
+    pub fn shutdown_write(&mut self)
+    where
+        S: HalfClose,
+    {
+        self.stream.shutdown_write();
+    }
+
     /// Queues bytes to go out before anything else written through this transport.
     pub fn set_prefix(&mut self, bytes: Vec<u8>) {
         self.prefix = bytes;
@@ -173,7 +221,7 @@ impl<S: Write> Transport<S> {
 
     /// Writes the pending prefix; used when no WebSocket output follows it.
     pub fn flush_prefix(&mut self) -> io::Result<()> {
-        let result = self.write_prefix();
+        let result = self.write_prefix().and_then(|()| self.stream.flush());
         self.note(&result);
         result
     }
@@ -215,14 +263,16 @@ impl<S: Write> Transport<S> {
             self.blocked = true;
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        self.blocked = false;
-        Ok(())
+        // A TLS stream took the frame but may still hold records the socket did not take.
+        let result = self.stream.flush();
+        self.note(&result);
+        result
     }
 }
 
-impl<S: Read> Read for Transport<S> {
+impl<S: Read + HalfClose> Read for Transport<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.drained {
+        if self.drained && !self.stream.holds_data() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         match self.stream.read(buf) {
