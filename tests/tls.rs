@@ -309,3 +309,39 @@ fn peer_leaf(client: &Client<TlsClientStream>) -> Vec<u8> {
         .map(|leaf| leaf.to_vec())
         .expect("peer certificate")
 }
+
+#[test]
+fn with_a_certificate_and_one_listen_address_that_address_speaks_only_tls() {
+    use std::io::{BufRead, BufReader};
+    let ca = Authority::new();
+    let (chain, key, _) = ca.leaf((2090, 1, 1));
+    let files = Files::write(&chain, &key);
+    let mut child = common::stratus_command()
+        .args(["--listen", "127.0.0.1:0"])
+        .args(files.args())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start stratus");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let line = lines
+        .find(|l| l.contains("listening"))
+        .expect("an address line");
+    let addr: SocketAddr = line
+        .split("listening for TLS on ")
+        .nth(1)
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("not a TLS listener: {line}"));
+    // Keep reading the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let mut client = wss_connect(addr, ca.client_config(&[&rustls::version::TLS13]));
+    client.handshake("3", "only");
+    client.set("☁ v", "1");
+    let tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let plain = tungstenite::client(common::request_with(&format!("ws://{addr}/"), &[]), tcp);
+    assert!(plain.is_err(), "plain ws on the TLS address must fail");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -33,6 +33,8 @@ pub struct TlsStream<S> {
     tls: ServerConnection,
     /// The socket reached end of stream: reads answer 0 from now on.
     eof: bool,
+    /// Our direction is shut: whatever rustls still holds is dropped, never written.
+    write_shut: bool,
 }
 
 impl<S> std::fmt::Debug for TlsStream<S> {
@@ -52,6 +54,7 @@ impl<S> TlsStream<S> {
             socket,
             tls,
             eof: false,
+            write_shut: false,
         })
     }
 
@@ -68,6 +71,9 @@ impl<S> TlsStream<S> {
 impl<S: Write> TlsStream<S> {
     /// Writes the records rustls holds; `WouldBlock` if the socket could not take them all.
     fn write_records(&mut self) -> io::Result<()> {
+        if self.write_shut {
+            return Ok(());
+        }
         while self.tls.wants_write() {
             match self.tls.write_tls(&mut self.socket) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -139,6 +145,9 @@ impl<S: Write> Write for TlsStream<S> {
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if self.write_shut {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
         self.write_records_if_possible()?;
         // One call to rustls per pass, so header and payload share records.
         let mut rest: SmallVec<[IoSlice<'_>; 4]> = bufs.iter().map(|b| IoSlice::new(b)).collect();
@@ -173,11 +182,12 @@ impl<S: Write + HalfClose> HalfClose for TlsStream<S> {
         self.tls.send_close_notify();
         // Best effort, like the close frame before it: the socket is closing either way.
         let _ = self.write_records();
+        self.write_shut = true;
         self.socket.shutdown_write();
     }
 
     fn holds_data(&self) -> bool {
-        self.eof || self.tls.wants_write()
+        self.eof || (self.tls.wants_write() && !self.write_shut)
     }
 }
 
@@ -202,5 +212,79 @@ impl<S: Source> Source for TlsStream<S> {
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         self.socket.deregister(registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes `budget` bytes, then says `WouldBlock`; remembers writes after the shutdown.
+    #[derive(Default)]
+    struct Pipe {
+        budget: usize,
+        written: usize,
+        shut: bool,
+        written_after_shut: usize,
+    }
+
+    impl Read for Pipe {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    impl Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.budget);
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.budget -= n;
+            self.written += n;
+            if self.shut {
+                self.written_after_shut += n;
+            }
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl HalfClose for Pipe {
+        fn shutdown_write(&mut self) {
+            self.shut = true;
+        }
+    }
+
+    fn config() -> Arc<ServerConfig> {
+        let generated =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(generated.key_pair.serialize_der().into());
+        let config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(vec![generated.cert.der().clone()], key)
+                .expect("config");
+        Arc::new(config)
+    }
+
+    #[test]
+    fn nothing_is_written_after_the_write_half_is_shut() {
+        let mut stream = TlsStream::new(Pipe::default(), config()).expect("stream");
+        // The close_notify cannot go out now; it must not go out after the shutdown either
+        // (a real socket would fail the write and cut the drain short).
+        stream.shutdown_write();
+        assert!(stream.socket().shut);
+        stream.socket.budget = usize::MAX;
+        let mut buf = [0u8; 64];
+        assert!(stream.read(&mut buf).is_err());
+        assert!(stream.write(b"late").is_err());
+        assert_eq!(stream.socket().written_after_shut, 0);
+        assert!(!stream.holds_data());
     }
 }
