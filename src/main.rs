@@ -38,11 +38,18 @@ fn main() -> ExitCode {
         }
     };
     server.enable_reload(std::env::args_os().collect(), described);
-    match server.local_address() {
-        Ok(address) => info!(
-            "stratus {} listening on {address}",
-            env!("CARGO_PKG_VERSION")
-        ),
+    match server.local_addresses() {
+        Ok(addresses) => {
+            for (address, tls) in addresses {
+                // Tests and scripts read the address from these lines.
+                let kind = if tls {
+                    "listening for TLS on"
+                } else {
+                    "listening on"
+                };
+                info!("stratus {} {kind} {address}", env!("CARGO_PKG_VERSION"));
+            }
+        }
         Err(e) => error!("cannot read the listening address: {e}"),
     }
     match server.run() {

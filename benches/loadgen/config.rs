@@ -42,7 +42,7 @@ a note and exits, because it needs a running server.";
 )]
 pub struct Args {
     /// WebSocket URL of the server. Only loopback hosts are accepted (127.0.0.0/8, ::1,
-    /// localhost); wss:// is not supported.
+    /// localhost); wss:// speaks TLS without checking the certificate.
     #[arg(long, default_value = "ws://127.0.0.1:9080/")]
     pub url: String,
 
@@ -162,6 +162,8 @@ pub struct Target {
     pub host_header: String,
     /// Path and query of the upgrade request.
     pub path: String,
+    /// `wss://`: speak TLS (the server's certificate is not checked; see `tls.rs`).
+    pub tls: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -365,13 +367,14 @@ fn default_room_prefix() -> String {
 /// generator is a load tool and must never be pointed at someone else's server.
 pub fn parse_target(url: &str) -> Result<Target, String> {
     let lower = url.to_ascii_lowercase();
-    if lower.starts_with("wss://") {
-        return Err("wss:// is not supported: point --url at a local ws:// listener".into());
+    let tls = lower.starts_with("wss://");
+    if !tls && !lower.starts_with("ws://") {
+        return Err(format!(
+            "--url must start with ws:// or wss://, got {url:?}"
+        ));
     }
-    if !lower.starts_with("ws://") {
-        return Err(format!("--url must start with ws://, got {url:?}"));
-    }
-    let rest = &url["ws://".len()..];
+    let scheme = if tls { "wss" } else { "ws" };
+    let rest = &url[scheme.len() + 3..];
     let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
     let path = if path.is_empty() {
         "/".to_string()
@@ -380,7 +383,7 @@ pub fn parse_target(url: &str) -> Result<Target, String> {
     } else {
         path.to_string()
     };
-    let (host, port) = split_host_port(authority)?;
+    let (host, port) = split_host_port(authority, if tls { 443 } else { 80 })?;
     let ip = if host.eq_ignore_ascii_case("localhost") {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     } else {
@@ -396,13 +399,14 @@ pub fn parse_target(url: &str) -> Result<Target, String> {
     let host_header = format!("{url_host}:{port}");
     Ok(Target {
         addr: SocketAddr::new(ip, port),
-        url: format!("ws://{host_header}{path}"),
+        url: format!("{scheme}://{host_header}{path}"),
         host_header,
         path,
+        tls,
     })
 }
 
-fn split_host_port(authority: &str) -> Result<(&str, u16), String> {
+fn split_host_port(authority: &str, default_port: u16) -> Result<(&str, u16), String> {
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let end = v6
             .find(']')
@@ -424,7 +428,7 @@ fn split_host_port(authority: &str) -> Result<(&str, u16), String> {
         return Err("--url has no host".into());
     }
     let port = match port {
-        None => 80,
+        None => default_port,
         Some(p) => p
             .parse::<u16>()
             .map_err(|_| format!("bad port in --url: {p:?}"))?,

@@ -11,7 +11,6 @@
 
 use std::io::{ErrorKind, Read};
 
-use mio::net::TcpStream;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Bytes, Message, Utf8Bytes, WebSocket};
@@ -19,21 +18,22 @@ use tungstenite::{Bytes, Message, Utf8Bytes, WebSocket};
 use crate::config::Target;
 use crate::frames::{Control, FrameReader, NO_STATUS};
 use crate::recv::Receiver;
+use crate::tls::Stream;
 use crate::upgrade::{Progress, Upgrade};
 
 /// Bytes one connection may read per turn before the others get their go.
 const READ_BUDGET: usize = 512 * 1024;
 
 enum Phase {
-    Connecting(TcpStream),
-    Upgrading(TcpStream, Box<Upgrade>),
+    Connecting(Stream),
+    Upgrading(Stream, Box<Upgrade>),
     Open(Box<Open>),
     /// Only while moving between phases.
     Empty,
 }
 
 struct Open {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Stream>,
     reader: FrameReader,
 }
 
@@ -97,7 +97,7 @@ struct ReadPass {
 }
 
 impl Conn {
-    pub fn new(client: u32, stream: TcpStream) -> Self {
+    pub fn new(client: u32, stream: Stream) -> Self {
         Conn {
             client,
             phase: Phase::Connecting(stream),
@@ -139,17 +139,17 @@ impl Conn {
 
     fn finish_connect(
         &mut self,
-        stream: TcpStream,
+        stream: Stream,
         buf: &mut [u8],
         target: &Target,
         config: WebSocketConfig,
         rx: &mut Receiver,
     ) -> Outcome {
-        match stream.take_error() {
+        match stream.tcp().take_error() {
             Ok(None) => {}
             Ok(Some(e)) | Err(e) => return Outcome::Ended(End::ConnectFailed(io_kind(&e))),
         }
-        match stream.peer_addr() {
+        match stream.tcp().peer_addr() {
             Ok(_) => {}
             // Spurious wake-up: the connect is still in progress.
             Err(e) if matches!(e.kind(), ErrorKind::NotConnected | ErrorKind::WouldBlock) => {
@@ -159,7 +159,7 @@ impl Conn {
             Err(e) => return Outcome::Ended(End::ConnectFailed(io_kind(&e))),
         }
         // Sets are tiny and latency is the point: never let Nagle hold them back.
-        if let Err(e) = stream.set_nodelay(true) {
+        if let Err(e) = stream.tcp().set_nodelay(true) {
             return Outcome::Ended(End::ConnectFailed(io_kind(&e)));
         }
         let upgrade = Box::new(Upgrade::new(&target.host_header, &target.path));
@@ -168,7 +168,7 @@ impl Conn {
 
     fn upgrade(
         &mut self,
-        mut stream: TcpStream,
+        mut stream: Stream,
         mut upgrade: Box<Upgrade>,
         buf: &mut [u8],
         config: WebSocketConfig,

@@ -19,6 +19,7 @@ use crate::histogram::Histogram;
 use crate::recv::{Clock, Counters, Receiver};
 use crate::schedule::{Schedule, SetEncoder};
 use crate::sysinfo::{self, CpuTimes};
+use crate::tls::Stream;
 
 /// Connections opened per turn at most, so that a zero ramp still lets events through.
 const MAX_CONNECTS_PER_TURN: u32 = 256;
@@ -387,7 +388,12 @@ impl<'a> Driver<'a> {
 
     fn open_connection(&mut self, client: u32) {
         self.stats.attempted += 1;
-        let mut stream = match TcpStream::connect(self.cfg.target.addr) {
+        let stream = match TcpStream::connect(self.cfg.target.addr) {
+            Ok(stream) if self.cfg.target.tls => Stream::tls(stream),
+            Ok(stream) => Ok(Stream::Plain(stream)),
+            Err(e) => Err(e),
+        };
+        let mut stream = match stream {
             Ok(stream) => stream,
             Err(e) => return self.count_failure(format!("connect: {}", io_kind(&e))),
         };

@@ -38,6 +38,7 @@ mod report;
 mod saturation;
 mod schedule;
 mod sysinfo;
+mod tls;
 mod upgrade;
 
 use std::process::ExitCode;

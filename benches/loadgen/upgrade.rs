@@ -5,7 +5,6 @@
 use std::io::{ErrorKind, Read, Write};
 
 use memchr::memmem;
-use mio::net::TcpStream;
 use tungstenite::handshake::client::generate_key;
 use tungstenite::handshake::derive_accept_key;
 
@@ -44,7 +43,11 @@ impl Upgrade {
     }
 
     /// Writes what is left of the request, then reads the response head.
-    pub fn advance(&mut self, stream: &mut TcpStream, buf: &mut [u8]) -> Result<Progress, String> {
+    pub fn advance(
+        &mut self,
+        stream: &mut (impl Read + Write),
+        buf: &mut [u8],
+    ) -> Result<Progress, String> {
         while self.written < self.request.len() {
             match stream.write(&self.request[self.written..]) {
                 Ok(0) => return Err("io: WriteZero".into()),

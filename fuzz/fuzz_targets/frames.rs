@@ -128,7 +128,7 @@ impl Write for MemStream {
 }
 
 impl HalfClose for MemStream {
-    fn shutdown_write(&self) {
+    fn shutdown_write(&mut self) {
         self.0.borrow_mut().half_closed = true;
     }
 }

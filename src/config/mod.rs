@@ -67,6 +67,21 @@ pub struct Config {
     #[arg(long, env = "STRATUS_LISTEN", default_value = "127.0.0.1:9080")]
     pub listen: String,
 
+    /// TLS certificate chain (PEM, leaf first), e.g. Let's Encrypt's `fullchain.pem`. With
+    /// `--tls-key`, the `--listen` address speaks only TLS (`wss://`), unless `--tls-listen`
+    /// gives TLS its own address. SIGHUP re-reads both files.
+    #[arg(long, env = "STRATUS_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1), e.g. Let's Encrypt's `privkey.pem`.
+    #[arg(long, env = "STRATUS_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// A second address, HOST:PORT, that speaks TLS while `--listen` stays plain (for a local
+    /// proxy or health checks). Needs `--tls-cert` and `--tls-key`.
+    #[arg(long, env = "STRATUS_TLS_LISTEN", value_name = "HOST:PORT")]
+    pub tls_listen: Option<String>,
+
     /// Take the client's address from the last X-Forwarded-For entry (behind a reverse proxy).
     #[arg(long, env = "STRATUS_TRUST_PROXY", value_parser = BoolishValueParser::new())]
     pub trust_proxy: bool,

@@ -935,7 +935,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                     match ws.flush().and_then(|()| ws.flush()) {
                         Ok(()) | Err(WsError::ConnectionClosed) => {
                             *output_done = true;
-                            ws.get_ref().stream().shutdown_write();
+                            ws.get_mut().shutdown_write();
                         }
                         Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(_) => *output_done = true,
@@ -951,7 +951,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                     match transport.flush_prefix() {
                         Ok(()) => {
                             *output_done = true;
-                            transport.stream().shutdown_write();
+                            transport.shutdown_write();
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(_) => *output_done = true,
@@ -1023,7 +1023,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
 /// (replies) are queued behind it; fan-out frames are refused with `Ok(false)`, and the client
 /// is offered the then-latest values later. `Ok(true)`: the messages are sent, or partly sent
 /// with the rest queued to go out before anything else.
-fn send_messages<S: Read + Write>(
+fn send_messages<S: Read + Write + HalfClose>(
     ws: &mut WebSocket<Transport<S>>,
     messages: &[OutMessage<'_>],
     must_send: bool,
@@ -1095,7 +1095,11 @@ fn logged_ip(ip: Option<IpAddr>, settings: &ConnSettings) -> Option<IpAddr> {
 
 /// Reads and discards input; true once the peer has closed or the stream failed. Reads at
 /// most `BYTES_PER_TURN`, then sets `more_input` and returns false.
-fn drain<S: Read>(transport: &mut Transport<S>, scratch: &mut [u8], more_input: &mut bool) -> bool {
+fn drain<S: Read + HalfClose>(
+    transport: &mut Transport<S>,
+    scratch: &mut [u8],
+    more_input: &mut bool,
+) -> bool {
     let mut read = 0;
     loop {
         if read >= BYTES_PER_TURN as usize {

@@ -6,6 +6,8 @@ mod frame_boundary;
 pub mod http;
 pub mod per_ip;
 mod server;
+pub mod tls;
+pub mod tls_config;
 pub mod transport;
 
 pub use server::{BoundAddress, Server, StartError};

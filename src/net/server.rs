@@ -5,6 +5,9 @@
 //! (one frame per connection with news, one write each), runs once-a-second housekeeping
 //! (deadlines, pings, room expiry), and removes finished connections. SIGINT/SIGTERM close every
 //! client with 1001 and end the loop.
+//! SIGHUP reloads the configuration and the TLS certificate. A listener is plain or TLS: a TLS
+//! listener wraps each accepted socket in a [`TlsStream`] with the certificate current at
+//! accept time.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
@@ -21,6 +24,8 @@ use slab::Slab;
 use super::conn::{Conn, ConnSettings, LoopContext, Status};
 use super::fd_limit;
 use super::per_ip::PerIp;
+use super::tls::TlsStream;
+use super::tls_config::TlsSetup;
 use super::transport::Socket;
 use crate::config::Config;
 use crate::dialect;
@@ -36,7 +41,6 @@ mod storage;
 
 use reload::Reload;
 
-const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 /// The storage thread's answers are waiting.
 const STORE: Token = Token(usize::MAX - 3);
@@ -44,6 +48,8 @@ const STORE: Token = Token(usize::MAX - 3);
 const RELOAD: Token = Token(usize::MAX - 4);
 /// `--metrics-listen`.
 const METRICS_LISTENER: Token = Token(usize::MAX - 5);
+/// The `--listen` listener, then the `--tls-listen` one.
+const LISTENERS: [Token; 2] = [Token(usize::MAX - 1), Token(usize::MAX - 6)];
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 /// Connections beyond the maximum that are still accepted, to be told 4003 instead of hanging.
 const OVERFLOW_SLOTS: usize = 64;
@@ -83,6 +89,11 @@ impl std::fmt::Display for BoundAddress {
     }
 }
 
+struct Bound {
+    listener: Listener,
+    tls: bool,
+}
+
 struct Entry {
     conn: Conn<Socket>,
     generation: u32,
@@ -90,12 +101,13 @@ struct Entry {
 
 pub struct Server {
     poll: Poll,
-    listener: Listener,
+    listeners: Vec<Bound>,
     signals: mio::net::UnixStream,
     hangups: mio::net::UnixStream,
     metrics_listener: Option<TcpListener>,
     /// How to read the configuration again at SIGHUP, and what it said last time.
     reload: Option<Reload>,
+    tls: Option<TlsSetup>,
     conns: Slab<Entry>,
     engine: Engine,
     policy: Policy,
@@ -152,13 +164,30 @@ impl Server {
         let policy = build_policy(config)?;
         let max_connections =
             fd_limit::fit_connections(config.max_connections, RESERVED_FDS + OVERFLOW_SLOTS as u64);
+        let tls = load_tls(config)?;
         let poll = Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
-        let mut listener = bind_listener(&config.listen, config.unix_socket_mode)?;
-        match &mut listener {
-            Listener::Tcp(l) => poll.registry().register(l, LISTENER, Interest::READABLE),
-            Listener::Unix(l, _) => poll.registry().register(l, LISTENER, Interest::READABLE),
+        let mut listeners = vec![Bound {
+            listener: bind_listener(&config.listen, config.unix_socket_mode)?,
+            tls: tls.is_some() && config.tls_listen.is_none(),
+        }];
+        if let Some(address) = &config.tls_listen {
+            listeners.push(Bound {
+                listener: bind_listener(address, config.unix_socket_mode)?,
+                tls: true,
+            });
         }
-        .map_err(|e| StartError(format!("cannot register listener: {e}")))?;
+        for (bound, token) in listeners.iter_mut().zip(LISTENERS) {
+            match &mut bound.listener {
+                Listener::Tcp(l) => poll.registry().register(l, token, Interest::READABLE),
+                Listener::Unix(..) if bound.tls => {
+                    return Err(StartError(
+                        "TLS needs a HOST:PORT listener, not a unix socket".to_owned(),
+                    ))
+                }
+                Listener::Unix(l, _) => poll.registry().register(l, token, Interest::READABLE),
+            }
+            .map_err(|e| StartError(format!("cannot register listener: {e}")))?;
+        }
         let metrics_listener = match &config.metrics_listen {
             Some(listen) => Some(bind_metrics(listen, &poll)?),
             None => None,
@@ -201,11 +230,12 @@ impl Server {
         let now = Instant::now();
         Ok(Server {
             poll,
-            listener,
+            listeners,
             signals,
             hangups,
             metrics_listener,
             reload: None,
+            tls,
             conns: Slab::new(),
             engine,
             policy,
@@ -243,11 +273,18 @@ impl Server {
         })
     }
 
-    pub fn local_address(&self) -> io::Result<BoundAddress> {
-        match &self.listener {
-            Listener::Tcp(l) => l.local_addr().map(BoundAddress::Tcp),
-            Listener::Unix(_, path) => Ok(BoundAddress::Unix(path.clone())),
-        }
+    /// Each listener's address, and whether it speaks TLS.
+    pub fn local_addresses(&self) -> io::Result<Vec<(BoundAddress, bool)>> {
+        self.listeners
+            .iter()
+            .map(|bound| {
+                let address = match &bound.listener {
+                    Listener::Tcp(l) => BoundAddress::Tcp(l.local_addr()?),
+                    Listener::Unix(_, path) => BoundAddress::Unix(path.clone()),
+                };
+                Ok((address, bound.tls))
+            })
+            .collect()
     }
 
     /// Serves until SIGINT or SIGTERM, then closes every client with 1001, saves every change
@@ -282,8 +319,8 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     // Already accepted this turn, after the event was reported.
-                    LISTENER if accepted => {}
-                    LISTENER => self.accept_some(now),
+                    token if LISTENERS.contains(&token) && accepted => {}
+                    token if LISTENERS.contains(&token) => self.accept_some(now),
                     SIGNALS => self.on_signal(now),
                     RELOAD => self.on_hangup(),
                     METRICS_LISTENER => self.accept_metrics(now),
@@ -309,8 +346,10 @@ impl Server {
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
                     info!("shut down with {} connections still open", self.conns.len());
-                    if let Listener::Unix(_, path) = &self.listener {
-                        let _ = std::fs::remove_file(path);
+                    for bound in &self.listeners {
+                        if let Listener::Unix(_, path) = &bound.listener {
+                            let _ = std::fs::remove_file(path);
+                        }
                     }
                     return self.finish_store();
                 }
@@ -357,9 +396,15 @@ impl Server {
         )
     }
 
-    /// Accepts up to ACCEPTS_PER_TURN connections; if more may be waiting, the next turn
-    /// accepts again.
+    /// Accepts up to ACCEPTS_PER_TURN connections from each listener; if more may be waiting,
+    /// the next turn accepts again.
     fn accept_some(&mut self, now: Instant) {
+        for index in 0..self.listeners.len() {
+            self.accept_from(index, now);
+        }
+    }
+
+    fn accept_from(&mut self, index: usize, now: Instant) {
         if self.shutdown_deadline.is_some() {
             return;
         }
@@ -374,7 +419,10 @@ impl Server {
                 self.accept_paused = true;
                 return;
             }
-            let accepted = match &self.listener {
+            let Some(bound) = self.listeners.get(index) else {
+                return;
+            };
+            let accepted = match &bound.listener {
                 Listener::Tcp(l) => l.accept().map(|(s, addr)| {
                     // We batch our own writes; Nagle would only add latency.
                     let _ = s.set_nodelay(true);
@@ -383,6 +431,13 @@ impl Server {
                 Listener::Unix(l, _) => l.accept().map(|(s, _)| (Socket::Unix(s), None)),
             };
             match accepted {
+                Ok((Socket::Tcp(s), ip)) if bound.tls => {
+                    let Some(tls) = &self.tls else { continue };
+                    match TlsStream::new(s, tls.config()) {
+                        Ok(stream) => self.add_connection(Socket::Tls(Box::new(stream)), ip, now),
+                        Err(e) => error!("cannot start TLS: {e}"),
+                    }
+                }
                 Ok((socket, ip)) => self.add_connection(socket, ip, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -857,6 +912,24 @@ fn tcp_address(listen: &str) -> Result<SocketAddr, StartError> {
                 "--listen {listen:?} is not HOST:PORT, a port, or a /path for a unix socket"
             ))
         })
+}
+
+/// The TLS certificate and key, when both are given.
+fn load_tls(config: &Config) -> Result<Option<TlsSetup>, StartError> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let setup = TlsSetup::load(cert, key).map_err(StartError)?;
+            info!("TLS certificate {}", cert.display());
+            Ok(Some(setup))
+        }
+        (None, None) if config.tls_listen.is_some() => Err(StartError(
+            "--tls-listen needs --tls-cert and --tls-key".to_owned(),
+        )),
+        (None, None) => Ok(None),
+        _ => Err(StartError(
+            "--tls-cert and --tls-key go together: give both or neither".to_owned(),
+        )),
+    }
 }
 
 /// A pipe the loop polls, written to when one of `signals` arrives.

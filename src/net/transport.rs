@@ -11,6 +11,9 @@
 //!   fan-out copies nothing and no large buffer stays behind once a frame is out;
 //! - remembers whether the last write hit `WouldBlock`, which is how the loop knows a client is
 //!   behind and should not be handed more frames until it drains.
+//!
+//! The stream is a plain socket or TLS ([`super::tls::TlsStream`]); TLS holds output of its
+//! own, which `flush` writes and [`HalfClose::holds_data`] reports.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
@@ -21,6 +24,7 @@ use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
 use super::frame_boundary::FrameBoundary;
+use super::tls::TlsStream;
 use smallvec::SmallVec;
 
 /// A listening socket's accepted stream: TCP or a unix domain socket.
@@ -28,6 +32,7 @@ use smallvec::SmallVec;
 pub enum Socket {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
+    Tls(Box<TlsStream<mio::net::TcpStream>>),
 }
 
 impl Read for Socket {
@@ -35,6 +40,7 @@ impl Read for Socket {
         match self {
             Socket::Tcp(s) => s.read(buf),
             Socket::Unix(s) => s.read(buf),
+            Socket::Tls(s) => s.read(buf),
         }
     }
 }
@@ -44,6 +50,7 @@ impl Write for Socket {
         match self {
             Socket::Tcp(s) => s.write(buf),
             Socket::Unix(s) => s.write(buf),
+            Socket::Tls(s) => s.write(buf),
         }
     }
 
@@ -51,11 +58,15 @@ impl Write for Socket {
         match self {
             Socket::Tcp(s) => s.write_vectored(bufs),
             Socket::Unix(s) => s.write_vectored(bufs),
+            Socket::Tls(s) => s.write_vectored(bufs),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Socket::Tcp(_) | Socket::Unix(_) => Ok(()),
+            Socket::Tls(s) => s.flush(),
+        }
     }
 }
 
@@ -69,6 +80,7 @@ impl Source for Socket {
         match self {
             Socket::Tcp(s) => s.register(registry, token, interests),
             Socket::Unix(s) => s.register(registry, token, interests),
+            Socket::Tls(s) => s.register(registry, token, interests),
         }
     }
 
@@ -81,6 +93,7 @@ impl Source for Socket {
         match self {
             Socket::Tcp(s) => s.reregister(registry, token, interests),
             Socket::Unix(s) => s.reregister(registry, token, interests),
+            Socket::Tls(s) => s.reregister(registry, token, interests),
         }
     }
 
@@ -88,22 +101,48 @@ impl Source for Socket {
         match self {
             Socket::Tcp(s) => s.deregister(registry),
             Socket::Unix(s) => s.deregister(registry),
+            Socket::Tls(s) => s.deregister(registry),
         }
     }
 }
 
-/// Streams that can half-close; in-memory test streams do nothing.
+/// What the transport needs from a stream beyond `Read + Write`; in-memory test streams keep
+/// the defaults.
 pub trait HalfClose {
-    fn shutdown_write(&self) {}
+    /// Ends our direction of the stream (after a TLS close_notify, for TLS).
+    fn shutdown_write(&mut self) {}
+
+    /// The stream itself holds something for the loop to do (encrypted output not yet
+    /// written, an end of stream not yet reported), so an empty socket buffer is no reason
+    /// to skip a read.
+    fn holds_data(&self) -> bool {
+        false
+    }
+}
+
+impl HalfClose for mio::net::TcpStream {
+    fn shutdown_write(&mut self) {
+        // Shutdown failing means the peer is already gone; the connection is closing anyway.
+        let _ = self.shutdown(Shutdown::Write);
+    }
 }
 
 impl HalfClose for Socket {
-    fn shutdown_write(&self) {
-        // Shutdown failing means the peer is already gone; the connection is closing anyway.
-        let _ = match self {
-            Socket::Tcp(s) => s.shutdown(Shutdown::Write),
-            Socket::Unix(s) => s.shutdown(Shutdown::Write),
-        };
+    fn shutdown_write(&mut self) {
+        match self {
+            Socket::Tcp(s) => s.shutdown_write(),
+            Socket::Unix(s) => {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+            Socket::Tls(s) => s.shutdown_write(),
+        }
+    }
+
+    fn holds_data(&self) -> bool {
+        match self {
+            Socket::Tcp(_) | Socket::Unix(_) => false,
+            Socket::Tls(s) => s.holds_data(),
+        }
     }
 }
 
@@ -200,6 +239,14 @@ impl<S> Transport<S> {
             .is_some_and(FrameBoundary::at_message_boundary)
     }
 
+    /// Ends our direction of the stream once everything is written.
+    pub fn shutdown_write(&mut self)
+    where
+        S: HalfClose,
+    {
+        self.stream.shutdown_write();
+    }
+
     /// Queues bytes to go out before anything else written through this transport.
     pub fn set_prefix(&mut self, bytes: Vec<u8>) {
         self.pending.clear();
@@ -278,7 +325,7 @@ impl<S: Write> Transport<S> {
 
     /// Writes the pending prefix; used when no WebSocket output follows it.
     pub fn flush_prefix(&mut self) -> io::Result<()> {
-        let result = self.write_prefix();
+        let result = self.write_prefix().and_then(|()| self.stream.flush());
         self.note(&result);
         result
     }
@@ -316,8 +363,7 @@ impl<S: Write> Transport<S> {
                 offset = 0;
             }
             if index >= parts.len() {
-                self.blocked = false;
-                return Ok(());
+                return self.flush_stream();
             }
             let slices: SmallVec<[IoSlice<'_>; 16]> = parts
                 .iter()
@@ -354,12 +400,19 @@ impl<S: Write> Transport<S> {
             }
         }
         if index >= parts.len() {
-            self.blocked = false;
-            return Ok(());
+            return self.flush_stream();
         }
         self.keep_rest(parts, index, offset);
         self.blocked = true;
         Err(io::ErrorKind::WouldBlock.into())
+    }
+
+    /// Everything was handed to the stream: a TLS stream may still hold records the socket did
+    /// not take, which count as being behind.
+    fn flush_stream(&mut self) -> io::Result<()> {
+        let result = self.stream.flush();
+        self.note(&result);
+        result
     }
 
     /// Appends framed bytes behind whatever is pending, to go out when the socket takes them.
@@ -379,9 +432,9 @@ impl<S: Write> Transport<S> {
     }
 }
 
-impl<S: Read> Read for Transport<S> {
+impl<S: Read + HalfClose> Read for Transport<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.drained {
+        if self.drained && !self.stream.holds_data() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         match self.stream.read(buf) {

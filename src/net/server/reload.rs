@@ -41,6 +41,16 @@ impl Server {
         while matches!(std::io::Read::read(&mut self.hangups, &mut buf), Ok(n) if n > 0) {}
         crate::logging::reopen();
         info!("SIGHUP: log files reopened");
+        // New connections get the re-read certificate; open ones keep theirs.
+        if let Some(tls) = &mut self.tls {
+            match tls.reload() {
+                Ok(()) => info!(
+                    "SIGHUP: reloaded the TLS certificate {}",
+                    tls.cert_path().display()
+                ),
+                Err(e) => error!("SIGHUP: keeping the previous TLS certificate: {e}"),
+            }
+        }
         let Some(reload) = &mut self.reload else {
             return;
         };
