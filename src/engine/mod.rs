@@ -538,8 +538,8 @@ impl Engine {
     /// Flushes the rooms whose pace allows it at `now`: every member with news gets one frame
     /// with the latest values it has not seen. Rooms changed within their pace wait for
     /// [`Engine::next_deadline`]. `deliver` returns false when the member's socket is behind;
-    /// that member keeps its place and is offered the then-latest values once a socket drains
-    /// ([`Engine::retry_parked`]) or the room flushes again.
+    /// that member then waits, costing nothing, and is offered the then-latest values once its
+    /// connection drains ([`Engine::resume`]).
     pub fn flush_due(
         &mut self,
         now: Instant,
@@ -548,8 +548,7 @@ impl Engine {
         self.flush_rooms(Some(now), deliver);
     }
 
-    /// Flushes every room with news at once, whatever its pace, parked rooms included; for
-    /// tests and tools.
+    /// Flushes every room with news at once, whatever its pace; for tests and tools.
     pub fn flush(&mut self, deliver: impl FnMut(RoomKey, ClientId, &Frame) -> bool) {
         self.flush_rooms(None, deliver);
     }
@@ -565,7 +564,7 @@ impl Engine {
             let Some(room) = self.rooms.get_mut(key) else {
                 continue;
             };
-            let behind = flush_room(
+            flush_room(
                 RoomKey(key),
                 room,
                 &mut self.frames,
@@ -573,16 +572,10 @@ impl Engine {
                 &mut self.stats,
                 &mut deliver,
             );
-            self.pacer.flushed(key, &mut room.pace, at, now, behind);
+            self.pacer.flushed(&mut room.pace, at, now);
         }
         // Hand the allocation back so the next flush does not reallocate the list.
         self.due = due;
-    }
-
-    /// A member's socket drained: rooms whose members were left behind are due again (still
-    /// within their pace). Calling it more often than needed only costs a visit of those rooms.
-    pub fn retry_parked(&mut self) {
-        self.pacer.unpark_all(&mut self.rooms);
     }
 
     /// The earliest moment a room waiting for its pace is due; `None` when no room waits.
@@ -706,7 +699,7 @@ fn find_variable<'r>(
 
 /// Sends every member of `room` that has not seen its latest version, and is not waiting for
 /// its socket to drain, one frame. A member whose socket does not take it waits, costing
-/// nothing, until [`Engine::resume`]; so this never leaves the room behind (returns false).
+/// nothing, until [`Engine::resume`].
 fn flush_room(
     key: RoomKey,
     room: &mut Room,
@@ -714,7 +707,7 @@ fn flush_room(
     encode: EncodeSet,
     stats: &mut Stats,
     deliver: &mut impl FnMut(RoomKey, ClientId, &Frame) -> bool,
-) -> bool {
+) {
     frames.clear();
     for i in 0..room.members.len() {
         let Some(member) = room.members.get(i) else {
@@ -740,7 +733,6 @@ fn flush_room(
             }
         }
     }
-    false
 }
 
 fn check_declaration(

@@ -5,11 +5,11 @@
 //! at most one frame per pace from a room, a burst still collapses to the latest values, and a
 //! change in a quiet room leaves at once. Rooms waiting for their moment sit in a binary heap of
 //! `(deadline, room, serial)`; the earliest deadline is the loop's wake-up time, and nothing
-//! wakes when no room waits. A room whose members are behind because their sockets are full is
-//! parked until a socket drains (or housekeeping retries it), so it never spins the loop.
+//! wakes when no room waits. Members whose sockets are full do not keep a room pending: they wait
+//! in the room (see `Member::waiting`) until their connection drains.
 //!
-//! This module only keeps the books (which rooms are due, which wait, which are parked); it
-//! never touches a room's members or frames.
+//! This module only keeps the books (which rooms are due, which wait); it never touches a
+//! room's members or frames.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -28,8 +28,6 @@ pub enum Pending {
     Dirty,
     /// Changed within its pace; flushes at this deadline.
     Waiting(Instant),
-    /// Its remaining members are behind a full socket; retried when a socket drains.
-    Parked,
 }
 
 /// A room's flush bookkeeping, kept in the room.
@@ -40,8 +38,6 @@ pub struct RoomPace {
     pub last_flush: Option<Instant>,
     /// Tells this room's timer entries from those of an earlier room in the same slab slot.
     pub serial: u64,
-    /// Whether the room's key is in the parked list (it stays there if the room is dirtied).
-    listed_parked: bool,
 }
 
 impl RoomPace {
@@ -50,7 +46,6 @@ impl RoomPace {
             pending: Pending::Idle,
             last_flush: None,
             serial,
-            listed_parked: false,
         }
     }
 }
@@ -63,7 +58,6 @@ pub struct Pacer {
     pub pace: Duration,
     dirty: Vec<usize>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
-    parked: Vec<usize>,
     /// Rooms not idle, so `has_pending` needs no scan.
     pending_rooms: usize,
     next_serial: u64,
@@ -92,25 +86,10 @@ impl Pacer {
     pub fn mark_dirty(&mut self, key: usize, room: &mut RoomPace) {
         match room.pending {
             Pending::Idle => self.pending_rooms += 1,
-            Pending::Parked => {}
             Pending::Dirty | Pending::Waiting(_) => return,
         }
         room.pending = Pending::Dirty;
         self.dirty.push(key);
-    }
-
-    /// Moves every parked room back to dirty: a socket drained, so a member that was behind may
-    /// take its frame now. The pace still applies when they are next due.
-    pub fn unpark_all(&mut self, rooms: &mut Slab<Room>) {
-        for key in std::mem::take(&mut self.parked) {
-            if let Some(Room { pace, .. }) = rooms.get_mut(key) {
-                pace.listed_parked = false;
-                if pace.pending == Pending::Parked {
-                    pace.pending = Pending::Dirty;
-                    self.dirty.push(key);
-                }
-            }
-        }
     }
 
     /// Collects into `due` the rooms to flush at `now`, each with the moment to record as its
@@ -134,9 +113,6 @@ impl Pacer {
                 }
             }
         }
-        if now.is_none() {
-            self.unpark_all(rooms);
-        }
         let mut dirty = std::mem::take(&mut self.dirty);
         for key in dirty.drain(..) {
             let Some(Room { pace, .. }) = rooms.get_mut(key) else {
@@ -159,29 +135,12 @@ impl Pacer {
     }
 
     /// Records that room `key` was flushed: `at` is its deadline or the moment it was found due
-    /// (kept to hold the pace's phase, unless that is already more than a pace ago), and
-    /// `behind` whether members are left waiting for their sockets.
-    pub fn flushed(
-        &mut self,
-        key: usize,
-        room: &mut RoomPace,
-        at: Option<Instant>,
-        now: Option<Instant>,
-        behind: bool,
-    ) {
+    /// (kept to hold the pace's phase, unless that is already more than a pace ago).
+    pub fn flushed(&mut self, room: &mut RoomPace, at: Option<Instant>, now: Option<Instant>) {
         if let (Some(at), Some(now)) = (at, now) {
             room.last_flush = Some(if at + self.pace <= now { now } else { at });
         }
-        if room.pending == Pending::Idle {
-            return;
-        }
-        if behind {
-            room.pending = Pending::Parked;
-            if !room.listed_parked {
-                room.listed_parked = true;
-                self.parked.push(key);
-            }
-        } else {
+        if room.pending != Pending::Idle {
             room.pending = Pending::Idle;
             self.pending_rooms -= 1;
         }
@@ -193,6 +152,5 @@ impl Pacer {
             self.pending_rooms -= 1;
         }
         self.dirty.retain(|&k| k != key);
-        self.parked.retain(|&k| k != key);
     }
 }

@@ -714,8 +714,6 @@ impl Server {
         }
         self.still_ready = more_input;
         self.reconnects.expire(now);
-        // In case a drained socket went unnoticed (it drained while answering a timer).
-        self.engine.retry_parked();
         let expired = self.engine.expire(now);
         if expired > 0 {
             debug!("dropped {expired} rooms that were empty for too long");
