@@ -331,7 +331,14 @@ fn pings_from_a_client_that_does_not_read_cost_bounded_memory_and_get_the_latest
     }
     let pongs = pong_payloads(&bytes);
     eprintln!("the reader got {} pongs", pongs.len());
-    assert!(pongs.len() < 100, "{} pongs were kept for it", pongs.len());
+    // Pongs written before its socket filled were the kernel's to hold, and how many fit
+    // depends on the kernel's buffers (seen: 17 to about 1200); without the bound all 10 000
+    // would come.
+    assert!(
+        pongs.len() < 2_000,
+        "{} pongs were kept for it",
+        pongs.len()
+    );
     let last = pongs.last().expect("a pong");
     assert_eq!(
         &last[..4],
