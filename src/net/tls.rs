@@ -35,6 +35,9 @@ pub struct TlsStream<S> {
     eof: bool,
     /// Our direction is shut: whatever rustls still holds is dropped, never written.
     write_shut: bool,
+    /// The peer sent something rustls refused: the connection is dead, and rustls must not be
+    /// handed more input (it has sent its fatal alert).
+    failed: bool,
 }
 
 impl<S> std::fmt::Debug for TlsStream<S> {
@@ -55,6 +58,7 @@ impl<S> TlsStream<S> {
             tls,
             eof: false,
             write_shut: false,
+            failed: false,
         })
     }
 
@@ -96,6 +100,9 @@ impl<S: Write> TlsStream<S> {
 
 impl<S: Read + Write> Read for TlsStream<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(io::ErrorKind::InvalidData.into());
+        }
         // Handshake answers that did not fit earlier go first: the client waits for them.
         self.write_records_if_possible()?;
         let mut filled = 0;
@@ -126,6 +133,7 @@ impl<S: Read + Write> Read for TlsStream<S> {
                 Ok(_) => {
                     if let Err(error) = self.tls.process_new_packets() {
                         // rustls has queued an alert saying why; send it before giving up.
+                        self.failed = true;
                         let _ = self.write_records();
                         return Err(io::Error::new(io::ErrorKind::InvalidData, error));
                     }
