@@ -130,11 +130,7 @@ fn pong(request: &Request<'_, '_>, outbox: &mut Outbox) {
     let mut echoed = true;
     outbox.push_with(|out| {
         let start = out.len();
-        out.push_str(r#"["pong","#);
-        if let Some(id) = request.id {
-            echoed &= push_id(out, id);
-            out.push(',');
-        }
+        echoed &= open_reply(out, "pong", request.id);
         echoed &= json::push_json(out, request.payload).is_some();
         out.push(']');
         if !echoed {
@@ -195,11 +191,7 @@ fn authenticate(
     let variables = variables_object(env.engine, room, Some(peer.client), env.now);
     peer.outbox.push_wrapped(
         |out| {
-            out.push_str(r#"["authenticated","#);
-            if let Some(id) = request.id {
-                push_id(out, id);
-                out.push(',');
-            }
+            open_reply(out, "authenticated", request.id);
             out.push_str(r#"{"room":"#);
             json::push_string(out, room_id);
             out.push_str(r#","variables":"#);
@@ -248,11 +240,7 @@ fn cloud_get(request: &Request<'_, '_>, peer: &mut Peer, env: &mut Env<'_>) {
     let variables = variables_object(env.engine, room, None, env.now);
     peer.outbox.push_wrapped(
         |out| {
-            out.push_str(r#"["success","#);
-            if let Some(id) = request.id {
-                push_id(out, id);
-                out.push(',');
-            }
+            open_reply(out, "success", request.id);
             out.push_str(r#"{"variables":"#);
         },
         variables,
@@ -323,11 +311,7 @@ pub(super) fn replaced(outbox: &mut Outbox) {
 
 fn success(outbox: &mut Outbox, id: Option<Value<'_, '_>>, result: impl FnOnce(&mut String)) {
     outbox.push_with(|out| {
-        out.push_str(r#"["success","#);
-        if let Some(id) = id {
-            push_id(out, id);
-            out.push(',');
-        }
+        open_reply(out, "success", id);
         result(out);
         out.push(']');
     });
@@ -338,14 +322,24 @@ fn error(outbox: &mut Outbox, id: Option<Value<'_, '_>>, code: &str) {
 }
 
 fn write_error(out: &mut String, id: Option<Value<'_, '_>>, code: &str) {
-    out.push_str(r#"["error","#);
-    if let Some(id) = id {
-        push_id(out, id);
-        out.push(',');
-    }
+    open_reply(out, "error", id);
     out.push_str(r#"{"code":"#);
     json::push_string(out, code);
     out.push_str("}]");
+}
+
+/// Writes `["<kind>",` and, when the request had one, `<id>,`: the start of every reply. False
+/// when the id nested too deeply to echo (it is written as `null`).
+fn open_reply(out: &mut String, kind: &str, id: Option<Value<'_, '_>>) -> bool {
+    out.push_str("[\"");
+    out.push_str(kind);
+    out.push_str("\",");
+    let Some(id) = id else {
+        return true;
+    };
+    let echoed = push_id(out, id);
+    out.push(',');
+    echoed
 }
 
 /// Echoes a correlation id; one nested too deeply to echo becomes `null`.
