@@ -121,6 +121,11 @@ pub struct Config {
     #[arg(long, env = "STRATUS_TICK_HZ", default_value_t = 30)]
     pub tick_hz: u32,
 
+    /// Benchmarks only: flush every room on one shared 1/tick-hz grid (the global tick before
+    /// per-room pacing), to measure what pacing costs in the same binary.
+    #[arg(long, hide = true)]
+    pub global_tick: bool,
+
     /// Most open connections; further clients are closed with 4003. Lowered automatically if
     /// the open-file limit cannot hold it.
     #[arg(long, env = "STRATUS_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = parse_positive)]

@@ -177,6 +177,12 @@ impl Engine {
         self.pacer.pace = pace;
     }
 
+    /// Benchmarks only: every room flushes on one shared grid of pace steps from `epoch`, as
+    /// with a global tick, instead of at once when its pace allows.
+    pub fn set_global_tick(&mut self, epoch: Instant) {
+        self.pacer.grid = Some(epoch);
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

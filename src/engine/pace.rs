@@ -56,6 +56,8 @@ impl RoomPace {
 pub struct Pacer {
     /// Shortest time between two flushes of one room; zero flushes every change at once.
     pub pace: Duration,
+    /// Benchmarks only: the start of a shared grid of pace steps every room flushes on.
+    pub grid: Option<Instant>,
     dirty: Vec<usize>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     /// Rooms not idle, so `has_pending` needs no scan.
@@ -121,7 +123,10 @@ impl Pacer {
             if pace.pending != Pending::Dirty {
                 continue;
             }
-            let earliest = pace.last_flush.map(|last| last + self.pace);
+            let earliest = match (self.grid, now) {
+                (Some(epoch), Some(now)) => Some(next_grid_point(epoch, self.pace, now)),
+                _ => pace.last_flush.map(|last| last + self.pace),
+            };
             match (now, earliest) {
                 (Some(now), Some(earliest)) if earliest > now => {
                     pace.pending = Pending::Waiting(earliest);
@@ -153,4 +158,13 @@ impl Pacer {
         }
         self.dirty.retain(|&k| k != key);
     }
+}
+
+/// The first point of the grid `epoch + k × pace` at or after `now`.
+fn next_grid_point(epoch: Instant, pace: Duration, now: Instant) -> Instant {
+    let since = now.saturating_duration_since(epoch).as_nanos();
+    let step = pace.as_nanos().max(1);
+    let steps = since.div_ceil(step);
+    let offset = u64::try_from(steps.saturating_mul(step)).unwrap_or(u64::MAX);
+    epoch + Duration::from_nanos(offset)
 }

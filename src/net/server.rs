@@ -226,6 +226,9 @@ impl Server {
         };
         if config.tick_hz > 0 {
             engine.set_pace(Duration::from_secs_f64(1.0 / f64::from(config.tick_hz)));
+            if config.global_tick {
+                engine.set_global_tick(Instant::now());
+            }
         }
         let now = Instant::now();
         Ok(Server {
