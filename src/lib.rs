@@ -5,6 +5,7 @@
 //! - [`dialect`]: each WebSocket protocol, from parsed JSON to engine calls and back to text;
 //! - [`engine`]: rooms, variables, limits and fan-out, with no sockets and no protocol knowledge.
 
+pub mod cluster;
 pub mod config;
 pub mod dialect;
 pub mod engine;

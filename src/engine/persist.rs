@@ -70,6 +70,13 @@ impl RoomChanges {
     }
 }
 
+impl RoomChanges {
+    /// The node's local room version these changes bring the store to.
+    pub fn local_version(&self) -> u64 {
+        self.version
+    }
+}
+
 impl Batch {
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()

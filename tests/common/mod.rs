@@ -6,6 +6,8 @@
 //! [`gui_handshake`]).
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
