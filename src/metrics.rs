@@ -129,6 +129,7 @@ pub struct Snapshot {
     pub sets_ignored: Vec<(&'static str, u64)>,
     pub parked_sessions: u64,
     pub store: Option<StoreSnapshot>,
+    pub cluster: Option<crate::cluster::ClusterStats>,
 }
 
 #[derive(Debug, Default)]
@@ -303,8 +304,65 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
             store.lag_seconds
         );
     }
+    if let Some(cluster) = &snapshot.cluster {
+        render_cluster(&mut out, cluster);
+    }
     render_process(&mut out, metrics.started);
     out
+}
+
+/// `--cluster`: the Redis link's health and traffic.
+fn render_cluster(out: &mut String, cluster: &crate::cluster::ClusterStats) {
+    let rows: [(&str, &str, &str, String); 7] = [
+        (
+            "stratus_cluster_connected",
+            "gauge",
+            "Whether Redis answers (1) or not (0).",
+            u8::from(cluster.connected).to_string(),
+        ),
+        (
+            "stratus_cluster_round_trip_seconds",
+            "gauge",
+            "Round trip of the last round (one pipeline) to Redis.",
+            (cluster.last_round_trip_us as f64 / 1e6).to_string(),
+        ),
+        (
+            "stratus_cluster_rounds_total",
+            "counter",
+            "Rounds (pipelines) sent to Redis.",
+            cluster.rounds.to_string(),
+        ),
+        (
+            "stratus_cluster_batches_out_total",
+            "counter",
+            "Room batches this node applied in Redis.",
+            cluster.batches_out.to_string(),
+        ),
+        (
+            "stratus_cluster_batches_in_total",
+            "counter",
+            "Room batches received from Redis (this node's own included).",
+            cluster.batches_in.to_string(),
+        ),
+        (
+            "stratus_cluster_outage_seconds_total",
+            "counter",
+            "Seconds Redis was unreachable.",
+            cluster.outage_seconds.to_string(),
+        ),
+        (
+            "stratus_cluster_outages_total",
+            "counter",
+            "Times Redis became unreachable.",
+            cluster.outages.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
 }
 
 /// The standard `process_*` metrics, from /proc.

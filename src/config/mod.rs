@@ -48,6 +48,18 @@ pub struct Config {
     #[arg(long, env = "STRATUS_NO_PERSIST", value_parser = BoolishValueParser::new())]
     pub no_persist: bool,
 
+    /// Join a cluster of stratus nodes sharing rooms through Redis:
+    /// `redis://[:PASSWORD@]HOST:PORT/DB`, or `rediss://…` for TLS. Any node then serves any
+    /// room behind an ordinary load balancer; variables live in Redis (the SQLite store and
+    /// `--data-dir` are not used). See "Running several nodes" in the README.
+    #[arg(long, env = "STRATUS_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
+
+    /// This node's name in the cluster (in Redis's member counts and logs); unique per node.
+    /// Default: the host name and a random suffix.
+    #[arg(long, env = "STRATUS_CLUSTER_NODE", value_name = "NAME")]
+    pub cluster_node: Option<String>,
+
     /// How often changes are written to disk, at most; a crash loses at most this much. A
     /// number of seconds or a duration such as `500ms`, `2s`.
     #[arg(long, env = "STRATUS_PERSIST_INTERVAL", default_value = "1s", value_parser = parse_duration)]

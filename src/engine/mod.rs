@@ -7,6 +7,7 @@
 //! (`pace.rs`). Nothing here grows with the message rate: memory is bounded by rooms × variables
 //! × value size and rooms × members.
 
+mod cluster;
 mod fanout;
 mod pace;
 mod persist;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+pub use cluster::{Remote, RemoteChanges};
 pub use fanout::{EncodeSet, Frame};
 pub use persist::{Batch, RoomChanges, SavedVariable};
 pub use value::{Rejection, ValueRef};
@@ -150,6 +152,7 @@ pub struct Engine {
     state_bytes: usize,
     frames: FrameCache,
     persist: persist::Persistence,
+    cluster: cluster::ClusterBook,
     pub stats: Stats,
 }
 
@@ -167,6 +170,7 @@ impl Engine {
             state_bytes: 0,
             frames: FrameCache::default(),
             persist: persist::Persistence::default(),
+            cluster: cluster::ClusterBook::default(),
             stats: Stats::default(),
         }
     }
@@ -358,7 +362,7 @@ impl Engine {
         let Some(room) = self.rooms.get_mut(key) else {
             return Err(JoinError::TooManyRooms);
         };
-        if room.members.len() >= limits.max_clients_per_room {
+        if room.members.len() + room.cluster.remote_members >= limits.max_clients_per_room {
             return Err(JoinError::RoomFull);
         }
         if let Some(declared) = declared {
@@ -384,6 +388,7 @@ impl Engine {
         if room.has_members_behind() {
             self.pacer.mark_dirty(key, &mut room.pace);
         }
+        cluster::note_members(&mut self.cluster, room, key);
         Ok(RoomKey(key))
     }
 
@@ -397,6 +402,7 @@ impl Engine {
                 room.emptied_at = Some(now);
                 self.empty_rooms.insert((now, room_key.0));
             }
+            cluster::note_members(&mut self.cluster, room, room_key.0);
         }
     }
 
@@ -687,6 +693,9 @@ impl Engine {
             self.state_bytes = self.state_bytes.saturating_sub(room.state_bytes());
             self.pacer.remove_room(key, &room.pace);
             self.persist.queue.retain(|&queued| queued != key);
+            if self.cluster.enabled {
+                self.cluster.removed.push(room.id);
+            }
         }
     }
 }
@@ -777,3 +786,6 @@ fn check_declaration(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cluster_tests;

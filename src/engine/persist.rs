@@ -93,6 +93,9 @@ pub(super) struct Load {
     pub waiters: Vec<ClientId>,
     /// The store has been asked for it.
     pub requested: bool,
+    /// Cluster: the highest version of the room seen on its channel while loading (a load
+    /// older than that is asked for again).
+    pub seen_version: u64,
 }
 
 /// Persistence bookkeeping of the engine.
@@ -144,10 +147,11 @@ impl Engine {
                 continue;
             }
             let replace_all = std::mem::take(&mut room.rewrite);
-            let variables = room
+            // Changes that came from the cluster are not sent back to it.
+            let variables: Vec<SavedVariable> = room
                 .variables
                 .iter()
-                .filter(|v| replace_all || v.changed_at > room.durable)
+                .filter(|v| replace_all || (v.changed_at > room.durable && !v.from_cluster))
                 .map(|v| {
                     let value = v.value.as_ref();
                     SavedVariable {
@@ -157,6 +161,9 @@ impl Engine {
                     }
                 })
                 .collect();
+            if variables.is_empty() && !replace_all {
+                continue;
+            }
             batch.rooms.push(RoomChanges {
                 room: room.id.clone(),
                 replace_all,
@@ -288,7 +295,20 @@ impl Engine {
 
     /// Whether `room` may leave memory: nothing of it is owed to the store.
     pub(super) fn is_durable(&self, room: &Room) -> bool {
-        !self.persist.enabled || (room.durable >= room.version && !room.rewrite)
+        if !self.persist.enabled {
+            return true;
+        }
+        if room.rewrite {
+            return false;
+        }
+        if self.cluster.enabled {
+            // Other nodes' changes bump the version but are not owed to anyone.
+            return !room
+                .variables
+                .iter()
+                .any(|v| !v.from_cluster && v.changed_at > room.durable);
+        }
+        room.durable >= room.version
     }
 
     fn room_by_id_mut(&mut self, room_id: &str) -> Option<&mut Room> {

@@ -19,6 +19,8 @@ pub struct Variable {
     pub changed_at: u64,
     /// Who made that change; they are not sent their own value back.
     pub writer: ClientId,
+    /// The latest change came from another node through the cluster (it is not sent back).
+    pub from_cluster: bool,
 }
 
 #[derive(Debug)]
@@ -48,9 +50,32 @@ pub struct Room {
     pub rewrite: bool,
     /// Whether the room is in the engine's list of rooms owed to the store.
     pub queued_for_persist: bool,
+    /// Where the room stands in the cluster (unused without `--cluster`).
+    pub cluster: RoomCluster,
     /// The latest rendering of all variables per format, shared by every joiner until it is
     /// more than a second old (see `Engine::snapshot_for`).
     pub snapshots: Vec<Snapshot>,
+}
+
+/// A room's cluster bookkeeping: which Redis version it shows and what of its own it has seen
+/// come back.
+#[derive(Debug, Default)]
+pub struct RoomCluster {
+    /// The room's version in Redis that the variables reflect.
+    pub version: u64,
+    /// The local version up to which this node's own changes have come back on the room's
+    /// channel: later local changes are not overwritten by other nodes' batches, which Redis
+    /// ordered before them.
+    pub published: u64,
+    /// A reload is asked for; the highest version seen on the channel since (a load older than
+    /// that is read again).
+    pub reloading: Option<u64>,
+    /// Members on other nodes, as of the last count from Redis.
+    pub remote_members: usize,
+    /// The member count last reported to Redis.
+    pub reported_members: usize,
+    /// Whether the room is in the engine's list of member counts to report.
+    pub members_queued: bool,
 }
 
 /// Every variable of a room rendered once in one format, with the version it shows.
@@ -74,6 +99,7 @@ impl Room {
             durable: 0,
             rewrite: false,
             queued_for_persist: false,
+            cluster: RoomCluster::default(),
             snapshots: Vec::new(),
         }
     }
@@ -92,6 +118,7 @@ impl Room {
         if let Some(variable) = self.variables.get_mut(index) {
             variable.changed_at = self.version;
             variable.writer = writer;
+            variable.from_cluster = false;
         }
         self.version
     }
@@ -103,6 +130,7 @@ impl Room {
             value: StoredValue::new(value),
             changed_at: self.version,
             writer,
+            from_cluster: false,
         });
     }
 

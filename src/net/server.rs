@@ -36,9 +36,11 @@ use crate::metrics::{self, Metrics, Snapshot, StoreSnapshot};
 use crate::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
 use crate::store::{Store, StoreSettings};
 
+mod cluster;
 mod reload;
 mod storage;
 
+use cluster::ClusterLink;
 use reload::Reload;
 
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -50,6 +52,8 @@ const RELOAD: Token = Token(usize::MAX - 4);
 const METRICS_LISTENER: Token = Token(usize::MAX - 5);
 /// The `--listen` listener, then the `--tls-listen` one.
 const LISTENERS: [Token; 2] = [Token(usize::MAX - 1), Token(usize::MAX - 6)];
+/// The Redis threads have something to report.
+const CLUSTER: Token = Token(usize::MAX - 7);
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 /// Connections beyond the maximum that are still accepted, to be told 4003 instead of hanging.
 const OVERFLOW_SLOTS: usize = 64;
@@ -132,6 +136,8 @@ pub struct Server {
     next_log_prune: Instant,
     /// Durable storage; `None` with `--no-persist`.
     store: Option<Store>,
+    /// `--cluster`: rooms shared with other nodes through Redis (then there is no store).
+    cluster: Option<ClusterLink>,
     persist_interval: Duration,
     next_persist: Instant,
     per_ip: PerIp,
@@ -210,7 +216,31 @@ impl Server {
             max_state_bytes: config.max_state_memory,
         };
         let mut engine = Engine::new(limits, dialect::encode_set);
-        let store = if config.no_persist {
+        let tick = match config.tick_hz {
+            0 => Duration::ZERO,
+            hz => Duration::from_secs_f64(1.0 / f64::from(hz)),
+        };
+        let cluster = match &config.cluster {
+            Some(url) => {
+                let waker = mio::Waker::new(poll.registry(), CLUSTER)
+                    .map_err(|e| StartError(format!("cannot create waker: {e}")))?;
+                let retention = (!config.retention.is_zero()).then_some(config.retention);
+                let link = ClusterLink::start(
+                    url,
+                    config.cluster_node.as_deref(),
+                    retention,
+                    tick,
+                    waker,
+                    &mut engine,
+                )
+                .map_err(StartError)?;
+                Some(link)
+            }
+            None => None,
+        };
+        let store = if cluster.is_some() {
+            None
+        } else if config.no_persist {
             info!("--no-persist: variables are kept in memory only");
             None
         } else {
@@ -225,7 +255,7 @@ impl Server {
             Some(Store::open(settings, Arc::new(waker)).map_err(StartError)?)
         };
         if config.tick_hz > 0 {
-            engine.set_pace(Duration::from_secs_f64(1.0 / f64::from(config.tick_hz)));
+            engine.set_pace(tick);
             if config.global_tick {
                 engine.set_global_tick(Instant::now());
             }
@@ -265,6 +295,7 @@ impl Server {
                 .map(|dir| (dir, config.log_keep_days)),
             next_log_prune: now,
             store,
+            cluster,
             persist_interval: config.persist_interval,
             next_persist: now,
             per_ip: PerIp::new(config.max_connections_per_ip),
@@ -328,6 +359,7 @@ impl Server {
                     RELOAD => self.on_hangup(),
                     METRICS_LISTENER => self.accept_metrics(now),
                     STORE => self.on_store_replies(now),
+                    CLUSTER => self.on_cluster_events(now),
                     Token(key) => {
                         self.on_conn_event(key, event.is_readable(), event.is_writable(), now)
                     }
@@ -336,6 +368,7 @@ impl Server {
             now = Instant::now();
             self.replace_connections(now);
             self.storage_work(now);
+            self.cluster_work(now);
             if self.engine.has_pending() {
                 self.flush_engine(now);
                 self.metrics.tick.observe(now.elapsed());
@@ -354,7 +387,9 @@ impl Server {
                             let _ = std::fs::remove_file(path);
                         }
                     }
-                    return self.finish_store();
+                    let stored = self.finish_store();
+                    let sent = self.finish_cluster();
+                    return stored.and(sent);
                 }
             }
         }
@@ -372,6 +407,9 @@ impl Server {
             wake = wake.min(*deadline);
         }
         if let Some(due) = self.next_persist_due() {
+            wake = wake.min(due);
+        }
+        if let Some(due) = self.next_cluster_due() {
             wake = wake.min(due);
         }
         wake.saturating_duration_since(now)
@@ -622,6 +660,7 @@ impl Server {
                 0.0
             },
         });
+        snapshot.cluster = self.cluster.as_ref().map(|link| link.cluster().stats());
         metrics::render(&self.metrics, &snapshot)
     }
 

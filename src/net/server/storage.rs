@@ -67,7 +67,7 @@ impl Server {
         self.storage_work(now);
     }
 
-    fn resume_waiters(&mut self, waiters: Vec<ClientId>, now: Instant) {
+    pub(super) fn resume_waiters(&mut self, waiters: Vec<ClientId>, now: Instant) {
         for client in waiters {
             let (mut ctx, conns, finished) = self.context(now);
             if let Some(entry) = entry_of(conns, client) {

@@ -1,0 +1,340 @@
+//! The engine's side of a cluster: applying other nodes' batches in Redis order, reloading
+//! rooms, and member counts across nodes. No Redis here, only versions and values.
+//!
+//! Every batch applied to a room in Redis gets the room's next version there, and every node
+//! subscribed to the room receives it in that order. A node applies batches in version order
+//! (a gap means it missed some: it reads the room again), its own batches included, so every
+//! node converges on Redis's state, last writer in Redis order winning. One exception keeps
+//! that true without flicker: a variable this node changed and has not yet seen come back on
+//! the channel (`RoomCluster::published`) is not overwritten, since Redis orders that change
+//! after everything it has published so far. Changes that came from the cluster are marked
+//! (`Variable::from_cluster`) and never sent back.
+
+use std::time::Instant;
+
+use super::room::{Room, Variable};
+use super::value::{self, StoredValue};
+use super::{ClientId, Engine, SavedVariable, NOBODY};
+
+/// Cluster bookkeeping of the engine.
+#[derive(Debug, Default)]
+pub(super) struct ClusterBook {
+    pub enabled: bool,
+    /// Rooms whose member count changed since it was last reported.
+    pub member_changes: Vec<usize>,
+    /// Rooms to read again from Redis, not yet asked for.
+    pub reloads: Vec<Box<str>>,
+    /// Rooms that left memory since last asked: their channels can be left.
+    pub removed: Vec<Box<str>>,
+}
+
+/// What became of a batch from the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Remote {
+    /// Applied: local members get it at the room's next flush.
+    Applied,
+    /// Older than what the room shows (or its own echo while loading): nothing to do.
+    Stale,
+    /// Versions are missing before it: the room is to be read again ([`Engine::take_reloads`]).
+    Gap,
+    /// The room is not in memory here.
+    NotHere,
+}
+
+/// A batch from the cluster, as the engine needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteChanges<'a> {
+    pub room: &'a str,
+    /// The room's version in Redis after this batch.
+    pub version: u64,
+    /// Sent by this node; `local_version` is then this node's version it was collected at.
+    pub own: bool,
+    pub local_version: u64,
+    pub replace_all: bool,
+    pub variables: &'a [SavedVariable],
+}
+
+impl Engine {
+    /// Makes this engine one node of a cluster: rooms come from and go to Redis (through the
+    /// persistence bookkeeping), and batches of other nodes are applied.
+    pub fn enable_cluster(&mut self) {
+        self.persist.enabled = true;
+        self.cluster.enabled = true;
+    }
+
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.enabled
+    }
+
+    /// Applies a batch received on a room's channel.
+    pub fn apply_remote(&mut self, changes: RemoteChanges<'_>) -> Remote {
+        let Some(&key) = self.index.get(changes.room) else {
+            if let Some(load) = self.persist.loads.get_mut(changes.room) {
+                load.seen_version = load.seen_version.max(changes.version);
+                return Remote::Stale;
+            }
+            return Remote::NotHere;
+        };
+        let Some(room) = self.rooms.get_mut(key) else {
+            return Remote::NotHere;
+        };
+        if let Some(seen) = &mut room.cluster.reloading {
+            *seen = (*seen).max(changes.version);
+            return Remote::Stale;
+        }
+        if changes.version <= room.cluster.version {
+            return Remote::Stale;
+        }
+        if changes.version > room.cluster.version + 1 {
+            room.cluster.reloading = Some(changes.version);
+            self.cluster.reloads.push(room.id.clone());
+            return Remote::Gap;
+        }
+        room.cluster.version = changes.version;
+        if changes.own {
+            room.cluster.published = room.cluster.published.max(changes.local_version);
+        }
+        self.apply_variables(key, changes.variables, changes.replace_all);
+        Remote::Applied
+    }
+
+    /// Writes `variables` into room `key` as the cluster's (all of them, removing the others,
+    /// with `replace_all`), leaving alone the variables this node changed and has not seen
+    /// published yet. Members get what changed at the room's next flush.
+    fn apply_variables(&mut self, key: usize, variables: &[SavedVariable], replace_all: bool) {
+        let limits = &self.limits;
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        let before = room.state_bytes();
+        let mut changed = false;
+        if replace_all {
+            let published = room.cluster.published;
+            let old = room.variables.len();
+            room.variables.retain(|v| {
+                is_unpublished(v, published) || variables.iter().any(|s| *s.name == *v.name)
+            });
+            if room.variables.len() != old {
+                room.snapshots.clear();
+            }
+        }
+        for saved in variables {
+            let value = saved.value();
+            if !value::is_valid_value(value, limits.allow_non_numeric) {
+                continue;
+            }
+            match room.variable_index(&saved.name) {
+                Some(index) => {
+                    let published = room.cluster.published;
+                    let Some(variable) = room.variables.get_mut(index) else {
+                        continue;
+                    };
+                    if is_unpublished(variable, published) || variable.value.as_ref() == value {
+                        continue;
+                    }
+                    variable.value.replace(value);
+                    room.version += 1;
+                    variable.changed_at = room.version;
+                    variable.writer = NOBODY;
+                    variable.from_cluster = true;
+                    changed = true;
+                }
+                None => {
+                    if !value::is_valid_name(&saved.name)
+                        || room.variables.len() >= limits.max_variables_per_room
+                    {
+                        continue;
+                    }
+                    room.version += 1;
+                    room.variables.push(Variable {
+                        name: saved.name.clone(),
+                        value: StoredValue::new(value),
+                        changed_at: room.version,
+                        writer: NOBODY,
+                        from_cluster: true,
+                    });
+                    changed = true;
+                }
+            }
+        }
+        let after = room.state_bytes();
+        self.state_bytes = (self.state_bytes + after).saturating_sub(before);
+        if changed {
+            self.pacer.mark_dirty(key, &mut room.pace);
+        }
+    }
+
+    /// Installs or refreshes a room read from Redis at `version`, and returns the clients
+    /// whose joins waited for it. A read older than a batch seen meanwhile is asked for again.
+    pub fn install_cluster_room(
+        &mut self,
+        room_id: &str,
+        version: u64,
+        variables: &[SavedVariable],
+        now: Instant,
+    ) -> Vec<ClientId> {
+        if let Some(&key) = self.index.get(room_id) {
+            self.refresh_room(key, version, variables);
+            return self.take_load_waiters(room_id);
+        }
+        if let Some(load) = self.persist.loads.get_mut(room_id) {
+            if load.seen_version > version {
+                // A batch newer than this read came meanwhile: read again.
+                load.requested = false;
+                return Vec::new();
+            }
+        }
+        let waiters = self.install_loaded(room_id, variables, now);
+        if let Some(&key) = self.index.get(room_id) {
+            if let Some(room) = self.rooms.get_mut(key) {
+                room.cluster.version = version;
+                room.cluster.published = room.version;
+                for variable in &mut room.variables {
+                    variable.from_cluster = true;
+                }
+            }
+        }
+        waiters
+    }
+
+    /// A room already in memory, read again (after a gap or an outage).
+    fn refresh_room(&mut self, key: usize, version: u64, variables: &[SavedVariable]) {
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        if room.cluster.reloading.is_some_and(|seen| seen > version) {
+            // Still behind what the channel showed: read again.
+            self.cluster.reloads.push(room.id.clone());
+            return;
+        }
+        room.cluster.reloading = None;
+        if version < room.cluster.version {
+            // Redis went back in time (restarted without its data): it gets this node's state
+            // back, whole, with the next batch.
+            room.cluster.version = version;
+            room.rewrite = true;
+            self.persist.note_change(room, key);
+            return;
+        }
+        room.cluster.version = version;
+        self.apply_variables(key, variables, true);
+    }
+
+    /// Reading `room_id` failed: a room in memory is read again later; joins that waited for
+    /// it are refused.
+    pub fn cluster_load_failed(&mut self, room_id: &str) -> Vec<ClientId> {
+        if let Some(room) = self.index.get(room_id).and_then(|&k| self.rooms.get(k)) {
+            if room.cluster.reloading.is_some() {
+                self.cluster.reloads.push(room.id.clone());
+            }
+            return self.take_load_waiters(room_id);
+        }
+        self.load_failed(room_id)
+    }
+
+    fn take_load_waiters(&mut self, room_id: &str) -> Vec<ClientId> {
+        self.persist
+            .loads
+            .remove(room_id)
+            .map(|load| load.waiters)
+            .unwrap_or_default()
+    }
+
+    /// Every room may have missed batches (the subscription or Redis was lost): each room in
+    /// memory is read again, and loads under way are asked for again.
+    pub fn reload_all(&mut self) {
+        for (_, room) in self.rooms.iter_mut() {
+            if room.cluster.reloading.is_none() {
+                self.cluster.reloads.push(room.id.clone());
+            }
+            // Nothing seen on the channel yet: Redis may even have restarted from scratch,
+            // with versions lower than the room's.
+            room.cluster.reloading.get_or_insert(0);
+        }
+        for load in self.persist.loads.values_mut() {
+            load.requested = false;
+        }
+    }
+
+    /// Rooms to read again; each is named once.
+    pub fn take_reloads(&mut self) -> Vec<Box<str>> {
+        let mut reloads = std::mem::take(&mut self.cluster.reloads);
+        reloads.sort_unstable();
+        reloads.dedup();
+        reloads
+    }
+
+    /// Rooms that left memory since the last call (their channels can be left).
+    pub fn take_removed_rooms(&mut self) -> Vec<Box<str>> {
+        std::mem::take(&mut self.cluster.removed)
+    }
+
+    /// This node's member counts to report: of the rooms whose count changed, or with `all`,
+    /// of every room with members or with a count reported before.
+    pub fn take_member_reports(&mut self, all: bool) -> Vec<(Box<str>, u32)> {
+        let mut reports = Vec::new();
+        let mut report = |room: &mut Room, force: bool| {
+            room.cluster.members_queued = false;
+            let count = room.members.len();
+            if count != room.cluster.reported_members || (force && count > 0) {
+                room.cluster.reported_members = count;
+                reports.push((room.id.clone(), u32::try_from(count).unwrap_or(u32::MAX)));
+            }
+        };
+        if all {
+            self.cluster.member_changes.clear();
+            for (_, room) in self.rooms.iter_mut() {
+                report(room, true);
+            }
+        } else {
+            for key in self.cluster.member_changes.drain(..) {
+                if let Some(room) = self.rooms.get_mut(key) {
+                    report(room, false);
+                }
+            }
+        }
+        reports
+    }
+
+    /// Whether some room's member count changed since it was last reported.
+    pub fn has_member_reports(&self) -> bool {
+        !self.cluster.member_changes.is_empty()
+    }
+
+    /// The reports could not be sent: they are reported again next time.
+    pub fn member_reports_failed(&mut self, reports: &[(Box<str>, u32)]) {
+        for (room_id, _) in reports {
+            let Some(&key) = self.index.get(room_id) else {
+                continue;
+            };
+            if let Some(room) = self.rooms.get_mut(key) {
+                room.cluster.reported_members = usize::MAX;
+                note_members(&mut self.cluster, room, key);
+            }
+        }
+    }
+
+    /// Members of `room_id` across the cluster, this node's included, as counted by Redis.
+    pub fn set_member_total(&mut self, room_id: &str, total: u32) {
+        let Some(&key) = self.index.get(room_id) else {
+            return;
+        };
+        if let Some(room) = self.rooms.get_mut(key) {
+            let total = usize::try_from(total).unwrap_or(usize::MAX);
+            room.cluster.remote_members = total.saturating_sub(room.cluster.reported_members);
+        }
+    }
+}
+
+/// Queues room `key`'s member count for the next report.
+pub(super) fn note_members(book: &mut ClusterBook, room: &mut Room, key: usize) {
+    if book.enabled && !room.cluster.members_queued {
+        room.cluster.members_queued = true;
+        book.member_changes.push(key);
+    }
+}
+
+/// Whether `variable` holds a change of this node that has not come back on the channel yet.
+fn is_unpublished(variable: &Variable, published: u64) -> bool {
+    !variable.from_cluster && variable.changed_at > published
+}

@@ -1,0 +1,263 @@
+//! The engine as one node of a cluster: batches in Redis order, own changes, reloads, member
+//! counts. Redis itself is played by the test.
+
+use super::*;
+
+fn encode(_format: Format, _room: &str, name: &str, value: ValueRef<'_>, out: &mut String) {
+    out.push_str(name);
+    out.push('=');
+    out.push_str(value.text());
+}
+
+const F: Format = Format(0);
+
+fn node() -> Engine {
+    let mut e = Engine::new(Limits::default(), encode);
+    e.enable_cluster();
+    e
+}
+
+fn var(name: &str, value: &str) -> SavedVariable {
+    SavedVariable {
+        name: name.into(),
+        value: value.into(),
+        is_number: true,
+    }
+}
+
+/// Joins `client` to `room`, installing the room from "Redis" at `version` first if needed.
+fn join_at(
+    e: &mut Engine,
+    room: &str,
+    client: u64,
+    version: u64,
+    vars: &[SavedVariable],
+) -> RoomKey {
+    let now = Instant::now();
+    match e.join(room, ClientId(client), F, None, now) {
+        Ok(key) => key,
+        Err(JoinError::Loading) => {
+            e.take_load_requests();
+            e.install_cluster_room(room, version, vars, now);
+            e.join(room, ClientId(client), F, None, now)
+                .expect("join after load")
+        }
+        Err(other) => panic!("join: {other:?}"),
+    }
+}
+
+fn remote<'a>(room: &'a str, version: u64, variables: &'a [SavedVariable]) -> RemoteChanges<'a> {
+    RemoteChanges {
+        room,
+        version,
+        own: false,
+        local_version: 0,
+        replace_all: false,
+        variables,
+    }
+}
+
+fn flushed(e: &mut Engine) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    e.flush(|_, client, frame| {
+        out.push((client.0, frame.to_string()));
+        true
+    });
+    out.sort();
+    out
+}
+
+fn value(e: &Engine, room: &str, name: &str) -> Option<String> {
+    e.value(room, name).map(|v| v.text().to_owned())
+}
+
+#[test]
+fn a_join_waits_for_the_room_from_redis_and_sees_its_values() {
+    let mut e = node();
+    let now = Instant::now();
+    assert_eq!(
+        e.join("r", ClientId(1), F, None, now).err(),
+        Some(JoinError::Loading)
+    );
+    assert_eq!(e.take_load_requests(), vec![Box::from("r")]);
+    let waiters = e.install_cluster_room("r", 7, &[var("☁ a", "1")], now);
+    assert_eq!(waiters, vec![ClientId(1)]);
+    let key = e.join("r", ClientId(1), F, None, now).expect("join");
+    assert_eq!(
+        e.snapshot(key, F).map(|f| f.to_string()),
+        Some("☁ a=1".into())
+    );
+    assert!(!e.has_unsaved(), "what came from Redis is not sent back");
+}
+
+#[test]
+fn batches_apply_in_version_order_and_reach_local_members() {
+    let mut e = node();
+    join_at(&mut e, "r", 1, 3, &[]);
+    flushed(&mut e);
+    assert_eq!(
+        e.apply_remote(remote("r", 4, &[var("☁ a", "5")])),
+        Remote::Applied
+    );
+    assert_eq!(flushed(&mut e), vec![(1, "☁ a=5".into())]);
+    assert_eq!(
+        e.apply_remote(remote("r", 4, &[var("☁ a", "6")])),
+        Remote::Stale,
+        "a version already applied"
+    );
+    assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("5"));
+    assert!(!e.has_unsaved(), "other nodes' changes are not sent back");
+}
+
+#[test]
+fn a_gap_asks_for_the_room_again_and_the_read_catches_up() {
+    let mut e = node();
+    join_at(&mut e, "r", 1, 3, &[]);
+    assert_eq!(
+        e.apply_remote(remote("r", 6, &[var("☁ a", "6")])),
+        Remote::Gap
+    );
+    assert_eq!(e.take_reloads(), vec![Box::from("r")]);
+    assert_eq!(
+        e.apply_remote(remote("r", 7, &[var("☁ a", "7")])),
+        Remote::Stale,
+        "while reading, batches only raise the version to reach"
+    );
+    e.install_cluster_room("r", 6, &[var("☁ a", "6")], Instant::now());
+    assert_eq!(
+        e.take_reloads(),
+        vec![Box::from("r")],
+        "a read older than version 7 is redone"
+    );
+    e.install_cluster_room("r", 7, &[var("☁ a", "7"), var("☁ b", "1")], Instant::now());
+    assert!(e.take_reloads().is_empty());
+    assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("7"));
+    assert_eq!(value(&e, "r", "☁ b").as_deref(), Some("1"));
+    assert_eq!(
+        e.apply_remote(remote("r", 8, &[var("☁ a", "8")])),
+        Remote::Applied
+    );
+}
+
+#[test]
+fn a_local_change_not_yet_published_is_not_overwritten_by_earlier_batches() {
+    let mut e = node();
+    let key = join_at(&mut e, "r", 1, 3, &[var("☁ a", "0")]);
+    join_at(&mut e, "r", 2, 3, &[]);
+    e.set(key, ClientId(1), "☁ a", ValueRef::Number("1"), true);
+    let batch = e.collect_batch();
+    assert_eq!(batch.rooms.len(), 1);
+    let local = batch.rooms[0].local_version();
+    // Another node's batch, ordered by Redis before ours: ours is later and wins.
+    e.apply_remote(remote("r", 4, &[var("☁ a", "2")]));
+    assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("1"));
+    // Our own batch comes back at version 5; then a later one of the other node applies.
+    let own = [var("☁ a", "1")];
+    let echo = RemoteChanges {
+        own: true,
+        local_version: local,
+        ..remote("r", 5, &own)
+    };
+    assert_eq!(e.apply_remote(echo), Remote::Applied);
+    e.batch_saved(&batch);
+    assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("1"));
+    e.apply_remote(remote("r", 6, &[var("☁ a", "3")]));
+    assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("3"));
+    assert_eq!(
+        flushed(&mut e),
+        vec![(1, "☁ a=3".into()), (2, "☁ a=3".into())]
+    );
+}
+
+#[test]
+fn a_failed_batch_is_sent_again_without_the_clusters_values() {
+    let mut e = node();
+    let key = join_at(&mut e, "r", 1, 1, &[]);
+    e.set(key, ClientId(1), "☁ mine", ValueRef::Number("1"), true);
+    e.apply_remote(remote("r", 2, &[var("☁ theirs", "2")]));
+    let batch = e.collect_batch();
+    e.batch_failed(&batch);
+    let again = e.collect_batch();
+    let names: Vec<&str> = again.rooms[0].variables.iter().map(|v| &*v.name).collect();
+    assert_eq!(names, vec!["☁ mine"]);
+}
+
+#[test]
+fn replace_all_removes_variables_the_cluster_no_longer_has() {
+    let mut e = node();
+    join_at(&mut e, "r", 1, 1, &[var("☁ a", "1"), var("☁ b", "2")]);
+    let only_b = [var("☁ b", "2")];
+    let replace = RemoteChanges {
+        replace_all: true,
+        ..remote("r", 2, &only_b)
+    };
+    assert_eq!(e.apply_remote(replace), Remote::Applied);
+    assert_eq!(value(&e, "r", "☁ a"), None);
+    assert_eq!(value(&e, "r", "☁ b").as_deref(), Some("2"));
+}
+
+#[test]
+fn redis_that_lost_the_room_gets_this_nodes_state_back_whole() {
+    let mut e = node();
+    join_at(&mut e, "r", 1, 9, &[var("☁ a", "1")]);
+    e.reload_all();
+    assert_eq!(e.take_reloads(), vec![Box::from("r")]);
+    e.install_cluster_room("r", 0, &[], Instant::now());
+    assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("1"), "kept");
+    let batch = e.collect_batch();
+    assert_eq!(batch.rooms.len(), 1);
+    assert!(batch.rooms[0].replace_all);
+    assert_eq!(batch.rooms[0].variables.len(), 1);
+}
+
+#[test]
+fn room_limits_count_members_on_other_nodes() {
+    let mut e = Engine::new(
+        Limits {
+            max_clients_per_room: 2,
+            ..Limits::default()
+        },
+        encode,
+    );
+    e.enable_cluster();
+    join_at(&mut e, "r", 1, 1, &[]);
+    assert_eq!(e.take_member_reports(false), vec![(Box::from("r"), 1)]);
+    assert!(e.take_member_reports(false).is_empty(), "reported once");
+    e.set_member_total("r", 2);
+    assert_eq!(
+        e.join("r", ClientId(2), F, None, Instant::now()).err(),
+        Some(JoinError::RoomFull)
+    );
+    e.set_member_total("r", 1);
+    assert!(e.join("r", ClientId(2), F, None, Instant::now()).is_ok());
+}
+
+#[test]
+fn failed_member_reports_are_sent_again() {
+    let mut e = node();
+    join_at(&mut e, "r", 1, 1, &[]);
+    let reports = e.take_member_reports(false);
+    e.member_reports_failed(&reports);
+    assert_eq!(e.take_member_reports(false), vec![(Box::from("r"), 1)]);
+}
+
+#[test]
+fn a_room_leaving_memory_is_named_for_unsubscribing() {
+    let mut e = Engine::new(
+        Limits {
+            empty_room_ttl: Duration::ZERO,
+            ..Limits::default()
+        },
+        encode,
+    );
+    e.enable_cluster();
+    let key = join_at(&mut e, "r", 1, 1, &[]);
+    e.apply_remote(remote("r", 2, &[var("☁ a", "1")]));
+    e.leave(key, ClientId(1), Instant::now());
+    assert_eq!(
+        e.expire(Instant::now()),
+        1,
+        "only other nodes' changes: nothing owed"
+    );
+    assert_eq!(e.take_removed_rooms(), vec![Box::from("r")]);
+}
