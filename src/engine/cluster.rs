@@ -66,6 +66,11 @@ impl Engine {
         self.cluster.enabled
     }
 
+    /// Whether room `room_id` is in memory.
+    pub fn has_room(&self, room_id: &str) -> bool {
+        self.index.contains_key(room_id)
+    }
+
     /// Applies a batch received on a room's channel.
     pub fn apply_remote(&mut self, changes: RemoteChanges<'_>) -> Remote {
         let Some(&key) = self.index.get(changes.room) else {

@@ -127,11 +127,18 @@ impl Server {
         if refresh {
             link.next_member_refresh = now + MEMBER_REFRESH;
         }
-        let members = if batch_due {
+        let mut members = if batch_due {
             engine.take_member_reports(refresh)
         } else {
             Vec::new()
         };
+        // A room read for a join comes with its members on other nodes, so that the join is
+        // checked against the cluster's count.
+        for room in &link.loads {
+            if !engine.has_room(room) && !members.iter().any(|(r, _)| r == room) {
+                members.push((room.clone(), 0));
+            }
+        }
         let round = Round {
             batch,
             loads: std::mem::take(&mut link.loads),
@@ -196,25 +203,27 @@ impl Server {
                 if result.member_totals.is_empty() {
                     self.engine.member_reports_failed(&members_out);
                 }
-                for (room, total) in &result.member_totals {
-                    self.engine.set_member_total(room, *total);
-                }
+                // Rooms first, then their member counts, then the joins that waited.
+                let mut waiters = Vec::new();
                 for state in &result.loaded {
-                    let waiters = self.engine.install_cluster_room(
+                    waiters.extend(self.engine.install_cluster_room(
                         &state.room,
                         state.version,
                         &state.variables,
                         now,
-                    );
-                    self.resume_waiters(waiters, now);
+                    ));
+                }
+                for (room, total) in &result.member_totals {
+                    self.engine.set_member_total(room, *total);
                 }
                 for room in &result.load_failed {
-                    let waiters = self.engine.cluster_load_failed(room);
-                    if !waiters.is_empty() {
+                    let refused = self.engine.cluster_load_failed(room);
+                    if !refused.is_empty() {
                         warn!("room {room} could not be read from Redis; its joins are refused");
                     }
-                    self.resume_waiters(waiters, now);
+                    waiters.extend(refused);
                 }
+                self.resume_waiters(waiters, now);
             }
             Event::Subscribed(room) => link.loads.push(room),
             Event::Message(batch) => {
