@@ -213,6 +213,9 @@ impl Engine {
             return;
         }
         room.cluster.reloading = None;
+        // Batches Redis acknowledged are in what was read: their changes no longer need
+        // protecting (their echo may have been missed while reading).
+        room.cluster.published = room.cluster.published.max(room.durable);
         if version < room.cluster.version {
             // Redis went back in time (restarted without its data): it gets this node's state
             // back, whole, with the next batch.

@@ -111,7 +111,9 @@ impl Server {
             }
         }
         link.loads.extend(engine.take_reloads());
-        if link.cluster.is_busy() {
+        // While Redis is out nothing is sent: changes stay owed in the engine (latest values
+        // only) and go out once it is back and every room has been read again.
+        if link.cluster.is_busy() || link.outage_since.is_some() {
             return;
         }
         let batch_due = now >= link.next_round;
@@ -162,7 +164,7 @@ impl Server {
     /// When the loop must wake for the next round, if something waits for one.
     pub(super) fn next_cluster_due(&self) -> Option<Instant> {
         let link = self.cluster.as_ref()?;
-        if link.cluster.is_busy() {
+        if link.cluster.is_busy() || link.outage_since.is_some() {
             return None;
         }
         if !link.loads.is_empty() {
