@@ -161,3 +161,20 @@ fn listen_takes_a_bare_port_or_a_host_name() {
         client.expect_silence();
     }
 }
+
+#[test]
+fn print_config_hides_the_redis_password() {
+    let lines = print_config(
+        &["--cluster", "redis://:s3cret@127.0.0.1:6379/0"],
+        &[("STRATUS_CLUSTER_NODE", "node-a")],
+    );
+    assert_eq!(
+        line(&lines, "cluster"),
+        "cluster = \"redis://:***@127.0.0.1:6379/0\"  # flag"
+    );
+    assert_eq!(
+        line(&lines, "cluster-node"),
+        "cluster-node = \"node-a\"  # env"
+    );
+    assert!(lines.iter().all(|l| !l.contains("s3cret")), "{lines:?}");
+}

@@ -168,6 +168,10 @@ impl Loaded {
                 .get_raw(id)
                 .map(|raw| raw.map(|v| v.to_string_lossy().into_owned()).collect())
                 .unwrap_or_default();
+            let values: Vec<String> = match id {
+                "cluster" => values.iter().map(|url| hide_password(url)).collect(),
+                _ => values,
+            };
             let is_switch = matches!(arg.get_action(), ArgAction::SetTrue);
             let value = match values.as_slice() {
                 _ if is_switch => {
@@ -187,6 +191,20 @@ impl Loaded {
             let _ = writeln!(out, "{long} = {value}  # {}", self.source(id).name());
         }
         out
+    }
+}
+
+/// A URL with its password (`scheme://user:PASSWORD@host`) replaced by `***`, for output.
+pub fn hide_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) if credentials.contains(':') => {
+            let user = credentials.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
     }
 }
 
