@@ -66,6 +66,11 @@ impl Engine {
         self.cluster.enabled
     }
 
+    /// Whether joins wait for room `room_id` to be read.
+    pub fn is_loading(&self, room_id: &str) -> bool {
+        self.persist.loads.contains_key(room_id)
+    }
+
     /// Whether room `room_id` is in memory.
     pub fn has_room(&self, room_id: &str) -> bool {
         self.index.contains_key(room_id)

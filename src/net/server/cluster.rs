@@ -87,6 +87,18 @@ impl Server {
         // The load follows Redis's confirmation of the subscription, so that no batch
         // published after the read can be missed. While Redis is out, joins to rooms not in
         // memory are refused at once.
+        // Channels of rooms that left memory are left first (the subscriber thread keeps the
+        // order), unless a join wants the room back meanwhile.
+        link.unsubscribes.extend(engine.take_removed_rooms());
+        while let Some(room) = link.unsubscribes.pop() {
+            if engine.has_room(&room) || engine.is_loading(&room) {
+                continue;
+            }
+            if !link.cluster.unsubscribe(room.clone()) {
+                link.unsubscribes.push(room);
+                break;
+            }
+        }
         let mut refused = Vec::new();
         for room in engine.take_load_requests() {
             if link.outage_since.is_some() {
@@ -103,13 +115,6 @@ impl Server {
             return;
         };
         let engine = &mut self.engine;
-        link.unsubscribes.extend(engine.take_removed_rooms());
-        while let Some(room) = link.unsubscribes.pop() {
-            if !link.cluster.unsubscribe(room.clone()) {
-                link.unsubscribes.push(room);
-                break;
-            }
-        }
         link.loads.extend(engine.take_reloads());
         // While Redis is out nothing is sent: changes stay owed in the engine (latest values
         // only) and go out once it is back and every room has been read again.
