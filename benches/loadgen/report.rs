@@ -282,6 +282,7 @@ fn connections_text(s: &Summary, r: &RunResult) -> String {
 /// process's own CPU and RSS.
 struct ServerNumbers {
     pids: Vec<u32>,
+    window_s: f64,
     user_s: Option<f64>,
     system_s: Option<f64>,
     pct_user: Option<f64>,
@@ -293,8 +294,8 @@ struct ServerNumbers {
     rss_load: Option<u64>,
     rss_after: Option<u64>,
     rss_per_conn_kib: Option<f64>,
-    /// Per process when there are several: pid, CPU % of a core, RSS under load.
-    each: Vec<(u32, Option<f64>, Option<u64>)>,
+    /// Per process when there are several: pid, CPU time, RSS under load.
+    each: Vec<(u32, Option<CpuTimes>, Option<u64>)>,
     /// No CPU used while sets flowed: the PID is probably a wrapper, not the server.
     suspect_pids: Vec<u32>,
 }
@@ -327,6 +328,7 @@ impl ServerNumbers {
         let flowed = c.sets_received + c.sets_sent > 0;
         ServerNumbers {
             pids: servers.iter().map(|u| u.pid).collect(),
+            window_s,
             user_s: cpu.map(|c| c.user),
             system_s: cpu.map(|c| c.system),
             pct_user: cpu.and_then(|c| pct(c.user, window_s)),
@@ -344,10 +346,7 @@ impl ServerNumbers {
             each: if servers.len() > 1 {
                 servers
                     .iter()
-                    .map(|u| {
-                        let pct_total = u.cpu.and_then(|c| pct(c.total(), window_s));
-                        (u.pid, pct_total, u.rss_load_kib)
-                    })
+                    .map(|u| (u.pid, u.cpu, u.rss_load_kib))
                     .collect()
             } else {
                 Vec::new()
@@ -367,10 +366,12 @@ impl ServerNumbers {
         let each: Vec<Value> = self
             .each
             .iter()
-            .map(|(pid, pct_total, rss_load)| {
+            .map(|(pid, cpu, rss_load)| {
                 json!({
                     "pid": pid,
-                    "cpu_pct_total": pct_total.map(|v| round(v, 1)),
+                    "cpu_user_s": cpu.map(|c| round(c.user, 3)),
+                    "cpu_system_s": cpu.map(|c| round(c.system, 3)),
+                    "cpu_pct_total": cpu.and_then(|c| pct(c.total(), self.window_s)).map(|v| round(v, 1)),
                     "rss_kib_under_load": rss_load,
                 })
             })
@@ -444,12 +445,12 @@ impl ServerNumbers {
                 ),
             ),
         ]);
-        for (pid, pct_total, rss_load) in &self.each {
+        for (pid, cpu, rss_load) in &self.each {
             lines.push((
                 "  each",
                 format!(
                     "pid {pid}: {} % of a core, {} MiB under load",
-                    opt(*pct_total, 1),
+                    opt(cpu.and_then(|c| pct(c.total(), self.window_s)), 1),
                     opt(rss_load.map(mib), 1)
                 ),
             ));
