@@ -72,7 +72,14 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--dir", self.dir.to_str().expect("utf-8 dir")])
             // Data survives a restart (appendfsync always: nothing acknowledged is lost).
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .args(["--protected-mode", "no", "--daemonize", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
