@@ -46,6 +46,12 @@ pub struct Args {
     #[arg(long, default_value = "ws://127.0.0.1:9080/")]
     pub url: String,
 
+    /// Several servers of one cluster instead of --url: comma-separated WebSocket URLs or
+    /// HOST:PORT (ws://HOST:PORT/). The clients of each room are spread over them
+    /// round-robin (client k of a room goes to server k mod N), so every room spans them.
+    #[arg(long, value_delimiter = ',', conflicts_with = "url")]
+    pub servers: Vec<String>,
+
     /// Start from standard scenario N (1-5, listed below).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub scenario: Option<u8>,
@@ -102,9 +108,11 @@ pub struct Args {
     /// PID of the server process: report its CPU time over the measured window (from
     /// /proc/PID/stat) and its RSS before, under load and after closing (/proc/PID/status).
     /// It must be the server itself: `$!` after `taskset -c 0 stratus &` is (taskset execs),
-    /// after `timeout ... stratus &` or `(cd x && stratus) &` it is a wrapper.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// after `timeout ... stratus &` or `(cd x && stratus) &` it is a wrapper. Repeat it or
+    /// give a comma-separated list for several processes (the nodes of a cluster, Redis):
+    /// the report gives their sum and each one.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
 
     /// Parse every Nth received frame for latency (all frames are counted).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
@@ -177,7 +185,8 @@ pub struct Saturation {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub scenario: Option<u8>,
-    pub target: Target,
+    /// One server, or the nodes of a cluster (never empty).
+    pub targets: Vec<Target>,
     pub rooms: u32,
     pub clients: u32,
     pub rate: f64,
@@ -188,7 +197,7 @@ pub struct Config {
     pub warmup: Duration,
     pub duration: Duration,
     pub room_prefix: String,
-    pub server_pid: Option<u32>,
+    pub server_pids: Vec<u32>,
     pub sample_every: u32,
     pub connect_timeout: Duration,
     pub settle: Duration,
@@ -317,7 +326,7 @@ impl Config {
         }
         Ok(Config {
             scenario: args.scenario,
-            target: parse_target(&args.url)?,
+            targets: parse_targets(&args.url, &args.servers)?,
             rooms,
             clients,
             rate: if silent { 0.0 } else { rate },
@@ -328,7 +337,7 @@ impl Config {
             warmup,
             duration,
             room_prefix,
-            server_pid: args.server_pid,
+            server_pids: args.server_pid,
             sample_every: args.sample_every,
             connect_timeout,
             settle,
@@ -344,6 +353,38 @@ impl Config {
     pub fn connections(&self) -> u32 {
         self.rooms * self.clients
     }
+
+    /// The server client number `client` connects to: the clients of a room take the servers
+    /// in turn, so that each room spans all of them.
+    pub fn target_of(&self, client: u32) -> &Target {
+        let member = client % self.clients;
+        let index = member as usize % self.targets.len();
+        &self.targets[index]
+    }
+
+    /// Every server's URL, comma-separated, for reports.
+    pub fn urls(&self) -> String {
+        let urls: Vec<&str> = self.targets.iter().map(|t| t.url.as_str()).collect();
+        urls.join(",")
+    }
+}
+
+/// `--servers` if given (bare `HOST:PORT` meaning `ws://HOST:PORT/`), else `--url`.
+fn parse_targets(url: &str, servers: &[String]) -> Result<Vec<Target>, String> {
+    if servers.is_empty() {
+        return Ok(vec![parse_target(url)?]);
+    }
+    servers
+        .iter()
+        .map(|server| {
+            let server = server.trim();
+            if server.contains("://") {
+                parse_target(server)
+            } else {
+                parse_target(&format!("ws://{server}/"))
+            }
+        })
+        .collect()
 }
 
 /// How long closing handshakes may take before sockets are simply dropped.

@@ -51,7 +51,7 @@ pub struct ConnStats {
     pub open_at_window_end: u64,
 }
 
-/// The server's resource use, each reading None when /proc could not be read.
+/// One server process's resource use, each reading None when /proc could not be read.
 #[derive(Debug, Default)]
 pub struct ServerUsage {
     pub pid: u32,
@@ -72,7 +72,8 @@ pub struct RunResult {
     pub latency: Histogram,
     pub unmatched_samples: u64,
     pub server_close_codes: BTreeMap<u16, u64>,
-    pub server: Option<ServerUsage>,
+    /// One per `--server-pid`, in order.
+    pub servers: Vec<ServerUsage>,
     pub own_cpu: CpuTimes,
     /// How far the send schedule fell behind at worst during the window.
     pub max_send_lag: Duration,
@@ -98,12 +99,13 @@ enum Stage {
 }
 
 /// Counter and CPU readings at one edge of the measured window.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Marks {
     at: Instant,
     counters: Counters,
     own_cpu: CpuTimes,
-    server_cpu: Option<CpuTimes>,
+    /// One per server process, in the order of `Driver::servers`.
+    server_cpu: Vec<Option<CpuTimes>>,
 }
 
 struct Client {
@@ -137,7 +139,7 @@ struct Driver<'a> {
     window_start: Option<Marks>,
     window_end: Option<Marks>,
     max_send_lag: Duration,
-    server: Option<ServerUsage>,
+    servers: Vec<ServerUsage>,
     aborted: Option<String>,
 }
 
@@ -151,11 +153,15 @@ impl<'a> Driver<'a> {
             .read_buffer_size(0)
             .write_buffer_size(WRITE_BUFFER)
             .max_write_buffer_size(MAX_WRITE_BUFFER);
-        let server = cfg.server_pid.map(|pid| ServerUsage {
-            pid,
-            rss_before_kib: sysinfo::process_rss_kib(pid),
-            ..ServerUsage::default()
-        });
+        let servers = cfg
+            .server_pids
+            .iter()
+            .map(|&pid| ServerUsage {
+                pid,
+                rss_before_kib: sysinfo::process_rss_kib(pid),
+                ..ServerUsage::default()
+            })
+            .collect();
         Ok(Driver {
             cfg,
             rate,
@@ -189,7 +195,7 @@ impl<'a> Driver<'a> {
             window_start: None,
             window_end: None,
             max_send_lag: Duration::ZERO,
-            server,
+            servers,
             aborted: None,
         })
     }
@@ -269,7 +275,7 @@ impl<'a> Driver<'a> {
                 };
             }
             Stage::Settle { until } if now >= until => {
-                if let Some(server) = &mut self.server {
+                for server in &mut self.servers {
                     server.rss_after_kib = sysinfo::process_rss_kib(server.pid);
                 }
                 self.stage = Stage::Done;
@@ -297,9 +303,10 @@ impl<'a> Driver<'a> {
             counters: self.rx.counters,
             own_cpu: sysinfo::own_cpu(),
             server_cpu: self
-                .server
-                .as_ref()
-                .and_then(|s| sysinfo::process_cpu(s.pid)),
+                .servers
+                .iter()
+                .map(|s| sysinfo::process_cpu(s.pid))
+                .collect(),
         }
     }
 
@@ -317,7 +324,7 @@ impl<'a> Driver<'a> {
         self.rx.stop_measuring();
         self.stats.open_at_window_end =
             self.conns.iter().filter(|(_, c)| c.can_send()).count() as u64;
-        if let Some(server) = &mut self.server {
+        for server in &mut self.servers {
             server.rss_load_kib = sysinfo::process_rss_kib(server.pid);
         }
     }
@@ -388,8 +395,9 @@ impl<'a> Driver<'a> {
 
     fn open_connection(&mut self, client: u32) {
         self.stats.attempted += 1;
-        let stream = match TcpStream::connect(self.cfg.target.addr) {
-            Ok(stream) if self.cfg.target.tls => Stream::tls(stream),
+        let target = self.cfg.target_of(client);
+        let stream = match TcpStream::connect(target.addr) {
+            Ok(stream) if target.tls => Stream::tls(stream),
             Ok(stream) => Ok(Stream::Plain(stream)),
             Err(e) => Err(e),
         };
@@ -420,11 +428,12 @@ impl<'a> Driver<'a> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        let target = self.cfg.target_of(conn.client);
         let outcome = conn.on_ready(
             readable,
             writable,
             &mut self.read_buf,
-            &self.cfg.target,
+            target,
             self.ws_config,
             &mut self.rx,
         );
@@ -653,22 +662,27 @@ impl<'a> Driver<'a> {
     }
 
     fn into_result(mut self) -> RunResult {
-        let (window, counters, own_cpu, server_cpu) = match (self.window_start, self.window_end) {
-            (Some(a), Some(b)) => (
-                b.at.duration_since(a.at),
-                b.counters.since(a.counters),
-                b.own_cpu.since(a.own_cpu),
-                a.server_cpu.zip(b.server_cpu).map(|(a, b)| b.since(a)),
-            ),
-            _ => (
-                Duration::ZERO,
-                Counters::default(),
-                CpuTimes::default(),
-                None,
-            ),
-        };
-        if let Some(server) = &mut self.server {
-            server.cpu = server_cpu;
+        let (window, counters, own_cpu, server_cpu) =
+            match (self.window_start.take(), self.window_end.take()) {
+                (Some(a), Some(b)) => (
+                    b.at.duration_since(a.at),
+                    b.counters.since(a.counters),
+                    b.own_cpu.since(a.own_cpu),
+                    a.server_cpu
+                        .iter()
+                        .zip(&b.server_cpu)
+                        .map(|(a, b)| a.zip(*b).map(|(a, b)| b.since(a)))
+                        .collect(),
+                ),
+                _ => (
+                    Duration::ZERO,
+                    Counters::default(),
+                    CpuTimes::default(),
+                    Vec::new(),
+                ),
+            };
+        for (server, cpu) in self.servers.iter_mut().zip(server_cpu) {
+            server.cpu = cpu;
         }
         RunResult {
             rate: self.rate,
@@ -679,7 +693,7 @@ impl<'a> Driver<'a> {
             latency: self.rx.latency,
             unmatched_samples: self.rx.unmatched_samples,
             server_close_codes: self.rx.server_close_codes,
-            server: self.server,
+            servers: self.servers,
             own_cpu,
             max_send_lag: self.max_send_lag,
             aborted: self.aborted,
@@ -698,7 +712,7 @@ impl RunResult {
             latency: Histogram::new(),
             unmatched_samples: 0,
             server_close_codes: BTreeMap::new(),
-            server: None,
+            servers: Vec::new(),
             own_cpu: CpuTimes::default(),
             max_send_lag: Duration::ZERO,
             aborted: Some(reason),

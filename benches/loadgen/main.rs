@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     if let Err(message) = sysinfo::ensure_fd_limit(u64::from(cfg.connections()) + FD_MARGIN) {
         return fail(&message);
     }
-    if let Some(pid) = cfg.server_pid {
+    for &pid in &cfg.server_pids {
         if sysinfo::process_cpu(pid).is_none() {
             return fail(&format!(
                 "cannot read /proc/{pid}/stat: is --server-pid {pid} right?"
@@ -98,7 +98,7 @@ fn run_once(cfg: &Config, clock: Clock) -> bool {
     if result.conns.opened == 0 {
         eprintln!(
             "loadgen: no connection to {} could be opened; is the server running?",
-            cfg.target.url
+            cfg.urls()
         );
     }
     result.conns.opened > 0 && result.aborted.is_none()

@@ -4,7 +4,8 @@
 use serde_json::{json, Value};
 
 use crate::config::{Config, VarOrder};
-use crate::driver::RunResult;
+use crate::driver::{RunResult, ServerUsage};
+use crate::sysinfo::CpuTimes;
 
 /// A frame with at least this share of all variables counts as full.
 const FULL_FRAME_SHARE: f64 = 0.9;
@@ -96,7 +97,7 @@ impl Summary {
         json!({
             "step": self.step,
             "scenario": cfg.scenario,
-            "url": cfg.target.url,
+            "url": cfg.urls(),
             "rooms": cfg.rooms,
             "clients_per_room": cfg.clients,
             "rate_per_client": round(self.rate, 4),
@@ -169,7 +170,9 @@ impl Summary {
             "run",
             format!(
                 "{}{step}: {} rooms x {} clients, {load}",
-                cfg.target.url, cfg.rooms, cfg.clients
+                cfg.urls(),
+                cfg.rooms,
+                cfg.clients
             ),
         );
         line(
@@ -275,8 +278,10 @@ fn connections_text(s: &Summary, r: &RunResult) -> String {
 }
 
 /// Server CPU and memory figures, all optional: they need --server-pid and a readable /proc.
+/// With several server processes (a cluster), the figures are their sums; `each` keeps every
+/// process's own CPU and RSS.
 struct ServerNumbers {
-    pid: Option<u32>,
+    pids: Vec<u32>,
     user_s: Option<f64>,
     system_s: Option<f64>,
     pct_user: Option<f64>,
@@ -288,20 +293,40 @@ struct ServerNumbers {
     rss_load: Option<u64>,
     rss_after: Option<u64>,
     rss_per_conn_kib: Option<f64>,
+    /// Per process when there are several: pid, CPU % of a core, RSS under load.
+    each: Vec<(u32, Option<f64>, Option<u64>)>,
     /// No CPU used while sets flowed: the PID is probably a wrapper, not the server.
-    suspect_pid: bool,
+    suspect_pids: Vec<u32>,
+}
+
+/// The sum of a reading over every process, if every process has it.
+fn sum_all(values: impl Iterator<Item = Option<u64>>) -> Option<u64> {
+    values.sum()
 }
 
 impl ServerNumbers {
     fn new(r: &RunResult, connections: u64, window_s: f64, c: &crate::recv::Counters) -> Self {
-        let usage = r.server.as_ref();
-        let cpu = usage.and_then(|u| u.cpu);
+        let servers = &r.servers;
+        let some = !servers.is_empty();
+        let cpu = servers.iter().try_fold(None, |sum: Option<CpuTimes>, u| {
+            let c = u.cpu?;
+            let sum = sum.unwrap_or_default();
+            Some(Some(CpuTimes {
+                user: sum.user + c.user,
+                system: sum.system + c.system,
+            }))
+        });
+        let cpu = cpu.flatten();
         let total = cpu.map(|c| c.total());
         let per = |n: u64| total.filter(|_| n > 0).map(|t| t * 1e6 / n as f64);
-        let rss_before = usage.and_then(|u| u.rss_before_kib);
-        let rss_load = usage.and_then(|u| u.rss_load_kib);
+        let rss_sum = |get: fn(&ServerUsage) -> Option<u64>| {
+            some.then(|| sum_all(servers.iter().map(get))).flatten()
+        };
+        let rss_before = rss_sum(|u| u.rss_before_kib);
+        let rss_load = rss_sum(|u| u.rss_load_kib);
+        let flowed = c.sets_received + c.sets_sent > 0;
         ServerNumbers {
-            pid: usage.map(|u| u.pid),
+            pids: servers.iter().map(|u| u.pid).collect(),
             user_s: cpu.map(|c| c.user),
             system_s: cpu.map(|c| c.system),
             pct_user: cpu.and_then(|c| pct(c.user, window_s)),
@@ -311,21 +336,48 @@ impl ServerNumbers {
             us_per_sent: per(c.sets_sent),
             rss_before,
             rss_load,
-            rss_after: usage.and_then(|u| u.rss_after_kib),
+            rss_after: rss_sum(|u| u.rss_after_kib),
             rss_per_conn_kib: rss_before
                 .zip(rss_load)
                 .filter(|_| connections > 0)
                 .map(|(before, load)| (load as f64 - before as f64) / connections as f64),
-            suspect_pid: total == Some(0.0) && c.sets_received + c.sets_sent > 0,
+            each: if servers.len() > 1 {
+                servers
+                    .iter()
+                    .map(|u| {
+                        let pct_total = u.cpu.and_then(|c| pct(c.total(), window_s));
+                        (u.pid, pct_total, u.rss_load_kib)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            suspect_pids: servers
+                .iter()
+                .filter(|u| flowed && u.cpu.map(CpuTimes::total) == Some(0.0))
+                .map(|u| u.pid)
+                .collect(),
         }
     }
 
     fn json(&self) -> Value {
-        if self.pid.is_none() {
+        if self.pids.is_empty() {
             return Value::Null;
         }
+        let each: Vec<Value> = self
+            .each
+            .iter()
+            .map(|(pid, pct_total, rss_load)| {
+                json!({
+                    "pid": pid,
+                    "cpu_pct_total": pct_total.map(|v| round(v, 1)),
+                    "rss_kib_under_load": rss_load,
+                })
+            })
+            .collect();
         json!({
-            "pid": self.pid,
+            "pid": self.pids.first(),
+            "pids": self.pids,
             "cpu_user_s": self.user_s.map(|v| round(v, 3)),
             "cpu_system_s": self.system_s.map(|v| round(v, 3)),
             "cpu_pct_user": self.pct_user.map(|v| round(v, 1)),
@@ -337,19 +389,22 @@ impl ServerNumbers {
             "rss_kib_under_load": self.rss_load,
             "rss_kib_after_close": self.rss_after,
             "rss_kib_per_connection": self.rss_per_conn_kib.map(|v| round(v, 3)),
-            "suspect_pid": self.suspect_pid,
+            "suspect_pid": !self.suspect_pids.is_empty(),
+            "each": each,
         })
     }
 
     fn table_lines(&self) -> Vec<(&'static str, String)> {
-        let Some(pid) = self.pid else {
+        if self.pids.is_empty() {
             return vec![(
                 "server",
                 "no --server-pid given: no CPU or memory figures".into(),
             )];
-        };
+        }
+        let pids: Vec<String> = self.pids.iter().map(u32::to_string).collect();
+        let pids = pids.join("+");
         let mut lines = Vec::new();
-        if self.suspect_pid {
+        for pid in &self.suspect_pids {
             lines.push((
                 "WARNING",
                 format!(
@@ -362,7 +417,7 @@ impl ServerNumbers {
             (
                 "server CPU",
                 format!(
-                    "pid {pid}: user {} s + sys {} s = {} % of a core (user {} %, sys {} %)",
+                    "pid {pids}: user {} s + sys {} s = {} % of a core (user {} %, sys {} %)",
                     opt(self.user_s, 2),
                     opt(self.system_s, 2),
                     opt(self.pct_total, 1),
@@ -389,6 +444,16 @@ impl ServerNumbers {
                 ),
             ),
         ]);
+        for (pid, pct_total, rss_load) in &self.each {
+            lines.push((
+                "  each",
+                format!(
+                    "pid {pid}: {} % of a core, {} MiB under load",
+                    opt(*pct_total, 1),
+                    opt(rss_load.map(mib), 1)
+                ),
+            ));
+        }
         lines
     }
 }

@@ -6,7 +6,7 @@
 //! `STRATUS_REQUIRE_REDIS=1` (set by `.ci/run`), which makes its absence a failure.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -119,6 +119,37 @@ impl RedisServer {
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line).ok()?;
         Some(line.trim_end().to_owned())
+    }
+}
+
+impl RedisServer {
+    /// Runs one command and returns its reply as text: a status or an integer as it is, an
+    /// error with its leading `-`, a bulk string's contents; `None` for a nil reply, an array,
+    /// or when Redis cannot be reached.
+    pub fn query(&self, args: &[&str]) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(PATIENCE)).ok()?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        match line.split_at_checked(1)? {
+            ("+" | ":", rest) => Some(rest.to_owned()),
+            ("-", _) => Some(line.to_owned()),
+            ("$", len) => {
+                let len: usize = len.parse().ok()?;
+                let mut bytes = vec![0; len + 2];
+                reader.read_exact(&mut bytes).ok()?;
+                bytes.truncate(len);
+                Some(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            _ => None,
+        }
     }
 }
 
