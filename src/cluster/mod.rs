@@ -16,12 +16,36 @@
 //! - `stratus:{ROOM}:version`: the room's version, bumped by every batch.
 //! - `stratus:{ROOM}:members`: hash, node id → that node's member count; a node's entry counts
 //!   only while its heartbeat key `stratus:node:NODE` exists (it expires if the node dies).
-//! - channel `stratus:{ROOM}`: every batch applied, with the version it got.
+//! - channel `stratus:{ROOM}`: every batch applied, with the version it got (payload:
+//!   `codec.rs`).
+//!
+//! The braces are literal characters (`stratus:{lobby}:vars` for room `lobby`): see
+//! `keys.rs`. The scripts are in `scripts.rs`, the threads in `commands.rs` and
+//! `subscriber.rs`.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod codec;
+mod commands;
+mod keys;
+mod retry;
+mod scripts;
+mod subscriber;
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redis::IntoConnectionInfo;
 
 use crate::engine::{Batch, Engine, SavedVariable};
+use commands::CommandThread;
+use subscriber::Subscriber;
+
+/// Subscribe/unsubscribe requests waiting for the subscriber thread.
+const SUBSCRIBE_CAPACITY: usize = 1024;
+/// Events waiting for the loop; when full, the subscriber thread waits (and Redis may drop
+/// it, which ends in [`Event::Resubscribed`]).
+const EVENT_CAPACITY: usize = 1024;
 
 /// What the loop knows about the cluster at start.
 #[derive(Clone, Debug)]
@@ -114,53 +138,263 @@ pub struct ClusterStats {
 
 /// The loop's side of the Redis threads.
 pub struct Cluster {
-    _private: (),
+    rounds: Option<SyncSender<Round>>,
+    subscriptions: Option<SyncSender<subscriber::Request>>,
+    events: Receiver<Event>,
+    threads: Vec<JoinHandle<()>>,
+    busy: bool,
+    shared: Arc<SharedStats>,
 }
 
 impl Cluster {
     /// Checks the URL and starts both threads, which connect in the background (retrying with
     /// backoff); an error says what is wrong with the URL.
     pub fn start(settings: ClusterSettings, waker: Arc<mio::Waker>) -> Result<Cluster, String> {
-        let _ = (settings, waker);
-        Err("not implemented".into())
+        let client = client(&settings.url)?;
+        let shared = Arc::new(SharedStats::default());
+        let (event_tx, event_rx) = mpsc::sync_channel(EVENT_CAPACITY);
+        // One round at a time is out; the channel holds it while the thread is busy.
+        let (round_tx, round_rx) = mpsc::sync_channel(1);
+        let (sub_tx, sub_rx) = mpsc::sync_channel(SUBSCRIBE_CAPACITY);
+        let worker = CommandThread::new(
+            client.clone(),
+            settings,
+            event_tx.clone(),
+            Arc::clone(&waker),
+            Arc::clone(&shared),
+        );
+        let subscriber = Subscriber::new(client, event_tx, waker, Arc::clone(&shared));
+        let mut threads = Vec::new();
+        for (name, run) in [
+            (
+                "stratus-redis",
+                Box::new(move || worker.run(round_rx)) as Box<dyn FnOnce() + Send>,
+            ),
+            (
+                "stratus-redis-sub",
+                Box::new(move || subscriber.run(sub_rx)),
+            ),
+        ] {
+            let thread = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(run)
+                .map_err(|e| format!("--cluster: cannot start a thread: {e}"))?;
+            threads.push(thread);
+        }
+        Ok(Cluster {
+            rounds: Some(round_tx),
+            subscriptions: Some(sub_tx),
+            events: event_rx,
+            threads,
+            busy: false,
+            shared,
+        })
     }
 
     /// Whether a round is out; the next one waits for its answer.
     pub fn is_busy(&self) -> bool {
-        false
+        self.busy
     }
 
     /// Hands over a round; gives it back when the thread cannot take it now.
     pub fn send_round(&mut self, round: Round) -> Result<(), Round> {
-        Err(round)
+        if self.busy {
+            return Err(round);
+        }
+        let Some(rounds) = &self.rounds else {
+            return Err(round);
+        };
+        match rounds.try_send(round) {
+            Ok(()) => {
+                self.busy = true;
+                Ok(())
+            }
+            Err(TrySendError::Full(round) | TrySendError::Disconnected(round)) => Err(round),
+        }
     }
 
     /// Subscribes to a room's channel; [`Event::Subscribed`] follows. False: try again later.
     pub fn subscribe(&mut self, room: Box<str>) -> bool {
-        let _ = room;
-        false
+        self.ask(subscriber::Request::Subscribe(room))
     }
 
-    /// Stops receiving a room's batches. False: try again later.
+    /// Stops receiving a room's batches. False: try again later. (Batches published before
+    /// Redis confirms may still arrive.)
     pub fn unsubscribe(&mut self, room: Box<str>) -> bool {
-        let _ = room;
-        false
+        self.ask(subscriber::Request::Unsubscribe(room))
+    }
+
+    fn ask(&mut self, request: subscriber::Request) -> bool {
+        self.subscriptions
+            .as_ref()
+            .is_some_and(|s| s.try_send(request).is_ok())
     }
 
     /// The threads' events so far; never waits.
     pub fn take_events(&mut self) -> Vec<Event> {
-        Vec::new()
+        let events: Vec<Event> = self.events.try_iter().collect();
+        if events.iter().any(|e| matches!(e, Event::RoundDone(_))) {
+            self.busy = false;
+        }
+        events
     }
 
     pub fn stats(&self) -> ClusterStats {
-        ClusterStats::default()
+        self.shared.snapshot()
     }
 
     /// At shutdown: sends what the engine still owes (waiting at most `patience`), removes
     /// this node's member counts and heartbeat, stops both threads. Returns how many variables
     /// could not be sent.
-    pub fn finish(self, engine: &mut Engine, patience: Duration) -> usize {
-        let _ = (engine, patience);
-        0
+    pub fn finish(mut self, engine: &mut Engine, patience: Duration) -> usize {
+        let deadline = Instant::now() + patience;
+        let mut failures = 0;
+        loop {
+            // Events other than the round's answer are of no use any more; reading them
+            // keeps the subscriber (and so the command thread) from waiting on a full channel.
+            while self.busy {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.events.recv_timeout(left) {
+                    Ok(Event::RoundDone(result)) => {
+                        self.busy = false;
+                        if result.saved {
+                            engine.batch_saved(&result.batch);
+                        } else {
+                            engine.batch_failed(&result.batch);
+                            failures += 1;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                        self.busy = false;
+                        failures += 3;
+                    }
+                }
+            }
+            if !engine.has_unsaved() || failures >= 3 || Instant::now() >= deadline {
+                break;
+            }
+            let batch = engine.collect_batch();
+            if batch.is_empty() {
+                break;
+            }
+            let round = Round {
+                batch,
+                ..Round::default()
+            };
+            let Some(rounds) = &self.rounds else {
+                engine.batch_failed(&round.batch);
+                break;
+            };
+            // Blocking is right here: the loop has stopped serving.
+            if let Err(mpsc::SendError(round)) = rounds.send(round) {
+                engine.batch_failed(&round.batch);
+                break;
+            }
+            self.busy = true;
+        }
+        let unsent = if engine.has_unsaved() {
+            engine.collect_batch().variable_count()
+        } else {
+            0
+        };
+        // Closing both request channels stops the threads (the command thread says goodbye
+        // to Redis first); dropping the events unblocks a subscriber waiting to deliver.
+        self.rounds = None;
+        self.subscriptions = None;
+        let Cluster {
+            events, threads, ..
+        } = self;
+        drop(events);
+        for thread in threads {
+            let _ = thread.join();
+        }
+        unsent
+    }
+}
+
+/// A Redis client for `url`, checked without connecting.
+fn client(url: &str) -> Result<redis::Client, String> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    if !matches!(scheme, Some("redis" | "rediss")) {
+        return Err(
+            "--cluster: expected a URL like redis://HOST:PORT/DB or rediss://HOST:PORT/DB".into(),
+        );
+    }
+    if scheme == Some("rediss") {
+        // The crate builds its TLS config from rustls's process-wide provider; ours is ring
+        // (an error only means one is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    // The error text of the crate may quote the URL, password included: say what, not that.
+    let info = url
+        .into_connection_info()
+        .map_err(|e| format!("--cluster: not a valid Redis URL ({:?})", e.kind()))?;
+    // RESP2 always: the subscriber relies on RESP2 pub/sub replies (see subscriber.rs).
+    let redis_settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP2);
+    let info = info.set_redis_settings(redis_settings);
+    redis::Client::open(info).map_err(|e| format!("--cluster: {:?}", e.kind()))
+}
+
+/// Counters the threads update and the loop reads.
+#[derive(Default)]
+struct SharedStats {
+    inner: Mutex<StatsState>,
+}
+
+#[derive(Default)]
+struct StatsState {
+    stats: ClusterStats,
+    outage_since: Option<Instant>,
+    outage_total: Duration,
+}
+
+impl SharedStats {
+    fn lock(&self) -> MutexGuard<'_, StatsState> {
+        // A thread that panicked while holding the lock left plain counters: still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_connected(&self, connected: bool) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        if connected {
+            if let Some(since) = state.outage_since.take() {
+                state.outage_total += now.saturating_duration_since(since);
+            }
+        } else if state.outage_since.is_none() {
+            state.outage_since = Some(now);
+            state.stats.outages += 1;
+        }
+        state.stats.connected = connected;
+    }
+
+    fn count_round(&self, round_trip: Duration, result: &RoundResult) {
+        let mut state = self.lock();
+        let us = u64::try_from(round_trip.as_micros()).unwrap_or(u64::MAX);
+        state.stats.rounds += 1;
+        state.stats.last_round_trip_us = us;
+        state.stats.round_trip_us_total = state.stats.round_trip_us_total.saturating_add(us);
+        if result.saved {
+            state.stats.batches_out += result.batch.rooms.len() as u64;
+        }
+    }
+
+    fn count_batch_in(&self) {
+        self.lock().stats.batches_in += 1;
+    }
+
+    fn snapshot(&self) -> ClusterStats {
+        let state = self.lock();
+        let ongoing = state
+            .outage_since
+            .map_or(Duration::ZERO, |since| since.elapsed());
+        ClusterStats {
+            outage_seconds: (state.outage_total + ongoing).as_secs_f64(),
+            ..state.stats.clone()
+        }
     }
 }

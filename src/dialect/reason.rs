@@ -56,6 +56,8 @@ pub enum Reason {
     Replaced,
     /// Something failed inside the server that concerns this connection only.
     ServerFault,
+    /// The room could not be loaded (its store or Redis is out); trying later may work.
+    RoomUnavailable,
 }
 
 impl Reason {
@@ -70,7 +72,10 @@ impl Reason {
             | Reason::HandshakeTimeout => PROTOCOL,
             Reason::Incompatible => INCOMPATIBLE,
             Reason::Username(_) | Reason::NoIdentity => USERNAME,
-            Reason::RoomFull | Reason::TooManyRooms | Reason::ServerFull => OVERLOADED,
+            Reason::RoomFull
+            | Reason::TooManyRooms
+            | Reason::ServerFull
+            | Reason::RoomUnavailable => OVERLOADED,
             Reason::RoomRefused | Reason::TooManyMessages | Reason::TooManyBytes => UNAVAILABLE,
             Reason::ScratchCookie => SECURITY,
             Reason::NoUserAgent => USER_AGENT,
@@ -109,6 +114,7 @@ impl Reason {
             Reason::ShuttingDown => "shutting_down",
             Reason::Replaced => "replaced",
             Reason::ServerFault => "server_fault",
+            Reason::RoomUnavailable => "room_unavailable",
         }
     }
 
@@ -140,6 +146,7 @@ impl Reason {
             Reason::ShuttingDown => "server shutting down",
             Reason::Replaced => "replaced by a newer connection of the same user",
             Reason::ServerFault => "internal server error",
+            Reason::RoomUnavailable => "room cannot be loaded now, try again later",
         }
     }
 }
@@ -152,7 +159,8 @@ impl From<JoinError> for Reason {
             JoinError::Incompatible => Reason::Incompatible,
             JoinError::InvalidDeclaration => Reason::InvalidDeclaration,
             // A session never closes for a room that is loading: it waits (see `Wait`).
-            JoinError::Loading | JoinError::Unavailable => Reason::ServerFault,
+            JoinError::Loading => Reason::ServerFault,
+            JoinError::Unavailable => Reason::RoomUnavailable,
         }
     }
 }

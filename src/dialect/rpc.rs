@@ -292,6 +292,11 @@ pub(super) fn farewell(reason: Reason, outbox: &mut Outbox) -> u16 {
         Reason::RoomRefused | Reason::InvalidRoom => Some("world.unknown_world"),
         Reason::TooManyMessages | Reason::TooManyBytes => Some("connection.rate_limited"),
         Reason::ServerFault => Some("server.fatal"),
+        // A server fault from the client's view: RPC clients know no "try later" code.
+        Reason::RoomUnavailable => {
+            error(outbox, None, "server.fatal");
+            return Reason::ServerFault.close_code();
+        }
         Reason::ShuttingDown => {
             outbox.push_with(|out| out.push_str(r#"["connection.reload",{}]"#));
             None

@@ -283,13 +283,18 @@ impl Engine {
     }
 
     /// This node's member counts to report: of the rooms whose count changed, or with `all`,
-    /// of every room with members or with a count reported before.
+    /// of every room with members here or elsewhere; and of rooms whose count a refused join
+    /// asked to know again.
     pub fn take_member_reports(&mut self, all: bool) -> Vec<(Box<str>, u32)> {
         let mut reports = Vec::new();
-        let mut report = |room: &mut Room, force: bool| {
+        let mut report = |room: &mut Room, all: bool| {
             room.cluster.members_queued = false;
             let count = room.members.len();
-            if count != room.cluster.reported_members || (force && count > 0) {
+            let known_elsewhere = count > 0 || room.cluster.remote_members > 0;
+            if count != room.cluster.reported_members
+                || std::mem::take(&mut room.cluster.recount)
+                || (all && known_elsewhere)
+            {
                 room.cluster.reported_members = count;
                 reports.push((room.id.clone(), u32::try_from(count).unwrap_or(u32::MAX)));
             }

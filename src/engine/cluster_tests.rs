@@ -228,6 +228,11 @@ fn room_limits_count_members_on_other_nodes() {
         e.join("r", ClientId(2), F, None, Instant::now()).err(),
         Some(JoinError::RoomFull)
     );
+    assert_eq!(
+        e.take_member_reports(false),
+        vec![(Box::from("r"), 1)],
+        "a refusal for members elsewhere asks Redis to count again"
+    );
     e.set_member_total("r", 1);
     assert!(e.join("r", ClientId(2), F, None, Instant::now()).is_ok());
 }

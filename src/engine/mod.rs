@@ -363,6 +363,11 @@ impl Engine {
             return Err(JoinError::TooManyRooms);
         };
         if room.members.len() + room.cluster.remote_members >= limits.max_clients_per_room {
+            if room.cluster.remote_members > 0 {
+                // Members elsewhere may have left since Redis last counted them.
+                room.cluster.recount = true;
+                cluster::note_members(&mut self.cluster, room, key);
+            }
             return Err(JoinError::RoomFull);
         }
         if let Some(declared) = declared {

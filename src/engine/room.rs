@@ -76,6 +76,9 @@ pub struct RoomCluster {
     pub reported_members: usize,
     /// Whether the room is in the engine's list of member counts to report.
     pub members_queued: bool,
+    /// A join was refused for members on other nodes: ask Redis for the count again, even if
+    /// this node's own did not change.
+    pub recount: bool,
 }
 
 /// Every variable of a room rendered once in one format, with the version it shows.

@@ -1,0 +1,418 @@
+//! The command thread: owns one Redis connection and answers the loop's rounds, one pipeline
+//! (one round trip) each; keeps this node's heartbeat alive; reconnects with backoff.
+//!
+//! A round's pipeline is, in order: the heartbeat (when due, so that this node's member
+//! counts below count), one `WRITE` script call per room of the batch, one `LOAD` per room to
+//! read, one `MEMBERS` per member count. While Redis is unreachable every round is answered at
+//! once as failed; the loop keeps its changes as state and sends their latest values later.
+
+use std::collections::HashSet;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::info;
+use redis::{Client, Connection, Value};
+
+use super::keys::{self, decode_variable, encode_value};
+use super::retry::{Backoff, ErrorLog};
+use super::scripts::{LuaScript, Scripts};
+use super::{ClusterSettings, Event, RoomState, Round, RoundResult, SharedStats};
+
+/// How long a connection attempt may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one round (or heartbeat) may wait for Redis before the connection counts as lost.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The heartbeat is refreshed this often; it expires after [`HEARTBEAT_TTL_SECONDS`].
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
+const HEARTBEAT_TTL_SECONDS: u64 = 15;
+
+/// One entry of a round's pipeline, to read its reply.
+#[derive(Clone, Copy)]
+enum Op {
+    Heartbeat,
+    /// Index into `round.batch.rooms`.
+    Write(usize),
+    /// Index into `round.loads`.
+    Load(usize),
+    /// Index into `round.members`.
+    Members(usize),
+}
+
+pub struct CommandThread {
+    client: Client,
+    settings: ClusterSettings,
+    scripts: Scripts,
+    connection: Option<Connection>,
+    last_heartbeat: Instant,
+    next_attempt: Instant,
+    backoff: Backoff,
+    /// An outage has been announced and Redis has not answered since.
+    in_outage: bool,
+    /// Rooms where this node has a member entry (removed at shutdown).
+    reported: HashSet<Box<str>>,
+    events: SyncSender<Event>,
+    waker: Arc<mio::Waker>,
+    shared: Arc<SharedStats>,
+    errors: ErrorLog,
+}
+
+impl CommandThread {
+    pub fn new(
+        client: Client,
+        settings: ClusterSettings,
+        events: SyncSender<Event>,
+        waker: Arc<mio::Waker>,
+        shared: Arc<SharedStats>,
+    ) -> Self {
+        let now = Instant::now();
+        CommandThread {
+            client,
+            settings,
+            scripts: Scripts::new(),
+            connection: None,
+            last_heartbeat: now,
+            next_attempt: now,
+            backoff: Backoff::default(),
+            in_outage: false,
+            reported: HashSet::new(),
+            events,
+            waker,
+            shared,
+            errors: ErrorLog::new("cluster: redis commands"),
+        }
+    }
+
+    /// Serves rounds until the loop drops its sender; then says goodbye to Redis.
+    pub fn run(mut self, rounds: Receiver<Round>) {
+        self.connect();
+        loop {
+            let now = Instant::now();
+            let wait = match self.connection {
+                Some(_) => (self.last_heartbeat + HEARTBEAT_PERIOD).saturating_duration_since(now),
+                None => self.next_attempt.saturating_duration_since(now),
+            };
+            match rounds.recv_timeout(wait) {
+                Ok(round) => {
+                    if self.connection.is_none() && Instant::now() >= self.next_attempt {
+                        self.connect();
+                    }
+                    let result = self.round(round);
+                    if !self.emit(Event::RoundDone(result)) {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => match self.connection {
+                    Some(_) => self.heartbeat(),
+                    None => self.connect(),
+                },
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.farewell();
+    }
+
+    fn emit(&self, event: Event) -> bool {
+        let sent = self.events.send(event).is_ok();
+        let _ = self.waker.wake();
+        sent
+    }
+
+    fn connect(&mut self) {
+        match self.open() {
+            Ok(connection) => {
+                self.connection = Some(connection);
+                self.last_heartbeat = Instant::now();
+                self.backoff.reset();
+                self.shared.set_connected(true);
+                if self.in_outage {
+                    self.in_outage = false;
+                    info!("cluster: redis answers again");
+                    self.emit(Event::Restored);
+                }
+            }
+            Err(e) => self.lost(&e),
+        }
+    }
+
+    /// A fresh connection with the scripts loaded and the heartbeat set.
+    fn open(&self) -> redis::RedisResult<Connection> {
+        let mut connection = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        connection.set_read_timeout(Some(COMMAND_TIMEOUT))?;
+        connection.set_write_timeout(Some(COMMAND_TIMEOUT))?;
+        self.scripts.load_into(&mut connection)?;
+        heartbeat_command(&self.settings.node_id).exec(&mut connection)?;
+        Ok(connection)
+    }
+
+    fn lost(&mut self, error: &redis::RedisError) {
+        self.connection = None;
+        self.errors.log(error);
+        self.next_attempt = Instant::now() + self.backoff.next_delay();
+        self.shared.set_connected(false);
+        if !self.in_outage {
+            self.in_outage = true;
+            self.emit(Event::Outage);
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        let Some(connection) = &mut self.connection else {
+            return;
+        };
+        match heartbeat_command(&self.settings.node_id).exec(connection) {
+            Ok(()) => self.last_heartbeat = Instant::now(),
+            Err(e) => self.lost(&e),
+        }
+    }
+
+    /// Runs a round: one pipeline, retried once if Redis lost the scripts.
+    fn round(&mut self, round: Round) -> RoundResult {
+        let started = Instant::now();
+        let mut ops = Vec::new();
+        if started.saturating_duration_since(self.last_heartbeat) >= HEARTBEAT_PERIOD {
+            ops.push(Op::Heartbeat);
+        }
+        ops.extend((0..round.batch.rooms.len()).map(Op::Write));
+        ops.extend((0..round.loads.len()).map(Op::Load));
+        ops.extend((0..round.members.len()).map(Op::Members));
+        let mut replies = match self.exchange(&round, &ops) {
+            Ok(replies) => replies,
+            Err(e) => {
+                self.lost(&e);
+                return failed(round);
+            }
+        };
+        let missing: Vec<usize> = (0..ops.len())
+            .filter(|&i| is_noscript(&replies[i]))
+            .collect();
+        if !missing.is_empty() {
+            // Redis restarted or flushed its scripts: nothing of those calls ran.
+            let retry: Vec<Op> = missing.iter().map(|&i| ops[i]).collect();
+            let reloaded = match &mut self.connection {
+                Some(connection) => self.scripts.load_into(connection),
+                None => Ok(()),
+            };
+            let answers = reloaded.and_then(|()| self.exchange(&round, &retry));
+            match answers {
+                Ok(answers) => {
+                    for (i, answer) in missing.into_iter().zip(answers) {
+                        replies[i] = answer;
+                    }
+                }
+                Err(e) => {
+                    self.lost(&e);
+                    return failed(round);
+                }
+            }
+        }
+        let round_trip = started.elapsed();
+        if ops.iter().any(|op| matches!(op, Op::Heartbeat)) {
+            self.last_heartbeat = started;
+        }
+        let result = self.read_replies(round, &ops, replies);
+        self.shared.count_round(round_trip, &result);
+        result
+    }
+
+    /// Sends the pipeline for `ops` and reads one reply per op; stops at the first error of the
+    /// connection (a server error is a reply).
+    fn exchange(&mut self, round: &Round, ops: &[Op]) -> redis::RedisResult<Vec<Value>> {
+        let Some(connection) = &mut self.connection else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "not connected",
+            )));
+        };
+        let mut pipe = redis::pipe();
+        let node = &*self.settings.node_id;
+        let retention = self.settings.retention.map_or(0, |r| r.as_secs().max(1));
+        for op in ops {
+            match *op {
+                Op::Heartbeat => {
+                    pipe.add_command(heartbeat_command(node));
+                }
+                Op::Write(i) => {
+                    let Some(changes) = round.batch.rooms.get(i) else {
+                        continue;
+                    };
+                    let call = evalsha(&mut pipe, &self.scripts.write);
+                    call.arg(2)
+                        .arg(keys::vars_key(&changes.room))
+                        .arg(keys::version_key(&changes.room))
+                        .arg(keys::channel(&changes.room))
+                        .arg(node)
+                        .arg(changes.local_version())
+                        .arg(u8::from(changes.replace_all))
+                        .arg(retention);
+                    for variable in &changes.variables {
+                        call.arg(&*variable.name).arg(encode_value(variable));
+                    }
+                }
+                Op::Load(i) => {
+                    let Some(room) = round.loads.get(i) else {
+                        continue;
+                    };
+                    evalsha(&mut pipe, &self.scripts.load)
+                        .arg(2)
+                        .arg(keys::vars_key(room))
+                        .arg(keys::version_key(room));
+                }
+                Op::Members(i) => {
+                    let Some((room, count)) = round.members.get(i) else {
+                        continue;
+                    };
+                    evalsha(&mut pipe, &self.scripts.members)
+                        .arg(1)
+                        .arg(keys::members_key(room))
+                        .arg(node)
+                        .arg(*count)
+                        .arg(keys::HEARTBEAT_PREFIX);
+                }
+            }
+        }
+        let count = pipe.len();
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        connection.send_packed_command(&pipe.get_packed_pipeline())?;
+        let mut replies = Vec::with_capacity(count);
+        for _ in 0..count {
+            replies.push(connection.recv_response()?);
+        }
+        Ok(replies)
+    }
+
+    fn read_replies(&mut self, round: Round, ops: &[Op], replies: Vec<Value>) -> RoundResult {
+        let mut result = RoundResult {
+            saved: true,
+            ..RoundResult::default()
+        };
+        for (op, reply) in ops.iter().zip(replies) {
+            match *op {
+                Op::Heartbeat => {}
+                Op::Write(_) => {
+                    if let Value::ServerError(e) = reply {
+                        self.errors.log(&format!("applying a batch: {e:?}"));
+                        result.saved = false;
+                    }
+                }
+                Op::Load(i) => {
+                    let Some(room) = round.loads.get(i) else {
+                        continue;
+                    };
+                    match room_state(room, reply) {
+                        Some(state) => result.loaded.push(state),
+                        None => {
+                            self.errors
+                                .log(&format!("reading room {room:?}: bad reply"));
+                            result.load_failed.push(room.clone());
+                        }
+                    }
+                }
+                Op::Members(i) => {
+                    let Some((room, count)) = round.members.get(i) else {
+                        continue;
+                    };
+                    if let Value::Int(total) = reply {
+                        if *count == 0 {
+                            self.reported.remove(room);
+                        } else {
+                            self.reported.insert(room.clone());
+                        }
+                        let total = u32::try_from(total.max(0)).unwrap_or(u32::MAX);
+                        result.member_totals.push((room.clone(), total));
+                    } else {
+                        self.errors
+                            .log(&format!("counting members of {room:?}: {reply:?}"));
+                    }
+                }
+            }
+        }
+        result.batch = round.batch;
+        result
+    }
+
+    /// At shutdown: this node's member entries and heartbeat go, so other nodes stop counting
+    /// its members at once rather than when the heartbeat expires.
+    fn farewell(&mut self) {
+        let Some(connection) = &mut self.connection else {
+            return;
+        };
+        let node = &*self.settings.node_id;
+        let mut pipe = redis::pipe();
+        for room in &self.reported {
+            pipe.cmd("HDEL")
+                .arg(keys::members_key(room))
+                .arg(node)
+                .ignore();
+        }
+        pipe.cmd("DEL").arg(keys::heartbeat_key(node)).ignore();
+        if let Err(e) = pipe.exec(connection) {
+            self.errors.log(&e);
+        }
+    }
+}
+
+fn heartbeat_command(node: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(keys::heartbeat_key(node))
+        .arg(1)
+        .arg("EX")
+        .arg(HEARTBEAT_TTL_SECONDS);
+    cmd
+}
+
+fn evalsha<'a>(pipe: &'a mut redis::Pipeline, script: &LuaScript) -> &'a mut redis::Pipeline {
+    pipe.cmd("EVALSHA").arg(&script.sha)
+}
+
+fn is_noscript(reply: &Value) -> bool {
+    matches!(reply, Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript))
+}
+
+/// The answer when Redis could not be asked: nothing saved, nothing loaded.
+fn failed(round: Round) -> RoundResult {
+    RoundResult {
+        batch: round.batch,
+        saved: false,
+        loaded: Vec::new(),
+        load_failed: round.loads,
+        member_totals: Vec::new(),
+    }
+}
+
+/// A `LOAD` reply: `[version, [name, value, …]]`.
+fn room_state(room: &str, reply: Value) -> Option<RoomState> {
+    let Value::Array(mut parts) = reply else {
+        return None;
+    };
+    if parts.len() != 2 {
+        return None;
+    }
+    let hash = parts.pop()?;
+    let Value::Int(version) = parts.pop()? else {
+        return None;
+    };
+    let entries = match hash {
+        Value::Array(entries) => entries,
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => return None,
+    };
+    let mut variables = Vec::with_capacity(entries.len() / 2);
+    let mut entries = entries.into_iter();
+    while let (Some(name), Some(stored)) = (entries.next(), entries.next()) {
+        let (Value::BulkString(name), Value::BulkString(stored)) = (name, stored) else {
+            return None;
+        };
+        // A value this node cannot read is skipped, not the whole room.
+        if let Some(variable) = decode_variable(&name, &stored) {
+            variables.push(variable);
+        }
+    }
+    Some(RoomState {
+        room: room.into(),
+        version: u64::try_from(version).unwrap_or(0),
+        variables,
+    })
+}

@@ -1,0 +1,99 @@
+//! Names of a room's Redis keys and channel, and how a variable's value is stored.
+//!
+//! The braces are literal characters around the room id: `stratus:{ROOM}:vars`. They make the
+//! room id a Redis Cluster hash tag (all keys of a room in one slot), and they keep every name
+//! unambiguous whatever the room id contains: each kind of key has its own fixed suffix, and a
+//! node's heartbeat key (`stratus:node:NODE`) never starts with `stratus:{`.
+
+use crate::engine::SavedVariable;
+
+const ROOM_PREFIX: &str = "stratus:{";
+
+/// Hash of the room's variables: name → [`encode_value`].
+pub fn vars_key(room: &str) -> String {
+    format!("{ROOM_PREFIX}{room}}}:vars")
+}
+
+/// The room's version: bumped by every batch.
+pub fn version_key(room: &str) -> String {
+    format!("{ROOM_PREFIX}{room}}}:version")
+}
+
+/// Hash of node id → that node's member count in the room.
+pub fn members_key(room: &str) -> String {
+    format!("{ROOM_PREFIX}{room}}}:members")
+}
+
+/// Prefix of the heartbeat keys; the node id follows.
+pub const HEARTBEAT_PREFIX: &str = "stratus:node:";
+
+/// Exists while the node is alive (refreshed every few seconds, expires otherwise).
+pub fn heartbeat_key(node: &str) -> String {
+    format!("{HEARTBEAT_PREFIX}{node}")
+}
+
+/// Where every batch applied to the room is published.
+pub fn channel(room: &str) -> String {
+    format!("{ROOM_PREFIX}{room}}}")
+}
+
+/// The room a channel belongs to, if it is one of ours.
+pub fn room_of_channel(channel: &[u8]) -> Option<&str> {
+    let inner = channel
+        .strip_prefix(ROOM_PREFIX.as_bytes())?
+        .strip_suffix(b"}")?;
+    std::str::from_utf8(inner).ok()
+}
+
+/// A value as stored in the vars hash: `n` (number) or `t` (text), then the value's text.
+pub fn encode_value(variable: &SavedVariable) -> String {
+    let mut stored = String::with_capacity(variable.value.len() + 1);
+    stored.push(if variable.is_number { 'n' } else { 't' });
+    stored.push_str(&variable.value);
+    stored
+}
+
+/// A stored variable back from its name and stored value; `None` when it is not ours.
+pub fn decode_variable(name: &[u8], stored: &[u8]) -> Option<SavedVariable> {
+    let (&kind, text) = stored.split_first()?;
+    let is_number = match kind {
+        b'n' => true,
+        b't' => false,
+        _ => return None,
+    };
+    Some(SavedVariable {
+        name: std::str::from_utf8(name).ok()?.into(),
+        value: std::str::from_utf8(text).ok()?.to_owned(),
+        is_number,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_name_their_room() {
+        assert_eq!(channel("a}b"), "stratus:{a}b}");
+        assert_eq!(room_of_channel(channel("a}b").as_bytes()), Some("a}b"));
+        assert_eq!(room_of_channel(b"stratus:node:x"), None);
+        assert_eq!(room_of_channel(b"stratus:{x"), None);
+    }
+
+    #[test]
+    fn values_keep_their_kind() {
+        let number = SavedVariable {
+            name: "x".into(),
+            value: "12".into(),
+            is_number: true,
+        };
+        assert_eq!(encode_value(&number), "n12");
+        assert_eq!(decode_variable(b"x", b"n12"), Some(number));
+        assert_eq!(
+            decode_variable(b"x", b"t").map(|v| v.is_number),
+            Some(false)
+        );
+        assert_eq!(decode_variable(b"x", b"q1"), None);
+        assert_eq!(decode_variable(b"x", b""), None);
+    }
+}
