@@ -538,7 +538,7 @@ fn clients_of_a_killed_node_reconnect_to_the_other_and_find_every_value() {
     wait_for_declaration(&redis, "k");
     let mut on_a: Vec<Member> = DIALECTS
         .iter()
-        .map(|&dialect| join(&a, dialect, "k", &format!("{dialect:?}")))
+        .map(|&dialect| join(&a, dialect, "k", &format!("k{}", dialect as u8)))
         .collect();
     let mut all = expected(&[("☁ e", "0")]);
     for (i, member) in on_a.iter_mut().enumerate() {
@@ -563,7 +563,7 @@ fn clients_of_a_killed_node_reconnect_to_the_other_and_find_every_value() {
     }
     let mut back: Vec<Member> = DIALECTS
         .iter()
-        .map(|&dialect| join(&b, dialect, "k", &format!("{dialect:?}")))
+        .map(|&dialect| join(&b, dialect, "k", &format!("k{}", dialect as u8)))
         .collect();
     for member in &mut back {
         member.wait_for_all(&all);
@@ -596,6 +596,9 @@ fn redis_restarted_under_load_both_nodes_recover_and_converge() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    // Both nodes lost their subscription and read every room again.
+    a.wait_for_log("reading every room again");
+    b.wait_for_log("reading every room again");
     // Both nodes keep their clients through the restart; new sets reach everyone once the
     // nodes are back in Redis, and everyone agrees with Redis.
     writer_a.set("☁ a", "1000");
@@ -640,6 +643,8 @@ fn while_redis_is_down_a_node_fans_out_locally_and_sends_the_changes_once_it_is_
     remote.set("☁ c", "9");
 
     redis.restart();
+    a.wait_for_log("reading every room again");
+    b.wait_for_log("reading every room again");
     let all = expected(&[("☁ a", "2"), ("☁ b", "7"), ("☁ c", "9")]);
     for member in [&mut writer, &mut local, &mut remote] {
         member.wait_for_all(&all);
