@@ -10,10 +10,11 @@
 # not Redis's disk); FLUSHALL between runs.
 #
 # Per run it records the generator's LOADGEN_RESULT (server CPU summed over the nodes and
-# Redis, and each process's own CPU in "server.each"), Redis's commands per second (INFO stats
-# total_commands_processed, read twice inside the measured window) and appends both to OUT
-# (default target/cluster.jsonl); at the end it prints medians per scenario and setup: node
-# CPU (sum over nodes) per delivered set, p99 latency, Redis commands/s, redis-server CPU.
+# Redis, and each process's own CPU in "server.each") and Redis's commands and script calls
+# per second (INFO stats total_commands_processed, INFO commandstats EVALSHA, read twice
+# inside the measured window), appended to OUT (default target/cluster.jsonl). At the end it
+# prints medians per scenario and setup: node CPU (sum over nodes) per delivered set, p99
+# latency, Redis commands/s and EVALSHA/s, redis-server CPU.
 #
 #   bash benches/cluster.sh
 #   RUNS=1 SCENARIOS="1" bash benches/cluster.sh
@@ -56,7 +57,13 @@ redis() { redis-cli -p "$redis_port" "$@"; }
 for _ in $(seq 50); do [ "$(redis PING 2>/dev/null)" = PONG ] && break; sleep 0.1; done
 [ "$(redis PING)" = PONG ] || { echo "redis-server did not start" >&2; exit 1; }
 redis_url="redis://127.0.0.1:$redis_port/0"
+# Every command Redis ran (those inside scripts included), and the script calls (EVALSHA)
+# among the commands the nodes sent.
 commands() { redis INFO stats | tr -d '\r' | sed -n 's/^total_commands_processed://p'; }
+scripts() {
+  redis INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p' \
+    | grep . || echo 0
+}
 
 # Starts one stratus node on core 0 and adds its pid to node_pids (not in a subshell, so
 # that this shell can wait for it).
@@ -106,14 +113,15 @@ for scenario in $scenarios; do
       # Redis's commands over most of the measured window (it starts after the ramp, once
       # every connection is open, and the warm-up).
       sleep $((ramp_warmup + 1))
-      c0=$(commands); t0=$(date +%s.%N)
+      c0=$(commands); s0=$(scripts); t0=$(date +%s.%N)
       sleep $((window - 2))
-      c1=$(commands); t1=$(date +%s.%N)
+      c1=$(commands); s1=$(scripts); t1=$(date +%s.%N)
       wait "$generator" || true
       rate=$(python3 -c "print(round(($c1 - $c0) / ($t1 - $t0), 1))")
+      script_rate=$(python3 -c "print(round(($s1 - $s0) / ($t1 - $t0), 1))")
       cat "$result" >&2
       grep -E '^LOADGEN_RESULT' "$result" \
-        | sed "s/^/scenario=$scenario run=$run setup=$setup nodes=${#node_pids[@]} redis_cmds_per_s=$rate /" \
+        | sed "s/^/scenario=$scenario run=$run setup=$setup nodes=${#node_pids[@]} redis_cmds_per_s=$rate redis_scripts_per_s=$script_rate /" \
         >>"$out" || true
       for pid in "${node_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
       for pid in "${node_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -154,8 +162,8 @@ def node_numbers(tags, r):
     us = node_s * 1e6 / delivered if delivered else None
     return us, node_s / window * 100 if window else None, redis_pct
 
-print("| scenario | setup | runs | delivered/s | p50 ms | p99 ms | node CPU % | node us/delivered set | Redis cmds/s | redis-server CPU % |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| scenario | setup | runs | delivered/s | p50 ms | p99 ms | node CPU % | node us/delivered set | Redis cmds/s | of which EVALSHA/s | redis-server CPU % |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for (scenario, setup), results in sorted(runs.items()):
     numbers = [node_numbers(t, r) for t, r in results]
     cells = [
@@ -165,6 +173,7 @@ for (scenario, setup), results in sorted(runs.items()):
         med([n[1] for n in numbers]),
         med([n[0] for n in numbers]),
         med([float(t["redis_cmds_per_s"]) for t, _ in results]) if setup != "solo" else None,
+        med([float(t.get("redis_scripts_per_s", "nan")) for t, _ in results]) if setup != "solo" else None,
         med([n[2] for n in numbers]),
     ]
     text = ["-" if v is None else f"{v:,.3g}" if v < 100 else f"{v:,.0f}" for v in cells]
