@@ -664,7 +664,9 @@ fn concurrent_sets_of_one_variable_on_both_nodes_end_with_redis_s_value_everywhe
     let a = node(&redis, "a", &[]);
     let b = node(&redis, "b", &[]);
     // Watchers of every dialect on both nodes (the legacy one on A declares the names), then
-    // two writers on each node.
+    // two writers on each node. Only the watchers' views are compared: a writer is never sent
+    // its own sets, so a value it reads while its own later set is on the wire leaves it with
+    // an older value than the room's, on one server as on several.
     let mut watchers: Vec<Member> = Vec::new();
     for (n, node) in [&a, &b].into_iter().enumerate() {
         for dialect in DIALECTS {
