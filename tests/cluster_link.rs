@@ -1,0 +1,440 @@
+//! The Redis link of a cluster node (`stratus::cluster`), through its public API against a
+//! real `redis-server`: rounds write, publish, read and count members; a second node's
+//! subscription receives the batches in version order; an outage is announced, rounds fail
+//! fast during it, and everything flows again after Redis comes back.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use mio::{Events, Poll, Token, Waker};
+use stratus::cluster::{Cluster, ClusterSettings, Event, RemoteBatch, Round, RoundResult};
+use stratus::dialect::encode_set;
+use stratus::engine::{
+    Batch, ClientId, Engine, Format, Limits, RoomChanges, SavedVariable, ValueRef,
+};
+
+/// Long enough for a reconnect after the backoff has grown.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// One node's link, with the mio poll its waker wakes.
+struct Node {
+    cluster: Option<Cluster>,
+    poll: Poll,
+    backlog: VecDeque<Event>,
+}
+
+impl Node {
+    fn start(url: &str, id: &str) -> Node {
+        let poll = Poll::new().expect("poll");
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+        let cluster = Cluster::start(settings(url, id), waker).expect("start");
+        Node {
+            cluster: Some(cluster),
+            poll,
+            backlog: VecDeque::new(),
+        }
+    }
+
+    fn cluster(&mut self) -> &mut Cluster {
+        self.cluster.as_mut().expect("running")
+    }
+
+    /// Events up to and including the first that `wanted` accepts; the ones after it wait
+    /// for the next call.
+    fn wait_for(&mut self, what: &str, wanted: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        let mut events = Events::with_capacity(4);
+        loop {
+            while let Some(event) = self.backlog.pop_front() {
+                let found = wanted(&event);
+                seen.push(event);
+                if found {
+                    return seen;
+                }
+            }
+            assert!(Instant::now() < deadline, "no {what}; saw {seen:?}");
+            self.poll
+                .poll(&mut events, Some(Duration::from_millis(100)))
+                .expect("poll");
+            let new = self.cluster().take_events();
+            self.backlog.extend(new);
+        }
+    }
+
+    fn subscribe(&mut self, room: &str) {
+        assert!(self.cluster().subscribe(room.into()));
+        let room = room.to_owned();
+        self.wait_for(
+            "Subscribed",
+            |e| matches!(e, Event::Subscribed(r) if **r == *room),
+        );
+    }
+
+    /// Sends a round (waiting while one is out) and returns its answer.
+    fn round(&mut self, mut round: Round) -> RoundResult {
+        let deadline = Instant::now() + PATIENCE;
+        while let Err(back) = self.cluster().send_round(round) {
+            assert!(Instant::now() < deadline, "round never taken");
+            round = back;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut seen = self.wait_for("RoundDone", |e| matches!(e, Event::RoundDone(_)));
+        // Other events seen on the way stay for later waits, in order.
+        let Some(Event::RoundDone(result)) = seen.pop() else {
+            unreachable!()
+        };
+        for event in seen.into_iter().rev() {
+            self.backlog.push_front(event);
+        }
+        result
+    }
+
+    /// The next batch received for `room`.
+    fn message(&mut self, room: &str) -> RemoteBatch {
+        let room = room.to_owned();
+        let seen = self.wait_for(
+            "Message",
+            |e| matches!(e, Event::Message(b) if *b.room == *room),
+        );
+        match seen.into_iter().last() {
+            Some(Event::Message(batch)) => batch,
+            _ => unreachable!(),
+        }
+    }
+
+    fn finish(&mut self) -> usize {
+        let mut engine = Engine::new(Limits::default(), encode_set);
+        let cluster = self.cluster.take().expect("running");
+        cluster.finish(&mut engine, PATIENCE)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.cluster.is_some() {
+            self.finish();
+        }
+    }
+}
+
+fn settings(url: &str, id: &str) -> ClusterSettings {
+    ClusterSettings {
+        url: url.into(),
+        node_id: id.into(),
+        retention: Some(Duration::from_secs(3600)),
+    }
+}
+
+fn number(name: &str, value: &str) -> SavedVariable {
+    SavedVariable {
+        name: name.into(),
+        value: value.into(),
+        is_number: true,
+    }
+}
+
+fn text(name: &str, value: &str) -> SavedVariable {
+    SavedVariable {
+        name: name.into(),
+        value: value.into(),
+        is_number: false,
+    }
+}
+
+fn write(changes: RoomChanges) -> Round {
+    Round {
+        batch: Batch {
+            rooms: vec![changes],
+        },
+        ..Round::default()
+    }
+}
+
+fn load(room: &str) -> Round {
+    Round {
+        loads: vec![room.into()],
+        ..Round::default()
+    }
+}
+
+fn members(room: &str, count: u32) -> Round {
+    Round {
+        members: vec![(room.into(), count)],
+        ..Round::default()
+    }
+}
+
+fn sorted(mut variables: Vec<SavedVariable>) -> Vec<SavedVariable> {
+    variables.sort_by(|a, b| a.name.cmp(&b.name));
+    variables
+}
+
+/// A batch the way the engine makes one: with the room's local version.
+fn engine_batch(room: &str) -> Batch {
+    let mut engine = Engine::new(Limits::default(), encode_set);
+    let now = Instant::now();
+    let key = engine
+        .join(room, ClientId(1), Format(0), None, now)
+        .expect("join");
+    engine.enable_persistence();
+    engine.set(key, ClientId(1), "☁ n", ValueRef::Number("5"), true);
+    engine.set(
+        key,
+        ClientId(1),
+        "☁ t",
+        ValueRef::Text("12 apples: 1:2\n"),
+        true,
+    );
+    engine.collect_batch()
+}
+
+#[test]
+fn a_round_saves_and_publishes_and_a_load_reads_it_back() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut a = Node::start(&redis.url(), "node-a");
+    let mut b = Node::start(&redis.url(), "node-b");
+    assert!(b.cluster().subscribe("lobby".into()));
+
+    // Nothing stored yet: version 0, no variables.
+    let result = a.round(load("lobby"));
+    assert!(result.load_failed.is_empty());
+    assert_eq!(result.loaded.len(), 1);
+    assert_eq!(result.loaded[0].version, 0);
+    assert!(result.loaded[0].variables.is_empty());
+
+    let batch = engine_batch("lobby");
+    let local_version = batch.rooms[0].local_version();
+    assert!(local_version > 0);
+    let expected = sorted(batch.rooms[0].variables.clone());
+    // The subscription is confirmed before anything is published.
+    let seen = b.wait_for("Subscribed", |e| matches!(e, Event::Subscribed(_)));
+    assert!(matches!(&seen[..], [Event::Subscribed(room)] if &**room == "lobby"));
+    let result = a.round(Round {
+        batch,
+        ..Round::default()
+    });
+    assert!(result.saved);
+    assert_eq!(result.batch.rooms.len(), 1, "the batch is given back");
+
+    let message = b.message("lobby");
+    assert_eq!(message.version, 1);
+    assert_eq!(&*message.node, "node-a");
+    assert_eq!(message.local_version, local_version);
+    assert!(!message.replace_all);
+    assert_eq!(sorted(message.variables), expected);
+
+    let result = a.round(load("lobby"));
+    assert_eq!(result.loaded[0].version, 1);
+    assert_eq!(sorted(result.loaded[0].variables.clone()), expected);
+
+    // Replacing every variable removes the others; numbers and texts keep their kind.
+    let replacing =
+        RoomChanges::replacing("lobby".into(), vec![text("☁ x", "7"), number("☁ y", "7")]);
+    assert!(a.round(write(replacing)).saved);
+    let message = b.message("lobby");
+    assert_eq!(message.version, 2);
+    assert!(message.replace_all);
+    let result = a.round(load("lobby"));
+    assert_eq!(result.loaded[0].version, 2);
+    assert_eq!(
+        sorted(result.loaded[0].variables.clone()),
+        [text("☁ x", "7"), number("☁ y", "7")]
+    );
+    assert_eq!(a.cluster().stats().batches_out, 2);
+    assert_eq!(b.cluster().stats().batches_in, 2);
+    assert!(a.cluster().stats().rounds >= 4);
+}
+
+#[test]
+fn versions_go_up_by_one_per_batch_whichever_node_writes() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut a = Node::start(&redis.url(), "node-a");
+    let mut b = Node::start(&redis.url(), "node-b");
+    a.subscribe("race");
+    b.subscribe("race");
+    for i in 0..6 {
+        let writer = if i % 2 == 0 { &mut a } else { &mut b };
+        let value = i.to_string();
+        let changes = RoomChanges::upserting("race".into(), vec![number("☁ v", &value)]);
+        assert!(writer.round(write(changes)).saved);
+    }
+    for node in [&mut a, &mut b] {
+        let received: Vec<(u64, String, String)> = (0..6)
+            .map(|_| {
+                let m = node.message("race");
+                (m.version, m.node.to_string(), m.variables[0].value.clone())
+            })
+            .collect();
+        let expected: Vec<(u64, String, String)> = (0..6)
+            .map(|i| {
+                let writer = if i % 2 == 0 { "node-a" } else { "node-b" };
+                (i as u64 + 1, writer.to_owned(), i.to_string())
+            })
+            .collect();
+        assert_eq!(received, expected);
+    }
+}
+
+#[test]
+fn member_totals_count_live_nodes_only() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut a = Node::start(&redis.url(), "node-a");
+    let mut b = Node::start(&redis.url(), "node-b");
+    let total = |result: RoundResult| {
+        assert_eq!(result.member_totals.len(), 1);
+        result.member_totals[0].1
+    };
+    assert_eq!(total(a.round(members("hall", 3))), 3);
+    assert_eq!(total(b.round(members("hall", 2))), 5);
+    assert_eq!(total(a.round(members("hall", 4))), 6);
+
+    // A node whose heartbeat expired (here: never existed) does not count, and is cleaned up.
+    assert_eq!(
+        redis
+            .command(&["HSET", "stratus:{hall}:members", "ghost", "100"])
+            .as_deref(),
+        Some(":1")
+    );
+    assert_eq!(total(b.round(members("hall", 2))), 6);
+    assert_eq!(
+        redis
+            .command(&["HEXISTS", "stratus:{hall}:members", "ghost"])
+            .as_deref(),
+        Some(":0")
+    );
+
+    // A node that finishes takes its members and heartbeat with it.
+    assert_eq!(b.finish(), 0);
+    assert_eq!(
+        redis.command(&["EXISTS", "stratus:node:node-b"]).as_deref(),
+        Some(":0")
+    );
+    assert_eq!(total(a.round(members("hall", 4))), 4);
+    assert_eq!(total(a.round(members("hall", 0))), 0);
+}
+
+#[test]
+fn an_outage_is_announced_and_everything_flows_again_after_it() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let mut a = Node::start(&redis.url(), "node-a");
+    a.subscribe("room");
+    let changes = || RoomChanges::upserting("room".into(), vec![number("☁ v", "1")]);
+    assert!(a.round(write(changes())).saved);
+    assert_eq!(a.message("room").version, 1);
+
+    redis.kill();
+    // Rounds fail (the first may be the one that finds the connection gone), and keep failing
+    // without waiting while Redis is away.
+    let mut round = write(changes());
+    round.loads.push("room".into());
+    round.members.push(("room".into(), 1));
+    let result = a.round(round);
+    assert!(!result.saved);
+    assert_eq!(result.load_failed, [Box::<str>::from("room")]);
+    assert!(result.loaded.is_empty() && result.member_totals.is_empty());
+    a.wait_for("Outage", |e| matches!(e, Event::Outage));
+    assert!(!a.round(write(changes())).saved);
+    assert!(!a.cluster().stats().connected);
+    assert_eq!(a.cluster().stats().outages, 1);
+
+    redis.restart();
+    // The two threads reconnect on their own: either may be first.
+    let (mut restored, mut resubscribed) = (false, false);
+    while !(restored && resubscribed) {
+        let seen = a.wait_for("Restored and Resubscribed", |e| {
+            matches!(e, Event::Restored | Event::Resubscribed)
+        });
+        restored |= seen.iter().any(|e| matches!(e, Event::Restored));
+        resubscribed |= seen.iter().any(|e| matches!(e, Event::Resubscribed));
+    }
+    let result = a.round(write(changes()));
+    assert!(result.saved);
+    // The data survived the restart (append-only file): the version goes on.
+    assert_eq!(a.message("room").version, 2);
+    let stats = a.cluster().stats();
+    assert!(stats.connected);
+    assert!(stats.outage_seconds > 0.0);
+}
+
+#[test]
+fn an_unreachable_redis_at_start_is_an_outage_not_an_error() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // A port where nothing listens (the test's Redis is elsewhere).
+    let port = redis.port;
+    drop(redis);
+    let mut a = Node::start(&format!("redis://127.0.0.1:{port}/0"), "node-a");
+    a.wait_for("Outage", |e| matches!(e, Event::Outage));
+    assert!(!a.round(load("room")).load_failed.is_empty());
+    // Subscribing is remembered until Redis answers.
+    assert!(a.cluster().subscribe("room".into()));
+}
+
+#[test]
+fn a_password_in_the_url_is_used() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    assert_eq!(
+        redis
+            .command(&["CONFIG", "SET", "requirepass", "s3cret"])
+            .as_deref(),
+        Some("+OK")
+    );
+    let url = format!("redis://:s3cret@127.0.0.1:{}/0", redis.port);
+    let mut a = Node::start(&url, "node-a");
+    a.subscribe("room");
+    let changes = RoomChanges::upserting("room".into(), vec![text("☁ v", "x")]);
+    assert!(a.round(write(changes)).saved);
+    assert_eq!(a.message("room").variables, [text("☁ v", "x")]);
+
+    let wrong = format!("redis://:wrong@127.0.0.1:{}/0", redis.port);
+    let mut b = Node::start(&wrong, "node-b");
+    b.wait_for("Outage", |e| matches!(e, Event::Outage));
+}
+
+#[test]
+fn bad_urls_are_refused_at_start_and_tls_urls_are_accepted() {
+    let poll = Poll::new().expect("poll");
+    let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+    for url in [
+        "",
+        "garbage",
+        "http://127.0.0.1:6379",
+        "redis:/127.0.0.1",
+        "redis://127.0.0.1:notaport/0",
+        "rediss://",
+        "redis://127.0.0.1:6379/notadb",
+    ] {
+        match Cluster::start(settings(url, "n"), Arc::clone(&waker)) {
+            Err(e) => assert!(e.starts_with("--cluster: "), "{url}: {e}"),
+            Ok(_) => panic!("{url} accepted"),
+        }
+    }
+    // The error never repeats a password.
+    let e = Cluster::start(
+        settings("redis://:hunter2@127.0.0.1:x/0", "n"),
+        Arc::clone(&waker),
+    )
+    .err()
+    .expect("refused");
+    assert!(!e.contains("hunter2"), "{e}");
+    // TLS is built in: a rediss URL starts (and connects in the background).
+    let cluster = Cluster::start(settings("rediss://:pw@127.0.0.1:1/0", "n"), waker).expect("tls");
+    let mut engine = Engine::new(Limits::default(), encode_set);
+    assert_eq!(cluster.finish(&mut engine, Duration::from_secs(5)), 0);
+}
