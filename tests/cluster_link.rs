@@ -438,3 +438,97 @@ fn bad_urls_are_refused_at_start_and_tls_urls_are_accepted() {
     let mut engine = Engine::new(Limits::default(), encode_set);
     assert_eq!(cluster.finish(&mut engine, Duration::from_secs(5)), 0);
 }
+
+#[test]
+fn large_batches_and_lost_scripts_still_apply() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut a = Node::start(&redis.url(), "node-a");
+    a.subscribe("big");
+    // More variables than one HSET call takes in the script (chunks of 500 pairs).
+    let variables: Vec<SavedVariable> = (0..1500)
+        .map(|i| number(&format!("☁ v{i}"), &i.to_string()))
+        .collect();
+    let changes = RoomChanges::upserting("big".into(), variables.clone());
+    assert!(a.round(write(changes)).saved);
+    assert_eq!(
+        sorted(a.message("big").variables),
+        sorted(variables.clone())
+    );
+    let result = a.round(load("big"));
+    assert_eq!(
+        sorted(result.loaded[0].variables.clone()),
+        sorted(variables)
+    );
+
+    // Redis forgot the scripts (as after a failover): the round reloads them and goes through.
+    assert_eq!(redis.command(&["SCRIPT", "FLUSH"]).as_deref(), Some("+OK"));
+    let mut round = write(RoomChanges::upserting("big".into(), vec![text("☁ t", "x")]));
+    round.loads.push("big".into());
+    round.members.push(("big".into(), 1));
+    let result = a.round(round);
+    assert!(result.saved);
+    assert_eq!(result.loaded[0].version, 2);
+    assert_eq!(result.member_totals, [(Box::<str>::from("big"), 1)]);
+    assert_eq!(a.message("big").version, 2);
+}
+
+#[test]
+fn a_subscriber_that_falls_behind_is_dropped_and_resubscribes() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // Redis drops a subscriber as soon as 256 KB wait for it.
+    assert_eq!(
+        redis
+            .command(&[
+                "CONFIG",
+                "SET",
+                "client-output-buffer-limit",
+                "pubsub 256kb 256kb 0"
+            ])
+            .as_deref(),
+        Some("+OK")
+    );
+    let mut behind = Node::start(&redis.url(), "behind");
+    behind.subscribe("flood");
+    let mut writer = Node::start(&redis.url(), "writer");
+    // The node that subscribed takes no events meanwhile: its channel fills, its thread
+    // waits, the socket buffers fill, and Redis's buffer for it passes the limit.
+    let value = "x".repeat(1000);
+    let mut dropped = false;
+    for _ in 0..400 {
+        let rooms = (0..100)
+            .map(|_| RoomChanges::upserting("flood".into(), vec![text("☁ v", &value)]))
+            .collect();
+        let result = writer.round(Round {
+            batch: Batch { rooms },
+            ..Round::default()
+        });
+        assert!(result.saved);
+        if nobody_subscribed(&redis) {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "Redis never dropped the subscriber");
+    // Once the loop catches up, the subscription comes back, and the loop is told to reload.
+    behind.wait_for("Resubscribed", |e| matches!(e, Event::Resubscribed));
+    let changes = RoomChanges::upserting("flood".into(), vec![text("☁ v", "last")]);
+    assert!(writer.round(write(changes)).saved);
+    let seen = behind.wait_for(
+        "the last batch",
+        |e| matches!(e, Event::Message(b) if b.variables[0].value == "last"),
+    );
+    assert!(!seen.is_empty());
+}
+
+/// Whether nobody is subscribed to the flood room: `PUBLISH` answers how many subscribers
+/// received the message (a subscriber drops this one as malformed, and logs it).
+fn nobody_subscribed(redis: &RedisServer) -> bool {
+    redis
+        .command(&["PUBLISH", "stratus:{flood}", "ping"])
+        .as_deref()
+        == Some(":0")
+}
