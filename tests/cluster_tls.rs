@@ -142,13 +142,12 @@ fn a_rediss_url_with_a_password_saves_publishes_and_loads() {
     cluster.send_round(round).expect("round taken");
     wait_for(&mut cluster, &|e| matches!(e, Event::Message(_)));
     wait_for(&mut cluster, &|e| matches!(e, Event::RoundDone(_)));
-    drop(wait_for);
     let Some(Event::RoundDone(result)) = seen.iter().find(|e| matches!(e, Event::RoundDone(_)))
     else {
         unreachable!()
     };
     assert!(result.saved);
-    assert_eq!(result.loaded[0].variables, [variable.clone()]);
+    assert_eq!(result.loaded[0].variables, std::slice::from_ref(&variable));
     let Some(Event::Message(batch)) = seen.iter().find(|e| matches!(e, Event::Message(_))) else {
         unreachable!()
     };
