@@ -168,6 +168,11 @@ impl CommandThread {
 
     /// Runs a round: one pipeline, retried once if Redis lost the scripts.
     fn round(&mut self, round: Round) -> RoundResult {
+        if self.connection.is_none() {
+            // Not an error of its own: the outage is announced and the reconnects keep their
+            // pace.
+            return failed(round);
+        }
         let started = Instant::now();
         let mut ops = Vec::new();
         if started.saturating_duration_since(self.last_heartbeat) >= HEARTBEAT_PERIOD {

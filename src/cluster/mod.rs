@@ -125,10 +125,13 @@ pub enum Event {
 #[derive(Clone, Debug, Default)]
 pub struct ClusterStats {
     pub connected: bool,
+    /// Rounds Redis answered (rounds failed at once during an outage are not counted).
     pub rounds: u64,
     /// Round trip of the last round, and the sum over all, in microseconds.
     pub last_round_trip_us: u64,
     pub round_trip_us_total: u64,
+    /// Room batches applied and published by this node, and received from the channels
+    /// (this node's own included).
     pub batches_out: u64,
     pub batches_in: u64,
     /// Seconds Redis was unreachable, over the process's life (the ongoing outage included).
