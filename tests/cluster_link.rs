@@ -350,15 +350,20 @@ fn an_outage_is_announced_and_everything_flows_again_after_it() {
     assert!(!a.cluster().stats().connected);
     assert_eq!(a.cluster().stats().outages, 1);
 
+    // A room asked for during the outage is subscribed (and confirmed) once Redis is back.
+    assert!(a.cluster().subscribe("late".into()));
+
     redis.restart();
-    // The two threads reconnect on their own: either may be first.
-    let (mut restored, mut resubscribed) = (false, false);
-    while !(restored && resubscribed) {
-        let seen = a.wait_for("Restored and Resubscribed", |e| {
-            matches!(e, Event::Restored | Event::Resubscribed)
+    // The two threads reconnect on their own: the events come in either thread's order.
+    let late = |e: &Event| matches!(e, Event::Subscribed(r) if &**r == "late");
+    let (mut restored, mut resubscribed, mut subscribed) = (false, false, false);
+    while !(restored && resubscribed && subscribed) {
+        let seen = a.wait_for("Restored, Resubscribed and Subscribed", |e| {
+            matches!(e, Event::Restored | Event::Resubscribed) || late(e)
         });
         restored |= seen.iter().any(|e| matches!(e, Event::Restored));
         resubscribed |= seen.iter().any(|e| matches!(e, Event::Resubscribed));
+        subscribed |= seen.iter().any(late);
     }
     let result = a.round(write(changes()));
     assert!(result.saved);
@@ -531,4 +536,65 @@ fn nobody_subscribed(redis: &RedisServer) -> bool {
         .command(&["PUBLISH", "stratus:{flood}", "ping"])
         .as_deref()
         == Some(":0")
+}
+
+#[test]
+fn unsubscribed_rooms_stop_arriving() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut a = Node::start(&redis.url(), "node-a");
+    a.subscribe("gone");
+    a.subscribe("kept");
+    assert!(a.cluster().unsubscribe("gone".into()));
+    // No event confirms an unsubscribe: wait until Redis has nobody on the channel.
+    let deadline = Instant::now() + PATIENCE;
+    while redis
+        .command(&["PUBLISH", "stratus:{gone}", "x"])
+        .as_deref()
+        != Some(":0")
+    {
+        assert!(Instant::now() < deadline, "still subscribed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let gone = RoomChanges::upserting("gone".into(), vec![number("☁ g", "1")]);
+    let kept = RoomChanges::upserting("kept".into(), vec![number("☁ k", "1")]);
+    let result = a.round(Round {
+        batch: Batch {
+            rooms: vec![gone, kept],
+        },
+        ..Round::default()
+    });
+    assert!(result.saved);
+    let seen = a.wait_for("Message", |e| matches!(e, Event::Message(_)));
+    assert!(
+        matches!(seen.last(), Some(Event::Message(b)) if &*b.room == "kept"),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn an_idle_node_keeps_its_heartbeat() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut a = Node::start(&redis.url(), "idle");
+    assert!(a.round(members("hall", 1)).member_totals == [(Box::<str>::from("hall"), 1)]);
+    // The heartbeat key goes (as if it expired); the thread sets it again on its own.
+    assert_eq!(
+        redis.command(&["DEL", "stratus:node:idle"]).as_deref(),
+        Some(":1")
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while redis.command(&["EXISTS", "stratus:node:idle"]).as_deref() != Some(":1") {
+        assert!(Instant::now() < deadline, "heartbeat not refreshed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ttl = redis.command(&["TTL", "stratus:node:idle"]);
+    let ttl: i64 = ttl
+        .as_deref()
+        .and_then(|t| t.strip_prefix(':'))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(-1);
+    assert!((1..=15).contains(&ttl), "heartbeat must expire: ttl {ttl}");
 }
