@@ -176,7 +176,7 @@ fn sorted(mut variables: Vec<SavedVariable>) -> Vec<SavedVariable> {
 
 /// A batch the way the engine makes one: with the room's local version.
 fn engine_batch(room: &str) -> Batch {
-    let mut engine = Engine::new(Limits::default(), encode_set);
+    let mut engine = Engine::new(texts_allowed(), encode_set);
     let now = Instant::now();
     let key = engine
         .join(room, ClientId(1), Format(0), None, now)
@@ -190,7 +190,16 @@ fn engine_batch(room: &str) -> Batch {
         ValueRef::Text("12 apples: 1:2\n"),
         true,
     );
-    engine.collect_batch()
+    let batch = engine.collect_batch();
+    assert_eq!(batch.variable_count(), 2, "both sets applied");
+    batch
+}
+
+fn texts_allowed() -> Limits {
+    Limits {
+        allow_non_numeric: true,
+        ..Limits::default()
+    }
 }
 
 #[test]
@@ -597,4 +606,42 @@ fn an_idle_node_keeps_its_heartbeat() {
         .and_then(|t| t.parse().ok())
         .unwrap_or(-1);
     assert!((1..=15).contains(&ttl), "heartbeat must expire: ttl {ttl}");
+}
+
+/// An engine that owes one room's two variables.
+fn engine_owing(room: &str) -> Engine {
+    let mut engine = Engine::new(texts_allowed(), encode_set);
+    let key = engine
+        .join(room, ClientId(1), Format(0), None, Instant::now())
+        .expect("join");
+    engine.enable_persistence();
+    engine.set(key, ClientId(1), "☁ a", ValueRef::Number("1"), true);
+    engine.set(key, ClientId(1), "☁ b", ValueRef::Text("two"), true);
+    engine
+}
+
+#[test]
+fn finish_sends_what_the_engine_owes_or_counts_it() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let mut a = Node::start(&redis.url(), "node-a");
+    let mut engine = engine_owing("last");
+    let cluster = a.cluster.take().expect("running");
+    assert_eq!(cluster.finish(&mut engine, PATIENCE), 0);
+    assert!(!engine.has_unsaved());
+    let mut b = Node::start(&redis.url(), "node-b");
+    let result = b.round(load("last"));
+    assert_eq!(
+        sorted(result.loaded[0].variables.clone()),
+        [number("☁ a", "1"), text("☁ b", "two")]
+    );
+
+    // Redis gone: finish gives up and says how much was not sent.
+    redis.kill();
+    let mut c = Node::start(&redis.url(), "node-c");
+    c.wait_for("Outage", |e| matches!(e, Event::Outage));
+    let mut engine = engine_owing("lost");
+    let cluster = c.cluster.take().expect("running");
+    assert_eq!(cluster.finish(&mut engine, PATIENCE), 2);
 }
