@@ -6,6 +6,8 @@
 mod common;
 
 use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -644,4 +646,61 @@ fn finish_sends_what_the_engine_owes_or_counts_it() {
     let mut engine = engine_owing("lost");
     let cluster = c.cluster.take().expect("running");
     assert_eq!(cluster.finish(&mut engine, PATIENCE), 2);
+}
+
+/// A proxy to Redis that passes Redis's replies on 16 bytes at a time, 20 ms apart: every
+/// reply arrives in pieces, with read timeouts of the subscriber between them.
+fn trickling_proxy(redis_port: u16) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = TcpStream::connect(("127.0.0.1", redis_port)) else {
+                continue;
+            };
+            let (Ok(mut client_in), Ok(mut server_out)) = (client.try_clone(), server.try_clone())
+            else {
+                continue;
+            };
+            std::thread::spawn(move || std::io::copy(&mut client_in, &mut server_out));
+            std::thread::spawn(move || {
+                let mut piece = [0u8; 16];
+                while let Ok(n @ 1..) = server.read(&mut piece) {
+                    if client.write_all(&piece[..n]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn messages_cut_by_read_timeouts_arrive_whole() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let port = trickling_proxy(redis.port);
+    let mut slow = Node::start(&format!("redis://127.0.0.1:{port}/0"), "slow");
+    let mut a = Node::start(&redis.url(), "node-a");
+    slow.subscribe("cut");
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let variables = vec![
+            text("☁ long", &format!("{i} {}", "y".repeat(40))),
+            number("☁ n", &i.to_string()),
+        ];
+        let changes = RoomChanges::upserting("cut".into(), variables.clone());
+        assert!(a.round(write(changes)).saved);
+        sent.push(variables);
+    }
+    for (i, variables) in sent.into_iter().enumerate() {
+        let message = slow.message("cut");
+        assert_eq!(message.version, i as u64 + 1);
+        assert_eq!(message.variables, variables);
+    }
+    assert!(slow.cluster().stats().connected);
 }
