@@ -188,21 +188,28 @@ impl CommandThread {
                 return failed(round);
             }
         };
-        let missing: Vec<usize> = (0..ops.len())
-            .filter(|&i| is_noscript(&replies[i]))
+        if replies.len() != ops.len() {
+            let e = redis::RedisError::from((redis::ErrorKind::Client, "reply count mismatch"));
+            self.lost(&e);
+            return failed(round);
+        }
+        let retry: Vec<Op> = ops
+            .iter()
+            .zip(&replies)
+            .filter(|(_, reply)| is_noscript(reply))
+            .map(|(&op, _)| op)
             .collect();
-        if !missing.is_empty() {
+        if !retry.is_empty() {
             // Redis restarted or flushed its scripts: nothing of those calls ran.
-            let retry: Vec<Op> = missing.iter().map(|&i| ops[i]).collect();
             let reloaded = match &mut self.connection {
                 Some(connection) => self.scripts.load_into(connection),
                 None => Ok(()),
             };
-            let answers = reloaded.and_then(|()| self.exchange(&round, &retry));
-            match answers {
+            match reloaded.and_then(|()| self.exchange(&round, &retry)) {
                 Ok(answers) => {
-                    for (i, answer) in missing.into_iter().zip(answers) {
-                        replies[i] = answer;
+                    let slots = replies.iter_mut().filter(|reply| is_noscript(reply));
+                    for (slot, answer) in slots.zip(answers) {
+                        *slot = answer;
                     }
                 }
                 Err(e) => {
