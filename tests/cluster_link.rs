@@ -704,3 +704,35 @@ fn messages_cut_by_read_timeouts_arrive_whole() {
     }
     assert!(slow.cluster().stats().connected);
 }
+
+#[test]
+fn a_dropped_connection_is_not_an_outage_when_redis_answers_a_new_one() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut a = Node::start(&redis.url(), "node-a");
+    a.subscribe("blip");
+    let changes = || RoomChanges::upserting("blip".into(), vec![number("☁ v", "1")]);
+    assert!(a.round(write(changes())).saved);
+    // Redis closes the command connection (the subscription is of another type).
+    assert_eq!(
+        redis
+            .command(&["CLIENT", "KILL", "TYPE", "normal"])
+            .as_deref(),
+        Some(":1")
+    );
+    // The round on the closed connection fails; the thread reconnects at once.
+    assert!(!a.round(write(changes())).saved);
+    assert!(a.round(write(changes())).saved);
+    let seen = a.wait_for(
+        "Message",
+        |e| matches!(e, Event::Message(b) if b.version == 2),
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::Outage | Event::Restored)),
+        "{seen:?}"
+    );
+    assert_eq!(a.cluster().stats().outages, 0);
+}

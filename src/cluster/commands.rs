@@ -146,8 +146,17 @@ impl CommandThread {
     }
 
     fn lost(&mut self, error: &redis::RedisError) {
-        self.connection = None;
+        let was_connected = self.connection.take().is_some();
         self.errors.log(error);
+        // A connection that broke is not yet an outage: Redis may answer a new one at once
+        // (the round that failed is sent again by the engine, as state).
+        if was_connected {
+            if let Ok(connection) = self.open() {
+                self.connection = Some(connection);
+                self.last_heartbeat = Instant::now();
+                return;
+            }
+        }
         self.next_attempt = Instant::now() + self.backoff.next_delay();
         self.shared.set_connected(false);
         if !self.in_outage {
