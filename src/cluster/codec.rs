@@ -21,8 +21,8 @@ pub fn decode(room: &str, payload: &[u8]) -> Result<RemoteBatch, &'static str> {
         .iter()
         .position(|&b| b == b'\n')
         .ok_or("no header line")?;
-    let (header, mut rest) = payload.split_at(newline);
-    rest = &rest[1..];
+    let (header, rest) = payload.split_at(newline);
+    let mut rest = rest.get(1..).unwrap_or_default();
     let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
     let mut words = header.split(' ');
     if words.next() != Some(TAG) {
@@ -71,16 +71,14 @@ fn field<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], &'static str> {
         .take(20)
         .position(|&b| b == b':')
         .ok_or("field without length")?;
-    let len: usize = std::str::from_utf8(&rest[..colon])
+    let (len, body) = rest.split_at(colon);
+    let len: usize = std::str::from_utf8(len)
         .ok()
         .and_then(|l| l.parse().ok())
         .ok_or("bad field length")?;
-    let body = &rest[colon + 1..];
-    if body.len() < len {
-        return Err("field cut short");
-    }
-    let (value, after) = body.split_at(len);
-    *rest = after;
+    let body = body.get(1..).unwrap_or_default();
+    let value = body.get(..len).ok_or("field cut short")?;
+    *rest = body.get(len..).unwrap_or_default();
     Ok(value)
 }
 

@@ -146,8 +146,17 @@ impl CommandThread {
     }
 
     fn lost(&mut self, error: &redis::RedisError) {
-        self.connection = None;
+        let was_connected = self.connection.take().is_some();
         self.errors.log(error);
+        // A connection that broke is not yet an outage: Redis may answer a new one at once
+        // (the round that failed is sent again by the engine, as state).
+        if was_connected {
+            if let Ok(connection) = self.open() {
+                self.connection = Some(connection);
+                self.last_heartbeat = Instant::now();
+                return;
+            }
+        }
         self.next_attempt = Instant::now() + self.backoff.next_delay();
         self.shared.set_connected(false);
         if !self.in_outage {
@@ -168,6 +177,11 @@ impl CommandThread {
 
     /// Runs a round: one pipeline, retried once if Redis lost the scripts.
     fn round(&mut self, round: Round) -> RoundResult {
+        if self.connection.is_none() {
+            // Not an error of its own: the outage is announced and the reconnects keep their
+            // pace.
+            return failed(round);
+        }
         let started = Instant::now();
         let mut ops = Vec::new();
         if started.saturating_duration_since(self.last_heartbeat) >= HEARTBEAT_PERIOD {
@@ -183,21 +197,28 @@ impl CommandThread {
                 return failed(round);
             }
         };
-        let missing: Vec<usize> = (0..ops.len())
-            .filter(|&i| is_noscript(&replies[i]))
+        if replies.len() != ops.len() {
+            let e = redis::RedisError::from((redis::ErrorKind::Client, "reply count mismatch"));
+            self.lost(&e);
+            return failed(round);
+        }
+        let retry: Vec<Op> = ops
+            .iter()
+            .zip(&replies)
+            .filter(|(_, reply)| is_noscript(reply))
+            .map(|(&op, _)| op)
             .collect();
-        if !missing.is_empty() {
+        if !retry.is_empty() {
             // Redis restarted or flushed its scripts: nothing of those calls ran.
-            let retry: Vec<Op> = missing.iter().map(|&i| ops[i]).collect();
             let reloaded = match &mut self.connection {
                 Some(connection) => self.scripts.load_into(connection),
                 None => Ok(()),
             };
-            let answers = reloaded.and_then(|()| self.exchange(&round, &retry));
-            match answers {
+            match reloaded.and_then(|()| self.exchange(&round, &retry)) {
                 Ok(answers) => {
-                    for (i, answer) in missing.into_iter().zip(answers) {
-                        replies[i] = answer;
+                    let slots = replies.iter_mut().filter(|reply| is_noscript(reply));
+                    for (slot, answer) in slots.zip(answers) {
+                        *slot = answer;
                     }
                 }
                 Err(e) => {

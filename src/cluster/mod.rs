@@ -28,10 +28,11 @@ mod commands;
 mod keys;
 mod retry;
 mod scripts;
+mod stats;
 mod subscriber;
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,7 @@ use redis::IntoConnectionInfo;
 
 use crate::engine::{Batch, Engine, SavedVariable};
 use commands::CommandThread;
+use stats::SharedStats;
 use subscriber::Subscriber;
 
 /// Subscribe/unsubscribe requests waiting for the subscriber thread.
@@ -125,10 +127,13 @@ pub enum Event {
 #[derive(Clone, Debug, Default)]
 pub struct ClusterStats {
     pub connected: bool,
+    /// Rounds Redis answered (rounds failed at once during an outage are not counted).
     pub rounds: u64,
     /// Round trip of the last round, and the sum over all, in microseconds.
     pub last_round_trip_us: u64,
     pub round_trip_us_total: u64,
+    /// Room batches applied and published by this node, and received from the channels
+    /// (this node's own included).
     pub batches_out: u64,
     pub batches_in: u64,
     /// Seconds Redis was unreachable, over the process's life (the ongoing outage included).
@@ -337,64 +342,4 @@ fn client(url: &str) -> Result<redis::Client, String> {
         .set_protocol(redis::ProtocolVersion::RESP2);
     let info = info.set_redis_settings(redis_settings);
     redis::Client::open(info).map_err(|e| format!("--cluster: {:?}", e.kind()))
-}
-
-/// Counters the threads update and the loop reads.
-#[derive(Default)]
-struct SharedStats {
-    inner: Mutex<StatsState>,
-}
-
-#[derive(Default)]
-struct StatsState {
-    stats: ClusterStats,
-    outage_since: Option<Instant>,
-    outage_total: Duration,
-}
-
-impl SharedStats {
-    fn lock(&self) -> MutexGuard<'_, StatsState> {
-        // A thread that panicked while holding the lock left plain counters: still usable.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn set_connected(&self, connected: bool) {
-        let mut state = self.lock();
-        let now = Instant::now();
-        if connected {
-            if let Some(since) = state.outage_since.take() {
-                state.outage_total += now.saturating_duration_since(since);
-            }
-        } else if state.outage_since.is_none() {
-            state.outage_since = Some(now);
-            state.stats.outages += 1;
-        }
-        state.stats.connected = connected;
-    }
-
-    fn count_round(&self, round_trip: Duration, result: &RoundResult) {
-        let mut state = self.lock();
-        let us = u64::try_from(round_trip.as_micros()).unwrap_or(u64::MAX);
-        state.stats.rounds += 1;
-        state.stats.last_round_trip_us = us;
-        state.stats.round_trip_us_total = state.stats.round_trip_us_total.saturating_add(us);
-        if result.saved {
-            state.stats.batches_out += result.batch.rooms.len() as u64;
-        }
-    }
-
-    fn count_batch_in(&self) {
-        self.lock().stats.batches_in += 1;
-    }
-
-    fn snapshot(&self) -> ClusterStats {
-        let state = self.lock();
-        let ongoing = state
-            .outage_since
-            .map_or(Duration::ZERO, |since| since.elapsed());
-        ClusterStats {
-            outage_seconds: (state.outage_total + ongoing).as_secs_f64(),
-            ..state.stats.clone()
-        }
-    }
 }

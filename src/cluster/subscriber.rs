@@ -199,8 +199,9 @@ impl Subscriber {
                     self.emit(Event::Subscribed(room));
                     return Ok(());
                 }
-                with_long_timeout(pubsub, |p| p.subscribe(keys::channel(&room)))?;
+                // Wanted first: if subscribing fails, the reconnect subscribes and confirms it.
                 self.rooms.insert(room.clone());
+                with_long_timeout(pubsub, |p| p.subscribe(keys::channel(&room)))?;
                 self.confirmed.insert(room.clone());
                 self.emit(Event::Subscribed(room));
             }

@@ -92,10 +92,13 @@ impl Engine {
             *seen = (*seen).max(changes.version);
             return Remote::Stale;
         }
-        if changes.version <= room.cluster.version {
+        // Version 1 after a later one: the room's keys were created again in Redis (they
+        // expired, or Redis lost them), so what this node holds must be reconciled by a read.
+        let restarted = changes.version == 1 && room.cluster.version > 1;
+        if changes.version <= room.cluster.version && !restarted {
             return Remote::Stale;
         }
-        if changes.version > room.cluster.version + 1 {
+        if changes.version > room.cluster.version + 1 || restarted {
             room.cluster.reloading = Some(changes.version);
             self.cluster.reloads.push(room.id.clone());
             return Remote::Gap;
@@ -222,11 +225,13 @@ impl Engine {
         // protecting (their echo may have been missed while reading).
         room.cluster.published = room.cluster.published.max(room.durable);
         if version < room.cluster.version {
-            // Redis went back in time (restarted without its data): it gets this node's state
-            // back, whole, with the next batch.
+            // Redis went back in time (restarted without its data, or the room's keys expired
+            // and were created again): what it has now is merged in, and it gets this node's
+            // state back, whole, with the next batch.
             room.cluster.version = version;
             room.rewrite = true;
             self.persist.note_change(room, key);
+            self.apply_variables(key, variables, false);
             return;
         }
         room.cluster.version = version;

@@ -266,3 +266,22 @@ fn a_room_leaving_memory_is_named_for_unsubscribing() {
     );
     assert_eq!(e.take_removed_rooms(), vec![Box::from("r")]);
 }
+
+#[test]
+fn a_room_created_again_in_redis_is_read_again() {
+    let mut e = node();
+    join_at(&mut e, "r", 1, 5, &[var("☁ a", "1")]);
+    assert_eq!(
+        e.apply_remote(remote("r", 1, &[var("☁ b", "2")])),
+        Remote::Gap
+    );
+    assert_eq!(e.take_reloads(), vec![Box::from("r")]);
+    e.install_cluster_room("r", 1, &[var("☁ b", "2")], Instant::now());
+    let batch = e.collect_batch();
+    assert!(
+        batch.rooms[0].replace_all,
+        "Redis gets this node's state back whole"
+    );
+    let names: Vec<&str> = batch.rooms[0].variables.iter().map(|v| &*v.name).collect();
+    assert_eq!(names, vec!["☁ a", "☁ b"], "with what Redis had meanwhile");
+}

@@ -266,6 +266,8 @@ impl Server {
                 });
                 info!("Redis reachable again after {lasted:.1} s: re-syncing every room");
                 self.engine.reload_all();
+                // A Redis restarted without its data has no member counts either.
+                link.next_member_refresh = now;
             }
         }
     }
