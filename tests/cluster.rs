@@ -780,3 +780,40 @@ fn with_redis_down_at_start_joins_are_refused_until_it_is_up() {
     on_a[2].set("☁ b", "5");
     on_b.wait_for("☁ b", "5");
 }
+
+#[test]
+fn after_redis_loses_its_data_the_nodes_write_their_rooms_back() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = node(&redis, "a", &[]);
+    let b = node(&redis, "b", &[]);
+    let mut on_a = join(&a, Dialect::Scratch, "lost", "wa");
+    let mut on_b = join(&b, Dialect::Rpc, "lost", "wb");
+    on_a.set("☁ a", "1");
+    on_b.wait_for("☁ a", "1");
+    on_b.set("☁ b", "2");
+    on_a.wait_for("☁ b", "2");
+
+    // Redis forgets everything (as after a restart without its data); the next set starts
+    // the room again at version 1, which tells the nodes to give Redis the room back.
+    assert_eq!(redis.command(&["FLUSHALL"]).as_deref(), Some("+OK"));
+    on_a.set("☁ c", "3");
+    on_b.wait_for("☁ c", "3");
+    let all = expected(&[("☁ a", "1"), ("☁ b", "2"), ("☁ c", "3")]);
+    for (name, value) in &all {
+        wait_until_equal(name, Some(value.clone()), || {
+            redis_value(&redis, "lost", name)
+        });
+    }
+    // A node that joins the cluster now reads the whole room from Redis.
+    let c = node(&redis, "c", &[]);
+    let mut newcomer = join(&c, Dialect::Studio, "lost", "late");
+    newcomer.wait_for_all(&all);
+    newcomer.settle();
+    assert_eq!(newcomer.view, all);
+    on_a.settle();
+    on_b.settle();
+    assert_eq!(on_a.view, all);
+    assert_eq!(on_b.view, all);
+}
