@@ -257,6 +257,63 @@ fn a_client_that_never_finishes_the_tls_handshake_is_closed_at_the_deadline() {
     server.wait_for_log("no request in time");
 }
 
+/// The `tls` fuzz target's `regression-fatal-alert-after-close-notify` over a real socket: the
+/// deadline closes a handshake one byte into a record with close_notify; the rest of a record
+/// rustls refuses arrives while the connection drains. It must reach no further than the
+/// socket (rustls would send a second terminal alert, and a debug build panicked on that).
+#[test]
+fn a_bad_record_after_the_servers_close_notify_is_only_drained() {
+    let ca = Authority::new();
+    let (chain, key, _) = ca.leaf((2090, 1, 1));
+    let files = Files::write(&chain, &key);
+    let (mut server, tls_addr) = start_both(&files, &["--handshake-timeout", "1"]);
+    let mut stalled = TcpStream::connect(tls_addr).expect("connect");
+    stalled.write_all(&[0x14]).expect("write");
+    let (bytes, ended) = read_until_eof(&mut stalled, PATIENCE);
+    assert!(ended, "a stalled TLS handshake must be closed");
+    // close_notify: an alert record (content type 21), warning level, description 0.
+    assert_eq!(bytes.first(), Some(&21), "{bytes:?}");
+    // A change_cipher_spec header whose version rustls refuses, then more of the same.
+    stalled.write_all(&[0x14; 20]).expect("write");
+    stalled
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let mut next = wss_join(
+        &server,
+        tls_addr,
+        ca.client_config(&[&rustls::version::TLS13]),
+        "5",
+        "next",
+    );
+    next.set("☁ v", "1");
+    assert!(
+        server.is_running(),
+        "the server must survive the drained record"
+    );
+}
+
+/// The byte limit charges what a TLS client sends over the wire, not only the plaintext it
+/// carries: small messages each in their own record cost about 4 times their plaintext, and
+/// padding or empty records would cost nothing at all otherwise.
+#[test]
+fn the_byte_limit_charges_tls_records_not_only_their_plaintext() {
+    let ca = Authority::new();
+    let (chain, key, _) = ca.leaf((2090, 1, 1));
+    let files = Files::write(&chain, &key);
+    let (server, tls_addr) = start_both(&files, &["--byte-rate", "100", "--byte-burst", "3000"]);
+    let tls13 = ca.client_config(&[&rustls::version::TLS13]);
+    let mut client = wss_join(&server, tls_addr, tls13, "6", "pinger");
+    // 200 empty pings: 1 200 bytes of plaintext (6 each, masked), well within the burst;
+    // 28 bytes each on the wire (record header, content type, tag), 5 600 in all.
+    for _ in 0..200 {
+        client
+            .ws
+            .send(tungstenite::Message::Ping(Default::default()))
+            .expect("ping");
+    }
+    assert_eq!(client.close_code(), 4004);
+}
+
 #[test]
 fn sighup_reloads_the_certificate_for_new_connections_and_keeps_open_ones() {
     let ca = Authority::new();

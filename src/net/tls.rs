@@ -33,11 +33,15 @@ pub struct TlsStream<S> {
     tls: ServerConnection,
     /// The socket reached end of stream: reads answer 0 from now on.
     eof: bool,
-    /// Our direction is shut: whatever rustls still holds is dropped, never written.
+    /// Our direction is shut: whatever rustls still holds is dropped, never written, and what
+    /// the peer still sends is read off the socket without rustls (see [`Self::discard_input`]).
     write_shut: bool,
-    /// The peer sent something rustls refused: the connection is dead, and rustls must not be
-    /// handed more input (it has sent its fatal alert).
+    /// rustls refused the peer's input (or the socket failed under it): the connection is dead,
+    /// and rustls must not be handed more input (it has sent its fatal alert).
     failed: bool,
+    /// Bytes read off the socket (records, handshake, padding) not yet taken by
+    /// [`HalfClose::take_wire_bytes_read`]: the byte rate limit charges these, not plaintext.
+    wire_bytes_read: u64,
 }
 
 impl<S> std::fmt::Debug for TlsStream<S> {
@@ -59,6 +63,7 @@ impl<S> TlsStream<S> {
             eof: false,
             write_shut: false,
             failed: false,
+            wire_bytes_read: 0,
         })
     }
 
@@ -103,6 +108,9 @@ impl<S: Read + Write> Read for TlsStream<S> {
         if self.failed {
             return Err(io::ErrorKind::InvalidData.into());
         }
+        if self.write_shut {
+            return self.discard_input(buf);
+        }
         // Handshake answers that did not fit earlier go first: the client waits for them.
         self.write_records_if_possible()?;
         let mut filled = 0;
@@ -130,7 +138,8 @@ impl<S: Read + Write> Read for TlsStream<S> {
                     self.eof = true;
                     return Ok(filled);
                 }
-                Ok(_) => {
+                Ok(n) => {
+                    self.wire_bytes_read += n as u64;
                     if let Err(error) = self.tls.process_new_packets() {
                         // rustls has queued an alert saying why; send it before giving up.
                         self.failed = true;
@@ -141,9 +150,31 @@ impl<S: Read + Write> Read for TlsStream<S> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if filled > 0 && e.kind() == io::ErrorKind::WouldBlock => return Ok(filled),
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                Err(e) => {
+                    // The socket failed, or rustls's input buffer is full: either way no more
+                    // input goes to rustls.
+                    self.failed = true;
+                    return Err(e);
+                }
             }
         }
+    }
+}
+
+impl<S: Read> TlsStream<S> {
+    /// After our close_notify, reads the peer's bytes off the socket into `buf` undecrypted,
+    /// for the closing drain, which only waits for the peer's end of stream. rustls must not
+    /// see them: it counts close_notify as the one alert it may send, and a bad record now
+    /// would make it send a second (its debug assertion panics; release builds would send it).
+    fn discard_input(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.eof {
+            return Ok(0);
+        }
+        let n = self.socket.read(buf)?;
+        self.eof = n == 0 && !buf.is_empty();
+        self.wire_bytes_read += n as u64;
+        Ok(n)
     }
 }
 
@@ -197,6 +228,10 @@ impl<S: Write + HalfClose> HalfClose for TlsStream<S> {
     fn holds_data(&self) -> bool {
         self.eof || (self.tls.wants_write() && !self.write_shut)
     }
+
+    fn take_wire_bytes_read(&mut self) -> Option<u64> {
+        Some(std::mem::take(&mut self.wire_bytes_read))
+    }
 }
 
 impl<S: Source> Source for TlsStream<S> {
@@ -227,9 +262,12 @@ impl<S: Source> Source for TlsStream<S> {
 mod tests {
     use super::*;
 
-    /// Takes `budget` bytes, then says `WouldBlock`; remembers writes after the shutdown.
+    /// Serves `input` (then `WouldBlock`, or the end of stream once `eof`); takes `budget`
+    /// bytes, then says `WouldBlock`; remembers writes after the shutdown.
     #[derive(Default)]
     struct Pipe {
+        input: Vec<u8>,
+        eof: bool,
         budget: usize,
         written: usize,
         shut: bool,
@@ -237,8 +275,18 @@ mod tests {
     }
 
     impl Read for Pipe {
-        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-            Err(io::ErrorKind::WouldBlock.into())
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.input.is_empty() {
+                return if self.eof {
+                    Ok(0)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
+            }
+            let n = buf.len().min(self.input.len());
+            buf[..n].copy_from_slice(&self.input[..n]);
+            self.input.drain(..n);
+            Ok(n)
         }
     }
 
@@ -294,5 +342,41 @@ mod tests {
         assert!(stream.write(b"late").is_err());
         assert_eq!(stream.socket().written_after_shut, 0);
         assert!(!stream.holds_data());
+    }
+
+    /// Found by the `tls` fuzz target (`fuzz/corpus/tls/regression-fatal-alert-after-close-notify`):
+    /// a client sends one byte of a record and stalls; the handshake deadline closes the
+    /// connection with close_notify; then the rest of the record arrives while the connection
+    /// drains. rustls counts close_notify as its one terminal alert, so the bad record made it
+    /// send a second, fatal one (a debug assertion panics on it).
+    #[test]
+    fn input_after_our_close_notify_never_reaches_rustls() {
+        let mut stream = TlsStream::new(Pipe::default(), config()).expect("stream");
+        let mut buf = [0u8; 64];
+        stream.socket.input = vec![0x14];
+        let error = stream.read(&mut buf).expect_err("a partial record header");
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+        stream.shutdown_write();
+        // A change_cipher_spec header with a version rustls refuses, and more garbage.
+        stream.socket.input = vec![0x14; 20];
+        stream.socket.budget = usize::MAX;
+        assert_eq!(stream.read(&mut buf).expect("discarded"), 20);
+        let error = stream.read(&mut buf).expect_err("nothing more yet");
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+        stream.socket.eof = true;
+        assert_eq!(stream.read(&mut buf).expect("end of stream"), 0);
+        assert!(stream.holds_data(), "the end of stream is reported again");
+        assert_eq!(stream.socket().written_after_shut, 0);
+    }
+
+    #[test]
+    fn every_byte_off_the_socket_counts_for_the_byte_limit_plaintext_or_not() {
+        let mut stream = TlsStream::new(Pipe::default(), config()).expect("stream");
+        // Half a ClientHello record header: no plaintext, but 3 bytes read.
+        stream.socket.input = vec![22, 3, 1];
+        let mut buf = [0u8; 64];
+        assert!(stream.read(&mut buf).is_err());
+        assert_eq!(stream.take_wire_bytes_read(), Some(3));
+        assert_eq!(stream.take_wire_bytes_read(), Some(0));
     }
 }

@@ -118,6 +118,12 @@ pub trait HalfClose {
     fn holds_data(&self) -> bool {
         false
     }
+
+    /// Bytes the stream read off the wire since the last call, when that differs from what
+    /// its reads returned (TLS: records, handshake messages, padding); `None`: the same.
+    fn take_wire_bytes_read(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 impl HalfClose for mio::net::TcpStream {
@@ -142,6 +148,13 @@ impl HalfClose for Socket {
         match self {
             Socket::Tcp(_) | Socket::Unix(_) => false,
             Socket::Tls(s) => s.holds_data(),
+        }
+    }
+
+    fn take_wire_bytes_read(&mut self) -> Option<u64> {
+        match self {
+            Socket::Tcp(_) | Socket::Unix(_) => None,
+            Socket::Tls(s) => s.take_wire_bytes_read(),
         }
     }
 }
@@ -215,9 +228,14 @@ impl<S> Transport<S> {
         self.blocked
     }
 
-    /// Bytes read since the last call.
-    pub fn take_bytes_read(&mut self) -> u64 {
-        std::mem::take(&mut self.bytes_read)
+    /// Bytes read off the wire since the last call: for TLS every record byte, so padding,
+    /// empty records and post-handshake messages cost the byte rate limit like plaintext.
+    pub fn take_bytes_read(&mut self) -> u64
+    where
+        S: HalfClose,
+    {
+        let returned = std::mem::take(&mut self.bytes_read);
+        self.stream.take_wire_bytes_read().unwrap_or(returned)
     }
 
     pub fn bytes_written(&self) -> u64 {
