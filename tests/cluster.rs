@@ -817,3 +817,35 @@ fn after_redis_loses_its_data_the_nodes_write_their_rooms_back() {
     assert_eq!(on_a.view, all);
     assert_eq!(on_b.view, all);
 }
+
+#[test]
+fn kind_declarations_racing_on_two_nodes_do_not_undo_a_set() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = node(&redis, "a", &[]);
+    // B sends to Redis at most once a second, so its member's declaration reaches Redis after
+    // A's declaration and set although B read the room first (when it was still empty).
+    let b = node(&redis, "b", &["--tick-hz", "1"]);
+    let mut warm = join(&b, Dialect::Scratch, "warm", "warm");
+    warm.set("☁ a", "1");
+    wait_until_equal("B's first batch", Some("1".to_owned()), || {
+        redis_value(&redis, "warm", "☁ a")
+    });
+    let mut second = join(&b, Dialect::Legacy, "decl", "second");
+    let mut first = join(&a, Dialect::Legacy, "decl", "first");
+    first.set("☁ a", "5");
+    wait_until_equal("A's set", Some("5".to_owned()), || {
+        redis_value(&redis, "decl", "☁ a")
+    });
+    // B's declaration goes out within its second; it must not undo the set.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(redis_value(&redis, "decl", "☁ a").as_deref(), Some("5"));
+    let mut all = expected(&NAMES.map(|name| (name, "0")));
+    all.insert("☁ a".to_owned(), "5".to_owned());
+    second.wait_for_all(&all);
+    for node in [&a, &b] {
+        let mut newcomer = join(node, Dialect::Scratch, "decl", "newcomer");
+        newcomer.wait_for_all(&all);
+    }
+}

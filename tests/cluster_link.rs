@@ -736,3 +736,51 @@ fn a_dropped_connection_is_not_an_outage_when_redis_answers_a_new_one() {
     );
     assert_eq!(a.cluster().stats().outages, 0);
 }
+
+#[test]
+fn a_declaration_seeds_only_what_the_room_does_not_have() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut a = Node::start(&redis.url(), "node-a");
+    let mut b = Node::start(&redis.url(), "node-b");
+    b.subscribe("decl");
+    // Node A's member declared the room and set a value; node B, which read the room before
+    // that reached Redis, lets its own member declare it again.
+    let mut first = RoomChanges::upserting("decl".into(), vec![number("☁ x", "5")]);
+    first.seeds = vec![number("☁ y", "0")];
+    assert!(a.round(write(first)).saved);
+    let mut second = RoomChanges::upserting("decl".into(), Vec::new());
+    second.seeds = vec![number("☁ x", "0"), number("☁ y", "0"), number("☁ z", "0")];
+    assert!(b.round(write(second)).saved);
+    let published: Vec<Vec<(String, String)>> = (0..2)
+        .map(|_| {
+            b.message("decl")
+                .variables
+                .iter()
+                .map(|v| (v.name.to_string(), v.value.clone()))
+                .collect()
+        })
+        .collect();
+    let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+    assert_eq!(
+        published,
+        vec![
+            vec![pair("☁ x", "5"), pair("☁ y", "0")],
+            vec![pair("☁ z", "0")],
+        ],
+        "the second declaration publishes only the name that was missing"
+    );
+    let loaded = a.round(load("decl")).loaded;
+    let mut values: Vec<(String, String)> = loaded[0]
+        .variables
+        .iter()
+        .map(|v| (v.name.to_string(), v.value.clone()))
+        .collect();
+    values.sort();
+    assert_eq!(
+        values,
+        vec![pair("☁ x", "5"), pair("☁ y", "0"), pair("☁ z", "0")],
+        "the set made after the first declaration survives the second"
+    );
+}

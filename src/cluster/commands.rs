@@ -265,8 +265,9 @@ impl CommandThread {
                         .arg(node)
                         .arg(changes.local_version())
                         .arg(u8::from(changes.replace_all))
-                        .arg(retention);
-                    for variable in &changes.variables {
+                        .arg(retention)
+                        .arg(changes.seeds.len());
+                    for variable in changes.variables.iter().chain(&changes.seeds) {
                         call.arg(&*variable.name).arg(encode_value(variable));
                     }
                 }

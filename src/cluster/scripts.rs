@@ -7,25 +7,37 @@ use redis::Script;
 /// Applies one room's batch and publishes it.
 ///
 /// KEYS: vars, version. ARGV: channel, node id, local version, replace_all (`0`/`1`),
-/// retention in seconds (`0`: keep), then name/stored-value pairs. Returns the new version.
+/// retention in seconds (`0`: keep), number of seed pairs, then name/stored-value pairs: the
+/// variables, then the seeds (declarations, written only where the room has no such name).
+/// Publishes what it wrote (seeds that found a value are left out). Returns the new version.
 /// The payload is the format of `codec.rs`.
 const WRITE: &str = r#"
 local version = redis.call('INCR', KEYS[2])
 if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) end
 local n = #ARGV
+local plain_end = n - 2 * (tonumber(ARGV[6]) or 0)
 -- HSET in chunks: unpack() has a limit on how many values it returns.
-for i = 6, n, 1000 do
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, n)))
+for i = 7, plain_end, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, plain_end)))
+end
+local written = {}
+for i = 7, plain_end, 2 do written[#written + 1] = i end
+for i = plain_end + 1, n, 2 do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+    written[#written + 1] = i
+  end
 end
 if ARGV[5] ~= '0' then
   redis.call('EXPIRE', KEYS[1], ARGV[5])
   redis.call('EXPIRE', KEYS[2], ARGV[5])
 end
 local parts = {'S1 ', string.format('%d', version), ' ', ARGV[3], ' ', ARGV[4], ' ',
-  string.format('%d', (n - 5) / 2), '\n', #ARGV[2], ':', ARGV[2]}
-for i = 6, n do
+  string.format('%d', #written), '\n', #ARGV[2], ':', ARGV[2]}
+for _, i in ipairs(written) do
   parts[#parts + 1] = #ARGV[i] .. ':'
   parts[#parts + 1] = ARGV[i]
+  parts[#parts + 1] = #ARGV[i + 1] .. ':'
+  parts[#parts + 1] = ARGV[i + 1]
 end
 redis.call('PUBLISH', ARGV[1], table.concat(parts))
 return version

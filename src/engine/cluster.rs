@@ -150,6 +150,7 @@ impl Engine {
                     variable.changed_at = room.version;
                     variable.writer = NOBODY;
                     variable.from_cluster = true;
+                    variable.seed = false;
                     changed = true;
                 }
                 None => {
@@ -165,6 +166,7 @@ impl Engine {
                         changed_at: room.version,
                         writer: NOBODY,
                         from_cluster: true,
+                        seed: false,
                     });
                     changed = true;
                 }
@@ -357,7 +359,8 @@ pub(super) fn note_members(book: &mut ClusterBook, room: &mut Room, key: usize) 
     }
 }
 
-/// Whether `variable` holds a change of this node that has not come back on the channel yet.
+/// Whether `variable` holds a change of this node that has not come back on the channel yet
+/// (a declaration's seed does not count: any value Redis has wins over it).
 fn is_unpublished(variable: &Variable, published: u64) -> bool {
-    !variable.from_cluster && variable.changed_at > published
+    !variable.from_cluster && !variable.seed && variable.changed_at > published
 }

@@ -285,3 +285,37 @@ fn a_room_created_again_in_redis_is_read_again() {
     let names: Vec<&str> = batch.rooms[0].variables.iter().map(|v| &*v.name).collect();
     assert_eq!(names, vec!["☁ a", "☁ b"], "with what Redis had meanwhile");
 }
+
+#[test]
+fn a_declaration_is_sent_as_seeds_and_gives_way_to_the_clusters_values() {
+    let mut e = node();
+    let now = Instant::now();
+    let declared = [
+        ("☁ x", ValueRef::Number("0")),
+        ("☁ y", ValueRef::Number("0")),
+    ];
+    assert_eq!(
+        e.join("r", ClientId(1), F, Some(&declared), now).err(),
+        Some(JoinError::Loading)
+    );
+    e.take_load_requests();
+    e.install_cluster_room("r", 0, &[], now);
+    let key = e
+        .join("r", ClientId(1), F, Some(&declared), now)
+        .expect("join");
+    e.set(key, ClientId(1), "☁ y", ValueRef::Number("7"), true);
+    let batch = e.collect_batch();
+    let names = |vars: &[SavedVariable]| -> Vec<String> {
+        vars.iter().map(|v| v.name.to_string()).collect()
+    };
+    assert_eq!(names(&batch.rooms[0].seeds), vec!["☁ x"]);
+    assert_eq!(
+        names(&batch.rooms[0].variables),
+        vec!["☁ y"],
+        "a set is no seed"
+    );
+    // Another node declared first and set x: its batch wins over the seed, not over the set.
+    e.apply_remote(remote("r", 1, &[var("☁ x", "5"), var("☁ y", "1")]));
+    assert_eq!(value(&e, "r", "☁ x").as_deref(), Some("5"));
+    assert_eq!(value(&e, "r", "☁ y").as_deref(), Some("7"));
+}

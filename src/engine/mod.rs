@@ -376,6 +376,9 @@ impl Engine {
                 let before = room.state_bytes();
                 for (name, value) in declared {
                     room.add_variable(name, *value, client);
+                    if let Some(variable) = room.variables.last_mut() {
+                        variable.seed = self.cluster.enabled;
+                    }
                 }
                 self.state_bytes += room.state_bytes().saturating_sub(before);
                 self.persist.note_change(room, key);

@@ -26,6 +26,10 @@ pub struct RoomChanges {
     /// Replace the room's stored variables with `variables` (after renames and deletes).
     pub replace_all: bool,
     pub variables: Vec<SavedVariable>,
+    /// Variables a joining client declared to seed an empty room (legacy dialect): written
+    /// only where the store has no value of that name yet, since in a cluster another node's
+    /// declaration, or sets after it, may have reached the store first.
+    pub seeds: Vec<SavedVariable>,
     /// The room version these changes bring the store to.
     version: u64,
 }
@@ -55,6 +59,7 @@ impl RoomChanges {
             room,
             replace_all: false,
             variables,
+            seeds: Vec::new(),
             version: 0,
         }
     }
@@ -65,6 +70,7 @@ impl RoomChanges {
             room,
             replace_all: true,
             variables,
+            seeds: Vec::new(),
             version: 0,
         }
     }
@@ -83,7 +89,10 @@ impl Batch {
     }
 
     pub fn variable_count(&self) -> usize {
-        self.rooms.iter().map(|r| r.variables.len()).sum()
+        self.rooms
+            .iter()
+            .map(|r| r.variables.len() + r.seeds.len())
+            .sum()
     }
 }
 
@@ -148,26 +157,33 @@ impl Engine {
             }
             let replace_all = std::mem::take(&mut room.rewrite);
             // Changes that came from the cluster are not sent back to it.
-            let variables: Vec<SavedVariable> = room
-                .variables
-                .iter()
-                .filter(|v| replace_all || (v.changed_at > room.durable && !v.from_cluster))
-                .map(|v| {
-                    let value = v.value.as_ref();
-                    SavedVariable {
-                        name: v.name.clone(),
-                        value: value.text().to_owned(),
-                        is_number: value.is_number(),
-                    }
-                })
-                .collect();
-            if variables.is_empty() && !replace_all {
+            let mut variables = Vec::new();
+            let mut seeds = Vec::new();
+            for v in &room.variables {
+                let owed = v.changed_at > room.durable && !v.from_cluster;
+                if !replace_all && !owed {
+                    continue;
+                }
+                let value = v.value.as_ref();
+                let saved = SavedVariable {
+                    name: v.name.clone(),
+                    value: value.text().to_owned(),
+                    is_number: value.is_number(),
+                };
+                if v.seed && !replace_all {
+                    seeds.push(saved);
+                } else {
+                    variables.push(saved);
+                }
+            }
+            if variables.is_empty() && seeds.is_empty() && !replace_all {
                 continue;
             }
             batch.rooms.push(RoomChanges {
                 room: room.id.clone(),
                 replace_all,
                 variables,
+                seeds,
                 version: room.version,
             });
         }

@@ -21,6 +21,9 @@ pub struct Variable {
     pub writer: ClientId,
     /// The latest change came from another node through the cluster (it is not sent back).
     pub from_cluster: bool,
+    /// Cluster: the value is a joiner's declaration seeding an empty room, not a set; another
+    /// node's value for it wins, and Redis takes it only where it has none.
+    pub seed: bool,
 }
 
 #[derive(Debug)]
@@ -122,6 +125,7 @@ impl Room {
             variable.changed_at = self.version;
             variable.writer = writer;
             variable.from_cluster = false;
+            variable.seed = false;
         }
         self.version
     }
@@ -134,6 +138,7 @@ impl Room {
             changed_at: self.version,
             writer,
             from_cluster: false,
+            seed: false,
         });
     }
 

@@ -165,7 +165,8 @@ impl Database {
                         .execute([&*room.room])
                         .map_err(|e| fail("cannot write", e))?;
                 }
-                for variable in &room.variables {
+                // One node, one store: a seed has no other declaration to race with.
+                for variable in room.variables.iter().chain(&room.seeds) {
                     upsert
                         .execute(params![
                             &*room.room,
