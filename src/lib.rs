@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod dialect;
 pub mod engine;
+pub mod error_log;
 pub mod logging;
 pub mod metrics;
 pub mod net;

@@ -1,14 +1,12 @@
 //! What the Redis threads do after an error: wait longer before each reconnect (exponential
-//! backoff), and log without flooding (rate-limited error log).
+//! backoff). Their errors are logged through `crate::error_log`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use log::{error, warn};
+pub use crate::error_log::ErrorLog;
 
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(5);
-/// Errors are logged at most this often; the rest are counted.
-const ERROR_LOG_PERIOD: Duration = Duration::from_secs(60);
 
 /// Reconnect delays: 100 ms, doubling up to 5 s; back to the start after a success.
 #[derive(Debug)]
@@ -32,44 +30,6 @@ impl Backoff {
 
     pub fn reset(&mut self) {
         self.next = FIRST_DELAY;
-    }
-}
-
-/// Logs errors at most once a minute, saying how many were not logged.
-#[derive(Debug)]
-pub struct ErrorLog {
-    what: &'static str,
-    last: Option<Instant>,
-    unlogged: u64,
-}
-
-impl ErrorLog {
-    pub fn new(what: &'static str) -> Self {
-        ErrorLog {
-            what,
-            last: None,
-            unlogged: 0,
-        }
-    }
-
-    pub fn log(&mut self, message: &dyn std::fmt::Display) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|last| now.saturating_duration_since(last) < ERROR_LOG_PERIOD)
-        {
-            self.unlogged += 1;
-            return;
-        }
-        if self.unlogged > 0 {
-            warn!(
-                "{}: {} more errors in the last minute",
-                self.what, self.unlogged
-            );
-        }
-        error!("{}: {message}", self.what);
-        self.last = Some(now);
-        self.unlogged = 0;
     }
 }
 

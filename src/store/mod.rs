@@ -18,16 +18,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::info;
 
 use crate::engine::{Batch, Engine, SavedVariable};
+use crate::error_log::ErrorLog;
 use db::Database;
 use lock::DirLock;
 
 /// Requests waiting for the thread; loads beyond this wait in the engine for the next round.
 const REQUEST_CAPACITY: usize = 256;
-/// Errors of the same kind are logged at most this often.
-const ERROR_LOG_PERIOD: Duration = Duration::from_secs(60);
 /// The first retention sweep runs this long after start, then once a day.
 const RETENTION_FIRST: Duration = Duration::from_secs(60);
 const RETENTION_PERIOD: Duration = Duration::from_secs(24 * 3600);
@@ -242,7 +241,7 @@ impl Worker {
             settings,
             replies,
             waker,
-            errors: ErrorLog::default(),
+            errors: ErrorLog::new("storage"),
         }
     }
 
@@ -271,14 +270,16 @@ impl Worker {
                 Request::Load(room) => match self.database.load(&room) {
                     Ok(variables) => Reply::Loaded(room, variables),
                     Err(e) => {
-                        self.errors.log(&e);
+                        self.errors
+                            .log(&format!("{e}; serving from memory and retrying"));
                         Reply::LoadFailed(room)
                     }
                 },
                 Request::Save(batch) => match self.database.save(&batch) {
                     Ok(()) => Reply::Saved(batch),
                     Err(e) => {
-                        self.errors.log(&e);
+                        self.errors
+                            .log(&format!("{e}; serving from memory and retrying"));
                         Reply::SaveFailed(batch)
                     }
                 },
@@ -300,34 +301,5 @@ impl Worker {
             Ok(n) => info!("deleted {n} stored variables of rooms nobody wrote for {retention:?}"),
             Err(e) => self.errors.log(&e),
         }
-    }
-}
-
-/// Logs storage errors at most once a minute, saying how many were not logged.
-#[derive(Default)]
-struct ErrorLog {
-    last: Option<Instant>,
-    unlogged: u64,
-}
-
-impl ErrorLog {
-    fn log(&mut self, message: &str) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|last| now.saturating_duration_since(last) < ERROR_LOG_PERIOD)
-        {
-            self.unlogged += 1;
-            return;
-        }
-        if self.unlogged > 0 {
-            warn!(
-                "storage: {} more errors in the last minute; still serving from memory",
-                self.unlogged
-            );
-        }
-        error!("storage: {message}; serving from memory and retrying");
-        self.last = Some(now);
-        self.unlogged = 0;
     }
 }
