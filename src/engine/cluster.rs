@@ -192,22 +192,34 @@ impl Engine {
             self.refresh_room(key, version, variables);
             return self.take_load_waiters(room_id);
         }
-        if let Some(load) = self.persist.loads.get_mut(room_id) {
-            if load.seen_version > version {
+        match self.persist.loads.get_mut(room_id) {
+            Some(load) if load.seen_version > version => {
                 // A batch newer than this read came meanwhile: read again.
                 load.requested = false;
                 return Vec::new();
             }
+            Some(_) => {}
+            None => {
+                // Nobody waits for it any more (a reread of a room that left memory meanwhile):
+                // a room without its channel would never hear of other nodes' changes.
+                self.cluster.removed.push(room_id.into());
+                return Vec::new();
+            }
         }
         let waiters = self.install_loaded(room_id, variables, now);
-        if let Some(&key) = self.index.get(room_id) {
-            if let Some(room) = self.rooms.get_mut(key) {
-                room.cluster.version = version;
-                room.cluster.published = room.version;
-                for variable in &mut room.variables {
-                    variable.from_cluster = true;
-                }
-            }
+        let Some(room) = self
+            .index
+            .get(room_id)
+            .and_then(|&key| self.rooms.get_mut(key))
+        else {
+            // Refused (room or memory limit): its channel is left.
+            self.cluster.removed.push(room_id.into());
+            return waiters;
+        };
+        room.cluster.version = version;
+        room.cluster.published = room.version;
+        for variable in &mut room.variables {
+            variable.from_cluster = true;
         }
         waiters
     }
@@ -220,6 +232,11 @@ impl Engine {
         if room.cluster.reloading.is_some_and(|seen| seen > version) {
             // Still behind what the channel showed: read again.
             self.cluster.reloads.push(room.id.clone());
+            return;
+        }
+        if room.cluster.reloading.is_none() && version <= room.cluster.version {
+            // A read nobody asked for any more (a second read of a room installed meanwhile),
+            // older than batches applied since: the channel is ahead of it.
             return;
         }
         room.cluster.reloading = None;
@@ -249,6 +266,7 @@ impl Engine {
             }
             return self.take_load_waiters(room_id);
         }
+        self.cluster.removed.push(room_id.into());
         self.load_failed(room_id)
     }
 
@@ -264,9 +282,8 @@ impl Engine {
     /// memory is read again, and loads under way are asked for again.
     pub fn reload_all(&mut self) {
         for (_, room) in self.rooms.iter_mut() {
-            if room.cluster.reloading.is_none() {
-                self.cluster.reloads.push(room.id.clone());
-            }
+            // Even a room already being read: that read may predate what was missed.
+            self.cluster.reloads.push(room.id.clone());
             // Nothing seen on the channel yet: Redis may even have restarted from scratch,
             // with versions lower than the room's.
             room.cluster.reloading.get_or_insert(0);

@@ -319,3 +319,26 @@ fn a_declaration_is_sent_as_seeds_and_gives_way_to_the_clusters_values() {
     assert_eq!(value(&e, "r", "☁ x").as_deref(), Some("5"));
     assert_eq!(value(&e, "r", "☁ y").as_deref(), Some("7"));
 }
+
+#[test]
+fn a_read_nobody_waits_for_installs_nothing_and_leaves_the_channel() {
+    let mut e = node();
+    assert!(e
+        .install_cluster_room("gone", 3, &[var("☁ a", "1")], Instant::now())
+        .is_empty());
+    assert!(
+        !e.has_room("gone"),
+        "a room without its channel would go stale"
+    );
+    assert_eq!(e.take_removed_rooms(), vec![Box::from("gone")]);
+}
+
+#[test]
+fn a_second_read_older_than_the_channel_is_ignored() {
+    let mut e = node();
+    join_at(&mut e, "r", 1, 3, &[var("☁ a", "1")]);
+    e.apply_remote(remote("r", 4, &[var("☁ a", "4")]));
+    e.install_cluster_room("r", 3, &[var("☁ a", "1")], Instant::now());
+    assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("4"));
+    assert!(!e.has_unsaved(), "no rewrite of the whole room");
+}
