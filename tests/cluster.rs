@@ -849,3 +849,47 @@ fn kind_declarations_racing_on_two_nodes_do_not_undo_a_set() {
         newcomer.wait_for_all(&all);
     }
 }
+
+#[test]
+fn joins_on_one_node_succeed_while_another_node_floods_the_room() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // Node a publishes a batch for the room at up to 1 000 Hz: reads of the room on node b
+    // are always overtaken by batches, which are applied over them instead of asking again.
+    let a = node(&redis, "a", &["--tick-hz", "1000", "--message-rate", "0"]);
+    let b = node(&redis, "b", &[]);
+    let mut flooder = join(&a, Dialect::Scratch, "busy", "flooder");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                flooder.set("☁ a", &i.to_string());
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            flooder.set("☁ a", "-1");
+            flooder
+        })
+    };
+    let mut joined = Vec::new();
+    for i in 0..5 {
+        joined.push(join(&b, Dialect::Scratch, "busy", &format!("j{i}")));
+        joined.push(join(&b, Dialect::Studio, "busy", &format!("s{i}")));
+        // Let the room leave node b's memory between some joins, so it is read anew.
+        if i % 2 == 1 {
+            joined.clear();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut flooder = flooding.join().expect("flooder");
+    let last = expected(&[("☁ a", "-1")]);
+    for member in joined.iter_mut().chain([&mut flooder]) {
+        member.wait_for_all(&last);
+    }
+    let mut newcomer = join(&b, Dialect::Rpc, "busy", "late");
+    newcomer.wait_for_all(&last);
+}

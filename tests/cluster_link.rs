@@ -784,3 +784,51 @@ fn a_declaration_seeds_only_what_the_room_does_not_have() {
         "the set made after the first declaration survives the second"
     );
 }
+
+#[test]
+fn a_new_connection_subscribes_every_room_again_many_per_command() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // More rooms than one SUBSCRIBE carries, with messages arriving while they resubscribe.
+    const ROOMS: usize = 1_200;
+    let mut many = Node::start(&redis.url(), "many");
+    let mut pending: Vec<String> = (0..ROOMS).map(|i| format!("room-{i}")).collect();
+    let deadline = Instant::now() + PATIENCE;
+    while let Some(room) = pending.pop() {
+        if !many.cluster().subscribe(room.clone().into()) {
+            pending.push(room);
+            assert!(Instant::now() < deadline, "subscriptions never taken");
+            many.backlog
+                .extend(many.cluster.as_mut().expect("running").take_events());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let mut confirmed = 0;
+    while confirmed < ROOMS {
+        many.wait_for("Subscribed", |e| matches!(e, Event::Subscribed(_)));
+        confirmed += 1;
+    }
+    let mut writer = Node::start(&redis.url(), "writer");
+    assert_eq!(
+        redis
+            .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+            .as_deref(),
+        Some(":1")
+    );
+    // Batches published while the connection comes back; all of them or none may arrive.
+    for i in (0..ROOMS).step_by(100) {
+        let changes = RoomChanges::upserting(format!("room-{i}").into(), vec![number("☁ a", "1")]);
+        assert!(writer.round(write(changes)).saved);
+    }
+    many.wait_for("Resubscribed", |e| matches!(e, Event::Resubscribed));
+    for room in ["room-0", "room-599", "room-1199"] {
+        let changes = RoomChanges::upserting(room.into(), vec![text("☁ a", "after")]);
+        assert!(writer.round(write(changes)).saved);
+        let seen = many.wait_for(
+            "a batch after resubscribing",
+            |e| matches!(e, Event::Message(b) if *b.room == *room && b.variables[0].value == "after"),
+        );
+        assert!(!seen.is_empty());
+    }
+}

@@ -214,8 +214,19 @@ impl Cluster {
                 self.busy = true;
                 Ok(())
             }
-            Err(TrySendError::Full(round) | TrySendError::Disconnected(round)) => Err(round),
+            Err(TrySendError::Full(round)) => Err(round),
+            Err(TrySendError::Disconnected(round)) => {
+                self.rounds = None;
+                Err(round)
+            }
         }
+    }
+
+    /// Whether a thread is gone (it panicked): nothing can reach Redis any more.
+    pub fn is_broken(&self) -> bool {
+        self.rounds.is_none()
+            || self.subscriptions.is_none()
+            || self.threads.iter().any(|thread| thread.is_finished())
     }
 
     /// Subscribes to a room's channel; [`Event::Subscribed`] follows. False: try again later.
@@ -230,9 +241,17 @@ impl Cluster {
     }
 
     fn ask(&mut self, request: subscriber::Request) -> bool {
-        self.subscriptions
-            .as_ref()
-            .is_some_and(|s| s.try_send(request).is_ok())
+        let Some(subscriptions) = &self.subscriptions else {
+            return false;
+        };
+        match subscriptions.try_send(request) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => false,
+            Err(TrySendError::Disconnected(_)) => {
+                self.subscriptions = None;
+                false
+            }
+        }
     }
 
     /// The threads' events so far; never waits.

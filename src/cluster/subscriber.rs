@@ -9,8 +9,10 @@
 //! a command reply, and a timeout there would make the crate skip the next reply later, so
 //! while subscribing the timeout is long and any error drops the connection (then everything
 //! is resubscribed). Messages of other rooms that arrive before the confirmation are kept by
-//! the crate and handed out after it. One channel per `SUBSCRIBE`: with several, the crate
-//! returns at the first confirmation and the others would be taken for the next command's.
+//! the crate and handed out after it (one round trip's worth). One channel per `SUBSCRIBE`
+//! here: with several, the crate returns at the first confirmation and the others would be
+//! taken for the next command's. A new connection subscribes to every room before it becomes
+//! a `PubSub`, many channels per command, counting confirmations itself (see `resubscribe`).
 //!
 //! Events go to the loop on a bounded channel: if the loop falls behind, this thread blocks,
 //! Redis's output buffer limit for pub/sub clients closes the connection, and the reconnect
@@ -33,6 +35,8 @@ use super::{codec, Event, SharedStats};
 const POLL: Duration = Duration::from_millis(10);
 /// How long a subscribe, unsubscribe or ping may take before the connection counts as lost.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Channels per `SUBSCRIBE` when a new connection subscribes to every room.
+const SUBSCRIBE_CHUNK: usize = 500;
 /// A quiet connection is pinged this often, so a dead one is noticed.
 const PING_PERIOD: Duration = Duration::from_secs(5);
 
@@ -123,6 +127,9 @@ impl Subscriber {
     }
 
     fn serve(&mut self, connection: &mut Connection, requests: &Receiver<Request>) -> Stop {
+        if let Err(e) = self.resubscribe(connection) {
+            return Stop::Lost(e);
+        }
         let mut pubsub = connection.as_pubsub();
         let stop = self.serve_pubsub(&mut pubsub, requests);
         // Dropping the PubSub unsubscribes (a round trip): on a lost connection it must not
@@ -134,7 +141,7 @@ impl Subscriber {
     }
 
     fn serve_pubsub(&mut self, pubsub: &mut PubSub<'_>, requests: &Receiver<Request>) -> Stop {
-        if let Err(e) = self.resubscribe(pubsub) {
+        if let Err(e) = pubsub.set_read_timeout(Some(POLL)) {
             return Stop::Lost(e);
         }
         let mut last_traffic = Instant::now();
@@ -171,12 +178,31 @@ impl Subscriber {
     }
 
     /// On a new connection: subscribes to every room wanted, then tells the loop.
-    fn resubscribe(&mut self, pubsub: &mut PubSub<'_>) -> RedisResult<()> {
+    ///
+    /// Done on the plain connection, many channels per `SUBSCRIBE`, counting the confirmations
+    /// ourselves (the crate's `PubSub::subscribe` would take one round trip per room, and keep
+    /// every message that arrives meanwhile in an unbounded queue). Messages that arrive
+    /// before the last confirmation are dropped: the loop reads every room again after
+    /// [`Event::Resubscribed`], and rooms new to it are read after [`Event::Subscribed`].
+    fn resubscribe(&mut self, connection: &mut Connection) -> RedisResult<()> {
         let rooms: Vec<Box<str>> = self.rooms.iter().cloned().collect();
-        for room in &rooms {
-            with_long_timeout(pubsub, |p| p.subscribe(keys::channel(room)))?;
+        connection.set_read_timeout(Some(COMMAND_TIMEOUT))?;
+        for chunk in rooms.chunks(SUBSCRIBE_CHUNK) {
+            let mut command = redis::cmd("SUBSCRIBE");
+            for room in chunk {
+                command.arg(keys::channel(room));
+            }
+            connection.send_packed_command(&command.get_packed_command())?;
+            let mut confirmed = 0;
+            while confirmed < chunk.len() {
+                let reply = connection.recv_response()?;
+                if is_subscribe_confirmation(&reply) {
+                    confirmed += 1;
+                } else if let redis::Value::ServerError(error) = reply {
+                    return Err(error.into());
+                }
+            }
         }
-        pubsub.set_read_timeout(Some(POLL))?;
         self.backoff.reset();
         for room in rooms.iter() {
             // Rooms asked for while disconnected; the others had theirs before.
@@ -247,6 +273,15 @@ impl Subscriber {
         let _ = self.waker.wake();
         sent
     }
+}
+
+/// Whether `reply` confirms a `SUBSCRIBE` (RESP2: `["subscribe", channel, count]`), rather
+/// than being a message.
+fn is_subscribe_confirmation(reply: &redis::Value) -> bool {
+    let redis::Value::Array(parts) = reply else {
+        return false;
+    };
+    matches!(parts.first(), Some(redis::Value::BulkString(kind)) if kind.eq_ignore_ascii_case(b"subscribe"))
 }
 
 /// Runs a command on the pub/sub connection with the long timeout, then polls again.

@@ -12,6 +12,7 @@
 
 use std::time::Instant;
 
+use super::catch_up::{CatchUp, CaughtUp};
 use super::room::{Room, Variable};
 use super::value::{self, StoredValue};
 use super::{ClientId, Engine, SavedVariable, NOBODY};
@@ -26,6 +27,9 @@ pub(super) struct ClusterBook {
     pub reloads: Vec<Box<str>>,
     /// Rooms that left memory since last asked: their channels can be left.
     pub removed: Vec<Box<str>>,
+    /// Counts [`Engine::reload_all`]s: reads asked for before the last one may predate
+    /// batches that were missed, and are not used.
+    pub epoch: u64,
 }
 
 /// What became of a batch from the cluster.
@@ -33,8 +37,10 @@ pub(super) struct ClusterBook {
 pub enum Remote {
     /// Applied: local members get it at the room's next flush.
     Applied,
-    /// Older than what the room shows (or its own echo while loading): nothing to do.
+    /// Older than what the room shows: nothing to do.
     Stale,
+    /// The room is being read: kept, and applied over the read when it comes.
+    Kept,
     /// Versions are missing before it: the room is to be read again ([`Engine::take_reloads`]).
     Gap,
     /// The room is not in memory here.
@@ -78,19 +84,21 @@ impl Engine {
 
     /// Applies a batch received on a room's channel.
     pub fn apply_remote(&mut self, changes: RemoteChanges<'_>) -> Remote {
+        let own = changes.own.then_some(changes.local_version);
         let Some(&key) = self.index.get(changes.room) else {
             if let Some(load) = self.persist.loads.get_mut(changes.room) {
-                load.seen_version = load.seen_version.max(changes.version);
-                return Remote::Stale;
+                load.catch_up
+                    .note(changes.version, own, changes.replace_all, changes.variables);
+                return Remote::Kept;
             }
             return Remote::NotHere;
         };
         let Some(room) = self.rooms.get_mut(key) else {
             return Remote::NotHere;
         };
-        if let Some(seen) = &mut room.cluster.reloading {
-            *seen = (*seen).max(changes.version);
-            return Remote::Stale;
+        if let Some(catch_up) = &mut room.cluster.reloading {
+            catch_up.note(changes.version, own, changes.replace_all, changes.variables);
+            return Remote::Kept;
         }
         // Version 1 after a later one: the room's keys were created again in Redis (they
         // expired, or Redis lost them), so what this node holds must be reconciled by a read.
@@ -99,7 +107,10 @@ impl Engine {
             return Remote::Stale;
         }
         if changes.version > room.cluster.version + 1 || restarted {
-            room.cluster.reloading = Some(changes.version);
+            // Batches from this one on are kept for the read; those before it are in it.
+            let mut catch_up = Box::<CatchUp>::default();
+            catch_up.note(changes.version, own, changes.replace_all, changes.variables);
+            room.cluster.reloading = Some(catch_up);
             self.cluster.reloads.push(room.id.clone());
             return Remote::Gap;
         }
@@ -114,8 +125,12 @@ impl Engine {
     /// Writes `variables` into room `key` as the cluster's (all of them, removing the others,
     /// with `replace_all`), leaving alone the variables this node changed and has not seen
     /// published yet. Members get what changed at the room's next flush.
+    ///
+    /// The room's variable limit and `--allow-non-numeric` are not applied here: the node
+    /// whose client set a value checked it, and a node that dropped what the others keep
+    /// would never agree with them again (two nodes can each add a variable near the limit
+    /// at the same moment). Only what holds on every node, whatever its settings, is checked.
     fn apply_variables(&mut self, key: usize, variables: &[SavedVariable], replace_all: bool) {
-        let limits = &self.limits;
         let Some(room) = self.rooms.get_mut(key) else {
             return;
         };
@@ -133,7 +148,7 @@ impl Engine {
         }
         for saved in variables {
             let value = saved.value();
-            if !value::is_valid_value(value, limits.allow_non_numeric) {
+            if !value::is_valid_value(value, true) {
                 continue;
             }
             match room.variable_index(&saved.name) {
@@ -154,9 +169,7 @@ impl Engine {
                     changed = true;
                 }
                 None => {
-                    if !value::is_valid_name(&saved.name)
-                        || room.variables.len() >= limits.max_variables_per_room
-                    {
+                    if !value::is_valid_name(&saved.name) {
                         continue;
                     }
                     room.version += 1;
@@ -179,8 +192,9 @@ impl Engine {
         }
     }
 
-    /// Installs or refreshes a room read from Redis at `version`, and returns the clients
-    /// whose joins waited for it. A read older than a batch seen meanwhile is asked for again.
+    /// Installs or refreshes a room read from Redis at `version`, with the batches seen on its
+    /// channel meanwhile applied over it, and returns the clients whose joins waited for it.
+    /// A read those batches cannot be applied over is asked for again.
     pub fn install_cluster_room(
         &mut self,
         room_id: &str,
@@ -192,35 +206,37 @@ impl Engine {
             self.refresh_room(key, version, variables);
             return self.take_load_waiters(room_id);
         }
-        match self.persist.loads.get_mut(room_id) {
-            Some(load) if load.seen_version > version => {
-                // A batch newer than this read came meanwhile: read again.
-                load.requested = false;
-                return Vec::new();
-            }
-            Some(_) => {}
-            None => {
-                // Nobody waits for it any more (a reread of a room that left memory meanwhile):
-                // a room without its channel would never hear of other nodes' changes.
-                self.cluster.removed.push(room_id.into());
-                return Vec::new();
-            }
-        }
+        let Some(load) = self.persist.loads.get_mut(room_id) else {
+            // Nobody waits for it any more (a reread of a room that left memory meanwhile):
+            // a room without its channel would never hear of other nodes' changes.
+            self.cluster.removed.push(room_id.into());
+            return Vec::new();
+        };
+        let Some(caught_up) = std::mem::take(&mut load.catch_up).over_read(version) else {
+            // Asked for again (the subscription is confirmed again at once, then read).
+            load.requested = false;
+            return Vec::new();
+        };
         let waiters = self.install_loaded(room_id, variables, now);
-        let Some(room) = self
-            .index
-            .get(room_id)
-            .and_then(|&key| self.rooms.get_mut(key))
-        else {
+        let Some(&key) = self.index.get(room_id) else {
             // Refused (room or memory limit): its channel is left.
             self.cluster.removed.push(room_id.into());
             return waiters;
         };
-        room.cluster.version = version;
-        room.cluster.published = room.version;
-        for variable in &mut room.variables {
-            variable.from_cluster = true;
+        if let Some(room) = self.rooms.get_mut(key) {
+            room.cluster.version = version;
+            room.cluster.published = room.version;
+            for variable in &mut room.variables {
+                variable.from_cluster = true;
+            }
         }
+        // Own batches seen now are of an earlier stay of the room in memory: their local
+        // versions mean nothing to this one.
+        let caught_up = CaughtUp {
+            own_published: 0,
+            ..caught_up
+        };
+        self.apply_caught_up(key, caught_up);
         waiters
     }
 
@@ -229,17 +245,25 @@ impl Engine {
         let Some(room) = self.rooms.get_mut(key) else {
             return;
         };
-        if room.cluster.reloading.is_some_and(|seen| seen > version) {
-            // Still behind what the channel showed: read again.
-            self.cluster.reloads.push(room.id.clone());
-            return;
-        }
-        if room.cluster.reloading.is_none() && version <= room.cluster.version {
-            // A read nobody asked for any more (a second read of a room installed meanwhile),
-            // older than batches applied since: the channel is ahead of it.
-            return;
-        }
-        room.cluster.reloading = None;
+        let caught_up = match room.cluster.reloading.take() {
+            Some(catch_up) => match catch_up.over_read(version) {
+                Some(caught_up) => caught_up,
+                None => {
+                    // What the channel showed cannot be applied over this read: read again.
+                    room.cluster.reloading = Some(Box::default());
+                    self.cluster.reloads.push(room.id.clone());
+                    return;
+                }
+            },
+            // A read nobody asked for any more (a second read of a room installed
+            // meanwhile), older than batches applied since: the channel is ahead of it.
+            None if version <= room.cluster.version => return,
+            None => CaughtUp {
+                version,
+                newer: Vec::new(),
+                own_published: 0,
+            },
+        };
         // Batches Redis acknowledged are in what was read: their changes no longer need
         // protecting (their echo may have been missed while reading).
         room.cluster.published = room.cluster.published.max(room.durable);
@@ -251,10 +275,23 @@ impl Engine {
             room.rewrite = true;
             self.persist.note_change(room, key);
             self.apply_variables(key, variables, false);
-            return;
+        } else {
+            room.cluster.version = version;
+            self.apply_variables(key, variables, true);
         }
-        room.cluster.version = version;
-        self.apply_variables(key, variables, true);
+        self.apply_caught_up(key, caught_up);
+    }
+
+    /// Applies the batches seen while room `key` was read over what was read.
+    fn apply_caught_up(&mut self, key: usize, caught_up: CaughtUp) {
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        room.cluster.version = room.cluster.version.max(caught_up.version);
+        room.cluster.published = room.cluster.published.max(caught_up.own_published);
+        if !caught_up.newer.is_empty() {
+            self.apply_variables(key, &caught_up.newer, false);
+        }
     }
 
     /// Reading `room_id` failed: a room in memory is read again later; joins that waited for
@@ -262,6 +299,7 @@ impl Engine {
     pub fn cluster_load_failed(&mut self, room_id: &str) -> Vec<ClientId> {
         if let Some(room) = self.index.get(room_id).and_then(|&k| self.rooms.get(k)) {
             if room.cluster.reloading.is_some() {
+                // What the channel shows meanwhile is still kept for the next read.
                 self.cluster.reloads.push(room.id.clone());
             }
             return self.take_load_waiters(room_id);
@@ -280,17 +318,42 @@ impl Engine {
 
     /// Every room may have missed batches (the subscription or Redis was lost): each room in
     /// memory is read again, and loads under way are asked for again.
+    /// Reads asked for before this call are not used when they come back (see
+    /// [`Engine::cluster_epoch`]): they may predate what was missed.
     pub fn reload_all(&mut self) {
+        self.cluster.epoch += 1;
         for (_, room) in self.rooms.iter_mut() {
-            // Even a room already being read: that read may predate what was missed.
             self.cluster.reloads.push(room.id.clone());
-            // Nothing seen on the channel yet: Redis may even have restarted from scratch,
-            // with versions lower than the room's.
-            room.cluster.reloading.get_or_insert(0);
+            // Batches seen before were on the lost subscription: the next read has them.
+            room.cluster.reloading = Some(Box::default());
         }
         for load in self.persist.loads.values_mut() {
             load.requested = false;
+            load.catch_up = CatchUp::default();
         }
+    }
+
+    /// Changes with every [`Engine::reload_all`]: the answers to reads asked for under an
+    /// older epoch are to be dropped (newer reads are on their way).
+    pub fn cluster_epoch(&self) -> u64 {
+        self.cluster.epoch
+    }
+
+    /// Redis is out: joins waiting for a room not in memory are refused now rather than when
+    /// it is back. Returns their clients.
+    pub fn fail_cluster_loads(&mut self) -> Vec<ClientId> {
+        let waiting: Vec<Box<str>> = self
+            .persist
+            .loads
+            .keys()
+            .filter(|room| !self.index.contains_key(*room))
+            .cloned()
+            .collect();
+        let mut refused = Vec::new();
+        for room in waiting {
+            refused.extend(self.cluster_load_failed(&room));
+        }
+        refused
     }
 
     /// Rooms to read again; each is named once.

@@ -119,24 +119,152 @@ fn a_gap_asks_for_the_room_again_and_the_read_catches_up() {
     );
     assert_eq!(e.take_reloads(), vec![Box::from("r")]);
     assert_eq!(
-        e.apply_remote(remote("r", 7, &[var("☁ a", "7")])),
-        Remote::Stale,
-        "while reading, batches only raise the version to reach"
+        e.apply_remote(remote("r", 7, &[var("☁ a", "7"), var("☁ c", "7")])),
+        Remote::Kept,
+        "while reading, batches are kept for the read"
     );
-    e.install_cluster_room("r", 6, &[var("☁ a", "6")], Instant::now());
+    // Older than the first batch seen after the gap: versions 5 is in neither.
+    e.install_cluster_room("r", 4, &[var("☁ a", "4")], Instant::now());
     assert_eq!(
         e.take_reloads(),
         vec![Box::from("r")],
-        "a read older than version 7 is redone"
+        "a read with versions missing after it is redone"
     );
+    assert_eq!(
+        e.apply_remote(remote("r", 8, &[var("☁ c", "8")])),
+        Remote::Kept
+    );
+    // A read at 7: batch 8, seen meanwhile, is applied over it.
     e.install_cluster_room("r", 7, &[var("☁ a", "7"), var("☁ b", "1")], Instant::now());
     assert!(e.take_reloads().is_empty());
     assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("7"));
     assert_eq!(value(&e, "r", "☁ b").as_deref(), Some("1"));
+    assert_eq!(value(&e, "r", "☁ c").as_deref(), Some("8"));
     assert_eq!(
-        e.apply_remote(remote("r", 8, &[var("☁ a", "8")])),
+        e.apply_remote(remote("r", 8, &[var("☁ c", "8")])),
+        Remote::Stale
+    );
+    assert_eq!(
+        e.apply_remote(remote("r", 9, &[var("☁ a", "9")])),
         Remote::Applied
     );
+}
+
+#[test]
+fn a_busy_room_is_installed_from_one_read_however_many_batches_pass_meanwhile() {
+    let mut e = node();
+    let now = Instant::now();
+    assert_eq!(
+        e.join("r", ClientId(1), F, None, now).err(),
+        Some(JoinError::Loading)
+    );
+    e.take_load_requests();
+    // Subscribed; batches 10..=20 pass before the read's answer, which Redis made at 14.
+    for version in 10..=20 {
+        let value = version.to_string();
+        assert_eq!(
+            e.apply_remote(remote("r", version, &[var("☁ a", &value)])),
+            Remote::Kept
+        );
+    }
+    let waiters = e.install_cluster_room("r", 14, &[var("☁ a", "14"), var("☁ b", "1")], now);
+    assert_eq!(waiters, vec![ClientId(1)], "no second read");
+    assert!(e.take_load_requests().is_empty());
+    assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("20"));
+    assert_eq!(value(&e, "r", "☁ b").as_deref(), Some("1"));
+    assert_eq!(
+        e.apply_remote(remote("r", 21, &[var("☁ a", "21")])),
+        Remote::Applied,
+        "the room shows version 20"
+    );
+    assert!(!e.has_unsaved(), "nothing of it is sent back");
+}
+
+#[test]
+fn a_load_whose_batches_cannot_be_applied_is_read_again() {
+    let mut e = node();
+    let now = Instant::now();
+    let _ = e.join("r", ClientId(1), F, None, now);
+    e.take_load_requests();
+    e.apply_remote(remote("r", 10, &[var("☁ a", "10")]));
+    e.apply_remote(remote("r", 12, &[var("☁ a", "12")]));
+    assert!(e.install_cluster_room("r", 10, &[], now).is_empty());
+    assert!(!e.has_room("r"));
+    assert_eq!(
+        e.take_load_requests(),
+        vec![Box::from("r")],
+        "asked for again"
+    );
+    let waiters = e.install_cluster_room("r", 12, &[var("☁ a", "12")], now);
+    assert_eq!(waiters, vec![ClientId(1)]);
+    assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("12"));
+}
+
+#[test]
+fn a_reload_of_every_room_starts_a_new_epoch_and_keeps_only_the_new_subscriptions_batches() {
+    let mut e = node();
+    join_at(&mut e, "r", 1, 3, &[]);
+    let before = e.cluster_epoch();
+    e.apply_remote(remote("r", 4, &[var("☁ a", "4")]));
+    e.reload_all();
+    assert_ne!(e.cluster_epoch(), before);
+    assert_eq!(e.take_reloads(), vec![Box::from("r")]);
+    assert_eq!(
+        e.apply_remote(remote("r", 9, &[var("☁ a", "9")])),
+        Remote::Kept
+    );
+    e.install_cluster_room("r", 8, &[var("☁ a", "8")], Instant::now());
+    assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("9"));
+    assert!(e.take_reloads().is_empty());
+}
+
+#[test]
+fn values_from_the_cluster_are_kept_beyond_this_nodes_limits() {
+    let limits = Limits {
+        max_variables_per_room: 2,
+        ..Limits::default()
+    };
+    let mut e = Engine::new(limits, encode);
+    e.enable_cluster();
+    let key = join_at(&mut e, "r", 1, 1, &[var("☁ a", "1")]);
+    assert_eq!(
+        e.set(key, ClientId(1), "☁ b", ValueRef::Number("2"), true),
+        SetOutcome::Applied
+    );
+    // Another node created ☁ c when it knew of a only: both nodes must end up with all three.
+    e.apply_remote(remote("r", 2, &[var("☁ c", "3")]));
+    assert_eq!(value(&e, "r", "☁ c").as_deref(), Some("3"));
+    let text = SavedVariable {
+        name: "☁ d".into(),
+        value: "hello".into(),
+        is_number: false,
+    };
+    e.apply_remote(remote("r", 3, std::slice::from_ref(&text)));
+    assert_eq!(
+        value(&e, "r", "☁ d").as_deref(),
+        Some("hello"),
+        "a node that allows text set it"
+    );
+    assert_ne!(
+        e.set(key, ClientId(1), "☁ e", ValueRef::Number("5"), true),
+        SetOutcome::Applied,
+        "this node's clients still meet the limit"
+    );
+}
+
+#[test]
+fn joins_waiting_for_a_read_are_refused_when_redis_goes_out() {
+    let mut e = node();
+    let now = Instant::now();
+    join_at(&mut e, "here", 1, 1, &[]);
+    let _ = e.join("r", ClientId(2), F, None, now);
+    e.take_load_requests();
+    assert_eq!(e.fail_cluster_loads(), vec![ClientId(2)]);
+    assert_eq!(
+        e.join("r", ClientId(2), F, None, now).err(),
+        Some(JoinError::Unavailable)
+    );
+    assert!(e.has_room("here"), "rooms in memory stay");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! (`pace.rs`). Nothing here grows with the message rate: memory is bounded by rooms × variables
 //! × value size and rooms × members.
 
+mod catch_up;
 mod cluster;
 mod fanout;
 mod pace;

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use super::catch_up::CatchUp;
 use super::room::Room;
 use super::value::ValueRef;
 use super::{ClientId, Engine, JoinError};
@@ -102,9 +103,8 @@ pub(super) struct Load {
     pub waiters: Vec<ClientId>,
     /// The store has been asked for it.
     pub requested: bool,
-    /// Cluster: the highest version of the room seen on its channel while loading (a load
-    /// older than that is asked for again).
-    pub seen_version: u64,
+    /// Cluster: the batches seen on the room's channel while loading, applied over the read.
+    pub catch_up: CatchUp,
 }
 
 /// Persistence bookkeeping of the engine.

@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use super::catch_up::CatchUp;
 use super::pace::RoomPace;
 use super::value::{StoredValue, ValueRef};
 use super::{ClientId, Format, Frame};
@@ -70,9 +71,8 @@ pub struct RoomCluster {
     /// channel: later local changes are not overwritten by other nodes' batches, which Redis
     /// ordered before them.
     pub published: u64,
-    /// A reload is asked for; the highest version seen on the channel since (a load older than
-    /// that is read again).
-    pub reloading: Option<u64>,
+    /// A reload is asked for; the batches seen on the channel since, applied over the read.
+    pub reloading: Option<Box<CatchUp>>,
     /// Members on other nodes, as of the last count from Redis.
     pub remote_members: usize,
     /// The member count last reported to Redis.

@@ -33,7 +33,12 @@ pub(super) struct ClusterLink {
     unsubscribes: Vec<Box<str>>,
     /// The member counts of the round out, reported again if it fails.
     members_out: Vec<(Box<str>, u32)>,
+    /// The engine's cluster epoch when the round out was sent: its reads are dropped if a
+    /// reload of every room was asked for since.
+    round_epoch: u64,
     outage_since: Option<Instant>,
+    /// A Redis thread has stopped (it panicked): this node stays cut off from the cluster.
+    broken: bool,
 }
 
 impl ClusterLink {
@@ -67,7 +72,9 @@ impl ClusterLink {
             loads: Vec::new(),
             unsubscribes: Vec::new(),
             members_out: Vec::new(),
+            round_epoch: 0,
             outage_since: None,
+            broken: false,
         })
     }
 
@@ -83,6 +90,10 @@ impl Server {
         let Some(link) = &mut self.cluster else {
             return;
         };
+        if !link.broken && link.cluster.is_broken() {
+            self.cluster_broken(now);
+            return self.cluster_work(now);
+        }
         let engine = &mut self.engine;
         // The load follows Redis's confirmation of the subscription, so that no batch
         // published after the read can be missed. While Redis is out, joins to rooms not in
@@ -115,7 +126,11 @@ impl Server {
             return;
         };
         let engine = &mut self.engine;
-        link.loads.extend(engine.take_reloads());
+        for room in engine.take_reloads() {
+            if !link.loads.contains(&room) {
+                link.loads.push(room);
+            }
+        }
         // While Redis is out nothing is sent: changes stay owed in the engine (latest values
         // only) and go out once it is back and every room has been read again.
         if link.cluster.is_busy() || link.outage_since.is_some() {
@@ -158,12 +173,31 @@ impl Server {
         if !round.batch.is_empty() {
             link.next_round = now + link.interval;
         }
-        if let Err(round) = link.cluster.send_round(round) {
-            engine.batch_failed(&round.batch);
-            engine.member_reports_failed(&round.members);
-            link.loads = round.loads;
-            link.members_out.clear();
+        match link.cluster.send_round(round) {
+            Ok(()) => link.round_epoch = engine.cluster_epoch(),
+            Err(round) => {
+                engine.batch_failed(&round.batch);
+                engine.member_reports_failed(&round.members);
+                link.loads = round.loads;
+                link.members_out.clear();
+            }
         }
+    }
+
+    /// A Redis thread is gone (only a bug can do that): the node goes on as in an outage that
+    /// never ends, serving the rooms it has, instead of retrying without end.
+    fn cluster_broken(&mut self, now: Instant) {
+        let Some(link) = &mut self.cluster else {
+            return;
+        };
+        if std::mem::replace(&mut link.broken, true) {
+            return;
+        }
+        error!(
+            "a Redis thread of this node stopped: it serves the rooms in memory, local fan-out \
+             only, and refuses joins to other rooms until it is restarted"
+        );
+        self.on_cluster_event(Event::Outage, now);
     }
 
     /// When the loop must wake for the next round, if something waits for one.
@@ -201,18 +235,31 @@ impl Server {
         };
         match event {
             Event::RoundDone(result) => {
-                let members_out = std::mem::take(&mut link.members_out);
+                let mut members_out = std::mem::take(&mut link.members_out);
                 if result.saved {
                     self.engine.batch_saved(&result.batch);
                 } else {
                     self.engine.batch_failed(&result.batch);
                 }
-                if result.member_totals.is_empty() {
-                    self.engine.member_reports_failed(&members_out);
-                }
+                // Counts Redis did not answer for are reported again.
+                members_out.retain(|(room, _)| {
+                    !result
+                        .member_totals
+                        .iter()
+                        .any(|(counted, _)| counted == room)
+                });
+                self.engine.member_reports_failed(&members_out);
+                // Reads asked for before the last reload of every room may predate batches
+                // that were missed; their rooms are being read again.
+                let reads_current = link.round_epoch == self.engine.cluster_epoch();
+                let (loaded, load_failed) = if reads_current {
+                    (&result.loaded[..], &result.load_failed[..])
+                } else {
+                    (&[][..], &[][..])
+                };
                 // Rooms first, then their member counts, then the joins that waited.
                 let mut waiters = Vec::new();
-                for state in &result.loaded {
+                for state in loaded {
                     waiters.extend(self.engine.install_cluster_room(
                         &state.room,
                         state.version,
@@ -223,7 +270,7 @@ impl Server {
                 for (room, total) in &result.member_totals {
                     self.engine.set_member_total(room, *total);
                 }
-                for room in &result.load_failed {
+                for room in load_failed {
                     let refused = self.engine.cluster_load_failed(room);
                     if !refused.is_empty() {
                         warn!("room {room} could not be read from Redis; its joins are refused");
@@ -232,7 +279,16 @@ impl Server {
                 }
                 self.resume_waiters(waiters, now);
             }
-            Event::Subscribed(room) => link.loads.push(room),
+            Event::Subscribed(room) => {
+                if link.outage_since.is_none() {
+                    if !link.loads.contains(&room) {
+                        link.loads.push(room);
+                    }
+                } else {
+                    let refused = self.engine.cluster_load_failed(&room);
+                    self.resume_waiters(refused, now);
+                }
+            }
             Event::Message(batch) => {
                 let outcome = self.engine.apply_remote(RemoteChanges {
                     room: &batch.room,
@@ -254,12 +310,20 @@ impl Server {
                 self.engine.reload_all();
             }
             Event::Outage => {
+                if link.outage_since.is_some() {
+                    return;
+                }
                 link.outage_since = Some(now);
                 error!(
                     "Redis unreachable: serving the rooms in memory, local fan-out only; joins \
                      to other rooms are refused until it is back"
                 );
+                // Joins waiting for a room to be read would wait for the whole outage.
+                link.loads.retain(|room| self.engine.has_room(room));
+                let refused = self.engine.fail_cluster_loads();
+                self.resume_waiters(refused, now);
             }
+            Event::Restored if link.broken => {}
             Event::Restored => {
                 let lasted = link.outage_since.take().map_or(0.0, |since| {
                     now.saturating_duration_since(since).as_secs_f64()
