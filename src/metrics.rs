@@ -313,7 +313,7 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
 
 /// `--cluster`: the Redis link's health and traffic.
 fn render_cluster(out: &mut String, cluster: &crate::cluster::ClusterStats) {
-    let rows: [(&str, &str, &str, String); 7] = [
+    let rows: [(&str, &str, &str, String); 8] = [
         (
             "stratus_cluster_connected",
             "gauge",
@@ -343,6 +343,13 @@ fn render_cluster(out: &mut String, cluster: &crate::cluster::ClusterStats) {
             "counter",
             "Room batches received from Redis (this node's own included).",
             cluster.batches_in.to_string(),
+        ),
+        (
+            "stratus_cluster_room_reads_total",
+            "counter",
+            "Rooms read from Redis: one per room a join brought into memory, more after gaps, \
+             outages or lost subscriptions.",
+            cluster.room_reads.to_string(),
         ),
         (
             "stratus_cluster_outage_seconds_total",

@@ -850,15 +850,39 @@ fn kind_declarations_racing_on_two_nodes_do_not_undo_a_set() {
     }
 }
 
+/// A counter or gauge of a node's `/metrics` page.
+fn metric(node: &Server, name: &str) -> u64 {
+    let page = http_exchange(node, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+        .unwrap_or_else(|| panic!("no {name} in {page}"))
+}
+
 #[test]
-fn joins_on_one_node_succeed_while_another_node_floods_the_room() {
+fn a_room_another_node_floods_is_read_once_per_join() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    // Node a publishes a batch for the room at up to 1 000 Hz: reads of the room on node b
-    // are always overtaken by batches, which are applied over them instead of asking again.
+    // Node a publishes a batch for the room at up to 1 000 Hz, so reads of the room on node b
+    // are overtaken by batches: they are applied over the read, not read again.
     let a = node(&redis, "a", &["--tick-hz", "1000", "--message-rate", "0"]);
-    let b = node(&redis, "b", &[]);
+    // One room at a time: each join to the other room drops the busy one from memory, so
+    // every join to it reads it from Redis again.
+    let b = node(&redis, "b", &["--max-rooms", "1"]);
+    // A room of 3 MB: its read takes node b milliseconds to receive and parse, so batches
+    // published after the read always arrive before it is done.
+    let big = format!("t{}", "x".repeat(100_000));
+    for i in 0..30 {
+        let name = format!("☁ big{i}");
+        assert_eq!(
+            redis
+                .query(&["HSET", &room_key("busy", "vars"), &name, &big])
+                .as_deref(),
+            Some("1")
+        );
+    }
     let mut flooder = join(&a, Dialect::Scratch, "busy", "flooder");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flooding = {
@@ -874,22 +898,51 @@ fn joins_on_one_node_succeed_while_another_node_floods_the_room() {
             flooder
         })
     };
-    let mut joined = Vec::new();
-    for i in 0..5 {
-        joined.push(join(&b, Dialect::Scratch, "busy", &format!("j{i}")));
-        joined.push(join(&b, Dialect::Studio, "busy", &format!("s{i}")));
-        // Let the room leave node b's memory between some joins, so it is read anew.
-        if i % 2 == 1 {
-            joined.clear();
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    let reads_before = metric(&b, "stratus_cluster_room_reads_total");
+    const JOINS: u64 = 10;
+    for i in 0..JOINS {
+        let mut member = join(&b, Dialect::Scratch, "busy", &format!("j{i}"));
+        // The joiner gets a value of the flood.
+        member.wait_until(RECOVERY, "a value of the flood", |view| {
+            view.get("☁ a")
+                .is_some_and(|v| v.parse::<u64>().is_ok_and(|n| n > 0))
+        });
+        drop(member);
+        drop(join(&b, Dialect::Scratch, "other", &format!("o{i}")));
     }
+    let reads = metric(&b, "stratus_cluster_room_reads_total") - reads_before;
+    assert_eq!(reads, 2 * JOINS, "one read per room brought into memory");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut flooder = flooding.join().expect("flooder");
     let last = expected(&[("☁ a", "-1")]);
-    for member in joined.iter_mut().chain([&mut flooder]) {
+    let mut watcher = join(&b, Dialect::Rpc, "busy", "late");
+    for member in [&mut watcher, &mut flooder] {
         member.wait_for_all(&last);
     }
-    let mut newcomer = join(&b, Dialect::Rpc, "busy", "late");
-    newcomer.wait_for_all(&last);
+}
+
+#[test]
+fn a_join_waiting_for_redis_is_refused_when_redis_goes_away() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    // A handshake timeout far beyond the test's patience: only the outage may end the wait.
+    let a = node(&redis, "a", &["--handshake-timeout", "300"]);
+    let mut present = join(&a, Dialect::Scratch, "present", "p");
+    present.set("☁ a", "1");
+    // Redis stops answering: the join's subscription (then its read) waits...
+    redis.freeze();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        // ...and then Redis is gone: the node notices an outage and must not keep the join
+        // waiting for a room it cannot read until Redis comes back.
+        redis.kill();
+        redis
+    });
+    let refused = try_join(&a, Dialect::Scratch, "frozen", "late").err();
+    let _redis = killer.join().expect("killer");
+    assert_eq!(refused, Some(unavailable(Dialect::Scratch)));
+    // The room in memory is still served locally.
+    present.set("☁ a", "2");
+    present.wait_for("☁ a", "2");
 }

@@ -136,6 +136,8 @@ pub struct ClusterStats {
     /// (this node's own included).
     pub batches_out: u64,
     pub batches_in: u64,
+    /// Rooms read from Redis (for joins, and again after a gap or an outage).
+    pub room_reads: u64,
     /// Seconds Redis was unreachable, over the process's life (the ongoing outage included).
     pub outage_seconds: f64,
     pub outages: u64,

@@ -49,6 +49,7 @@ impl SharedStats {
         if result.saved {
             state.stats.batches_out += result.batch.rooms.len() as u64;
         }
+        state.stats.room_reads += result.loaded.len() as u64;
     }
 
     pub fn count_batch_in(&self) {

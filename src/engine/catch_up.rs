@@ -5,8 +5,10 @@
 //! read is under way, and memory stays bounded by the room's variables, not by its set rate.
 //!
 //! The channel delivers a room's batches in version order. A batch that does not follow the
-//! one before (a version missing, Redis counting from 1 again) or that replaces the whole room
-//! cannot be merged: the catch-up is then *broken* and only a new read helps.
+//! one before (a version missing, Redis counting from 1 again) cannot be merged: the catch-up
+//! is then *broken* and only a new read helps. A batch that replaces the whole room (a rename
+//! or a delete) starts the merge afresh: if it is newer than the read, the room becomes that
+//! batch plus what followed it.
 
 use std::collections::HashMap;
 
@@ -18,8 +20,11 @@ pub struct CatchUp {
     first: u64,
     last: u64,
     broken: bool,
-    /// The highest local version among this node's own batches seen.
-    own_published: u64,
+    /// The version of the last batch seen that replaced the whole room (0: none).
+    replaced_at: u64,
+    /// The last of this node's own batches seen: its version in Redis and the local version
+    /// it was collected at.
+    last_own: Option<(u64, u64)>,
     /// Each variable's latest value, with the version of the batch that brought it.
     variables: HashMap<Box<str>, (u64, SavedVariable)>,
 }
@@ -31,7 +36,10 @@ pub struct CaughtUp {
     pub version: u64,
     /// Variables batches after the read changed (latest values).
     pub newer: Vec<SavedVariable>,
-    /// The highest local version of this node's own batches seen.
+    /// `newer` is the whole room (a batch after the read replaced it).
+    pub replace_all: bool,
+    /// The local version up to which this node's changes are in Redis by a batch after the
+    /// read (0: none; those before it are in the read, or of an earlier stay of the room).
     pub own_published: u64,
 }
 
@@ -47,7 +55,7 @@ impl CatchUp {
         if self.broken {
             return;
         }
-        if replace_all || (self.last != 0 && version != self.last + 1) {
+        if self.last != 0 && self.last.checked_add(1) != Some(version) {
             self.broken = true;
             self.variables = HashMap::new();
             return;
@@ -57,7 +65,11 @@ impl CatchUp {
         }
         self.last = version;
         if let Some(local) = own_local_version {
-            self.own_published = self.own_published.max(local);
+            self.last_own = Some((version, local));
+        }
+        if replace_all {
+            self.replaced_at = version;
+            self.variables.clear();
         }
         for variable in variables {
             self.variables
@@ -72,14 +84,21 @@ impl CatchUp {
         if self.broken || (self.first != 0 && self.first > read_version.saturating_add(1)) {
             return None;
         }
+        let own_published = match self.last_own {
+            Some((version, local)) if version > read_version => local,
+            _ => 0,
+        };
         if self.last <= read_version {
             // Everything seen is in the read already.
             return Some(CaughtUp {
                 version: read_version,
                 newer: Vec::new(),
-                own_published: self.own_published,
+                replace_all: false,
+                own_published,
             });
         }
+        // After a replacement newer than the read, the map holds the whole room.
+        let replace_all = self.replaced_at > read_version;
         let newer = self
             .variables
             .into_values()
@@ -89,7 +108,8 @@ impl CatchUp {
         Some(CaughtUp {
             version: self.last,
             newer,
-            own_published: self.own_published,
+            replace_all,
+            own_published,
         })
     }
 }
@@ -133,6 +153,7 @@ mod tests {
         let caught = catch_up.over_read(6).unwrap();
         assert_eq!(caught.version, 8);
         assert_eq!(caught.own_published, 40);
+        assert!(!caught.replace_all);
         // b was last set by batch 5, which the read at 6 holds.
         assert_eq!(
             names(&caught),
@@ -157,7 +178,57 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_between_batches_or_a_whole_room_breaks_the_catch_up() {
+    fn own_batches_the_read_holds_publish_nothing() {
+        let mut catch_up = CatchUp::default();
+        // An echo of an earlier stay of the room (local version 80), then one of this stay.
+        catch_up.note(5, Some(80), false, &[var("☁ a", "1")]);
+        assert_eq!(catch_up.over_read(6).unwrap().own_published, 0);
+        let mut catch_up = CatchUp::default();
+        catch_up.note(5, Some(80), false, &[var("☁ a", "1")]);
+        catch_up.note(6, None, false, &[var("☁ a", "2")]);
+        catch_up.note(7, Some(12), false, &[var("☁ a", "3")]);
+        assert_eq!(catch_up.over_read(6).unwrap().own_published, 12);
+    }
+
+    #[test]
+    fn a_replacement_after_the_read_makes_the_room_that_batch_and_what_followed() {
+        let mut catch_up = CatchUp::default();
+        catch_up.note(4, None, false, &[var("☁ a", "1")]);
+        catch_up.note(5, None, true, &[var("☁ b", "1"), var("☁ c", "1")]);
+        catch_up.note(6, None, false, &[var("☁ c", "2")]);
+        let caught = catch_up.over_read(4).unwrap();
+        assert!(caught.replace_all);
+        assert_eq!(caught.version, 6);
+        assert_eq!(
+            names(&caught),
+            vec![("☁ b".into(), "1".into()), ("☁ c".into(), "2".into())]
+        );
+    }
+
+    #[test]
+    fn a_replacement_the_read_holds_needs_only_what_followed() {
+        let mut catch_up = CatchUp::default();
+        catch_up.note(5, Some(9), true, &[var("☁ b", "1"), var("☁ c", "1")]);
+        catch_up.note(6, None, false, &[var("☁ c", "2")]);
+        let caught = catch_up.over_read(5).unwrap();
+        assert!(!caught.replace_all);
+        assert_eq!(names(&caught), vec![("☁ c".into(), "2".into())]);
+        let mut catch_up = CatchUp::default();
+        catch_up.note(5, Some(9), true, &[var("☁ b", "1")]);
+        let caught = catch_up.over_read(5).unwrap();
+        assert!(!caught.replace_all && caught.newer.is_empty());
+    }
+
+    #[test]
+    fn a_version_at_the_end_of_the_range_breaks_without_overflow() {
+        let mut catch_up = CatchUp::default();
+        catch_up.note(u64::MAX, None, false, &[var("☁ a", "1")]);
+        catch_up.note(3, None, false, &[var("☁ a", "2")]);
+        assert_eq!(catch_up.over_read(2), None);
+    }
+
+    #[test]
+    fn a_gap_between_batches_or_a_restart_breaks_the_catch_up() {
         let mut gap = CatchUp::default();
         gap.note(3, None, false, &[var("☁ a", "1")]);
         gap.note(5, None, false, &[var("☁ a", "2")]);
@@ -168,9 +239,5 @@ mod tests {
         restarted.note(8, None, false, &[var("☁ a", "1")]);
         restarted.note(1, None, false, &[var("☁ a", "2")]);
         assert_eq!(restarted.over_read(8), None);
-
-        let mut whole = CatchUp::default();
-        whole.note(3, None, true, &[var("☁ a", "1")]);
-        assert_eq!(whole.over_read(3), None);
     }
 }

@@ -261,6 +261,7 @@ impl Engine {
             None => CaughtUp {
                 version,
                 newer: Vec::new(),
+                replace_all: false,
                 own_published: 0,
             },
         };
@@ -289,8 +290,8 @@ impl Engine {
         };
         room.cluster.version = room.cluster.version.max(caught_up.version);
         room.cluster.published = room.cluster.published.max(caught_up.own_published);
-        if !caught_up.newer.is_empty() {
-            self.apply_variables(key, &caught_up.newer, false);
+        if !caught_up.newer.is_empty() || caught_up.replace_all {
+            self.apply_variables(key, &caught_up.newer, caught_up.replace_all);
         }
     }
 

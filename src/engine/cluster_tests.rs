@@ -470,3 +470,41 @@ fn a_second_read_older_than_the_channel_is_ignored() {
     assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("4"));
     assert!(!e.has_unsaved(), "no rewrite of the whole room");
 }
+
+#[test]
+fn a_room_renamed_during_its_read_is_read_once() {
+    // A rename (or delete) goes to Redis as the whole room; its echo may arrive while the room
+    // is being read, and the read may be from before it or after it.
+    for read_holds_the_rename in [true, false] {
+        let mut e = node();
+        let key = join_at(&mut e, "r", 1, 3, &[var("☁ a", "1")]);
+        e.reload_all();
+        assert_eq!(e.take_reloads(), vec![Box::from("r")]);
+        assert!(e.rename(key, ClientId(1), "☁ a", "☁ b").is_ok());
+        let batch = e.collect_batch();
+        let changes = &batch.rooms[0];
+        assert!(changes.replace_all);
+        let echo = RemoteChanges {
+            own: true,
+            local_version: changes.local_version(),
+            replace_all: true,
+            ..remote("r", 4, &changes.variables)
+        };
+        assert_eq!(e.apply_remote(echo), Remote::Kept);
+        e.batch_saved(&batch);
+        if read_holds_the_rename {
+            e.install_cluster_room("r", 4, &[var("☁ b", "1")], Instant::now());
+        } else {
+            e.install_cluster_room("r", 3, &[var("☁ a", "1")], Instant::now());
+        }
+        assert!(e.take_reloads().is_empty(), "no second read");
+        assert_eq!(value(&e, "r", "☁ a"), None, "{read_holds_the_rename}");
+        assert_eq!(value(&e, "r", "☁ b").as_deref(), Some("1"));
+        assert_eq!(
+            e.apply_remote(remote("r", 5, &[var("☁ z", "9")])),
+            Remote::Applied,
+            "the room follows its channel again"
+        );
+        assert!(!e.has_unsaved());
+    }
+}

@@ -94,6 +94,16 @@ impl RedisServer {
     }
 
     /// Stops Redis at once (SIGKILL), like a crash.
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is answered. `kill`
+    /// ends it (a stopped process dies of SIGKILL too).
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            let pid = i32::try_from(child.id()).expect("pid");
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+        }
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
