@@ -126,6 +126,13 @@ pub struct Args {
     #[arg(long, default_value_t = 1.5)]
     pub settle: f64,
 
+    /// Never sleep in poll (timeout 0): the generator spins on its core, so the server's
+    /// writes never find it asleep. On loopback, waking a sleeping reader is work the kernel
+    /// does in the writer's context (charged to the server); this takes it out of the
+    /// measurement.
+    #[arg(long)]
+    pub busy_poll: bool,
+
     /// Hard limit in seconds for a run (each step in saturation mode); the run is cut short
     /// and reported as aborted when reached. [default: all phases + connect timeout + 30]
     #[arg(long)]
@@ -201,6 +208,7 @@ pub struct Config {
     pub sample_every: u32,
     pub connect_timeout: Duration,
     pub settle: Duration,
+    pub busy_poll: bool,
     pub time_limit: Duration,
     pub saturation: Option<Saturation>,
 }
@@ -341,6 +349,7 @@ impl Config {
             sample_every: args.sample_every,
             connect_timeout,
             settle,
+            busy_poll: args.busy_poll,
             time_limit,
             saturation: saturate.then_some(Saturation {
                 step_factor: args.step_factor,

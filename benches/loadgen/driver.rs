@@ -633,7 +633,7 @@ impl<'a> Driver<'a> {
     // ----- timing and result -----
 
     fn poll_timeout(&self, now: Instant) -> Duration {
-        if !self.backlog.is_empty() {
+        if !self.backlog.is_empty() || self.cfg.busy_poll {
             return Duration::ZERO;
         }
         let stage_deadline = match self.stage {
