@@ -78,8 +78,8 @@ impl CatchUp {
     }
 
     /// The batches seen, applied over a read at `read_version`; `None` when they cannot be
-    /// (one was missing or replaced the room, or versions between the read and the first
-    /// batch seen were never seen): the room must be read again.
+    /// (one was missing or Redis counted from 1 again, or versions between the read and the
+    /// first batch seen were never seen): the room must be read again.
     pub fn over_read(self, read_version: u64) -> Option<CaughtUp> {
         if self.broken || (self.first != 0 && self.first > read_version.saturating_add(1)) {
             return None;
