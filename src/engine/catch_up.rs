@@ -4,9 +4,11 @@
 //! top of it. So a busy room is installed from one read however many batches pass while the
 //! read is under way, and memory stays bounded by the room's variables, not by its set rate.
 //!
-//! The channel delivers a room's batches in version order. A batch that does not follow the
-//! one before (a version missing, Redis counting from 1 again) cannot be merged: the catch-up
-//! is then *broken* and only a new read helps. A batch that replaces the whole room (a rename
+//! The channel delivers a room's batches in version order. A batch whose version jumps
+//! forward (batches of an earlier subscription to the room, then the current one's) starts the
+//! merge afresh from it: the read must then reach the batch before it. A version that goes
+//! back (Redis counting from 1 again) cannot be merged: the catch-up is then *broken* and only
+//! a new read helps. A batch that replaces the whole room (a rename
 //! or a delete) starts the merge afresh: if it is newer than the read, the room becomes that
 //! batch plus what followed it.
 
@@ -55,10 +57,14 @@ impl CatchUp {
         if self.broken {
             return;
         }
-        if self.last != 0 && self.last.checked_add(1) != Some(version) {
+        if self.last != 0 && version <= self.last {
             self.broken = true;
             self.variables = HashMap::new();
             return;
+        }
+        if self.last != 0 && self.last.checked_add(1) != Some(version) {
+            // What came before the jump says nothing about the versions in between.
+            *self = CatchUp::default();
         }
         if self.first == 0 {
             self.first = version;
@@ -228,12 +234,19 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_between_batches_or_a_restart_breaks_the_catch_up() {
+    fn a_jump_forward_starts_afresh_and_a_restart_breaks_the_catch_up() {
         let mut gap = CatchUp::default();
-        gap.note(3, None, false, &[var("☁ a", "1")]);
+        gap.note(3, Some(70), false, &[var("☁ a", "1"), var("☁ b", "1")]);
         gap.note(5, None, false, &[var("☁ a", "2")]);
         gap.note(6, None, false, &[var("☁ a", "3")]);
-        assert_eq!(gap.over_read(3), None);
+        let mut too_old = CatchUp::default();
+        too_old.note(3, None, false, &[var("☁ a", "1")]);
+        too_old.note(5, None, false, &[var("☁ a", "2")]);
+        assert_eq!(too_old.over_read(3), None, "version 4 is in neither");
+        let caught = gap.over_read(4).unwrap();
+        assert_eq!(caught.version, 6);
+        assert_eq!(caught.own_published, 0);
+        assert_eq!(names(&caught), vec![("☁ a".into(), "3".into())]);
 
         let mut restarted = CatchUp::default();
         restarted.note(8, None, false, &[var("☁ a", "1")]);

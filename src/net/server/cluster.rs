@@ -3,6 +3,7 @@
 //! what the Redis threads report, and the last round at shutdown. Never waits on Redis while
 //! serving.
 
+use std::collections::HashSet;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,11 +127,7 @@ impl Server {
             return;
         };
         let engine = &mut self.engine;
-        for room in engine.take_reloads() {
-            if !link.loads.contains(&room) {
-                link.loads.push(room);
-            }
-        }
+        link.loads.extend(engine.take_reloads());
         // While Redis is out nothing is sent: changes stay owed in the engine (latest values
         // only) and go out once it is back and every room has been read again.
         if link.cluster.is_busy() || link.outage_since.is_some() {
@@ -154,10 +151,13 @@ impl Server {
         } else {
             Vec::new()
         };
+        // Each room once (a reload and a join may both have asked for it).
+        link.loads.sort_unstable();
+        link.loads.dedup();
         // A room read for a join comes with its members on other nodes, so that the join is
-        // checked against the cluster's count.
+        // checked against the cluster's count. (Reports above are of rooms in memory only.)
         for room in &link.loads {
-            if !engine.has_room(room) && !members.iter().any(|(r, _)| r == room) {
+            if !engine.has_room(room) {
                 members.push((room.clone(), 0));
             }
         }
@@ -242,12 +242,16 @@ impl Server {
                     self.engine.batch_failed(&result.batch);
                 }
                 // Counts Redis did not answer for are reported again.
-                members_out.retain(|(room, _)| {
-                    !result
+                if members_out.len() != result.member_totals.len() {
+                    let answered: HashSet<&str> = result
                         .member_totals
                         .iter()
-                        .any(|(counted, _)| counted == room)
-                });
+                        .map(|(room, _)| &**room)
+                        .collect();
+                    members_out.retain(|(room, _)| !answered.contains(&**room));
+                } else {
+                    members_out.clear();
+                }
                 self.engine.member_reports_failed(&members_out);
                 // Reads asked for before the last reload of every room may predate batches
                 // that were missed; their rooms are being read again.
@@ -281,9 +285,7 @@ impl Server {
             }
             Event::Subscribed(room) => {
                 if link.outage_since.is_none() {
-                    if !link.loads.contains(&room) {
-                        link.loads.push(room);
-                    }
+                    link.loads.push(room);
                 } else {
                     let refused = self.engine.cluster_load_failed(&room);
                     self.resume_waiters(refused, now);
