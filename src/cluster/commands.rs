@@ -15,9 +15,10 @@ use log::info;
 use redis::{Client, Connection, Value};
 
 use super::keys::{self, decode_variable, encode_value};
-use super::retry::{Backoff, ErrorLog};
+use super::retry::Backoff;
 use super::scripts::{LuaScript, Scripts};
 use super::{ClusterSettings, Event, RoomState, Round, RoundResult, SharedStats};
+use crate::error_log::ErrorLog;
 
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

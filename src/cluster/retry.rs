@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-pub use crate::error_log::ErrorLog;
-
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(5);
 

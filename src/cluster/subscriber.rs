@@ -28,8 +28,9 @@ use redis::{Client, Connection, PubSub, RedisResult};
 
 use super::commands::CONNECT_TIMEOUT;
 use super::keys;
-use super::retry::{Backoff, ErrorLog};
+use super::retry::Backoff;
 use super::{codec, Event, SharedStats};
+use crate::error_log::ErrorLog;
 
 /// How long one read waits for a message before the thread looks at the loop's requests.
 const POLL: Duration = Duration::from_millis(10);

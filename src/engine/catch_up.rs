@@ -45,6 +45,18 @@ pub struct CaughtUp {
     pub own_published: u64,
 }
 
+impl CaughtUp {
+    /// A read at `version` with nothing seen after it.
+    pub fn nothing_after(version: u64) -> Self {
+        CaughtUp {
+            version,
+            newer: Vec::new(),
+            replace_all: false,
+            own_published: 0,
+        }
+    }
+}
+
 impl CatchUp {
     /// Notes a batch that arrived on the room's channel.
     pub fn note(
@@ -97,10 +109,8 @@ impl CatchUp {
         if self.last <= read_version {
             // Everything seen is in the read already.
             return Some(CaughtUp {
-                version: read_version,
-                newer: Vec::new(),
-                replace_all: false,
                 own_published,
+                ..CaughtUp::nothing_after(read_version)
             });
         }
         // After a replacement newer than the read, the map holds the whole room.

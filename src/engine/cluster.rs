@@ -258,12 +258,7 @@ impl Engine {
             // A read nobody asked for any more (a second read of a room installed
             // meanwhile), older than batches applied since: the channel is ahead of it.
             None if version <= room.cluster.version => return,
-            None => CaughtUp {
-                version,
-                newer: Vec::new(),
-                replace_all: false,
-                own_published: 0,
-            },
+            None => CaughtUp::nothing_after(version),
         };
         // Batches Redis acknowledged are in what was read: their changes no longer need
         // protecting (their echo may have been missed while reading).
