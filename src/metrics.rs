@@ -128,6 +128,8 @@ pub struct Snapshot {
     /// (reason, count).
     pub sets_ignored: Vec<(&'static str, u64)>,
     pub parked_sessions: u64,
+    /// Parked sessions ended before their window, to make room for a live client or another.
+    pub parked_sessions_ended: u64,
     pub store: Option<StoreSnapshot>,
     pub cluster: Option<crate::cluster::ClusterStats>,
 }
@@ -164,6 +166,12 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     };
+    counter(
+        &mut out,
+        "stratus_parked_sessions_ended_total",
+        "Parked MultiStudio sessions ended early for a live client or to park a newer one.",
+        snapshot.parked_sessions_ended.to_string(),
+    );
     counter(
         &mut out,
         "stratus_connections_accepted_total",

@@ -179,6 +179,12 @@ pub struct Config {
     #[arg(long, env = "STRATUS_RECONNECT_WINDOW", default_value_t = 120, value_parser = parse_seconds)]
     pub reconnect_window: u64,
 
+    /// Most MultiStudio sessions kept for reconnecting at once (default: a tenth of
+    /// `--max-connections`). When full, the oldest is ended to keep another; a live client that
+    /// needs a connection slot or a room place also ends the oldest parked session holding it.
+    #[arg(long, env = "STRATUS_MAX_PARKED_SESSIONS", value_name = "N")]
+    pub max_parked_sessions: Option<usize>,
+
     /// Most variables in one room; sets that would create more are ignored.
     #[arg(long, env = "STRATUS_MAX_VARIABLES_PER_ROOM", default_value_t = 128)]
     pub max_variables_per_room: usize,

@@ -36,7 +36,7 @@ use simd_json::prelude::*;
 use simd_json::tape::Value;
 use smallvec::SmallVec;
 
-use crate::engine::{ClientId, Declared, Engine, Format, Frame, RoomKey, ValueRef};
+use crate::engine::{ClientId, Declared, Engine, Format, Frame, JoinError, RoomKey, ValueRef};
 use crate::policy::{Policy, MAX_ROOM_ID_CHARS};
 
 /// The protocols stratus speaks.
@@ -133,10 +133,10 @@ impl From<Reason> for Refusal {
     }
 }
 
-impl From<crate::engine::JoinError> for Refusal {
-    fn from(error: crate::engine::JoinError) -> Self {
+impl From<JoinError> for Refusal {
+    fn from(error: JoinError) -> Self {
         match error {
-            crate::engine::JoinError::Loading => Refusal::Wait,
+            JoinError::Loading => Refusal::Wait,
             other => Refusal::Refused(other.into()),
         }
     }
@@ -214,9 +214,25 @@ impl Peer {
         if env.policy.fault_rooms.contains(room) {
             return Err(Reason::ServerFault.into());
         }
-        let key = env
+        let format = dialect.format();
+        let mut joined = env
             .engine
-            .join(room, self.client, dialect.format(), declared, env.now)?;
+            .join(room, self.client, format, declared, env.now);
+        // A live client comes before a parked session: end the oldest one holding a place in
+        // the full room (or, with every room taken, any, so its rooms may empty and go).
+        while let Err(JoinError::RoomFull | JoinError::TooManyRooms) = joined {
+            let holding = env.engine.room_key(room);
+            let Some((client, rooms)) = env.reconnects.end_oldest(holding) else {
+                break;
+            };
+            for held in rooms {
+                env.engine.leave(held, client, env.now);
+            }
+            joined = env
+                .engine
+                .join(room, self.client, format, declared, env.now);
+        }
+        let key = joined?;
         self.memberships.push(Membership { room: key });
         Ok(key)
     }

@@ -4,11 +4,18 @@
 //! (no close frame from the client), the session is parked: its room memberships stay in the
 //! engine, reserved but receiving nothing, until `--reconnect-window` runs out. A HELLO with
 //! the token takes the session over, parked or (half-dead) still live; the token is then used
-//! up and a fresh one issued. Memory is bounded: at most `max_parked` parked sessions, each a
+//! up and a fresh one issued.
+//!
+//! A parked session is a courtesy, never at a live client's expense: it keeps its connection's
+//! charge against `--max-connections-per-ip` (so one address cannot park more sessions than
+//! it may open connections), at most `--max-parked-sessions` are parked (the oldest is ended
+//! to park another), and a live client that needs a connection slot or a room place gets it by
+//! ending the oldest parked session that holds it. Memory is bounded by that budget: each a
 //! name, an id, a token and at most `--max-rooms-per-connection` room keys.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
@@ -27,11 +34,26 @@ pub struct Reconnects {
     /// makes a stale entry recognisable after its session was resumed or parked again.
     parked: VecDeque<(Instant, Box<str>)>,
     parked_count: usize,
+    /// Parked sessions per address they are charged to.
+    parked_addresses: HashMap<IpAddr, usize>,
     /// Live connections whose session a reconnect took over; the event loop closes them.
     taken_over: Vec<ClientId>,
-    /// Memberships of sessions dropped while parked; the event loop leaves their rooms.
-    released: Vec<(ClientId, Rooms)>,
+    /// Parked sessions that ended; the event loop leaves their rooms and frees their address.
+    released: Vec<Ended>,
+    /// Parked sessions ended before their window ran out, to make room for others.
+    pub evicted: u64,
     next_user: u64,
+}
+
+/// A parked session that ended (expired, resumed, or ended to make room): what it still held.
+#[derive(Debug)]
+pub struct Ended {
+    /// The client id its memberships are held under.
+    pub client: ClientId,
+    /// Rooms it is still a member of (empty when they were handed on or already left).
+    pub rooms: Rooms,
+    /// The address it was charged to (`--max-connections-per-ip`), now to be freed.
+    pub address: Option<IpAddr>,
 }
 
 #[derive(Debug)]
@@ -45,10 +67,12 @@ struct Entry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Live(ClientId),
-    /// Its connection is gone; its memberships are still the old client's.
+    /// Its connection is gone; its memberships are still the old client's, and its
+    /// connection's address charge is still held.
     Parked {
         client: ClientId,
         since: Instant,
+        address: Option<IpAddr>,
     },
 }
 
@@ -74,8 +98,10 @@ impl Reconnects {
             sessions: HashMap::new(),
             parked: VecDeque::new(),
             parked_count: 0,
+            parked_addresses: HashMap::new(),
             taken_over: Vec::new(),
             released: Vec::new(),
+            evicted: 0,
             next_user: 1,
         }
     }
@@ -115,13 +141,27 @@ impl Reconnects {
                 self.taken_over.push(old);
                 old
             }
-            State::Parked { client: old, since } => {
-                self.parked_count -= 1;
+            State::Parked {
+                client: old,
+                since,
+                address,
+            } => {
+                self.unpark(address);
                 if now.saturating_duration_since(since) >= self.window {
                     // Expired but not yet swept.
-                    self.released.push((old, entry.rooms));
+                    self.released.push(Ended {
+                        client: old,
+                        rooms: entry.rooms,
+                        address,
+                    });
                     return Ok(None);
                 }
+                // The memberships pass to the new connection, which has its own charge.
+                self.released.push(Ended {
+                    client: old,
+                    rooms: Rooms::new(),
+                    address,
+                });
                 old
             }
         };
@@ -143,22 +183,34 @@ impl Reconnects {
         }
     }
 
-    /// The connection of `token` ended abnormally: keep its session for the window. Returns
-    /// false when there is no such session (the caller then releases its rooms itself). When
-    /// too many are parked, the oldest is dropped.
-    pub fn park(&mut self, token: &str, now: Instant) -> bool {
+    /// The connection of `token` ended abnormally: keep its session for the window, charged
+    /// to `address` until it ends. Returns false when there is no such session (the caller
+    /// then releases its rooms and address itself). When the budget is full, the oldest
+    /// parked session is ended.
+    pub fn park(&mut self, token: &str, now: Instant, address: Option<IpAddr>) -> bool {
+        if self.max_parked == 0 {
+            return false;
+        }
         let Some(entry) = self.sessions.get_mut(token) else {
             return false;
         };
         let State::Live(client) = entry.state else {
             return false;
         };
-        entry.state = State::Parked { client, since: now };
+        entry.state = State::Parked {
+            client,
+            since: now,
+            address,
+        };
         self.parked.push_back((now, token.into()));
         self.parked_count += 1;
+        if let Some(address) = address {
+            *self.parked_addresses.entry(address).or_default() += 1;
+        }
         if self.parked_count > self.max_parked {
-            if let Some(dropped) = self.pop_oldest(None) {
-                self.released.push(dropped);
+            if let Some(ended) = self.pop_oldest(None, |_| true) {
+                self.evicted += 1;
+                self.released.push(ended);
             }
         }
         true
@@ -167,25 +219,63 @@ impl Reconnects {
     /// The session of `token` ended normally (its connection leaves its rooms itself).
     pub fn end(&mut self, token: &str) {
         if let Some(entry) = self.sessions.remove(token) {
-            if let State::Parked { .. } = entry.state {
-                self.parked_count -= 1;
+            if let State::Parked {
+                client, address, ..
+            } = entry.state
+            {
+                self.unpark(address);
+                self.released.push(Ended {
+                    client,
+                    rooms: entry.rooms,
+                    address,
+                });
             }
         }
     }
 
+    /// Ends the oldest parked session (of those holding a place in `holding`, when given)
+    /// because a live client needs what it holds. Returns its memberships, for the caller to
+    /// leave at once; its address is freed through [`Reconnects::take_released`].
+    pub fn end_oldest(&mut self, holding: Option<RoomKey>) -> Option<(ClientId, Rooms)> {
+        let mut ended = self.pop_oldest(None, |entry| {
+            holding.is_none_or(|room| entry.rooms.contains(&room))
+        })?;
+        self.evicted += 1;
+        let rooms = std::mem::take(&mut ended.rooms);
+        let client = ended.client;
+        self.released.push(ended);
+        Some((client, rooms))
+    }
+
+    /// A new connection from `address`, which is at `--max-connections-per-ip`, ends that
+    /// address's oldest parked session and takes over its charge (it is not freed). Returns
+    /// its memberships, for the caller to leave at once; `None` when it has none parked.
+    pub fn end_oldest_from(&mut self, address: IpAddr) -> Option<(ClientId, Rooms)> {
+        if !self.parked_addresses.contains_key(&address) {
+            return None;
+        }
+        let ended = self.pop_oldest(
+            None,
+            |entry| matches!(entry.state, State::Parked { address: Some(a), .. } if a == address),
+        )?;
+        self.evicted += 1;
+        Some((ended.client, ended.rooms))
+    }
+
     /// Drops parked sessions whose window has passed.
     pub fn expire(&mut self, now: Instant) {
-        while let Some(gone) = self.pop_oldest(Some(now)) {
+        while let Some(gone) = self.pop_oldest(Some(now), |_| true) {
             self.released.push(gone);
         }
     }
 
-    /// Memberships of dropped parked sessions, for the loop to leave.
-    pub fn take_released(&mut self) -> Vec<(ClientId, Rooms)> {
+    /// Parked sessions that ended since the last call, for the loop to leave their rooms and
+    /// free their addresses.
+    pub fn take_released(&mut self) -> Vec<Ended> {
         std::mem::take(&mut self.released)
     }
 
-    /// Parked sessions, which count against the connection limit.
+    /// Parked sessions now.
     pub fn parked(&self) -> usize {
         self.parked_count
     }
@@ -200,31 +290,59 @@ impl Reconnects {
         !self.taken_over.is_empty() || !self.released.is_empty()
     }
 
-    /// Removes the oldest parked session (only if expired at `now`, when given).
-    fn pop_oldest(&mut self, now: Option<Instant>) -> Option<(ClientId, Rooms)> {
-        while let Some((since, token)) = self.parked.front() {
-            let current = self
-                .sessions
-                .get(token)
-                .and_then(|entry| match entry.state {
-                    State::Parked { client, since: s } if s == *since => Some(client),
-                    _ => None,
-                });
-            let Some(client) = current else {
+    /// Removes the oldest parked session that is `wanted`, stopping at the first one not
+    /// expired at `now`, when given.
+    fn pop_oldest(
+        &mut self,
+        now: Option<Instant>,
+        wanted: impl Fn(&Entry) -> bool,
+    ) -> Option<Ended> {
+        let mut index = 0;
+        while let Some((since, token)) = self.parked.get(index) {
+            let current = self.sessions.get(token).filter(
+                |entry| matches!(entry.state, State::Parked { since: s, .. } if s == *since),
+            );
+            let Some(entry) = current else {
                 // Resumed or ended since it was parked.
-                self.parked.pop_front();
+                self.parked.remove(index);
                 continue;
             };
             if now.is_some_and(|now| now.saturating_duration_since(*since) < self.window) {
                 return None;
             }
-            let token = token.clone();
-            self.parked.pop_front();
-            self.parked_count -= 1;
+            if !wanted(entry) {
+                index += 1;
+                continue;
+            }
+            let (_, token) = self.parked.remove(index)?;
             let entry = self.sessions.remove(&token)?;
-            return Some((client, entry.rooms));
+            let State::Parked {
+                client, address, ..
+            } = entry.state
+            else {
+                return None;
+            };
+            self.unpark(address);
+            return Some(Ended {
+                client,
+                rooms: entry.rooms,
+                address,
+            });
         }
         None
+    }
+
+    /// Counts one parked session (charged to `address`) as no longer parked.
+    fn unpark(&mut self, address: Option<IpAddr>) {
+        self.parked_count = self.parked_count.saturating_sub(1);
+        if let Some(address) = address {
+            if let Some(count) = self.parked_addresses.get_mut(&address) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.parked_addresses.remove(&address);
+                }
+            }
+        }
     }
 
     fn issue(&mut self, entry: Entry) -> Result<Box<str>, NoRandomness> {
@@ -253,7 +371,7 @@ mod tests {
         let (id, token) = r.start(ClientId(1), "alice").expect("random");
         assert_eq!(token.len(), 32);
         r.set_rooms(&token, [RoomKey::for_tests(3)].into_iter());
-        assert!(r.park(&token, now));
+        assert!(r.park(&token, now, None));
         assert_eq!(r.parked(), 1);
         let (resumed, fresh) = r
             .resume(&token, ClientId(2), now + Duration::from_secs(5))
@@ -264,6 +382,12 @@ mod tests {
         assert_eq!(resumed.rooms.as_slice(), [RoomKey::for_tests(3)]);
         assert_ne!(fresh, token);
         assert_eq!(r.parked(), 0);
+        let freed: Vec<_> = r
+            .take_released()
+            .into_iter()
+            .map(|e| e.rooms.len())
+            .collect();
+        assert_eq!(freed, [0], "the old charge is freed; the rooms pass on");
         assert!(r
             .resume(&token, ClientId(3), now)
             .expect("random")
@@ -290,11 +414,11 @@ mod tests {
             .map(|i| r.start(ClientId(i), "a").expect("random").1)
             .collect();
         let released = |r: &mut Reconnects| -> Vec<ClientId> {
-            r.take_released().into_iter().map(|(c, _)| c).collect()
+            r.take_released().into_iter().map(|e| e.client).collect()
         };
-        assert!(r.park(&tokens[0], now));
-        assert!(r.park(&tokens[1], now + Duration::from_secs(1)));
-        assert!(r.park(&tokens[2], now + Duration::from_secs(2)));
+        assert!(r.park_at(&tokens[0], now));
+        assert!(r.park_at(&tokens[1], now + Duration::from_secs(1)));
+        assert!(r.park_at(&tokens[2], now + Duration::from_secs(2)));
         assert_eq!(released(&mut r), [ClientId(0)], "the oldest goes");
         assert_eq!(r.parked(), 2);
         r.expire(now + WINDOW);
@@ -307,7 +431,77 @@ mod tests {
             .is_none());
         r.end(&tokens[2]);
         assert_eq!(r.parked(), 0);
+        assert_eq!(released(&mut r), [ClientId(2)]);
         r.expire(now + 2 * WINDOW);
         assert!(r.sessions.is_empty() && released(&mut r).is_empty());
+        assert_eq!(r.evicted, 1);
+    }
+
+    impl Reconnects {
+        fn park_at(&mut self, token: &str, now: Instant) -> bool {
+            self.park(token, now, None)
+        }
+    }
+
+    #[test]
+    fn an_ended_parked_session_frees_its_address_and_rooms() {
+        let address: IpAddr = "192.0.2.7".parse().expect("address");
+        let mut r = Reconnects::new(WINDOW, 10);
+        let now = Instant::now();
+        let (_, token) = r.start(ClientId(1), "a").expect("random");
+        r.set_rooms(&token, [RoomKey::for_tests(3)].into_iter());
+        assert!(r.park(&token, now, Some(address)));
+        assert!(
+            r.take_released().is_empty(),
+            "the charge stays while parked"
+        );
+        r.expire(now + WINDOW);
+        let ended = r.take_released();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].address, Some(address));
+        assert_eq!(ended[0].rooms.as_slice(), [RoomKey::for_tests(3)]);
+        assert_eq!(r.evicted, 0, "expiry is not eviction");
+    }
+
+    #[test]
+    fn a_live_client_ends_the_oldest_parked_session_holding_what_it_needs() {
+        let mut r = Reconnects::new(WINDOW, 10);
+        let now = Instant::now();
+        let rooms = [3, 4, 3].map(RoomKey::for_tests);
+        let tokens: Vec<_> = (0..3)
+            .map(|i| {
+                let (_, token) = r.start(ClientId(i), "a").expect("random");
+                r.set_rooms(&token, [rooms[i as usize]].into_iter());
+                assert!(r.park_at(&token, now + Duration::from_secs(i)));
+                token
+            })
+            .collect();
+        let (client, held) = r.end_oldest(Some(RoomKey::for_tests(4))).expect("one");
+        assert_eq!((client, held.as_slice()), (ClientId(1), &rooms[1..2]));
+        let (client, _) = r.end_oldest(Some(RoomKey::for_tests(3))).expect("one");
+        assert_eq!(client, ClientId(0), "the oldest in that room");
+        assert!(r.end_oldest(Some(RoomKey::for_tests(4))).is_none());
+        assert_eq!(r.parked(), 1);
+        assert_eq!(r.evicted, 2);
+        let released = r.take_released();
+        assert!(
+            released.iter().all(|e| e.rooms.is_empty()),
+            "the caller left them"
+        );
+        assert_eq!(released.len(), 2);
+        assert!(r
+            .resume(&tokens[1], ClientId(9), now)
+            .expect("random")
+            .is_none());
+        assert!(r.end_oldest(None).is_some());
+        assert!(r.end_oldest(None).is_none());
+    }
+
+    #[test]
+    fn no_budget_parks_nothing() {
+        let mut r = Reconnects::new(WINDOW, 0);
+        let (_, token) = r.start(ClientId(1), "a").expect("random");
+        assert!(!r.park(&token, Instant::now(), None));
+        assert_eq!(r.parked(), 0);
     }
 }

@@ -8,6 +8,7 @@
 //! touches a socket: what the connection must do next comes back as an [`Outcome`], and what
 //! the client must be sent waits in the session's [`Outbox`] for the connection to write.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use simd_json::tape::Value;
@@ -222,14 +223,26 @@ impl Session {
 
     /// Ends the session as its connection ends. A MultiStudio session whose connection ended
     /// `abnormally` (without a close frame from the client) is parked with its rooms for a
-    /// reconnect; every other session leaves its rooms at once.
-    pub fn leave(&mut self, ctx: &mut SessionContext<'_>, abnormally: bool) {
+    /// reconnect, charged to the connection's `address`; every other session leaves its rooms
+    /// at once. Returns whether it was parked (the address charge then went with it).
+    pub fn leave(
+        &mut self,
+        ctx: &mut SessionContext<'_>,
+        abnormally: bool,
+        address: Option<IpAddr>,
+    ) -> bool {
         let parked = match &mut self.speaking {
             Speaking::Rpc(world) => {
                 world.depart(&self.peer, ctx.users);
                 false
             }
-            Speaking::Studio(studio) => studio::depart(studio, ctx.reconnects, abnormally, ctx.now),
+            Speaking::Studio(studio) if abnormally => {
+                studio::park(studio, ctx.reconnects, ctx.now, address)
+            }
+            Speaking::Studio(studio) => {
+                studio::end(studio, ctx.reconnects);
+                false
+            }
             _ => false,
         };
         if parked {
@@ -238,6 +251,7 @@ impl Session {
         } else {
             self.peer.leave_all(ctx.engine, ctx.now);
         }
+        parked
     }
 
     /// A newer connection of the same user replaces this one: it stops counting for its user

@@ -6,6 +6,7 @@
 //! close it, and with which code, is decided by [`farewell`] from the typed [`Reason`].
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use log::info;
@@ -310,22 +311,24 @@ pub(super) fn farewell(reason: Reason, studio: &mut Studio, outbox: &mut Outbox)
     reason.close_code()
 }
 
-/// Ends the session: kept for reconnection when the connection ended abnormally. Returns
-/// whether the session was parked (its memberships must then stay in the engine).
-pub(super) fn depart(
+/// The connection ended abnormally: the session is kept for reconnection, charged to
+/// `address`. Returns whether it was parked (its memberships must then stay in the engine).
+pub(super) fn park(
     studio: &mut Studio,
     reconnects: &mut Reconnects,
-    abnormal: bool,
     now: Instant,
+    address: Option<IpAddr>,
 ) -> bool {
-    let Some(token) = studio.token.take() else {
-        return false;
-    };
-    if abnormal {
-        reconnects.park(&token, now)
-    } else {
+    studio
+        .token
+        .take()
+        .is_some_and(|token| reconnects.park(&token, now, address))
+}
+
+/// The connection closed normally: the session ends with it.
+pub(super) fn end(studio: &mut Studio, reconnects: &mut Reconnects) {
+    if let Some(token) = studio.token.take() {
         reconnects.end(&token);
-        false
     }
 }
 

@@ -189,6 +189,21 @@ fn client_close_meaning(code: u16) -> &'static str {
 }
 
 impl LoopContext<'_> {
+    /// Counts one more connection from `ip` against `--max-connections-per-ip`. An address at
+    /// its limit that has sessions parked gets the place by ending its oldest parked session,
+    /// whose charge the new connection takes over: its live clients come first.
+    pub fn admit_address(&mut self, ip: IpAddr) -> bool {
+        if self.per_ip.is_full(ip) {
+            if let Some((client, rooms)) = self.reconnects.end_oldest_from(ip) {
+                for room in rooms {
+                    self.engine.leave(room, client, self.now);
+                }
+                return true;
+            }
+        }
+        self.per_ip.admit(ip)
+    }
+
     /// What a session borrows while it handles a message.
     fn session(&mut self) -> SessionContext<'_> {
         SessionContext {
@@ -452,7 +467,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             }
             self.ip = logged_ip(ip, settings);
             if let Some(ip) = ip {
-                if !ctx.per_ip.admit(ip) {
+                if !ctx.admit_address(ip) {
                     info!(
                         "[{}] too many connections from this address",
                         self.ip_text()
@@ -905,7 +920,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     /// did not close the connection itself.
     fn enter_closing(&mut self, abnormally: bool, ctx: &mut LoopContext<'_>) {
         if let Phase::Open { ws, mut session } = std::mem::replace(&mut self.phase, Phase::Done) {
-            session.leave(&mut ctx.session(), abnormally);
+            self.leave_session(&mut session, abnormally, ctx);
             self.phase = Phase::Closing {
                 ws,
                 output_done: false,
@@ -920,7 +935,20 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         info!("{} {reason}", self.label(ctx.engine));
         ctx.metrics.dropped += 1;
         if let Phase::Open { mut session, .. } = std::mem::replace(&mut self.phase, Phase::Done) {
-            session.leave(&mut ctx.session(), true);
+            self.leave_session(&mut session, true, ctx);
+        }
+    }
+
+    /// Ends the session; a parked one takes this connection's address charge with it (see
+    /// `dialect::resume`), so it stays counted against `--max-connections-per-ip`.
+    fn leave_session(
+        &mut self,
+        session: &mut Session,
+        abnormally: bool,
+        ctx: &mut LoopContext<'_>,
+    ) {
+        if session.leave(&mut ctx.session(), abnormally, self.counted_ip) {
+            self.counted_ip = None;
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! The loop admits a connection's address when it is known: at accept for direct clients, after
 //! the request head for clients behind a trusted proxy (`X-Forwarded-For`). Each admitted
-//! address is released exactly once, when its connection is removed.
+//! address is released exactly once: when its connection is removed, or, when the connection
+//! left a parked MultiStudio session behind, when that session ends (`dialect::resume`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -39,6 +40,15 @@ impl PerIp {
         }
         *open += 1;
         true
+    }
+
+    /// Whether `ip` has as many connections as it may.
+    pub fn is_full(&self, ip: IpAddr) -> bool {
+        self.max > 0
+            && self
+                .open
+                .get(&ip)
+                .is_some_and(|&open| open as usize >= self.max)
     }
 
     /// A connection admitted for `ip` is gone.

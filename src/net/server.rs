@@ -277,7 +277,7 @@ impl Server {
             metrics: Metrics::default(),
             reconnects: Reconnects::new(
                 Duration::from_secs(config.reconnect_window),
-                max_connections,
+                parked_budget(config.max_parked_sessions, max_connections),
             ),
             replaced: Vec::new(),
             settings: ConnSettings::from_config(config),
@@ -416,8 +416,8 @@ impl Server {
     }
 
     fn context(&mut self, now: Instant) -> (LoopContext<'_>, &mut Slab<Entry>, &mut Vec<usize>) {
-        // Parked sessions hold rooms and memory like connections, and count as such.
-        let over_capacity = self.conns.len() + self.reconnects.parked() > self.max_connections;
+        // Parked sessions give way to live connections (see `make_way_for_a_connection`).
+        let over_capacity = self.conns.len() > self.max_connections;
         (
             LoopContext {
                 engine: &mut self.engine,
@@ -534,13 +534,15 @@ impl Server {
         // Behind a trusted proxy the address is known only from the request head.
         let counted_ip = ip.filter(|_| !self.trust_proxy);
         if let Some(ip) = counted_ip {
-            if !self.per_ip.admit(ip) {
+            let (mut ctx, _, _) = self.context(now);
+            if !ctx.admit_address(ip) {
                 // Dropped at once: answering would hold a slot that the limit is there to free.
                 debug!("refused a connection from {ip}: too many from this address");
                 return None;
             }
         }
         self.metrics.accepted += 1;
+        self.make_way_for_a_connection(now);
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         let vacant = self.conns.vacant_entry();
@@ -565,6 +567,19 @@ impl Server {
         debug!("accepted connection {key}");
         conns.insert(Entry { conn, generation });
         Some(key)
+    }
+
+    /// Parked sessions and connections share `--max-connections`: a connection that will be
+    /// served ends the oldest parked session if the two together would be over it.
+    fn make_way_for_a_connection(&mut self, now: Instant) {
+        let open = self.conns.len() + 1;
+        if open <= self.max_connections && open + self.reconnects.parked() > self.max_connections {
+            if let Some((client, rooms)) = self.reconnects.end_oldest(None) {
+                for room in rooms {
+                    self.engine.leave(room, client, now);
+                }
+            }
+        }
     }
 
     fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
@@ -647,6 +662,7 @@ impl Server {
             ("malformed", stats.sets_rejected.saturating_sub(counted)),
         ];
         snapshot.parked_sessions = self.reconnects.parked() as u64;
+        snapshot.parked_sessions_ended = self.reconnects.evicted;
         snapshot.store = self.store.as_ref().map(|store| StoreSnapshot {
             batches_saved: store.stats.batches_saved,
             variables_saved: store.stats.variables_saved,
@@ -703,9 +719,12 @@ impl Server {
                     }
                 }
             }
-            for (client, rooms) in self.reconnects.take_released() {
-                for room in rooms {
-                    self.engine.leave(room, client, now);
+            for ended in self.reconnects.take_released() {
+                for room in ended.rooms {
+                    self.engine.leave(room, ended.client, now);
+                }
+                if let Some(address) = ended.address {
+                    self.per_ip.release(address);
                 }
             }
         }
@@ -823,6 +842,14 @@ impl Server {
             }
         }
     }
+}
+
+/// How many MultiStudio sessions may be parked at once: `--max-parked-sessions`, by default a
+/// tenth of the connections served, never more than those.
+fn parked_budget(configured: Option<usize>, max_connections: usize) -> usize {
+    configured
+        .unwrap_or(max_connections.div_ceil(10))
+        .min(max_connections)
 }
 
 /// The slab key and generation a client id was made from (see `add_connection`).
