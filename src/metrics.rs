@@ -130,6 +130,8 @@ pub struct Snapshot {
     pub parked_sessions: u64,
     /// Parked sessions ended before their window, to make room for a live client or another.
     pub parked_sessions_ended: u64,
+    /// Writes the loop's per-turn byte budget cut short (they continued the next turn).
+    pub writes_deferred: u64,
     pub store: Option<StoreSnapshot>,
     pub cluster: Option<crate::cluster::ClusterStats>,
 }
@@ -166,6 +168,12 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     };
+    counter(
+        &mut out,
+        "stratus_writes_deferred_total",
+        "Bulk writes cut short by the per-turn write budget, continued the next turn.",
+        snapshot.writes_deferred.to_string(),
+    );
     counter(
         &mut out,
         "stratus_parked_sessions_ended_total",

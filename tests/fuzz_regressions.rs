@@ -14,6 +14,7 @@ use stratus::metrics::Metrics;
 use stratus::net::conn::{Conn, ConnSettings, LoopContext};
 use stratus::net::per_ip::PerIp;
 use stratus::net::transport::HalfClose;
+use stratus::net::write_budget::TurnBudget;
 use stratus::policy::Policy;
 
 /// An in-memory socket: serves `input`, takes output only while `writable`.
@@ -83,6 +84,7 @@ struct Fixture {
     metrics: Metrics,
     scratch: Vec<u8>,
     per_ip: PerIp,
+    turn: TurnBudget,
     now: Instant,
 }
 
@@ -98,11 +100,13 @@ impl Fixture {
             metrics: Metrics::default(),
             scratch: vec![0u8; 16 * 1024],
             per_ip: PerIp::default(),
+            turn: TurnBudget::new(),
             now: Instant::now(),
         }
     }
 
     fn ctx(&mut self) -> LoopContext<'_> {
+        self.turn.start_turn();
         LoopContext {
             engine: &mut self.engine,
             policy: &self.policy,
@@ -115,6 +119,7 @@ impl Fixture {
             over_capacity: false,
             scratch: &mut self.scratch,
             per_ip: &mut self.per_ip,
+            write_budget: &self.turn,
         }
     }
 }

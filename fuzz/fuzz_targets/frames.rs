@@ -32,6 +32,7 @@ use stratus::net::conn::{Conn, ConnSettings, LoopContext, Status};
 use stratus::net::http::{parse_head, Head};
 use stratus::net::per_ip::PerIp;
 use stratus::net::transport::HalfClose;
+use stratus::net::write_budget::TurnBudget;
 use stratus::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
 
 /// Output kept for checking; more is counted but not kept.
@@ -231,11 +232,14 @@ struct World<'a> {
     settings: &'a ConnSettings,
     scratch: Vec<u8>,
     per_ip: PerIp,
+    /// The loop's per-turn write budget; each `ctx()` is one turn.
+    turn: TurnBudget,
     now: Instant,
 }
 
 impl World<'_> {
     fn ctx(&mut self) -> LoopContext<'_> {
+        self.turn.start_turn();
         LoopContext {
             engine: &mut self.engine,
             policy: self.policy,
@@ -248,6 +252,7 @@ impl World<'_> {
             over_capacity: false,
             scratch: &mut self.scratch,
             per_ip: &mut self.per_ip,
+            write_budget: &self.turn,
         }
     }
 
@@ -300,6 +305,7 @@ fn run(data: &[u8], hostile: bool) {
         settings,
         scratch: vec![0; 16 * 1024],
         per_ip: PerIp::default(),
+        turn: TurnBudget::new(),
         now: Instant::now(),
     };
     let start = world.now;
@@ -456,10 +462,13 @@ fn run(data: &[u8], hostile: bool) {
     // the reconnect window runs out; then the loop leaves them for it.
     world.now += Duration::from_secs(config.reconnect_window + 1);
     world.reconnects.expire(world.now);
-    for (parked, rooms) in world.reconnects.take_released() {
-        assert_eq!(parked, client, "only the connection's session is parked");
-        for room in rooms {
-            world.engine.leave(room, parked, world.now);
+    for ended in world.reconnects.take_released() {
+        assert_eq!(ended.client, client, "only the connection's session is parked");
+        for room in ended.rooms {
+            world.engine.leave(room, ended.client, world.now);
+        }
+        if let Some(address) = ended.address {
+            world.per_ip.release(address);
         }
     }
     assert_eq!(world.reconnects.parked(), 0);

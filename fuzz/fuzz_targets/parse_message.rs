@@ -137,7 +137,7 @@ impl<'p> World<'p> {
         session.outbox().clear();
         let room = session.room();
         let before = room.map(|r| self.engine.member_count(r));
-        session.leave(&mut self.ctx(), false);
+        session.leave(&mut self.ctx(), false, None);
         if let (Some(room), Some(before)) = (room, before) {
             assert_eq!(self.engine.member_count(room), before - 1, "leave removes");
         }
@@ -446,7 +446,7 @@ fn send_pieces(world: &mut World<'_>, session: &mut Session, data: &[u8]) {
 
 fn finish(mut world: World<'_>, sessions: Vec<Session>) {
     for mut session in sessions {
-        session.leave(&mut world.ctx(), false);
+        session.leave(&mut world.ctx(), false, None);
     }
     assert_eq!(world.reconnects.parked(), 0, "nothing was parked");
     world.now += Duration::from_secs(61);

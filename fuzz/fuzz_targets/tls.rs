@@ -32,6 +32,7 @@ use stratus::net::conn::{Conn, ConnSettings, LoopContext, Status};
 use stratus::net::per_ip::PerIp;
 use stratus::net::tls::TlsStream;
 use stratus::net::transport::HalfClose;
+use stratus::net::write_budget::TurnBudget;
 use stratus::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
 
 const STEPS: usize = 40;
@@ -201,9 +202,12 @@ fuzz_target!(|data: &[u8]| {
     let mut metrics = Metrics::default();
     let mut per_ip = PerIp::default();
     let mut scratch = vec![0u8; 16 * 1024];
+    let turn = TurnBudget::new();
     let mut now = Instant::now();
+    // Each context is one turn of the loop, with the whole write budget.
     macro_rules! ctx {
-        () => {
+        () => {{
+            turn.start_turn();
             LoopContext {
                 engine: &mut engine,
                 policy: &shared.policy,
@@ -216,8 +220,9 @@ fuzz_target!(|data: &[u8]| {
                 now,
                 over_capacity: false,
                 scratch: &mut scratch,
+                write_budget: &turn,
             }
-        };
+        }};
     }
 
     // What the client will send: raw bytes, or plaintext through a real TLS client.

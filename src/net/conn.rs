@@ -26,6 +26,7 @@ use tungstenite::{Message, WebSocket};
 use super::http::{self, Head, Request, Response};
 use super::per_ip::PerIp;
 use super::transport::{HalfClose, Part, Transport};
+use super::write_budget::TurnBudget;
 use crate::config::Config;
 use crate::dialect::json::JsonParser;
 use crate::dialect::{
@@ -96,6 +97,8 @@ pub struct LoopContext<'a> {
     pub scratch: &'a mut [u8],
     /// Open connections per client address (`--max-connections-per-ip`).
     pub per_ip: &'a mut PerIp,
+    /// Bytes this turn may still write, shared by every connection's transport.
+    pub write_budget: &'a TurnBudget,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,9 +223,11 @@ impl LoopContext<'_> {
 impl<S: Read + Write + HalfClose> Conn<S> {
     pub fn new(stream: S, client: ClientId, ip: Option<IpAddr>, ctx: &LoopContext<'_>) -> Self {
         let settings = ctx.settings;
+        let mut transport = Transport::new(stream);
+        transport.set_budget(ctx.write_budget.for_client(client));
         Conn {
             phase: Phase::Http {
-                transport: Transport::new(stream),
+                transport,
                 head: Vec::new(),
             },
             counted_ip: None,

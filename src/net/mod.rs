@@ -9,5 +9,6 @@ mod server;
 pub mod tls;
 pub mod tls_config;
 pub mod transport;
+pub mod write_budget;
 
 pub use server::{BoundAddress, Server, StartError};

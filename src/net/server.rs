@@ -27,6 +27,7 @@ use super::per_ip::PerIp;
 use super::tls::TlsStream;
 use super::tls_config::TlsSetup;
 use super::transport::Socket;
+use super::write_budget::TurnBudget;
 use crate::config::Config;
 use crate::dialect;
 use crate::dialect::json::JsonParser;
@@ -147,6 +148,8 @@ pub struct Server {
     /// edge-triggered readiness will not announce them again.
     still_ready: Vec<usize>,
     listener_ready: bool,
+    /// Bytes one turn may write; connections it cut short are served first next turn.
+    write_budget: TurnBudget,
     /// When refusals were last logged: (per address, for memory).
     last_warned: (Option<Instant>, Option<Instant>),
     refused_for_memory_logged: u64,
@@ -302,6 +305,7 @@ impl Server {
             trust_proxy: config.trust_proxy,
             still_ready: Vec::new(),
             listener_ready: false,
+            write_budget: TurnBudget::new(),
             last_warned: (None, None),
             refused_for_memory_logged: 0,
         })
@@ -327,7 +331,9 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         let mut revisit = Vec::new();
         loop {
-            let busy = !self.still_ready.is_empty() || self.listener_ready;
+            let busy = !self.still_ready.is_empty()
+                || self.listener_ready
+                || self.write_budget.has_deferred();
             let timeout = if busy {
                 Duration::ZERO
             } else {
@@ -340,8 +346,20 @@ impl Server {
             }
             let mut now = Instant::now();
             let woke = now;
-            // One turn: each connection left with input gets one more budget, then every
-            // event; accepting is bounded too (see ACCEPTS_PER_TURN, conn::MESSAGES_PER_TURN).
+            // One turn: connections whose writes the last turn's budget cut short continue,
+            // each connection left with input gets one more budget, then every event;
+            // accepting is bounded too (see ACCEPTS_PER_TURN, conn::MESSAGES_PER_TURN).
+            self.write_budget.start_turn();
+            for client in self.write_budget.take_deferred() {
+                let (key, generation) = slot_of(client);
+                if self
+                    .conns
+                    .get(key)
+                    .is_some_and(|e| e.generation == generation)
+                {
+                    self.on_conn_event(key, false, true, now);
+                }
+            }
             std::mem::swap(&mut revisit, &mut self.still_ready);
             for key in revisit.drain(..) {
                 self.on_conn_event(key, true, false, now);
@@ -431,6 +449,7 @@ impl Server {
                 over_capacity,
                 scratch: &mut self.scratch,
                 per_ip: &mut self.per_ip,
+                write_budget: &self.write_budget,
             },
             &mut self.conns,
             &mut self.finished,
@@ -663,6 +682,7 @@ impl Server {
         ];
         snapshot.parked_sessions = self.reconnects.parked() as u64;
         snapshot.parked_sessions_ended = self.reconnects.evicted;
+        snapshot.writes_deferred = self.write_budget.cuts();
         snapshot.store = self.store.as_ref().map(|store| StoreSnapshot {
             batches_saved: store.stats.batches_saved,
             variables_saved: store.stats.variables_saved,

@@ -10,7 +10,9 @@
 //! - sends whole data frames itself with one vectored write of header and shared payload, so
 //!   fan-out copies nothing and no large buffer stays behind once a frame is out;
 //! - remembers whether the last write hit `WouldBlock`, which is how the loop knows a client is
-//!   behind and should not be handed more frames until it drains.
+//!   behind and should not be handed more frames until it drains;
+//! - draws its writes from the loop's per-turn budget ([`super::write_budget`]): a bulk write
+//!   the budget cuts short keeps its rest pending, counts as behind, and continues next turn.
 //!
 //! The stream is a plain socket or TLS ([`super::tls::TlsStream`]); TLS holds output of its
 //! own, which `flush` writes and [`HalfClose::holds_data`] reports.
@@ -25,6 +27,7 @@ use mio::{Interest, Registry, Token};
 
 use super::frame_boundary::FrameBoundary;
 use super::tls::TlsStream;
+use super::write_budget::WriteBudget;
 use smallvec::SmallVec;
 
 /// A listening socket's accepted stream: TCP or a unix domain socket.
@@ -175,6 +178,8 @@ pub struct Transport<S> {
     pending_len: usize,
     /// Frame boundaries of the WebSocket input, once the upgrade is done.
     frames: Option<FrameBoundary>,
+    /// The loop's per-turn write budget; `None` (no limit) in tests.
+    budget: Option<WriteBudget>,
 }
 
 /// One piece of already-framed output.
@@ -212,7 +217,36 @@ impl<S> Transport<S> {
             pending: VecDeque::new(),
             pending_len: 0,
             frames: None,
+            budget: None,
         }
+    }
+
+    /// Draws every write from `budget` from now on.
+    pub fn set_budget(&mut self, budget: WriteBudget) {
+        self.budget = Some(budget);
+    }
+
+    /// How many of `offered` bytes the turn's budget lets this transport write now.
+    fn allowed(&self, offered: usize) -> usize {
+        self.budget
+            .as_ref()
+            .map_or(offered, |budget| budget.allow(offered))
+    }
+
+    fn spend(&mut self, written: usize) {
+        self.bytes_written += written as u64;
+        if let Some(budget) = &self.budget {
+            budget.spend(written);
+        }
+    }
+
+    /// The budget cut a write short: the rest waits (counting as behind) for the next turn.
+    fn defer(&mut self) -> io::Error {
+        if let Some(budget) = &self.budget {
+            budget.defer();
+        }
+        self.blocked = true;
+        io::ErrorKind::WouldBlock.into()
     }
 
     pub fn stream(&self) -> &S {
@@ -307,19 +341,28 @@ impl<S> Transport<S> {
 impl<S: Write> Transport<S> {
     fn write_prefix(&mut self) -> io::Result<()> {
         while !self.pending.is_empty() {
+            let allowed = self.allowed(self.pending_len);
+            if allowed == 0 {
+                return Err(self.defer());
+            }
             let written = {
+                let mut room = allowed;
                 let slices: SmallVec<[IoSlice<'_>; 16]> = self
                     .pending
                     .iter()
                     .take(MAX_SLICES)
-                    .map(|chunk| IoSlice::new(chunk))
+                    .map_while(|chunk| {
+                        let take = chunk.len().min(room);
+                        room -= take;
+                        (take > 0).then(|| IoSlice::new(chunk.get(..take).unwrap_or_default()))
+                    })
                     .collect();
                 self.stream.write_vectored(&slices)?
             };
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            self.bytes_written += written as u64;
+            self.spend(written);
             self.pending_len -= written.min(self.pending_len);
             let mut left = written;
             while left > 0 {
@@ -383,14 +426,30 @@ impl<S: Write> Transport<S> {
             if index >= parts.len() {
                 return self.flush_stream();
             }
+            let unsent: usize = parts
+                .iter()
+                .skip(index)
+                .map(|part| part.as_slice().len())
+                .sum::<usize>()
+                .saturating_sub(offset);
+            // Cut to the turn's budget; when it is spent, the rest waits for the next turn.
+            let mut room = self.allowed(unsent);
+            if room == 0 {
+                self.keep_rest(parts, index, offset);
+                return Err(self.defer());
+            }
             let slices: SmallVec<[IoSlice<'_>; 16]> = parts
                 .iter()
                 .skip(index)
                 .take(MAX_SLICES)
                 .enumerate()
-                .map(|(i, part)| {
+                .map_while(|(i, part)| {
                     let from = if i == 0 { offset } else { 0 };
-                    IoSlice::new(part.as_slice().get(from..).unwrap_or_default())
+                    let bytes = part.as_slice().get(from..).unwrap_or_default();
+                    let take = bytes.len().min(room);
+                    room -= take;
+                    (take > 0 || bytes.is_empty())
+                        .then(|| IoSlice::new(bytes.get(..take).unwrap_or_default()))
                 })
                 .collect();
             let offered: usize = slices.iter().map(|s| s.len()).sum();
@@ -400,7 +459,7 @@ impl<S: Write> Transport<S> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             };
-            self.bytes_written += written as u64;
+            self.spend(written);
             let mut left = written;
             while let Some(part) = parts.get(index) {
                 let rest = part.as_slice().len().saturating_sub(offset);
