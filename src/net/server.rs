@@ -38,6 +38,7 @@ use crate::store::{Store, StoreSettings};
 
 mod cluster;
 mod reload;
+mod renders;
 mod storage;
 
 use cluster::ClusterLink;
@@ -647,6 +648,8 @@ impl Server {
             ("malformed", stats.sets_rejected.saturating_sub(counted)),
         ];
         snapshot.parked_sessions = self.reconnects.parked() as u64;
+        snapshot.full_renders = stats.full_renders;
+        snapshot.render_bytes_held = self.engine.held_render_bytes() as u64;
         snapshot.store = self.store.as_ref().map(|store| StoreSnapshot {
             batches_saved: store.stats.batches_saved,
             variables_saved: store.stats.variables_saved,
@@ -760,6 +763,7 @@ impl Server {
         if expired > 0 {
             debug!("dropped {expired} rooms that were empty for too long");
         }
+        self.watch_held_renders(now);
         self.release_memory_after_a_drop();
     }
 
