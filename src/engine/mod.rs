@@ -353,13 +353,15 @@ impl Engine {
     /// nobody holds any more), for the event loop to find which blocked connections hold them.
     pub fn render_census(&mut self) -> RenderCensus {
         let rooms = &self.rooms;
-        let cached: Vec<usize> = self
+        let mut cached: Vec<usize> = self
             .snapshot_rooms
             .iter()
             .filter_map(|&key| rooms.get(key))
             .flat_map(|room| room.snapshots.iter())
+            .filter(|snapshot| snapshot.frame.len() >= SHARE_STALE_BYTES)
             .map(|snapshot| snapshot.frame.as_str().as_ptr() as usize)
             .collect();
+        cached.sort_unstable();
         self.renders.census(&cached)
     }
 

@@ -35,7 +35,8 @@ impl RenderBook {
     }
 
     /// Forgets the renderings nobody but the book holds (freeing them) and lists the others;
-    /// `cached` tells which buffers (by their first byte's address) the rooms' caches hold.
+    /// `cached` tells which buffers (by their first byte's address, sorted) the rooms' caches
+    /// hold.
     pub fn census(&mut self, cached: &[usize]) -> RenderCensus {
         self.live.retain(|render| !render.is_unique());
         let mut spans: Vec<Span> = self
@@ -46,7 +47,7 @@ impl RenderBook {
                 Span {
                     start,
                     len: render.len(),
-                    cached: cached.contains(&start),
+                    cached: cached.binary_search(&start).is_ok(),
                     holders: 0,
                 }
             })
@@ -92,6 +93,11 @@ impl RenderCensus {
         (at < span.start + span.len).then_some(RenderId(index - 1))
     }
 
+    /// Whether no large rendering may be held outside the engine: nothing to look for.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
     /// Records one more connection holding `render`; call once per connection.
     pub fn hold(&mut self, render: RenderId) {
         if let Some(span) = self.spans.get_mut(render.0) {
@@ -99,12 +105,12 @@ impl RenderCensus {
         }
     }
 
-    /// Whether `render` is held by exactly one connection and by no cache: the bytes are that
-    /// connection's alone.
-    pub fn is_unshared(&self, render: RenderId) -> bool {
+    /// Whether `render` is held by connections and by no cache: nobody will be handed it
+    /// again, and its bytes live on only for the clients that have not read them.
+    pub fn is_retired(&self, render: RenderId) -> bool {
         self.spans
             .get(render.0)
-            .is_some_and(|span| span.holders == 1 && !span.cached)
+            .is_some_and(|span| span.holders > 0 && !span.cached)
     }
 
     /// Size of `render`'s buffer.

@@ -302,17 +302,14 @@ fn renderings_only_blocked_connections_hold_count_against_the_state_budget() {
     drop(render);
     let census = e.render_census();
     let held = census.find(&unsent).expect("found");
-    assert!(
-        !census.is_unshared(held),
-        "the room's cache still shares it"
-    );
+    assert!(!census.is_retired(held), "the room's cache still shares it");
     e.expire(now + SNAPSHOT_REUSE);
     let mut census = e.render_census();
     let held = census.find(&unsent).expect("found");
     assert_eq!(census.find(b"elsewhere"), None);
     assert_eq!(census.held_bytes(), 0, "nobody was found holding it yet");
     census.hold(held);
-    assert!(census.is_unshared(held));
+    assert!(census.is_retired(held));
     let bytes = census.held_bytes();
     assert_eq!(bytes, census.len(held));
     assert!(bytes > SHARE_STALE_BYTES);

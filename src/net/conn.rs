@@ -1054,12 +1054,10 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         })
     }
 
-    /// Drops a connection that has not read a large reply only it holds: like the write-stall
+    /// Drops a connection that stopped reading a large whole-room reply: like the write-stall
     /// timeout, without a close frame it would not read either.
     pub fn drop_unread_reply(&mut self, bytes: usize, ctx: &mut LoopContext<'_>) {
-        let reason = format!(
-            "closed: client stopped reading a reply of {bytes} bytes that no other client shares"
-        );
+        let reason = format!("closed: client stopped reading a whole-room reply of {bytes} bytes");
         self.finish(&reason, ctx);
     }
 }
