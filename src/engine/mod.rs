@@ -64,8 +64,9 @@ pub struct Limits {
     /// How long an empty room keeps its variables.
     pub empty_room_ttl: Duration,
     pub allow_non_numeric: bool,
-    /// Budget for the heap held by room state (names, values, rooms); 0 means no budget.
-    /// Over it, empty rooms are evicted, then new rooms and variables are refused.
+    /// Budget for the heap held by room state (names, values, rooms), with the renderings only
+    /// blocked connections hold ([`Engine::note_held_renders`]); 0 means no budget. Over it,
+    /// empty rooms are evicted, then new rooms and variables are refused.
     pub max_state_bytes: usize,
 }
 
