@@ -24,9 +24,15 @@ struct Raw {
 }
 
 impl Raw {
-    /// Connects to `path` and completes the upgrade.
-    fn open(server: &Server, path: &str) -> Raw {
+    /// Connects to `path` and completes the upgrade. `small_window`: the socket's receive
+    /// buffer is fixed small, as a client that means not to read would have it; otherwise
+    /// the kernel grows it while the client reads fast (here up to 32 MB) and could take a
+    /// whole 12.8 MB reply off the server, which would then hold nothing.
+    fn open(server: &Server, path: &str, small_window: bool) -> Raw {
         let mut stream = server.tcp();
+        if small_window {
+            limit_receive_buffer(&stream);
+        }
         stream
             .write_all(upgrade_request(path, "").as_bytes())
             .expect("send upgrade");
@@ -108,6 +114,23 @@ impl Raw {
     }
 }
 
+/// Fixes the socket's receive buffer at 64 KiB (no autotuning).
+fn limit_receive_buffer(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: setsockopt on an open socket with a valid option value of the right size.
+    let result = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(result, 0, "setsockopt");
+}
+
 /// Fills room `project` with `count` variables `☁ v0`... of 100 000 digits each (count × 100 kB
 /// of state); the filler leaves once a watcher has the last one.
 fn fill_large_room(server: &Server, project: &str, count: usize) {
@@ -124,7 +147,17 @@ fn fill_large_room(server: &Server, project: &str, count: usize) {
 
 /// An array-RPC client authenticated in `room`, its `authenticated` reply read.
 fn rpc_member(server: &Server, room: &str, id: &str) -> Raw {
-    let mut raw = Raw::open(server, &format!("/ws/world/{room}"));
+    rpc_client(server, room, id, false)
+}
+
+/// An array-RPC client that will stop reading (see [`Raw::open`]), authenticated in `room`,
+/// its `authenticated` reply read.
+fn rpc_non_reader(server: &Server, room: &str, id: &str) -> Raw {
+    rpc_client(server, room, id, true)
+}
+
+fn rpc_client(server: &Server, room: &str, id: &str, small_window: bool) -> Raw {
+    let mut raw = Raw::open(server, &format!("/ws/world/{room}"), small_window);
     raw.send(&[format!(r#"["authenticate",{{"client_id":"{id}"}}]"#)]);
     let reply = raw.next();
     assert!(reply.starts_with(r#"["authenticated""#), "{:.80}", reply);
@@ -133,7 +166,7 @@ fn rpc_member(server: &Server, room: &str, id: &str) -> Raw {
 
 /// A MultiStudio client that said HELLO and joined `room`, its `JOINED_ROOM` read.
 fn studio_member(server: &Server, room: &str, user: &str) -> Raw {
-    let mut raw = Raw::open(server, "/ws/multistudio");
+    let mut raw = Raw::open(server, "/ws/multistudio", false);
     raw.send(&[
         format!(r#"{{"kind":"HELLO","username":"{user}"}}"#),
         format!(r#"{{"kind":"JOIN_ROOM","room":"{room}"}}"#),
@@ -241,7 +274,7 @@ fn forty_get_callers_that_do_not_read_share_one_rendering() {
     let server = Server::start(&["--byte-rate", "0", "--message-rate", "0", "--no-persist"]);
     fill_large_room(&server, "big", 128);
     let mut callers: Vec<Raw> = (0..40)
-        .map(|i| rpc_member(&server, "big", &format!("c{i}")))
+        .map(|i| rpc_non_reader(&server, "big", &format!("c{i}")))
         .collect();
     let sets_before = metric(&server, "stratus_sets_applied_total");
     let renders_before = full_renders(&server);
@@ -489,8 +522,8 @@ fn clients_not_reading_a_whole_room_reply_are_closed_before_the_write_stall_time
     // Larger than what the kernel's socket buffers take, so the replies stay half-sent.
     fill_large_room(&server, "big", 128);
     let mut callers = [
-        rpc_member(&server, "big", "first"),
-        rpc_member(&server, "big", "second"),
+        rpc_non_reader(&server, "big", "first"),
+        rpc_non_reader(&server, "big", "second"),
     ];
     let mut reader = rpc_member(&server, "big", "reader");
     for caller in &mut callers {
@@ -545,7 +578,7 @@ fn renderings_held_by_clients_that_do_not_read_count_against_the_state_budget() 
         "20000000",
     ]);
     fill_large_room(&server, "big", 128);
-    let mut caller = rpc_member(&server, "big", "caller");
+    let mut caller = rpc_non_reader(&server, "big", "caller");
     caller.send(&[rpc_set("☁ v0", 1), rpc_get()]);
     // Once the room's cache lets go of the rendering (a second), only the caller holds it.
     wait_for_metric(&server, "stratus_render_bytes_held", 10_000_000.0);
