@@ -601,9 +601,10 @@ impl Server {
         let memory = self.engine.stats.refused_for_memory;
         if memory > self.refused_for_memory_logged && due(self.last_warned.1) {
             warn!(
-                "room state at its memory budget ({} bytes held): refused {} new rooms or \
-                 variables so far, evicted {} empty rooms",
-                self.engine.state_bytes(),
+                "room state at its memory budget ({} bytes held, {} of them unread whole-room \
+                 replies): refused {} new rooms or variables so far, evicted {} empty rooms",
+                self.engine.state_bytes() + self.engine.held_render_bytes(),
+                self.engine.held_render_bytes(),
                 memory,
                 self.engine.stats.rooms_evicted
             );
