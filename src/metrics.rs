@@ -132,6 +132,10 @@ pub struct Snapshot {
     pub parked_sessions_ended: u64,
     /// Writes the loop's per-turn byte budget cut short (they continued the next turn).
     pub writes_deferred: u64,
+    /// Renderings of a whole room made for full-state replies.
+    pub full_renders: u64,
+    /// Bytes of renderings that only blocked connections held at the last census.
+    pub render_bytes_held: u64,
     pub store: Option<StoreSnapshot>,
     pub cluster: Option<crate::cluster::ClusterStats>,
 }
@@ -223,6 +227,12 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
             "MultiStudio sessions waiting for their client to reconnect.",
             snapshot.parked_sessions,
         ),
+        (
+            "stratus_render_bytes_held",
+            "Bytes of whole-room renderings that only clients not reading them keep alive \
+             (counted against --max-state-memory; measured once a second).",
+            snapshot.render_bytes_held,
+        ),
     ] {
         let _ = writeln!(
             out,
@@ -255,6 +265,12 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
         "stratus_rate_limit_closes_total",
         "Connections closed for sending too many messages or bytes.",
         metrics.rate_limited.to_string(),
+    );
+    counter(
+        &mut out,
+        "stratus_full_renders_total",
+        "Renderings of a whole room made for joins, cloud.get and JOIN_ROOM (the others were shared).",
+        snapshot.full_renders.to_string(),
     );
     counter(
         &mut out,

@@ -148,7 +148,8 @@ pub struct Config {
     #[arg(long, env = "STRATUS_MAX_ROOMS", default_value_t = 16_384)]
     pub max_rooms: usize,
 
-    /// Bytes of room state (variable names and values, rooms) the server may hold. Over it,
+    /// Bytes of room state (variable names and values, rooms) the server may hold, counting
+    /// whole-room replies of 64 KiB or more that only clients not reading them still hold. Over it,
     /// empty rooms are dropped longest-empty first, then new rooms (4003) and new variables
     /// (ignored; `cloud.too_many_variables` in array-RPC) are refused. With persistence, only
     /// rooms whose changes are on disk are dropped. Takes units (`512MiB`). 0 = no budget.
@@ -224,7 +225,8 @@ pub struct Config {
     #[arg(long, env = "STRATUS_PING_INTERVAL", default_value_t = 30, value_parser = parse_seconds)]
     pub ping_interval: u64,
 
-    /// Seconds a client may leave our output unread before it is disconnected.
+    /// Seconds a client may leave our output unread before it is disconnected (10 s when that
+    /// output holds a whole-room reply of 64 KiB or more the room no longer shares).
     #[arg(long, env = "STRATUS_WRITE_STALL_TIMEOUT", default_value_t = 60, value_parser = parse_seconds)]
     pub write_stall_timeout: u64,
 

@@ -71,17 +71,17 @@ impl Dialect {
 /// embedded in array-RPC and MultiStudio replies.
 pub(crate) const VARIABLES_OBJECT: Format = Format(u8::MAX);
 
-/// The room's variables as one JSON object, rendered once and shared. `joiner`: the client that
-/// just joined and will be sent it (it may then be up to a second old for a large room, and the
-/// client catches up from the version it shows); otherwise it is exactly the current state.
+/// The room's variables as one JSON object for `member`, which will be sent it in a full-state
+/// reply: rendered once and shared (for a large room it may be up to a second old; the member
+/// then catches up from the version it shows, see `Engine::shared_rendering`).
 pub(crate) fn variables_object(
     engine: &mut Engine,
     room: RoomKey,
-    joiner: Option<ClientId>,
+    member: ClientId,
     now: Instant,
 ) -> Frame {
     engine
-        .shared_rendering(room, joiner, VARIABLES_OBJECT, now, |engine, room, out| {
+        .shared_rendering(room, member, VARIABLES_OBJECT, now, |engine, room, out| {
             json::push_variables(out, engine.variables_of(room))
         })
         .unwrap_or_else(|| Frame::from_static("{}"))

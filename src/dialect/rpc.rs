@@ -188,7 +188,7 @@ fn authenticate(
     if env.users.arrive(room, identity, peer.client) {
         world.counted_as = Some(identity.into());
     }
-    let variables = variables_object(env.engine, room, Some(peer.client), env.now);
+    let variables = variables_object(env.engine, room, peer.client, env.now);
     peer.outbox.push_wrapped(
         |out| {
             open_reply(out, "authenticated", request.id);
@@ -236,8 +236,9 @@ fn cloud_get(request: &Request<'_, '_>, peer: &mut Peer, env: &mut Env<'_>) {
     let Some(room) = peer.room() else {
         return;
     };
-    // The current variables, rendered once for every get until the room changes.
-    let variables = variables_object(env.engine, room, None, env.now);
+    // Shared like a join's: a large room is rendered at most once a second however many
+    // clients ask, and the client catches up from the version the rendering shows.
+    let variables = variables_object(env.engine, room, peer.client, env.now);
     peer.outbox.push_wrapped(
         |out| {
             open_reply(out, "success", request.id);

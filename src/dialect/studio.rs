@@ -152,8 +152,7 @@ fn hello(
             };
             env.engine.leave(room, resumed.previous, env.now);
             if let Ok(key) = peer.enter(&room_id, Dialect::Studio, None, env) {
-                let joiner = Some(peer.client);
-                joined(&mut peer.outbox, &room_id, key, joiner, env, None);
+                joined(&mut peer.outbox, &room_id, key, peer.client, env, None);
             }
         }
     }
@@ -173,8 +172,8 @@ fn join_room(
         return Outcome::Continue;
     };
     if let Some(key) = membership(peer, env, &room) {
-        // Already a member: the current variables, not a rendering it may have to catch up from.
-        joined(&mut peer.outbox, &room, key, None, env, rid);
+        // Already a member: the variables again, shared and caught up from like a join's.
+        joined(&mut peer.outbox, &room, key, peer.client, env, rid);
         return Outcome::Continue;
     }
     match check_room(&room, env.policy) {
@@ -194,8 +193,7 @@ fn join_room(
     }
     match peer.enter(&room, Dialect::Studio, None, env) {
         Ok(key) => {
-            let joiner = Some(peer.client);
-            joined(&mut peer.outbox, &room, key, joiner, env, rid);
+            joined(&mut peer.outbox, &room, key, peer.client, env, rid);
             sync_rooms(studio, peer, env.reconnects);
             info!(
                 "[\"{}\" {room}] joined room (studio)",
@@ -356,17 +354,17 @@ fn sync_rooms(studio: &Studio, peer: &Peer, reconnects: &mut Reconnects) {
     }
 }
 
-/// `joiner`: the client just joined and may be sent a shared rendering of the variables up to
-/// a second old (see `variables_object`).
+/// `member`: the client, a member of the room, which may be sent a shared rendering of the
+/// variables up to a second old (see `variables_object`).
 fn joined(
     outbox: &mut Outbox,
     room: &str,
     key: RoomKey,
-    joiner: Option<ClientId>,
+    member: ClientId,
     env: &mut Env<'_>,
     rid: Rid<'_>,
 ) {
-    let variables = variables_object(env.engine, key, joiner, env.now);
+    let variables = variables_object(env.engine, key, member, env.now);
     outbox.push_wrapped(
         |out| {
             out.push_str(r#"{"kind":"JOINED_ROOM","room":"#);

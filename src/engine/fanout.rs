@@ -2,8 +2,9 @@
 //!
 //! Members that need the same bytes share one frame: the frame for a member is determined by its
 //! format (dialect), the version it has seen, and whether it wrote some of the changed variables
-//! itself (then it gets a frame of its own without them). A flush of a room where everybody is
-//! up to date except for the latest changes builds one frame plus one per writer.
+//! itself (then it gets a frame of its own without them, unless a full-state reply older than
+//! those writes told it otherwise: see `Member::resend_own`). A flush of a room where everybody
+//! is up to date except for the latest changes builds one frame plus one per writer.
 
 use smallvec::SmallVec;
 
@@ -44,8 +45,7 @@ impl FrameCache {
     /// The frame `member` needs to catch up with `room`, or `None` if every change since it last
     /// looked was its own.
     pub fn frame_for(&mut self, room: &Room, member: &Member, encode: EncodeSet) -> Option<Frame> {
-        let excluding = room
-            .wrote_since(member.client, member.seen)
+        let excluding = (!member.resend_own && room.wrote_since(member.client, member.seen))
             .then_some(member.client);
         let key = FrameKey {
             format: member.format,

@@ -13,6 +13,7 @@ mod fanout;
 mod pace;
 mod persist;
 pub mod rate;
+mod renders;
 mod room;
 pub mod value;
 
@@ -24,10 +25,12 @@ use slab::Slab;
 pub use cluster::{Remote, RemoteChanges};
 pub use fanout::{EncodeSet, Frame};
 pub use persist::{Batch, RoomChanges, SavedVariable};
+pub use renders::{RenderCensus, RenderId};
 pub use value::{Rejection, ValueRef};
 
 use fanout::FrameCache;
 use pace::Pacer;
+use renders::RenderBook;
 use room::{Member, Room};
 
 /// Identifies a client to the engine. The event loop chooses it (slot and generation) so that a
@@ -61,8 +64,9 @@ pub struct Limits {
     /// How long an empty room keeps its variables.
     pub empty_room_ttl: Duration,
     pub allow_non_numeric: bool,
-    /// Budget for the heap held by room state (names, values, rooms); 0 means no budget.
-    /// Over it, empty rooms are evicted, then new rooms and variables are refused.
+    /// Budget for the heap held by room state (names, values, rooms), with the renderings only
+    /// blocked connections hold ([`Engine::note_held_renders`]); 0 means no budget. Over it,
+    /// empty rooms are evicted, then new rooms and variables are refused.
     pub max_state_bytes: usize,
 }
 
@@ -122,15 +126,21 @@ pub struct Stats {
     pub too_many_variables: u64,
     pub unknown_variables: u64,
     pub frames_built: u64,
+    /// Renderings of a whole room made for full-state replies (joins, `cloud.get`,
+    /// `JOIN_ROOM`); the others were shared.
+    pub full_renders: u64,
     /// Empty rooms dropped before their time to stay under the room or memory limit.
     pub rooms_evicted: u64,
     /// New rooms and variables refused because room state was at its memory budget.
     pub refused_for_memory: u64,
 }
 
-/// How long one rendering of a room's variables is shared by joiners after it was made.
+/// How long one rendering of a large room's variables is shared after it was made, even after
+/// the room changed: a room renders at most once per format in this time, which is never more
+/// often than its pace (`1/--tick-hz` is at most a second; see [`Engine::reuse_window`]).
 pub const SNAPSHOT_REUSE: Duration = Duration::from_secs(1);
-/// From this size on, a snapshot rendering is shared even after the room changed.
+/// From this size on, a rendering is shared even after the room changed. Below it, a full-state
+/// reply is exact: rendering it costs about as much as reading a message of that size.
 pub const SHARE_STALE_BYTES: usize = 64 * 1024;
 
 /// A variable as declared by a joining client: name and value.
@@ -151,6 +161,8 @@ pub struct Engine {
     snapshot_rooms: Vec<usize>,
     /// Heap held by room state, kept up to date by every change (see `Room::state_bytes`).
     state_bytes: usize,
+    /// Large renderings handed out, and how much of them only blocked connections hold.
+    renders: RenderBook,
     frames: FrameCache,
     persist: persist::Persistence,
     cluster: cluster::ClusterBook,
@@ -169,6 +181,7 @@ impl Engine {
             empty_rooms: BTreeSet::new(),
             snapshot_rooms: Vec::new(),
             state_bytes: 0,
+            renders: RenderBook::default(),
             frames: FrameCache::default(),
             persist: persist::Persistence::default(),
             cluster: cluster::ClusterBook::default(),
@@ -249,9 +262,9 @@ impl Engine {
         fanout::snapshot(self.rooms.get(room.0)?, format, self.encode)
     }
 
-    /// The snapshot for `client`, which just joined `room`: every variable as `format` lines,
-    /// shared with other joiners (see [`Engine::shared_rendering`]); `None` when the room has
-    /// no variables.
+    /// The snapshot for `client`, a member of `room` (it just joined): every variable as
+    /// `format` lines, shared with other members (see [`Engine::shared_rendering`]); `None`
+    /// when the room has no variables.
     pub fn snapshot_for(
         &mut self,
         key: RoomKey,
@@ -263,35 +276,40 @@ impl Engine {
             return None;
         }
         let encode = self.encode;
-        self.shared_rendering(key, Some(client), format, now, |engine, key, out| {
+        self.shared_rendering(key, client, format, now, |engine, key, out| {
             if let Some(room) = engine.rooms.get(key.0) {
                 fanout::write_snapshot(room, format, encode, out);
             }
         })
     }
 
-    /// A rendering of the whole room (`render` writes it; `format` names it), made once and
-    /// shared: by every caller while the room is unchanged, and, when `joiner` is the client
-    /// that just joined and will be sent it, for a large room (a rendering of
-    /// [`SHARE_STALE_BYTES`] or more) for up to [`SNAPSHOT_REUSE`] even if the room changed;
-    /// the joiner is then recorded as having seen the version it shows, and the next flush
-    /// sends what changed since. So a burst of joins renders a large room once, and joiners
-    /// that do not read hold references, not copies.
+    /// A rendering of the whole room (`render` writes it; `format` names it) for `member`, a
+    /// member of the room that will be sent it as a full-state reply (a join's snapshot, a
+    /// `cloud.get`, a `JOIN_ROOM`). Made once and shared: by every caller while the room is
+    /// unchanged, and for a large room (a rendering of [`SHARE_STALE_BYTES`] or more) for the
+    /// [`Engine::reuse_window`] even if the room changed since. So a large room is rendered at
+    /// most once per format in that window, however many clients ask, and clients that do not
+    /// read hold references, not copies.
+    ///
+    /// `member` is recorded as having seen the version the rendering shows: the next flush
+    /// sends it what changed since, nothing it already has. An older rendering marks the room
+    /// dirty for it, and if it shows values older than the member's own later writes, its next
+    /// frame carries those writes too (it is otherwise never sent its own values).
     pub fn shared_rendering(
         &mut self,
         key: RoomKey,
-        joiner: Option<ClientId>,
+        member: ClientId,
         format: Format,
         now: Instant,
         render: impl FnOnce(&Engine, RoomKey, &mut String),
     ) -> Option<Frame> {
+        let reuse = self.reuse_window();
         let room = self.rooms.get(key.0)?;
         let fresh = |s: &room::Snapshot| {
             s.format == format
                 && (s.version == room.version
-                    || (joiner.is_some()
-                        && s.frame.len() >= SHARE_STALE_BYTES
-                        && now.saturating_duration_since(s.made_at) < SNAPSHOT_REUSE))
+                    || (s.frame.len() >= SHARE_STALE_BYTES
+                        && now.saturating_duration_since(s.made_at) < reuse))
         };
         let (frame, version) = match room.snapshots.iter().find(|s| fresh(s)) {
             Some(cached) => (cached.frame.clone(), cached.version),
@@ -300,6 +318,8 @@ impl Engine {
                 let mut text = String::new();
                 render(self, key, &mut text);
                 let frame = Frame::from(text);
+                self.stats.full_renders += 1;
+                self.renders.track(&frame);
                 let room = self.rooms.get_mut(key.0)?;
                 room.snapshots.retain(|s| s.format != format);
                 if room.snapshots.is_empty() {
@@ -315,18 +335,55 @@ impl Engine {
             }
         };
         let room = self.rooms.get_mut(key.0)?;
-        if let Some(index) = joiner.and_then(|client| room.member_index(client)) {
+        let older = version < room.version;
+        let wrote_since = older && room.wrote_since(member, version);
+        if let Some(index) = room.member_index(member) {
             if let Some(member) = room.members.get_mut(index) {
                 member.seen = version;
+                member.resend_own = wrote_since;
             }
-            if version < room.version {
+            if older {
                 self.pacer.mark_dirty(key.0, &mut room.pace);
             }
         }
         Some(frame)
     }
 
-    /// Heap held by room state now, as counted against `--max-state-memory`.
+    /// How long a large room's rendering is shared after it was made: a second, or the pace
+    /// if that is longer, so no room renders more often than it may flush.
+    pub fn reuse_window(&self) -> Duration {
+        SNAPSHOT_REUSE.max(self.pacer.pace)
+    }
+
+    /// Lists the large renderings that may still be held outside the engine (dropping those
+    /// nobody holds any more), for the event loop to find which blocked connections hold them.
+    pub fn render_census(&mut self) -> RenderCensus {
+        let rooms = &self.rooms;
+        let mut cached: Vec<usize> = self
+            .snapshot_rooms
+            .iter()
+            .filter_map(|&key| rooms.get(key))
+            .flat_map(|room| room.snapshots.iter())
+            .filter(|snapshot| snapshot.frame.len() >= SHARE_STALE_BYTES)
+            .map(|snapshot| snapshot.frame.as_str().as_ptr() as usize)
+            .collect();
+        cached.sort_unstable();
+        self.renders.census(&cached)
+    }
+
+    /// Records the bytes of renderings only blocked connections hold (from a census); they
+    /// count against the state budget until the next census.
+    pub fn note_held_renders(&mut self, bytes: usize) {
+        self.renders.held_bytes = bytes;
+    }
+
+    /// Bytes of renderings only blocked connections held at the last census.
+    pub fn held_render_bytes(&self) -> usize {
+        self.renders.held_bytes
+    }
+
+    /// Heap held by room state now, as counted against `--max-state-memory` (with
+    /// [`Engine::held_render_bytes`]).
     pub fn state_bytes(&self) -> usize {
         self.state_bytes
     }
@@ -338,7 +395,8 @@ impl Engine {
         if budget == 0 {
             return true;
         }
-        while self.state_bytes + extra > budget {
+        // Renderings kept alive only by clients that do not read are memory like room state.
+        while self.state_bytes + self.renders.held_bytes + extra > budget {
             if !self.evict_one_empty() {
                 self.stats.refused_for_memory += 1;
                 return false;
@@ -395,6 +453,7 @@ impl Engine {
             format,
             seen: room.version,
             waiting: false,
+            resend_own: false,
         });
         if let Some(at) = room.emptied_at.take() {
             self.empty_rooms.remove(&(at, key));
@@ -629,12 +688,13 @@ impl Engine {
             self.remove_room(key);
         }
         let rooms = &mut self.rooms;
+        let reuse = SNAPSHOT_REUSE.max(self.pacer.pace);
         self.snapshot_rooms.retain(|&key| {
             let Some(room) = rooms.get_mut(key) else {
                 return false;
             };
             room.snapshots
-                .retain(|s| now.saturating_duration_since(s.made_at) < SNAPSHOT_REUSE);
+                .retain(|s| now.saturating_duration_since(s.made_at) < reuse);
             !room.snapshots.is_empty()
         });
         expired.len()
@@ -756,6 +816,7 @@ fn flush_room(
         if let Some(member) = room.members.get_mut(i) {
             if caught_up {
                 member.seen = version;
+                member.resend_own = false;
             } else {
                 // Nothing more is built for it until its connection drains.
                 member.waiting = true;

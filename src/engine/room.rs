@@ -36,6 +36,9 @@ pub struct Member {
     /// Its socket refused a frame: flushes skip it (no frame is built for it) until its
     /// connection drains and the loop calls [`super::Engine::resume`].
     pub waiting: bool,
+    /// It was sent a full-state reply older than some of its own writes (a shared rendering):
+    /// its next frame carries its own values too, which it is otherwise never sent.
+    pub resend_own: bool,
 }
 
 #[derive(Debug)]
@@ -56,8 +59,8 @@ pub struct Room {
     pub queued_for_persist: bool,
     /// Where the room stands in the cluster (unused without `--cluster`).
     pub cluster: RoomCluster,
-    /// The latest rendering of all variables per format, shared by every joiner until it is
-    /// more than a second old (see `Engine::snapshot_for`).
+    /// The latest rendering of all variables per format, shared by every full-state reply
+    /// until it is older than the reuse window (see `Engine::shared_rendering`).
     pub snapshots: Vec<Snapshot>,
 }
 

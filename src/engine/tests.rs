@@ -146,6 +146,204 @@ fn joiners_share_one_rendering_of_the_room_and_catch_up_from_its_version() {
     assert!(flushed(&mut e).is_empty());
 }
 
+/// A room whose rendering is large enough to be shared after it changed, with members 1 to
+/// `members`.
+fn large_room(e: &mut Engine, members: u64) -> RoomKey {
+    let room = join(e, "1", 1);
+    for client in 2..=members {
+        join(e, "1", client);
+    }
+    let large = "1".repeat(SHARE_STALE_BYTES);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text(&large), true);
+    flushed(e);
+    room
+}
+
+#[test]
+fn a_full_state_reply_on_a_changed_large_room_shares_the_rendering_and_the_asker_catches_up() {
+    let mut e = engine();
+    let now = Instant::now();
+    let room = large_room(&mut e, 3);
+    let first = e.snapshot_for(room, ClientId(2), F, now).expect("render");
+    e.set(room, ClientId(1), "☁ b", ValueRef::Text("2"), true);
+    assert_eq!(
+        flushed(&mut e),
+        vec![(2, "☁ b=2".into()), (3, "☁ b=2".into())]
+    );
+    // Member 3 asks again (a `cloud.get`, a repeated `JOIN_ROOM`): the older rendering is shared.
+    let second = e.snapshot_for(room, ClientId(3), F, now).expect("render");
+    assert_eq!(first.as_str().as_ptr(), second.as_str().as_ptr());
+    assert_eq!(e.stats.full_renders, 1);
+    assert!(!second.as_str().contains("☁ b"));
+    // It is marked as having seen that older version, and the room is dirty for it: the next
+    // flush brings it what the rendering lacks, and only to it.
+    assert!(e.has_pending());
+    assert_eq!(flushed(&mut e), vec![(3, "☁ b=2".into())]);
+    assert!(flushed(&mut e).is_empty());
+}
+
+#[test]
+fn a_rendering_older_than_the_askers_own_write_is_followed_by_that_write() {
+    let mut e = engine();
+    let now = Instant::now();
+    let room = large_room(&mut e, 3);
+    e.snapshot_for(room, ClientId(2), F, now).expect("render");
+    // Member 3 writes, then asks for the whole room before a flush: it is handed the shared
+    // rendering, which shows the value from before its write.
+    e.set(room, ClientId(3), "☁ c", ValueRef::Text("5"), true);
+    let reply = e.snapshot_for(room, ClientId(3), F, now).expect("render");
+    assert!(!reply.as_str().contains("☁ c"));
+    // A writer is never sent its own values, except here: the reply took its write back.
+    assert_eq!(
+        flushed(&mut e),
+        vec![
+            (1, "☁ c=5".into()),
+            (2, "☁ c=5".into()),
+            (3, "☁ c=5".into())
+        ]
+    );
+    // Once sent, its later writes are left out again.
+    e.set(room, ClientId(3), "☁ c", ValueRef::Text("6"), true);
+    assert_eq!(
+        flushed(&mut e),
+        vec![(1, "☁ c=6".into()), (2, "☁ c=6".into())]
+    );
+}
+
+#[test]
+fn a_member_refusing_frames_still_catches_up_from_an_older_rendering_once_it_drains() {
+    let mut e = engine();
+    let now = Instant::now();
+    let room = large_room(&mut e, 2);
+    e.snapshot_for(room, ClientId(1), F, now).expect("render");
+    e.set(room, ClientId(1), "☁ b", ValueRef::Text("1"), true);
+    // Member 2's socket is full: it waits.
+    e.flush(|_, _, _| false);
+    e.set(room, ClientId(1), "☁ b", ValueRef::Text("2"), true);
+    let reply = e.snapshot_for(room, ClientId(2), F, now).expect("render");
+    assert!(!reply.as_str().contains("☁ b"));
+    assert!(flushed(&mut e).is_empty(), "it waits for its socket");
+    e.resume(room, ClientId(2));
+    assert_eq!(flushed(&mut e), vec![(2, "☁ b=2".into())]);
+}
+
+#[test]
+fn a_full_state_reply_showing_the_current_version_leaves_nothing_for_the_next_flush() {
+    let mut e = engine();
+    let now = Instant::now();
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    let reply = e.snapshot_for(room, ClientId(2), F, now).expect("render");
+    assert_eq!(reply.as_str(), "☁ a=1");
+    assert!(
+        flushed(&mut e).is_empty(),
+        "the reply already showed the change"
+    );
+}
+
+#[test]
+fn a_small_room_renders_exactly_on_every_change() {
+    let mut e = engine();
+    let now = Instant::now();
+    let room = join(&mut e, "1", 1);
+    for i in 0..20 {
+        let value = i.to_string();
+        e.set(room, ClientId(1), "☁ a", ValueRef::Number(&value), true);
+        let reply = e.snapshot_for(room, ClientId(1), F, now).expect("render");
+        assert_eq!(reply.as_str(), format!("☁ a={i}"));
+        // Asking again without a change shares the rendering.
+        e.snapshot_for(room, ClientId(1), F, now).expect("render");
+    }
+    assert_eq!(e.stats.full_renders, 20);
+}
+
+#[test]
+fn a_changing_large_room_renders_at_most_once_per_reuse_window_and_format() {
+    for pace in [Duration::ZERO, PACE, Duration::from_secs(3)] {
+        let mut e = engine();
+        e.set_pace(pace);
+        let window = e.reuse_window();
+        assert_eq!(window, SNAPSHOT_REUSE.max(pace));
+        let t0 = Instant::now();
+        let room = large_room(&mut e, 2);
+        let step = Duration::from_millis(10);
+        let steps = 1000u32;
+        for i in 0..steps {
+            let now = t0 + step * i;
+            let value = i.to_string();
+            e.set(room, ClientId(1), "☁ b", ValueRef::Number(&value), true);
+            e.snapshot_for(room, ClientId(1), F, now).expect("render");
+            e.snapshot_for(room, ClientId(2), Format(1), now)
+                .expect("render");
+            e.flush_due(now, |_, _, _| true);
+            if i % 100 == 0 {
+                e.expire(now);
+            }
+        }
+        let windows = (step * steps).as_nanos().div_ceil(window.as_nanos()) as u64;
+        assert!(
+            e.stats.full_renders <= 2 * windows,
+            "pace {pace:?}: {} renders in {windows} windows of {window:?} for 2000 requests",
+            e.stats.full_renders
+        );
+        assert!(e.stats.full_renders >= 2 * (windows - 1));
+    }
+}
+
+#[test]
+fn renderings_only_blocked_connections_hold_count_against_the_state_budget() {
+    let mut e = engine();
+    let now = Instant::now();
+    let room = large_room(&mut e, 2);
+    let render = e.snapshot_for(room, ClientId(2), F, now).expect("render");
+    // A connection that does not read keeps the unsent rest: a slice of the rendering.
+    let unsent = bytes::Bytes::from(render.clone()).slice(100..);
+    drop(render);
+    let census = e.render_census();
+    let held = census.find(&unsent).expect("found");
+    assert!(!census.is_retired(held), "the room's cache still shares it");
+    e.expire(now + SNAPSHOT_REUSE);
+    let mut census = e.render_census();
+    let held = census.find(&unsent).expect("found");
+    assert_eq!(census.find(b"elsewhere"), None);
+    assert_eq!(census.held_bytes(), 0, "nobody was found holding it yet");
+    census.hold(held);
+    assert!(census.is_retired(held));
+    let bytes = census.held_bytes();
+    assert_eq!(bytes, census.len(held));
+    assert!(bytes > SHARE_STALE_BYTES);
+    e.note_held_renders(bytes);
+    assert_eq!(e.held_render_bytes(), bytes);
+    // With the budget just above the room's state, the held bytes leave no space.
+    e.limits.max_state_bytes = e.state_bytes() + bytes / 2;
+    assert_eq!(
+        e.set(room, ClientId(1), "☁ new", ValueRef::Number("1"), true),
+        SetOutcome::Rejected(Rejection::TooManyVariables)
+    );
+    e.note_held_renders(0);
+    assert_eq!(
+        e.set(room, ClientId(1), "☁ new", ValueRef::Number("1"), true),
+        SetOutcome::Applied
+    );
+    // Once the connection lets go, the next census forgets (and so frees) the rendering.
+    assert_eq!(e.renders.tracked(), 1);
+    drop(unsent);
+    let census = e.render_census();
+    assert_eq!(census.held_bytes(), 0);
+    assert_eq!(e.renders.tracked(), 0);
+}
+
+#[test]
+fn small_renderings_are_not_tracked() {
+    let mut e = engine();
+    let now = Instant::now();
+    let room = join(&mut e, "1", 1);
+    e.set(room, ClientId(1), "☁ a", ValueRef::Number("1"), true);
+    let _reply = e.snapshot_for(room, ClientId(1), F, now).expect("render");
+    assert_eq!(e.renders.tracked(), 0);
+}
+
 #[test]
 fn over_the_state_budget_empty_rooms_go_first_then_new_state_is_refused() {
     let mut e = Engine::new(

@@ -163,6 +163,11 @@ pub struct Conn<S> {
     /// A message larger than the WebSocket read buffer was read: once the input is at a
     /// message boundary, the WebSocket is rebuilt to give the grown buffer back.
     large_input: bool,
+    /// Output blocked with a shared frame from the outbox (a full-state reply) in it: the
+    /// once-a-second census of held renderings looks at this connection (see `unsent_replies`).
+    reply_blocked: bool,
+    /// Bytes written when the census last looked, and since when that count stood still.
+    write_progress: (u64, Instant),
 }
 
 /// Bounds tungstenite's buffer for control frames; see `ConnSettings::from_config`.
@@ -234,6 +239,8 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             refused_frames: false,
             more_input: false,
             large_input: false,
+            reply_blocked: false,
+            write_progress: (0, ctx.now),
             client,
             ip: logged_ip(ip, settings),
             deadline: Some(ctx.now + settings.handshake_timeout),
@@ -790,6 +797,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         if outbox.is_empty() {
             return;
         }
+        let mut shared = false;
         let result = {
             let messages: SmallVec<[OutMessage<'_>; 4]> = outbox
                 .pieces()
@@ -798,13 +806,17 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                         .into_iter()
                         .map(|piece| match piece {
                             Piece::Written(bytes) => Part::Borrowed(bytes),
-                            Piece::Shared(frame) => Part::Shared(frame.clone().into()),
+                            Piece::Shared(frame) => {
+                                shared = true;
+                                Part::Shared(frame.clone().into())
+                            }
                         })
                         .collect()
                 })
                 .collect();
             send_messages(ws, &messages, true)
         };
+        self.reply_blocked |= shared && ws.get_ref().is_blocked();
         outbox.clear();
         if result.is_err() {
             self.broken = true;
@@ -1045,6 +1057,41 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             self.awaiting_pong = true;
         }
         self.flush(now);
+    }
+}
+
+/// What the census of held renderings (`net/server/renders.rs`) asks of a connection.
+impl<S: Read + Write + HalfClose> Conn<S> {
+    /// The chunks of unsent output of an open connection blocked on a reply that holds a
+    /// shared frame (a full-state reply); nothing for the others, so the census walks only
+    /// these.
+    pub fn unsent_replies(&mut self) -> impl Iterator<Item = &bytes::Bytes> {
+        let transport = match &self.phase {
+            Phase::Open { ws, .. } if self.reply_blocked => Some(ws.get_ref()),
+            _ => None,
+        };
+        let transport = transport.filter(|t| t.pending_bytes() > 0);
+        self.reply_blocked = transport.is_some();
+        transport.into_iter().flat_map(|t| t.unsent())
+    }
+
+    /// How long output has waited without a byte of it being written, as seen by successive
+    /// calls (about once a second).
+    pub fn unread_for(&mut self, now: Instant) -> Duration {
+        let written = self.bytes_written();
+        if written != self.write_progress.0 {
+            self.write_progress = (written, now);
+        }
+        self.stalled_since.map_or(Duration::ZERO, |since| {
+            now.saturating_duration_since(since.max(self.write_progress.1))
+        })
+    }
+
+    /// Drops a connection that stopped reading a large whole-room reply: like the write-stall
+    /// timeout, without a close frame it would not read either.
+    pub fn drop_unread_reply(&mut self, bytes: usize, ctx: &mut LoopContext<'_>) {
+        let reason = format!("closed: client stopped reading a whole-room reply of {bytes} bytes");
+        self.finish(&reason, ctx);
     }
 }
 

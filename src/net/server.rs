@@ -39,6 +39,7 @@ use crate::store::{Store, StoreSettings};
 
 mod cluster;
 mod reload;
+mod renders;
 mod storage;
 
 use cluster::ClusterLink;
@@ -634,9 +635,10 @@ impl Server {
         let memory = self.engine.stats.refused_for_memory;
         if memory > self.refused_for_memory_logged && due(self.last_warned.1) {
             warn!(
-                "room state at its memory budget ({} bytes held): refused {} new rooms or \
-                 variables so far, evicted {} empty rooms",
-                self.engine.state_bytes(),
+                "room state at its memory budget ({} bytes held, {} of them unread whole-room \
+                 replies): refused {} new rooms or variables so far, evicted {} empty rooms",
+                self.engine.state_bytes() + self.engine.held_render_bytes(),
+                self.engine.held_render_bytes(),
                 memory,
                 self.engine.stats.rooms_evicted
             );
@@ -683,6 +685,8 @@ impl Server {
         snapshot.parked_sessions = self.reconnects.parked() as u64;
         snapshot.parked_sessions_ended = self.reconnects.evicted;
         snapshot.writes_deferred = self.write_budget.cuts();
+        snapshot.full_renders = stats.full_renders;
+        snapshot.render_bytes_held = self.engine.held_render_bytes() as u64;
         snapshot.store = self.store.as_ref().map(|store| StoreSnapshot {
             batches_saved: store.stats.batches_saved,
             variables_saved: store.stats.variables_saved,
@@ -799,6 +803,7 @@ impl Server {
         if expired > 0 {
             debug!("dropped {expired} rooms that were empty for too long");
         }
+        self.watch_held_renders(now);
         self.release_memory_after_a_drop();
     }
 

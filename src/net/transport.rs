@@ -502,6 +502,12 @@ impl<S: Write> Transport<S> {
         self.pending_len
     }
 
+    /// The chunks of output waiting for the socket, in order: private copies, and references
+    /// into shared frames (to find which renderings a blocked connection keeps alive).
+    pub fn unsent(&self) -> impl Iterator<Item = &Bytes> {
+        self.pending.iter()
+    }
+
     /// Bytes waiting for the socket that are private to this connection (not shared frames).
     #[cfg(test)]
     fn pending_chunks(&self) -> usize {
