@@ -118,6 +118,71 @@ fn a_garbage_request_gets_400() {
     }
 }
 
+/// Bytes that look random, without CR or LF, the same on every run.
+fn garbage_without_line_end(length: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut bytes = Vec::with_capacity(length);
+    while bytes.len() < length {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend(
+            x.to_le_bytes()
+                .into_iter()
+                .filter(|b| !matches!(b, b'\r' | b'\n')),
+        );
+    }
+    bytes.truncate(length);
+    bytes
+}
+
+/// Binary garbage cannot be the start of a request head: it is answered 400 when it arrives,
+/// not when the handshake deadline (30 s here) or the 8 KiB head limit is reached.
+#[test]
+fn binary_garbage_without_a_line_end_gets_400_at_once() {
+    let server = Server::start(&["--handshake-timeout", "30"]);
+    for garbage in [
+        garbage_without_line_end(2_000),
+        // What a TLS client sends first on the plain port: a ClientHello record.
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(),
+    ] {
+        let mut raw = server.tcp();
+        raw.write_all(&garbage).expect("write");
+        let (bytes, ended) = read_until_eof(&mut raw, Duration::from_secs(5));
+        assert!(
+            bytes.starts_with(b"HTTP/1.1 400 "),
+            "answer within 5 s to {} bytes of garbage: {:?}",
+            garbage.len(),
+            String::from_utf8_lossy(&bytes)
+        );
+        assert!(ended, "the connection is closed after the answer");
+        assert_security_headers(&HttpResponse::parse(&String::from_utf8_lossy(&bytes)));
+    }
+}
+
+/// Header values may hold obs-text (bytes 0x80 and above: UTF-8 or Latin-1), and the target
+/// raw UTF-8, as some clients send them: such a request still upgrades.
+#[test]
+fn an_upgrade_with_utf8_and_obs_text_in_the_head_is_accepted() {
+    let server = Server::start(&["--handshake-timeout", "30"]);
+    let mut request = upgrade_request(
+        "/caf\u{e9}",
+        "User-Agent: Br\u{f6}wser \u{2603}\r\nX-Title: \u{1f600} d\u{e9}j\u{e0} vu\r\n",
+    )
+    .into_bytes();
+    let end = request.len() - 2;
+    request.splice(end..end, b"X-Latin1: caf\xe9 \xff\r\n".iter().copied());
+    let mut raw = server.tcp();
+    raw.write_all(&request).expect("write");
+    let (bytes, _) = read_until_eof(&mut raw, Duration::from_millis(500));
+    let response = HttpResponse::parse(&String::from_utf8_lossy(&bytes));
+    assert_eq!(response.status, 101);
+    assert_eq!(
+        response.header("Sec-WebSocket-Accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+}
+
 #[test]
 fn an_oversized_request_head_is_refused() {
     let server = Server::start(&[]);

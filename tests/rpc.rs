@@ -505,6 +505,72 @@ fn a_users_oldest_connection_is_replaced_beyond_the_per_user_limit() {
     assert_eq!(next(&mut first), json!(["pong", 2]));
 }
 
+/// Connects and authenticates with `payload`; `shown` is the name the log gives the client.
+fn authenticated_as(server: &Server, room: &str, payload: Value, shown: &str) -> Client {
+    let mut client = world(server, room);
+    call(&mut client, json!(["authenticate", payload]));
+    let reply = next(&mut client);
+    assert_eq!(reply[0], "authenticated", "{reply}");
+    server.wait_for_log(&format!("\"{shown}\" {room}] joined (rpc)"));
+    client
+}
+
+#[test]
+fn a_client_id_equal_to_a_username_replaces_nobody_but_its_own_older_connection() {
+    let server = Server::start(&["--max-connections-per-user", "1"]);
+    let mut alice = authenticated_as(&server, "1", json!({"username": "alice"}), "alice");
+    let mut previous: Option<Client> = None;
+    for round in 0..6 {
+        // Half of the rounds also borrow the username: the client id still decides.
+        let payload = if round % 2 == 0 {
+            json!({"client_id": "alice"})
+        } else {
+            json!({"client_id": "alice", "username": "alice"})
+        };
+        let mut spoofer = authenticated_as(&server, "1", payload, "alice");
+        if let Some(mut older) = previous.take() {
+            assert_eq!(next(&mut older), error("connection.replaced"));
+            assert_eq!(older.close_code(), 1000);
+        }
+        call(
+            &mut spoofer,
+            json!(["cloud.set", round, {"name": "☁ n", "value": round}]),
+        );
+        assert_eq!(next(&mut spoofer), json!(["success", round, {}]));
+        assert_eq!(
+            next(&mut alice),
+            json!(["cloud.set", {"name": "☁ n", "value": round}]),
+            "round {round}: the user named alice keeps receiving"
+        );
+        previous = Some(spoofer);
+    }
+    call(&mut alice, json!(["ping", 1]));
+    assert_eq!(next(&mut alice), json!(["pong", 1]));
+}
+
+#[test]
+fn a_username_alone_over_the_per_user_limit_is_refused_and_the_first_stays() {
+    let server = Server::start(&["--max-connections-per-user", "1"]);
+    let mut first = authenticated_as(&server, "1", json!({"username": "bob"}), "bob");
+    let mut second = world(&server, "1");
+    call(&mut second, json!(["authenticate", 7, {"username": "bob"}]));
+    assert_eq!(next(&mut second), error("connection.limit_reached"));
+    assert_eq!(second.close_code(), 4003);
+    call(&mut first, json!(["ping", 1]));
+    assert_eq!(next(&mut first), json!(["pong", 1]), "the first bob stays");
+    // The limit is per room, and a client id is counted on its own.
+    let _elsewhere = authenticated_as(&server, "2", json!({"username": "bob"}), "bob");
+    let _with_id = authenticated_as(
+        &server,
+        "1",
+        json!({"client_id": "c", "username": "bob"}),
+        "bob",
+    );
+    // Once the first bob is gone, the name is free again.
+    first.close_with(1000);
+    let _again = authenticated_as(&server, "1", json!({"username": "bob"}), "bob");
+}
+
 #[test]
 fn shutdown_asks_rpc_clients_to_reload_then_closes_1001() {
     let mut server = Server::start(&[]);

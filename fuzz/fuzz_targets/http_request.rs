@@ -1,13 +1,15 @@
 //! Arbitrary bytes as an HTTP request head: `parse_head`, then what the server answers
 //! (`page`, `switching_protocols`) and the client address it would log (`client_ip`,
 //! `anonymize`). Must never panic; a complete head never claims more bytes than it was given,
-//! and answers are well-formed HTTP.
+//! and answers are well-formed HTTP. The server reads heads through `HeadReader`, which must
+//! answer the same however the bytes are split, and as `parse_head` does.
 
 #![no_main]
 
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
+use stratus::net::head_reader::HeadReader;
 use stratus::net::http::{
     anonymize, client_ip, page, parse_head, switching_protocols, Head, Request, Response,
     MAX_HEAD_BYTES,
@@ -80,7 +82,39 @@ fn check_request(request: &Request, head: &[u8]) {
     }
 }
 
+/// `HeadReader` answers the same whole or a byte at a time, and as `parse_head` does, except
+/// that it stops at the size limit, and leaves two refusals to the end of the head: a target
+/// that is not UTF-8, and too many headers.
+fn check_reader(data: &[u8]) {
+    let whole = HeadReader::default().receive(data);
+    let mut reader = HeadReader::default();
+    let mut bytewise = Head::Partial;
+    for byte in data {
+        bytewise = reader.receive(std::slice::from_ref(byte));
+        if bytewise != Head::Partial {
+            break;
+        }
+    }
+    assert_eq!(whole, bytewise);
+    let parsed = parse_head(data);
+    match &whole {
+        Head::Complete(..) => assert_eq!(whole, parsed),
+        Head::Partial => match &parsed {
+            Head::Partial => {}
+            Head::Invalid(response) if response.status == 431 => {}
+            Head::Invalid(_) => assert!(data.iter().any(|&b| b >= 0x80), "{parsed:?}"),
+            Head::Complete(..) => panic!("httparse completed a head the reader waits on"),
+        },
+        Head::Invalid(response) if response.status == 431 => match &parsed {
+            Head::Complete(_, length) => assert!(*length > MAX_HEAD_BYTES),
+            _ => assert!(matches!(parsed, Head::Invalid(_)), "{parsed:?}"),
+        },
+        Head::Invalid(_) => assert!(matches!(parsed, Head::Invalid(_)), "{parsed:?}"),
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    check_reader(data);
     match parse_head(data) {
         Head::Complete(request, length) => {
             assert!(

@@ -165,9 +165,10 @@ pub struct Config {
     #[arg(long, env = "STRATUS_MAX_CLIENTS_PER_ROOM", default_value_t = 128)]
     pub max_clients_per_room: usize,
 
-    /// Most connections of one user in one room, in the array-RPC dialect (the user is the
-    /// `client_id`, else the `username`): when a user opens one more, the oldest is told
-    /// `connection.replaced` and closed. 0 = no limit.
+    /// Most connections of one user in one room, in the array-RPC dialect: one more with the
+    /// same `client_id` replaces the oldest (told `connection.replaced`, then closed); one more
+    /// with a `username` and no `client_id` is refused (`connection.limit_reached`), since
+    /// anyone can claim a name. 0 = no limit.
     #[arg(long, env = "STRATUS_MAX_CONNECTIONS_PER_USER", default_value_t = 0)]
     pub max_connections_per_user: usize,
 

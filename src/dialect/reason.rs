@@ -54,6 +54,9 @@ pub enum Reason {
     ShuttingDown,
     /// The same user opened more connections than allowed; this, the oldest, makes way.
     Replaced,
+    /// A username (array-RPC, without a client id) is already connected to the room
+    /// `--max-connections-per-user` times: the newcomer is refused, nobody is replaced.
+    UserAtLimit,
     /// Something failed inside the server that concerns this connection only.
     ServerFault,
     /// The room could not be loaded (its store or Redis is out); trying later may work.
@@ -75,6 +78,7 @@ impl Reason {
             Reason::RoomFull
             | Reason::TooManyRooms
             | Reason::ServerFull
+            | Reason::UserAtLimit
             | Reason::RoomUnavailable => OVERLOADED,
             Reason::RoomRefused | Reason::TooManyMessages | Reason::TooManyBytes => UNAVAILABLE,
             Reason::ScratchCookie => SECURITY,
@@ -113,6 +117,7 @@ impl Reason {
             Reason::NoPong => "no_pong",
             Reason::ShuttingDown => "shutting_down",
             Reason::Replaced => "replaced",
+            Reason::UserAtLimit => "user_at_limit",
             Reason::ServerFault => "server_fault",
             Reason::RoomUnavailable => "room_unavailable",
         }
@@ -145,6 +150,7 @@ impl Reason {
             Reason::NoPong => "no answer to ping",
             Reason::ShuttingDown => "server shutting down",
             Reason::Replaced => "replaced by a newer connection of the same user",
+            Reason::UserAtLimit => "this username has as many connections to the room as allowed",
             Reason::ServerFault => "internal server error",
             Reason::RoomUnavailable => "room cannot be loaded now, try again later",
         }

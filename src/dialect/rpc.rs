@@ -10,6 +10,7 @@
 use simd_json::prelude::*;
 use simd_json::tape::Value;
 
+use super::users::{Counted, Identity};
 use super::{
     check_room, json, variables_object, Dialect, Env, Outbox, Outcome, Peer, Reason, Users,
 };
@@ -24,7 +25,7 @@ pub(super) struct World {
     /// `None` when the path named no valid room.
     room: Option<Box<str>>,
     /// The identity counted by `--max-connections-per-user`, while it is counted.
-    counted_as: Option<Box<str>>,
+    counted_as: Option<Counted>,
 }
 
 impl World {
@@ -42,8 +43,8 @@ impl World {
 
     /// Stops counting this connection for its user.
     pub fn depart(&mut self, peer: &Peer, users: &mut Users) {
-        if let (Some(user), Some(room)) = (self.counted_as.take(), peer.room()) {
-            users.depart(room, &user, peer.client);
+        if let (Some(counted), Some(room)) = (self.counted_as.take(), peer.room()) {
+            users.depart(room, counted, peer.client);
         }
     }
 }
@@ -174,20 +175,29 @@ fn authenticate(
             _ => return Outcome::Close(Reason::NoIdentity),
         },
     };
-    let Some(identity) = client_id.or(username) else {
-        return Outcome::Close(Reason::NoIdentity);
+    // A client id is the client's own secret and wins over the username, which anyone can
+    // claim (see `users`); the log shows the username when there is one.
+    let (identity, shown) = match (client_id, username) {
+        (Some(id), name) => (Identity::ClientId(id), name.unwrap_or(id)),
+        (None, Some(name)) => (Identity::Username(name), name),
+        (None, None) => return Outcome::Close(Reason::NoIdentity),
     };
-    peer.user = Some(username.unwrap_or(identity).into());
+    peer.user = Some(shown.into());
     let Some(room_id) = world.room.as_deref() else {
         return Outcome::Close(Reason::InvalidRoom);
     };
+    // Refused before entering, so the room never counts a connection it turns away. A room
+    // not in memory holds none of this identity's connections.
+    if let Some(room) = env.engine.room_key(room_id) {
+        if !env.users.admits(room, identity) {
+            return Outcome::Close(Reason::UserAtLimit);
+        }
+    }
     let room = match peer.enter(room_id, Dialect::Rpc, None, env) {
         Ok(room) => room,
         Err(refusal) => return refusal.outcome(),
     };
-    if env.users.arrive(room, identity, peer.client) {
-        world.counted_as = Some(identity.into());
-    }
+    world.counted_as = env.users.arrive(room, identity, peer.client);
     let variables = variables_object(env.engine, room, peer.client, env.now);
     peer.outbox.push_wrapped(
         |out| {
@@ -292,6 +302,7 @@ pub(super) fn farewell(reason: Reason, outbox: &mut Outbox) -> u16 {
         Reason::RoomFull | Reason::TooManyRooms | Reason::ServerFull => Some("world.full"),
         Reason::RoomRefused | Reason::InvalidRoom => Some("world.unknown_world"),
         Reason::TooManyMessages | Reason::TooManyBytes => Some("connection.rate_limited"),
+        Reason::UserAtLimit => Some(USER_AT_LIMIT),
         Reason::ServerFault => Some("server.fatal"),
         // A server fault from the client's view: RPC clients know no "try later" code.
         Reason::RoomUnavailable => {
@@ -310,9 +321,16 @@ pub(super) fn farewell(reason: Reason, outbox: &mut Outbox) -> u16 {
     reason.close_code()
 }
 
-/// Tells a connection that a newer one of the same user replaces it.
+/// The code of a connection that made way for a newer one with the same `client_id`.
+const REPLACED: &str = "connection.replaced";
+
+/// Its counterpart: a connection refused because its `username` (without a `client_id`) is
+/// already connected to the room `--max-connections-per-user` times.
+const USER_AT_LIMIT: &str = "connection.limit_reached";
+
+/// Tells a connection that a newer one of the same client replaces it.
 pub(super) fn replaced(outbox: &mut Outbox) {
-    error(outbox, None, "connection.replaced");
+    error(outbox, None, REPLACED);
 }
 
 fn success(outbox: &mut Outbox, id: Option<Value<'_, '_>>, result: impl FnOnce(&mut String)) {

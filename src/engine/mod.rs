@@ -213,9 +213,9 @@ impl Engine {
         self.rooms.get(room.0).map(|r| &*r.id)
     }
 
-    /// The key of a room in memory.
+    /// The key of room `room_id`, if it is in memory.
     pub fn room_key(&self, room_id: &str) -> Option<RoomKey> {
-        self.index.get(room_id).map(|&key| RoomKey(key))
+        self.index.get(room_id).copied().map(RoomKey)
     }
 
     pub fn member_count(&self, room: RoomKey) -> usize {

@@ -23,6 +23,7 @@ use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use super::head_reader::HeadReader;
 use super::http::{self, Head, Request, Response};
 use super::per_ip::PerIp;
 use super::transport::{HalfClose, Part, Transport};
@@ -111,7 +112,7 @@ pub enum Status {
 enum Phase<S> {
     Http {
         transport: Transport<S>,
-        head: Vec<u8>,
+        head: HeadReader,
     },
     Open {
         ws: Box<WebSocket<Transport<S>>>,
@@ -233,7 +234,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         Conn {
             phase: Phase::Http {
                 transport,
-                head: Vec::new(),
+                head: HeadReader::default(),
             },
             counted_ip: None,
             refused_frames: false,
@@ -433,18 +434,12 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                     self.phase = Phase::Done;
                     return;
                 }
-                Ok(n) => {
-                    let scanned = head.len();
-                    head.extend_from_slice(ctx.scratch.get(..n).unwrap_or_default());
-                    // A head sent a byte at a time is parsed once, not once per byte.
-                    if !http::may_be_complete(head, scanned) {
-                        continue;
-                    }
-                    match http::parse_head(head) {
-                        Head::Partial => continue,
-                        done => break done,
-                    }
-                }
+                // Each byte is scanned once as it arrives (garbage is refused at once), and the
+                // head is parsed once, when it has ended.
+                Ok(n) => match head.receive(ctx.scratch.get(..n).unwrap_or_default()) {
+                    Head::Partial => continue,
+                    done => break done,
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -548,7 +543,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         transport.take_bytes_read();
         transport.set_prefix(http::switching_protocols(key));
         let route = Route::from_path(&request.path);
-        let leftover = head.get(head_length..).unwrap_or_default().to_vec();
+        let leftover = head.bytes().get(head_length..).unwrap_or_default().to_vec();
         transport.track_frames(&leftover);
         let leftover_allowed = self.bytes.take(leftover.len() as f64, ctx.now);
         let ws = WebSocket::from_partially_read(

@@ -133,20 +133,6 @@ pub fn metrics_page(body: &str, include_body: bool) -> Vec<u8> {
     )
 }
 
-/// Whether `head` may now hold a whole request head, looking only at the bytes from
-/// `scanned` on (and the two before them): it ends at an empty line, or is too large to wait.
-pub fn may_be_complete(head: &[u8], scanned: usize) -> bool {
-    if head.len() >= MAX_HEAD_BYTES {
-        return true;
-    }
-    let window = head.get(scanned.saturating_sub(2)..).unwrap_or_default();
-    window.windows(2).enumerate().any(|(i, pair)| match pair {
-        b"\n\n" => true,
-        b"\r\n" => i > 0 && window.get(i - 1) == Some(&b'\n'),
-        _ => false,
-    })
-}
-
 /// Parses what has arrived of a request head.
 pub fn parse_head(bytes: &[u8]) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
