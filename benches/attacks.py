@@ -1,281 +1,122 @@
 #!/usr/bin/env python3
-"""Hostile-load scenarios of issue 10, bounded in time, against a running server.
-
-Each run starts the given server binary on a free loopback port (pinned to core 0), fills a
-"large room" (128 variables x 100 000 digits = 12.8 MB of state), starts a bystander pair in
-another room (a separate process on core 1: one client sets a timestamp every 20 ms, the other
-measures send-to-receipt latency), runs one attack for WINDOW seconds and prints one JSON line:
-bystander p50/p99/max in ms and timestamps received (fewer than sent: a 30 Hz tick coalesces
-the 50 sets/s), server CPU % of one core over the window (from /proc/PID/stat), RSS at the
-start, its peak during the window, and 1 s after the window with the attack's sockets still
-open ("end").
-
-Attacks (all valid input under default limits, as in the issue):
-  churn   2 processes looping connect -> upgrade + join the large room -> read a bit -> reset
-  stuck   20 members of the large room that never read, each at a different version
-  joiners 5 bursts of 100 joins to the large room by clients that never read
-  pings   100 clients that never read, each sending 450 pings/s of 125 bytes
-  large   300 connections each sending one 1 MB message, then idle
+"""Hostile-load scenarios of issues 10 and 20, bounded in time, against a server binary.
 
 Usage: python3 benches/attacks.py BINARY ATTACK [WINDOW_SECONDS]
-Only the Python standard library is used. Everything binds 127.0.0.1 and ends after WINDOW.
+       STRATUS_ARGS="--flag value" python3 benches/attacks.py ...   # extra server arguments
+
+Each run starts BINARY on a free loopback port (pinned to core 0, default limits, a fresh
+temporary data directory), fills a "large room" (128 variables x 100 000 digits = 12.8 MB of
+state; skipped by attacks that do not use it), starts a bystander pair in another room (a
+separate process on core 1: one client sets a timestamp every 20 ms, the other measures
+send-to-receipt latency), runs one attack (on core 1) for WINDOW seconds (default 8; parked 20,
+identity 14.5) and prints one JSON line: bystander p50/p99/max in ms and timestamps received
+(fewer than sent: a 30 Hz tick coalesces the 50 sets/s), server CPU % of one core over the
+window (from /proc/PID/stat), RSS at the start, its peak during the window, and 1 s after the
+window with the attack's sockets still open ("end"), the load average before and after the run
+(the machine is shared), and what the attack itself observed (fields named after the attack).
+
+Attacks of issue 10 (all valid input under default limits):
+  churn    2 processes looping connect -> upgrade + join the large room -> read a bit -> reset
+  stuck    20 members of the large room that never read, each at a different version
+  joiners  5 bursts of 100 joins to the large room by clients that never read
+  pings    100 clients that never read, each sending 450 pings/s of 125 bytes
+  large    300 connections each sending one 1 MB message, then idle
+
+Attacks of issue 20:
+  parked      MultiStudio connections opened 400 at a time, each HELLO + 4 JOIN_ROOM (a shared
+              "popular" room and 3 rooms of its own), reset once answered (no close frame: the
+              session is parked). Meanwhile every 0.5 s one honest client per dialect (Scratch
+              handshake, array-RPC authenticate, MultiStudio HELLO + JOIN_ROOM) joins,
+              alternately the popular room and a fresh one, from 127.0.0.2 (not the attacker's
+              address). Reports honest joins that succeeded and refusals by what the server
+              said, the first refusal and last join (seconds into the attack), the attacker's
+              counts, and parked sessions, rooms and open connections from /metrics at the end.
+              No large room.
+  identity    server with --max-connections-per-user 1: an honest array-RPC client
+              authenticates as username "alice", stays, and logs in again at once when put
+              out; every 0.5 s the attacker authenticates with {"client_id": "alice"}. Reports
+              how often the honest one was told connection.replaced or closed. No large room.
+  unread-get  40 array-RPC members of the large room (receive buffer 64 KiB) each read their
+              join reply, send cloud.set + cloud.get once and never read again (the set
+              changes the room, so the get cannot reuse a rendering). Look at RSS.
+  get-rate    4 array-RPC members of the large room sending cloud.set + cloud.get, 20 pairs/s
+              each, reading everything. Reports full-state replies received per second, the
+              attacker's MB/s, and how long /metrics takes to answer once the 4 are reset
+              after the window (the server works through the requests they left unread).
+  get-rate-studio  the same in MultiStudio: SET + JOIN_ROOM of the room already joined.
+  join-burst  rounds of 100 Scratch joins to the large room by clients that read their whole
+              snapshot and then leave; the next round 0.5 s after. Reports each round's
+              duration. (`joiners` does not read, so its sockets take only a few KB each.)
+  garbage     one connection sends 2 000 random bytes (no CR or LF) as its request head.
+              Reports the seconds until the server answered or closed, and the answer; waits
+              up to 30 s, whatever the window. No large room.
+
+Only the Python standard library is used (the scenarios are in benches/hostile/). Everything
+is on loopback (the server listens on 127.0.0.1); a run ends by itself shortly after WINDOW.
 """
 
 import json
 import multiprocessing as mp
 import os
-import socket
-import struct
+import shutil
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 
-UPGRADE = (
-    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-)
-VALUE = '"' + "7" * 100_000 + '"'
-LARGE_VARS = 128
+from hostile import garbage, identity, join_burst, parked, renders, round1
+from hostile.harness import (Attack, bystander, cpu_ticks, fill_large_room, free_port,
+                             loadavg, rss_kib, server_command, wait_listening)
 
-
-def frame(payload, opcode=1):
-    """A masked client frame (mask 0: masking with zeros keeps the bytes)."""
-    head = bytes([0x80 | opcode])
-    n = len(payload)
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 65536:
-        head += bytes([0x80 | 126]) + struct.pack(">H", n)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack(">Q", n)
-    return head + b"\0\0\0\0" + payload
-
-
-def handshake(room, user):
-    return frame(json.dumps({"method": "handshake", "project_id": room, "user": user}).encode())
-
-
-def setmsg(name, value_json):
-    return frame(('{"method":"set","name":"%s","value":%s}' % (name, value_json)).encode())
-
-
-def connect(port, extra=b"", rcvbuf=None):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.connect(("127.0.0.1", port))
-    s.sendall(UPGRADE + extra)
-    return s
-
-
-class Reader:
-    """Reads server frames from a blocking socket."""
-
-    def __init__(self, sock):
-        self.sock, self.buf = sock, b""
-
-    def _need(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise EOFError
-            self.buf += chunk
-
-    def skip_head(self):
-        while b"\r\n\r\n" not in self.buf:
-            self._need(len(self.buf) + 1)
-        self.buf = self.buf.split(b"\r\n\r\n", 1)[1]
-
-    def next_text(self):
-        while True:
-            self._need(2)
-            op, n = self.buf[0] & 0x0F, self.buf[1] & 0x7F
-            at = 2
-            if n == 126:
-                self._need(4)
-                n, at = struct.unpack(">H", self.buf[2:4])[0], 4
-            elif n == 127:
-                self._need(10)
-                n, at = struct.unpack(">Q", self.buf[2:10])[0], 10
-            self._need(at + n)
-            payload, self.buf = self.buf[at : at + n], self.buf[at + n :]
-            if op == 1:
-                return payload.decode()
-            if op == 8:
-                raise EOFError
-
-
-def fill_large_room(port):
-    # Four fillers of 32 variables each: 3.2 MB stays within one client's byte burst (4 MiB).
-    fillers = [connect(port, handshake("big", "filler%d" % f)) for f in range(4)]
-    watcher = connect(port, handshake("big", "watcher"))
-    time.sleep(0.2)
-    for f, filler in enumerate(fillers):
-        filler.sendall(b"".join(setmsg("☁ v%d" % i, VALUE) for i in range(f, LARGE_VARS, 4)))
-    reader = Reader(watcher)
-    reader.skip_head()
-    seen = set()
-    while len(seen) < LARGE_VARS:
-        for line in reader.next_text().split("\n"):
-            seen.add(json.loads(line)["name"])
-    for filler in fillers:
-        filler.close()
-    watcher.close()
-
-
-def bystander(port, window, out):
-    os.sched_setaffinity(0, {1})
-    writer = connect(port, handshake("bystanders", "writer"))
-    reader_sock = connect(port, handshake("bystanders", "reader"))
-    reader_sock.settimeout(window + 20)
-    time.sleep(0.3)
-    latencies, stop = [], time.time() + window
-
-    def write():
-        while time.time() < stop:
-            writer.sendall(setmsg("☁ t", '"%d"' % time.time_ns()))
-            time.sleep(0.02)
-        writer.sendall(setmsg("☁ end", "1"))
-
-    t = threading.Thread(target=write)
-    t.start()
-    reader = Reader(reader_sock)
-    try:
-        reader.skip_head()
-        while True:
-            text = reader.next_text()
-            now = time.time_ns()
-            for line in text.split("\n"):
-                msg = json.loads(line)
-                if msg["name"] == "☁ t":
-                    latencies.append((now - int(msg["value"])) / 1e6)
-                elif msg["name"] == "☁ end":
-                    raise EOFError
-    except (EOFError, socket.timeout, OSError):
-        pass
-    t.join()
-    out.put(latencies)
-
-
-def churn(port, stop_at):
-    os.sched_setaffinity(0, {1})
-    request = UPGRADE + handshake("big", "churn")
-    linger = struct.pack("ii", 1, 0)
-    while time.time() < stop_at:
-        try:
-            s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(request)
-            s.settimeout(2)
-            s.recv(4096)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-            s.close()
-        except OSError:
-            pass
-
-
-def attack(name, port, window, held):
-    """Starts the attack; returns a function that waits for it to end."""
-    stop_at = time.time() + window
-    if name == "churn":
-        procs = [mp.Process(target=churn, args=(port, stop_at)) for _ in range(2)]
-        for p in procs:
-            p.start()
-        return lambda: [p.join() for p in procs]
-    if name == "stuck":
-        changer = connect(port, handshake("big", "changer"))
-        for i in range(20):
-            held.append(connect(port, handshake("big", "stuck%d" % i), rcvbuf=4096))
-            time.sleep(0.05)
-            changer.sendall(setmsg("☁ v%d" % i, '"%d"' % i))
-        # A quarter of the room changes once more (within one client's byte burst): each
-        # stuck member is behind by 3.2 MB.
-        changer.sendall(b"".join(setmsg("☁ v%d" % i, VALUE) for i in range(LARGE_VARS // 4)))
-        held.append(changer)
-        return lambda: time.sleep(max(0, stop_at - time.time()))
-    if name == "joiners":
-        def bursts():
-            for b in range(5):
-                for i in range(100):
-                    held.append(connect(port, handshake("big", "j%d_%d" % (b, i)), rcvbuf=4096))
-                time.sleep(window / 6)
-        t = threading.Thread(target=bursts)
-        t.start()
-        return lambda: (t.join(), time.sleep(max(0, stop_at - time.time())))
-    if name == "pings":
-        clients = [connect(port, handshake("big", "p%d" % i), rcvbuf=4096) for i in range(100)]
-        held.extend(clients)
-        ping = frame(b"p" * 125, opcode=9)
-
-        def flood():
-            # 450 pings/s each: 9 pings every 20 ms.
-            batch = ping * 9
-            while time.time() < stop_at:
-                t0 = time.time()
-                for c in clients:
-                    try:
-                        c.sendall(batch)
-                    except OSError:
-                        pass
-                time.sleep(max(0, 0.02 - (time.time() - t0)))
-        t = threading.Thread(target=flood)
-        t.start()
-        return t.join
-    if name == "large":
-        message = b"\n".join(
-            ('{"method":"set","name":"☁ x","value":%s}' % VALUE).encode() for _ in range(10)
-        )
-        for i in range(300):
-            s = connect(port, handshake("large%d" % (i % 10), "l%d" % i) + frame(message))
-            held.append(s)
-        return lambda: time.sleep(max(0, stop_at - time.time()))
-    raise SystemExit("unknown attack " + name)
-
-
-def cpu_ticks(pid):
-    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def rss_kib(pid):
-    for line in open("/proc/%d/status" % pid):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+# Each starts an attack from an `Attack` and returns a function that waits for it to end and
+# returns what it observed.
+ATTACKS = {
+    "churn": round1.churn,
+    "stuck": round1.stuck,
+    "joiners": round1.joiners,
+    "pings": round1.pings,
+    "large": round1.large,
+    "parked": parked.start,
+    "identity": identity.start,
+    "unread-get": renders.unread_get,
+    "get-rate": renders.get_rate("rpc"),
+    "get-rate-studio": renders.get_rate("studio"),
+    "join-burst": join_burst.start,
+    "garbage": garbage.start,
+}
+SERVER_ARGS = {"identity": identity.SERVER_ARGS}
+WITHOUT_LARGE_ROOM = {"parked", "identity", "garbage"}
+# parked: every place is held after about 10 s; identity: the issue watched 14 s.
+DEFAULT_WINDOW = {"parked": 20.0, "identity": 14.5}
 
 
 def main():
     binary, name = sys.argv[1], sys.argv[2]
-    window = float(sys.argv[3]) if len(sys.argv) > 3 else 8.0
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    server = subprocess.Popen(
-        ["taskset", "-c", "0", binary, "--listen", "127.0.0.1:%d" % port, "--log-level", "error"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    if name not in ATTACKS:
+        raise SystemExit("unknown attack %s; one of: %s" % (name, " ".join(ATTACKS)))
+    window = float(sys.argv[3]) if len(sys.argv) > 3 else DEFAULT_WINDOW.get(name, 8.0)
+    load_before = loadavg()
+    port = free_port()
+    data_dir = tempfile.mkdtemp(prefix="stratus-attacks-")
+    command = server_command(binary, port, data_dir, SERVER_ARGS.get(name, []))
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    held = []
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_listening(port)
         os.sched_setaffinity(0, {1})
-        fill_large_room(port)
+        if name not in WITHOUT_LARGE_ROOM:
+            fill_large_room(port)
         time.sleep(0.5)
         rss_start = rss_kib(server.pid)
         out = mp.Queue()
         by = mp.Process(target=bystander, args=(port, window, out))
         by.start()
         time.sleep(0.5)
-        held = []
         hz = os.sysconf("SC_CLK_TCK")
         cpu0, t0 = cpu_ticks(server.pid), time.time()
-        wait = attack(name, port, window - 0.5, held)
+        attack = Attack(port, window - 0.5)
+        held = attack.held
+        wait = ATTACKS[name](attack)
         peak = rss_start
         while by.is_alive() and time.time() < t0 + window + 30:
             peak = max(peak, rss_kib(server.pid))
@@ -284,8 +125,9 @@ def main():
                 break
         latencies = out.get(timeout=60)
         cpu1, t1 = cpu_ticks(server.pid), time.time()
-        wait()
+        observed = wait()
         by.join()
+        peak = max(peak, rss_kib(server.pid))
         # What stays once the attack is over (its connections still open, now idle).
         time.sleep(1.0)
         rss_end = rss_kib(server.pid)
@@ -295,6 +137,8 @@ def main():
             "binary": binary,
             "attack": name,
             "window_s": window,
+            "server_args": [a if a != data_dir else "TMPDIR" for a in command[4:]],
+            "large_room": name not in WITHOUT_LARGE_ROOM,
             "bystander_received": len(latencies),
             "bystander_p50_ms": pick(0.5),
             "bystander_p99_ms": pick(0.99),
@@ -303,12 +147,16 @@ def main():
             "rss_start_kib": rss_start,
             "rss_peak_kib": peak,
             "rss_end_kib": rss_end,
-        }), flush=True)
+            "loadavg_before": load_before,
+            "loadavg_after": loadavg(),
+            **observed,
+        }, ensure_ascii=False), flush=True)
+    finally:
         for s in held:
             s.close()
-    finally:
         server.kill()
         server.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
