@@ -21,8 +21,10 @@ use crate::engine::ClientId;
 /// millisecond of copying on a Raspberry Pi 4, less on a server.
 pub const BYTES_PER_TURN: usize = 1024 * 1024;
 
-/// Writes of this size or less go out whatever the budget says.
-pub const SMALL_WRITE: usize = 64 * 1024;
+/// Writes of this size or less go out whatever the budget says: a reply, a pong, a room's
+/// frame carrying one changed variable of the largest size allowed (100 000 characters).
+/// Cutting those would only keep them alive in our memory instead of the kernel's.
+pub const SMALL_WRITE: usize = 128 * 1024;
 
 #[derive(Debug, Default)]
 struct Shared {
