@@ -850,16 +850,6 @@ fn kind_declarations_racing_on_two_nodes_do_not_undo_a_set() {
     }
 }
 
-/// A counter or gauge of a node's `/metrics` page.
-fn metric(node: &Server, name: &str) -> u64 {
-    let page = http_exchange(node, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .map(|value| value as u64)
-        .unwrap_or_else(|| panic!("no {name} in {page}"))
-}
-
 #[test]
 fn a_room_another_node_floods_is_read_once_per_join() {
     let Some(redis) = RedisServer::start() else {
@@ -898,7 +888,7 @@ fn a_room_another_node_floods_is_read_once_per_join() {
             flooder
         })
     };
-    let reads_before = metric(&b, "stratus_cluster_room_reads_total");
+    let reads_before = b.metric("stratus_cluster_room_reads_total");
     const JOINS: u64 = 10;
     for i in 0..JOINS {
         let mut member = join(&b, Dialect::Scratch, "busy", &format!("j{i}"));
@@ -910,7 +900,7 @@ fn a_room_another_node_floods_is_read_once_per_join() {
         drop(member);
         drop(join(&b, Dialect::Scratch, "other", &format!("o{i}")));
     }
-    let reads = metric(&b, "stratus_cluster_room_reads_total") - reads_before;
+    let reads = b.metric("stratus_cluster_room_reads_total") - reads_before;
     assert_eq!(reads, 2 * JOINS, "one read per room brought into memory");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut flooder = flooding.join().expect("flooder");

@@ -40,31 +40,6 @@ fn text_frame(text: &str) -> Vec<u8> {
     masked(0x81, text.as_bytes())
 }
 
-/// A client that upgrades, joins `project` and then reads nothing.
-fn silent_joiner(server: &Server, project: &str, user: &str) -> TcpStream {
-    let mut stream = server.tcp();
-    let mut bytes = UPGRADE.as_bytes().to_vec();
-    bytes.extend(text_frame(&gui_handshake(project, user)));
-    stream
-        .write_all(&bytes)
-        .expect("send upgrade and handshake");
-    stream
-}
-
-/// Fills room `project` with `count` variables of 100 000 digits (count × 100 kB of state),
-/// set by a client that then leaves; waits until a watcher has the last one.
-fn fill_large_room(server: &Server, project: &str, count: usize) {
-    let mut filler = server.join_synced(project, "filler");
-    let mut watcher = server.join_synced(project, "watcher");
-    let digits = format!("\"{}\"", "7".repeat(100_000));
-    for i in 0..count {
-        filler.packager_set(&format!("☁ v{i}"), &digits);
-    }
-    watcher.recv_containing(&format!("☁ v{}", count - 1));
-    filler.close_with(1000);
-    watcher.close_with(1000);
-}
-
 /// Server CPU time (user + system) so far.
 fn cpu_time(server: &Server) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.child.id())).expect("stat");

@@ -46,16 +46,6 @@ fn hello(server: &Server, address: &str, username: &str, token: Option<&Value>) 
     (client, reply)
 }
 
-/// A gauge or counter of the `/metrics` page.
-fn metric(server: &Server, name: &str) -> u64 {
-    let page = http_exchange(server, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .map(|value| value as u64)
-        .unwrap_or_else(|| panic!("no {name} in {page}"))
-}
-
 /// Open WebSocket connections, by the `/metrics` gauges.
 fn open_sockets(server: &Server) -> u64 {
     let page = http_exchange(server, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -137,10 +127,10 @@ fn honest_clients_of_every_dialect_join_while_one_address_parks_sessions() {
         for mut client in [scratch, rpc, studio] {
             client.close_with(1000);
         }
-        let parked = metric(&server, "stratus_parked_sessions");
+        let parked = server.metric("stratus_parked_sessions");
         assert!(parked <= 4, "round {round}: {parked} parked, budget 4");
     }
-    assert!(metric(&server, "stratus_parked_sessions_ended_total") > 0);
+    assert!(server.metric("stratus_parked_sessions_ended_total") > 0);
 }
 
 #[test]
@@ -151,27 +141,27 @@ fn a_parked_session_stays_charged_to_its_address_until_a_live_client_from_it_nee
             let (client, reply) = hello(&server, ATTACKER, &format!("user{i}"), None);
             drop(client);
             wait_until("the session is parked", || {
-                metric(&server, "stratus_parked_sessions") == i + 1
+                server.metric("stratus_parked_sessions") == i + 1
             });
             reply["reconnect_token"].clone()
         })
         .collect();
     // Another address is not affected by the first one's parked sessions.
     let (_other, _) = hello(&server, HONEST, "other", None);
-    assert_eq!(metric(&server, "stratus_parked_sessions"), 3);
+    assert_eq!(server.metric("stratus_parked_sessions"), 3);
     // The address is at its limit: a new connection from it ends its oldest parked session
     // and takes over that charge; the session it resumes frees its own.
     let (_second, again) = hello(&server, ATTACKER, "user1", Some(&tokens[1]));
     assert_eq!(again["reconnected"], true, "{again}");
     let (_first, lost) = hello(&server, ATTACKER, "user0", Some(&tokens[0]));
     assert_eq!(lost["reconnected"], false, "the oldest was ended: {lost}");
-    assert_eq!(metric(&server, "stratus_parked_sessions_ended_total"), 1);
-    assert_eq!(metric(&server, "stratus_parked_sessions"), 1);
+    assert_eq!(server.metric("stratus_parked_sessions_ended_total"), 1);
+    assert_eq!(server.metric("stratus_parked_sessions"), 1);
     // Two live connections and one parked session: the address is full again, and its
     // parked session gives way to a third.
     let _third = from(&server, "/", ATTACKER);
-    assert_eq!(metric(&server, "stratus_parked_sessions"), 0);
-    assert_eq!(metric(&server, "stratus_parked_sessions_ended_total"), 2);
+    assert_eq!(server.metric("stratus_parked_sessions"), 0);
+    assert_eq!(server.metric("stratus_parked_sessions_ended_total"), 2);
 }
 
 #[test]
@@ -182,15 +172,15 @@ fn parked_sessions_have_their_own_budget_and_the_oldest_gives_way() {
             let (client, reply) = hello(&server, HONEST, &format!("user{i}"), None);
             drop(client);
             wait_until("the session is parked", || {
-                metric(&server, "stratus_parked_sessions_ended_total")
-                    + metric(&server, "stratus_parked_sessions")
+                server.metric("stratus_parked_sessions_ended_total")
+                    + server.metric("stratus_parked_sessions")
                     == i + 1
             });
             reply["reconnect_token"].clone()
         })
         .collect();
-    assert_eq!(metric(&server, "stratus_parked_sessions"), 2);
-    assert_eq!(metric(&server, "stratus_parked_sessions_ended_total"), 1);
+    assert_eq!(server.metric("stratus_parked_sessions"), 2);
+    assert_eq!(server.metric("stratus_parked_sessions_ended_total"), 1);
     let (_a, first) = hello(&server, HONEST, "user0", Some(&tokens[0]));
     assert_eq!(first["reconnected"], false, "the oldest was ended: {first}");
     let (_b, third) = hello(&server, HONEST, "user2", Some(&tokens[2]));
@@ -207,7 +197,7 @@ fn a_live_client_takes_the_connection_slot_of_the_oldest_parked_session() {
         let (client, reply) = hello(&server, HONEST, &format!("user{i}"), None);
         drop(client);
         wait_until("the session is parked", || {
-            metric(&server, "stratus_parked_sessions") == i + 1
+            server.metric("stratus_parked_sessions") == i + 1
         });
         tokens.push(reply["reconnect_token"].clone());
     }
@@ -217,8 +207,8 @@ fn a_live_client_takes_the_connection_slot_of_the_oldest_parked_session() {
         live.push(client);
     }
     // Live connections beyond the free slots each ended one parked session.
-    assert!(metric(&server, "stratus_parked_sessions") < 10);
-    assert!(metric(&server, "stratus_parked_sessions_ended_total") >= 3);
+    assert!(server.metric("stratus_parked_sessions") < 10);
+    assert!(server.metric("stratus_parked_sessions_ended_total") >= 3);
     let (_c, newest) = hello(&server, HONEST, "user9", Some(&tokens[9]));
     assert_eq!(newest["reconnected"], true, "{newest}");
     let (_d, oldest) = hello(&server, HONEST, "user0", Some(&tokens[0]));
@@ -235,7 +225,7 @@ fn a_join_to_a_full_room_takes_the_place_of_the_oldest_parked_session_in_it() {
         assert_eq!(next(&mut client)["kind"], "JOINED_ROOM");
         drop(client);
         wait_until("the session is parked", || {
-            metric(&server, "stratus_parked_sessions") == i as u64 + 1
+            server.metric("stratus_parked_sessions") == i as u64 + 1
         });
         parked.push(reply["reconnect_token"].clone());
     }

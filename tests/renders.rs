@@ -131,20 +131,6 @@ fn limit_receive_buffer(stream: &TcpStream) {
     assert_eq!(result, 0, "setsockopt");
 }
 
-/// Fills room `project` with `count` variables `☁ v0`... of 100 000 digits each (count × 100 kB
-/// of state); the filler leaves once a watcher has the last one.
-fn fill_large_room(server: &Server, project: &str, count: usize) {
-    let mut filler = server.join_synced(project, "filler");
-    let mut watcher = server.join_synced(project, "watcher");
-    let digits = format!("\"{}\"", "7".repeat(100_000));
-    for i in 0..count {
-        filler.packager_set(&format!("☁ v{i}"), &digits);
-    }
-    watcher.recv_containing(&format!("☁ v{}", count - 1));
-    filler.close_with(1000);
-    watcher.close_with(1000);
-}
-
 /// An array-RPC client authenticated in `room`, its `authenticated` reply read.
 fn rpc_member(server: &Server, room: &str, id: &str) -> Raw {
     rpc_client(server, room, id, false)
@@ -184,31 +170,14 @@ fn rpc_get() -> String {
     r#"["cloud.get",2,{}]"#.to_owned()
 }
 
-/// A sample of `/metrics`, waiting as long as a server busy rendering megabytes may take (an
-/// old server rendered each get of a 12.8 MB room afresh, a second each in a debug build).
-fn metric(server: &Server, name: &str) -> f64 {
-    let mut stream = server.tcp();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .expect("timeout");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n")
-        .expect("ask for metrics");
-    let mut page = String::new();
-    stream.read_to_string(&mut page).expect("metrics page");
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn full_renders(server: &Server) -> u64 {
-    metric(server, "stratus_full_renders_total") as u64
+    server.metric("stratus_full_renders_total")
 }
 
 /// Waits until `metric` reaches `at_least`.
-fn wait_for_metric(server: &Server, name: &str, at_least: f64) {
+fn wait_for_metric(server: &Server, name: &str, at_least: u64) {
     let deadline = Instant::now() + 6 * PATIENCE;
-    while metric(server, name) < at_least {
+    while server.metric(name) < at_least {
         assert!(Instant::now() < deadline, "{name} stayed below {at_least}");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -276,14 +245,14 @@ fn forty_get_callers_that_do_not_read_share_one_rendering() {
     let mut callers: Vec<Raw> = (0..40)
         .map(|i| rpc_non_reader(&server, "big", &format!("c{i}")))
         .collect();
-    let sets_before = metric(&server, "stratus_sets_applied_total");
+    let sets_before = server.metric("stratus_sets_applied_total");
     let renders_before = full_renders(&server);
     let baseline = server.rss_kib();
     for (i, caller) in callers.iter_mut().enumerate() {
         caller.send(&[rpc_set("☁ v0", i as u64), rpc_get()]);
     }
     // A set and its get arrive in one write and are handled in one turn.
-    wait_for_metric(&server, "stratus_sets_applied_total", sets_before + 40.0);
+    wait_for_metric(&server, "stratus_sets_applied_total", sets_before + 40);
     let (mut alice, mut bob) = (
         server.join_synced("bystanders", "alice"),
         server.join_synced("bystanders", "bob"),
@@ -581,12 +550,12 @@ fn renderings_held_by_clients_that_do_not_read_count_against_the_state_budget() 
     let mut caller = rpc_non_reader(&server, "big", "caller");
     caller.send(&[rpc_set("☁ v0", 1), rpc_get()]);
     // Once the room's cache lets go of the rendering (a second), only the caller holds it.
-    wait_for_metric(&server, "stratus_render_bytes_held", 10_000_000.0);
+    wait_for_metric(&server, "stratus_render_bytes_held", 10_000_000);
     let mut refused = server.join("newroom", "alice");
     assert_eq!(refused.close_code(), 4003);
     drop(caller);
     let deadline = Instant::now() + PATIENCE;
-    while metric(&server, "stratus_render_bytes_held") > 0.0 {
+    while server.metric("stratus_render_bytes_held") > 0 {
         assert!(Instant::now() < deadline, "the rendering is still counted");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -7,48 +7,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
-
-const UPGRADE: &str = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-
-/// A gauge or counter of the `/metrics` page.
-fn metric(server: &Server, name: &str) -> u64 {
-    let page = http_exchange(server, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .map(|value| value as u64)
-        .unwrap_or_else(|| panic!("no {name} in {page}"))
-}
-
-/// Fills `project` with `count` variables of 100 000 digits, each digit `i % 9 + 1` for `☁ v{i}`.
-fn fill_large_room(server: &Server, project: &str, count: usize) {
-    let mut filler = server.join_synced(project, "filler");
-    let mut watcher = server.join_synced(project, "watcher");
-    for i in 0..count {
-        let digits = format!("\"{}\"", (i % 9 + 1).to_string().repeat(100_000));
-        filler.packager_set(&format!("☁ v{i}"), &digits);
-    }
-    watcher.recv_containing(&format!("☁ v{}", count - 1));
-    filler.close_with(1000);
-    watcher.close_with(1000);
-}
-
-/// Upgrades and joins `project`, sending everything at once, without reading.
-fn joiner(server: &Server, project: &str, user: &str) -> TcpStream {
-    let mut stream = server.tcp();
-    let mut bytes = UPGRADE.as_bytes().to_vec();
-    bytes.extend(text_frame(&gui_handshake(project, user)));
-    stream
-        .write_all(&bytes)
-        .expect("send upgrade and handshake");
-    stream
-}
 
 /// Reads the 101 response and the first WebSocket message; returns its payload.
 fn read_snapshot(stream: &mut TcpStream) -> Vec<u8> {
@@ -86,13 +49,13 @@ fn read_snapshot(stream: &mut TcpStream) -> Vec<u8> {
 fn a_burst_of_joiners_to_a_large_room_each_get_the_whole_snapshot_while_others_are_served() {
     // The filler sends 12.8 MB at once: no byte rate limit.
     let server = Server::start(&["--byte-rate", "0", "--message-rate", "0"]);
-    fill_large_room(&server, "large", 128);
+    fill_large_room_with(&server, "large", 128, |i| char::from(b'1' + (i % 9) as u8));
     let (mut writer, mut reader) = (
         server.join_synced("bystanders", "w"),
         server.join_synced("bystanders", "r"),
     );
     let mut joiners: Vec<TcpStream> = (0..20)
-        .map(|i| joiner(&server, "large", &format!("j{i}")))
+        .map(|i| silent_joiner(&server, "large", &format!("j{i}")))
         .collect();
     // While twenty 12.8 MB snapshots are owed, the bystanders' sets still go round.
     for round in 0..5 {
@@ -113,7 +76,7 @@ fn a_burst_of_joiners_to_a_large_room_each_get_the_whole_snapshot_while_others_a
         }
     }
     assert!(
-        metric(&server, "stratus_writes_deferred_total") > 0,
+        server.metric("stratus_writes_deferred_total") > 0,
         "the snapshots went out over several turns"
     );
 }

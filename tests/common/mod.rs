@@ -835,3 +835,61 @@ pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 pub fn text_frame(text: &str) -> Vec<u8> {
     masked_frame(0x1, text.as_bytes())
 }
+
+impl Server {
+    /// A counter or gauge of the `/metrics` page (its integer part). Waits as long as a server
+    /// busy rendering megabytes may take to answer (a debug build, a 12.8 MB room).
+    pub fn metric(&self, name: &str) -> u64 {
+        let mut stream = self.tcp();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n")
+            .expect("ask for metrics");
+        let mut page = String::new();
+        stream.read_to_string(&mut page).expect("metrics page");
+        page.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+            .unwrap_or_else(|| panic!("no {name} in {page}"))
+    }
+}
+
+/// Fills room `project` with `count` variables `☁ v0`, `☁ v1`, ... of 100 000 digits each
+/// (count × 100 kB of state, sent without a byte rate limit in mind: start the server with
+/// `--byte-rate 0`); the filler leaves once a watcher has the last one.
+pub fn fill_large_room(server: &Server, project: &str, count: usize) {
+    fill_large_room_with(server, project, count, |_| '7');
+}
+
+/// [`fill_large_room`] with variable `☁ v{i}` made of the digit `digit(i)`.
+pub fn fill_large_room_with(
+    server: &Server,
+    project: &str,
+    count: usize,
+    digit: impl Fn(usize) -> char,
+) {
+    let mut filler = server.join_synced(project, "filler");
+    let mut watcher = server.join_synced(project, "watcher");
+    for i in 0..count {
+        let digits = format!("\"{}\"", digit(i).to_string().repeat(100_000));
+        filler.packager_set(&format!("☁ v{i}"), &digits);
+    }
+    watcher.recv_containing(&format!("☁ v{}", count - 1));
+    filler.close_with(1000);
+    watcher.close_with(1000);
+}
+
+/// A client that upgrades, joins `project` as `user` (sending both at once) and then reads
+/// nothing until the test reads it.
+pub fn silent_joiner(server: &Server, project: &str, user: &str) -> TcpStream {
+    let mut stream = server.tcp();
+    let mut bytes = upgrade_request("/", "").into_bytes();
+    bytes.extend(text_frame(&gui_handshake(project, user)));
+    stream
+        .write_all(&bytes)
+        .expect("send upgrade and handshake");
+    stream
+}
