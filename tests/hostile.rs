@@ -306,11 +306,12 @@ fn pings_from_a_client_that_does_not_read_cost_bounded_memory_and_get_the_latest
     }
     let pongs = pong_payloads(&bytes);
     eprintln!("the reader got {} pongs", pongs.len());
-    // Pongs written before its socket filled were the kernel's to hold, and how many fit
-    // depends on the kernel's buffers (seen: 17 to about 1200); without the bound all 10 000
-    // would come.
+    // Pongs written before its socket filled were the kernel's to hold: how many fit depends
+    // on the kernel's buffers and on how many pings were still unread when the snapshot had
+    // gone out (a turn reads at most 128 messages of a connection; seen: 17 to about 3 800).
+    // Without the bound all 10 000 would come.
     assert!(
-        pongs.len() < 2_000,
+        pongs.len() < 5_000,
         "{} pongs were kept for it",
         pongs.len()
     );

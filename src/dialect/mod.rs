@@ -23,7 +23,7 @@ mod users;
 
 pub use outbox::{Outbox, Piece};
 pub use reason::{close_code, Reason};
-pub use resume::Reconnects;
+pub use resume::{Need, Reconnects};
 pub use route::Route;
 pub use session::{Session, SessionContext};
 pub use users::Users;
@@ -218,19 +218,16 @@ impl Peer {
         let mut joined = env
             .engine
             .join(room, self.client, format, declared, env.now);
-        // A live client comes before a parked session: end the oldest one holding a place in
-        // the full room (or, with every room taken, any, so its rooms may empty and go).
-        while let Err(JoinError::RoomFull | JoinError::TooManyRooms) = joined {
-            let holding = env.engine.room_key(room);
-            let Some((client, rooms)) = env.reconnects.end_oldest(holding) else {
-                break;
-            };
-            for held in rooms {
-                env.engine.leave(held, client, env.now);
+        // A live client comes before a parked session: the oldest one holding a place in the
+        // full room gives it up. (Parked sessions cannot hold every room: their budget times
+        // `--max-rooms-per-connection` is far below `--max-rooms`.)
+        if let (Err(JoinError::RoomFull), Some(key)) = (joined, env.engine.room_key(room)) {
+            if let Some((client, rooms)) = env.reconnects.end_oldest_for(Need::Place(key)) {
+                env.engine.leave_rooms(client, rooms, env.now);
+                joined = env
+                    .engine
+                    .join(room, self.client, format, declared, env.now);
             }
-            joined = env
-                .engine
-                .join(room, self.client, format, declared, env.now);
         }
         let key = joined?;
         self.memberships.push(Membership { room: key });

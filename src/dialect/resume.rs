@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -34,8 +35,10 @@ pub struct Reconnects {
     /// makes a stale entry recognisable after its session was resumed or parked again.
     parked: VecDeque<(Instant, Box<str>)>,
     parked_count: usize,
-    /// Parked sessions per address they are charged to.
-    parked_addresses: HashMap<IpAddr, usize>,
+    /// Parked sessions per address they are charged to, and per room they hold a place in:
+    /// so a live client that needs either finds out at once whether any is there to end.
+    parked_addresses: HashMap<IpAddr, u32>,
+    parked_rooms: HashMap<RoomKey, u32>,
     /// Live connections whose session a reconnect took over; the event loop closes them.
     taken_over: Vec<ClientId>,
     /// Parked sessions that ended; the event loop leaves their rooms and frees their address.
@@ -86,6 +89,18 @@ pub struct Resumed {
     pub rooms: Rooms,
 }
 
+/// What a live client needs that a parked session may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// A connection slot (`--max-connections`).
+    Slot,
+    /// A place in this full room (`--max-clients-per-room`).
+    Place(RoomKey),
+    /// A place of this address at `--max-connections-per-ip`: the new connection takes over
+    /// the parked session's charge, which is therefore not freed.
+    AddressPlace(IpAddr),
+}
+
 /// The operating system could not give random bytes for a token.
 #[derive(Debug)]
 pub struct NoRandomness;
@@ -99,6 +114,7 @@ impl Reconnects {
             parked: VecDeque::new(),
             parked_count: 0,
             parked_addresses: HashMap::new(),
+            parked_rooms: HashMap::new(),
             taken_over: Vec::new(),
             released: Vec::new(),
             evicted: 0,
@@ -146,7 +162,7 @@ impl Reconnects {
                 since,
                 address,
             } => {
-                self.unpark(address);
+                self.unpark(address, &entry.rooms);
                 if now.saturating_duration_since(since) >= self.window {
                     // Expired but not yet swept.
                     self.released.push(Ended {
@@ -189,6 +205,7 @@ impl Reconnects {
     /// parked session is ended.
     pub fn park(&mut self, token: &str, now: Instant, address: Option<IpAddr>) -> bool {
         if self.max_parked == 0 {
+            self.end(token);
             return false;
         }
         let Some(entry) = self.sessions.get_mut(token) else {
@@ -205,7 +222,10 @@ impl Reconnects {
         self.parked.push_back((now, token.into()));
         self.parked_count += 1;
         if let Some(address) = address {
-            *self.parked_addresses.entry(address).or_default() += 1;
+            count_up(&mut self.parked_addresses, address);
+        }
+        for &room in &entry.rooms {
+            count_up(&mut self.parked_rooms, room);
         }
         if self.parked_count > self.max_parked {
             if let Some(ended) = self.pop_oldest(None, |_| true) {
@@ -223,7 +243,7 @@ impl Reconnects {
                 client, address, ..
             } = entry.state
             {
-                self.unpark(address);
+                self.unpark(address, &entry.rooms);
                 self.released.push(Ended {
                     client,
                     rooms: entry.rooms,
@@ -233,33 +253,32 @@ impl Reconnects {
         }
     }
 
-    /// Ends the oldest parked session (of those holding a place in `holding`, when given)
-    /// because a live client needs what it holds. Returns its memberships, for the caller to
-    /// leave at once; its address is freed through [`Reconnects::take_released`].
-    pub fn end_oldest(&mut self, holding: Option<RoomKey>) -> Option<(ClientId, Rooms)> {
-        let mut ended = self.pop_oldest(None, |entry| {
-            holding.is_none_or(|room| entry.rooms.contains(&room))
+    /// Ends the oldest parked session holding what a live client needs. Returns its client id
+    /// and memberships, for the caller to leave at once (so the place is free now); its
+    /// address is freed through [`Reconnects::take_released`], except for
+    /// [`Need::AddressPlace`]. `None`, at the cost of a map lookup, when none holds it.
+    pub fn end_oldest_for(&mut self, need: Need) -> Option<(ClientId, Rooms)> {
+        let held = match need {
+            Need::Slot => self.parked_count > 0,
+            Need::Place(room) => self.parked_rooms.contains_key(&room),
+            Need::AddressPlace(address) => self.parked_addresses.contains_key(&address),
+        };
+        if !held {
+            return None;
+        }
+        let mut ended = self.pop_oldest(None, |entry| match (need, entry.state) {
+            (Need::Slot, _) => true,
+            (Need::Place(room), _) => entry.rooms.contains(&room),
+            (Need::AddressPlace(wanted), State::Parked { address, .. }) => address == Some(wanted),
+            (Need::AddressPlace(_), State::Live(_)) => false,
         })?;
         self.evicted += 1;
         let rooms = std::mem::take(&mut ended.rooms);
         let client = ended.client;
-        self.released.push(ended);
-        Some((client, rooms))
-    }
-
-    /// A new connection from `address`, which is at `--max-connections-per-ip`, ends that
-    /// address's oldest parked session and takes over its charge (it is not freed). Returns
-    /// its memberships, for the caller to leave at once; `None` when it has none parked.
-    pub fn end_oldest_from(&mut self, address: IpAddr) -> Option<(ClientId, Rooms)> {
-        if !self.parked_addresses.contains_key(&address) {
-            return None;
+        if !matches!(need, Need::AddressPlace(_)) {
+            self.released.push(ended);
         }
-        let ended = self.pop_oldest(
-            None,
-            |entry| matches!(entry.state, State::Parked { address: Some(a), .. } if a == address),
-        )?;
-        self.evicted += 1;
-        Some((ended.client, ended.rooms))
+        Some((client, rooms))
     }
 
     /// Drops parked sessions whose window has passed.
@@ -322,7 +341,7 @@ impl Reconnects {
             else {
                 return None;
             };
-            self.unpark(address);
+            self.unpark(address, &entry.rooms);
             return Some(Ended {
                 client,
                 rooms: entry.rooms,
@@ -332,16 +351,14 @@ impl Reconnects {
         None
     }
 
-    /// Counts one parked session (charged to `address`) as no longer parked.
-    fn unpark(&mut self, address: Option<IpAddr>) {
+    /// Counts one parked session (charged to `address`, in `rooms`) as no longer parked.
+    fn unpark(&mut self, address: Option<IpAddr>, rooms: &Rooms) {
         self.parked_count = self.parked_count.saturating_sub(1);
         if let Some(address) = address {
-            if let Some(count) = self.parked_addresses.get_mut(&address) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    self.parked_addresses.remove(&address);
-                }
-            }
+            count_down(&mut self.parked_addresses, address);
+        }
+        for &room in rooms {
+            count_down(&mut self.parked_rooms, room);
         }
     }
 
@@ -355,6 +372,19 @@ impl Reconnects {
         let token: Box<str> = token.into();
         self.sessions.insert(token.clone(), entry);
         Ok(token)
+    }
+}
+
+fn count_up<K: Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) {
+    *counts.entry(key).or_default() += 1;
+}
+
+fn count_down<K: Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) {
+    if let Some(count) = counts.get_mut(&key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(&key);
+        }
     }
 }
 
@@ -476,11 +506,17 @@ mod tests {
                 token
             })
             .collect();
-        let (client, held) = r.end_oldest(Some(RoomKey::for_tests(4))).expect("one");
+        let (client, held) = r
+            .end_oldest_for(Need::Place(RoomKey::for_tests(4)))
+            .expect("one");
         assert_eq!((client, held.as_slice()), (ClientId(1), &rooms[1..2]));
-        let (client, _) = r.end_oldest(Some(RoomKey::for_tests(3))).expect("one");
+        let (client, _) = r
+            .end_oldest_for(Need::Place(RoomKey::for_tests(3)))
+            .expect("one");
         assert_eq!(client, ClientId(0), "the oldest in that room");
-        assert!(r.end_oldest(Some(RoomKey::for_tests(4))).is_none());
+        assert!(r
+            .end_oldest_for(Need::Place(RoomKey::for_tests(4)))
+            .is_none());
         assert_eq!(r.parked(), 1);
         assert_eq!(r.evicted, 2);
         let released = r.take_released();
@@ -493,8 +529,8 @@ mod tests {
             .resume(&tokens[1], ClientId(9), now)
             .expect("random")
             .is_none());
-        assert!(r.end_oldest(None).is_some());
-        assert!(r.end_oldest(None).is_none());
+        assert!(r.end_oldest_for(Need::Slot).is_some());
+        assert!(r.end_oldest_for(Need::Slot).is_none());
     }
 
     #[test]
@@ -503,5 +539,43 @@ mod tests {
         let (_, token) = r.start(ClientId(1), "a").expect("random");
         assert!(!r.park(&token, Instant::now(), None));
         assert_eq!(r.parked(), 0);
+        assert!(
+            r.sessions.is_empty(),
+            "the session ended with its connection"
+        );
+        assert!(r
+            .resume(&token, ClientId(2), Instant::now())
+            .expect("random")
+            .is_none());
+    }
+
+    #[test]
+    fn a_new_connection_from_an_address_at_its_limit_takes_over_its_oldest_parked_charge() {
+        let (a, b): (IpAddr, IpAddr) = (
+            "192.0.2.1".parse().expect("a"),
+            "192.0.2.2".parse().expect("b"),
+        );
+        let mut r = Reconnects::new(WINDOW, 10);
+        let now = Instant::now();
+        for (i, address) in [(1, b), (2, a), (3, a)] {
+            let (_, token) = r.start(ClientId(i), "x").expect("random");
+            assert!(r.park(&token, now, Some(address)));
+        }
+        let (client, _) = r.end_oldest_for(Need::AddressPlace(a)).expect("a has some");
+        assert_eq!(
+            client,
+            ClientId(2),
+            "the oldest of that address, not of all"
+        );
+        assert!(
+            r.take_released().is_empty(),
+            "the charge passed on, nothing to free"
+        );
+        assert!(r.end_oldest_for(Need::AddressPlace(a)).is_some());
+        assert!(r.end_oldest_for(Need::AddressPlace(a)).is_none());
+        assert!(r
+            .end_oldest_for(Need::Place(RoomKey::for_tests(1)))
+            .is_none());
+        assert_eq!(r.parked(), 1);
     }
 }

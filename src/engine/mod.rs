@@ -465,6 +465,18 @@ impl Engine {
         Ok(RoomKey(key))
     }
 
+    /// Removes `client` from each of `rooms`.
+    pub fn leave_rooms(
+        &mut self,
+        client: ClientId,
+        rooms: impl IntoIterator<Item = RoomKey>,
+        now: Instant,
+    ) {
+        for room in rooms {
+            self.leave(room, client, now);
+        }
+    }
+
     /// Removes `client` from its room. An emptied room keeps its variables until it expires.
     pub fn leave(&mut self, room_key: RoomKey, client: ClientId, now: Instant) {
         if let Some(room) = self.rooms.get_mut(room_key.0) {
@@ -687,8 +699,8 @@ impl Engine {
         for &key in &expired {
             self.remove_room(key);
         }
+        let reuse = self.reuse_window();
         let rooms = &mut self.rooms;
-        let reuse = SNAPSHOT_REUSE.max(self.pacer.pace);
         self.snapshot_rooms.retain(|&key| {
             let Some(room) = rooms.get_mut(key) else {
                 return false;

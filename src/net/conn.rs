@@ -31,7 +31,7 @@ use super::write_budget::TurnBudget;
 use crate::config::Config;
 use crate::dialect::json::JsonParser;
 use crate::dialect::{
-    Framing, Outcome, Piece, Reason, Reconnects, Route, Session, SessionContext, Users,
+    Framing, Need, Outcome, Piece, Reason, Reconnects, Route, Session, SessionContext, Users,
 };
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Engine, Frame};
@@ -203,10 +203,8 @@ impl LoopContext<'_> {
     /// whose charge the new connection takes over: its live clients come first.
     pub fn admit_address(&mut self, ip: IpAddr) -> bool {
         if self.per_ip.is_full(ip) {
-            if let Some((client, rooms)) = self.reconnects.end_oldest_from(ip) {
-                for room in rooms {
-                    self.engine.leave(room, client, self.now);
-                }
+            if let Some((client, rooms)) = self.reconnects.end_oldest_for(Need::AddressPlace(ip)) {
+                self.engine.leave_rooms(client, rooms, self.now);
                 return true;
             }
         }
@@ -1074,7 +1072,9 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     /// calls (about once a second).
     pub fn unread_for(&mut self, now: Instant) -> Duration {
         let written = self.bytes_written();
-        if written != self.write_progress.0 {
+        // Output the loop's write budget held back is the server's delay, not the client's.
+        let held_back = matches!(&self.phase, Phase::Open { ws, .. } if ws.get_ref().is_cut());
+        if written != self.write_progress.0 || held_back {
             self.write_progress = (written, now);
         }
         self.stalled_since.map_or(Duration::ZERO, |since| {

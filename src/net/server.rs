@@ -31,7 +31,7 @@ use super::write_budget::TurnBudget;
 use crate::config::Config;
 use crate::dialect;
 use crate::dialect::json::JsonParser;
-use crate::dialect::{Reason, Reconnects, Users};
+use crate::dialect::{Need, Reason, Reconnects, Users};
 use crate::engine::{ClientId, Engine, Limits};
 use crate::metrics::{self, Metrics, Snapshot, StoreSnapshot};
 use crate::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
@@ -351,19 +351,13 @@ impl Server {
             // each connection left with input gets one more budget, then every event;
             // accepting is bounded too (see ACCEPTS_PER_TURN, conn::MESSAGES_PER_TURN).
             self.write_budget.start_turn();
-            for client in self.write_budget.take_deferred() {
-                let (key, generation) = slot_of(client);
-                if self
-                    .conns
-                    .get(key)
-                    .is_some_and(|e| e.generation == generation)
-                {
-                    self.on_conn_event(key, false, true, now);
-                }
-            }
             std::mem::swap(&mut revisit, &mut self.still_ready);
+            revisit.sort_unstable();
+            revisit.dedup();
+            self.continue_deferred_writes(&revisit, now);
             for key in revisit.drain(..) {
-                self.on_conn_event(key, true, false, now);
+                // Writable too: it may also be one whose write was cut (see above).
+                self.on_conn_event(key, true, true, now);
             }
             let accepted = std::mem::take(&mut self.listener_ready);
             if accepted {
@@ -412,6 +406,29 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Serves the connections whose writes the budget cut short, in the order they were cut,
+    /// while the new turn's budget lasts; the rest go first next turn. Those in `revisit`
+    /// (sorted) are served there, reading and writing at once.
+    fn continue_deferred_writes(&mut self, revisit: &[usize], now: Instant) {
+        let mut unserved = Vec::new();
+        for client in self.write_budget.take_deferred() {
+            let (key, generation) = slot_of(client);
+            let current = self
+                .conns
+                .get(key)
+                .is_some_and(|e| e.generation == generation);
+            if !current || revisit.binary_search(&key).is_ok() {
+                continue;
+            }
+            if self.write_budget.is_spent() {
+                unserved.push(client);
+            } else {
+                self.on_conn_event(key, false, true, now);
+            }
+        }
+        self.write_budget.requeue(unserved);
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
@@ -594,10 +611,8 @@ impl Server {
     fn make_way_for_a_connection(&mut self, now: Instant) {
         let open = self.conns.len() + 1;
         if open <= self.max_connections && open + self.reconnects.parked() > self.max_connections {
-            if let Some((client, rooms)) = self.reconnects.end_oldest(None) {
-                for room in rooms {
-                    self.engine.leave(room, client, now);
-                }
+            if let Some((client, rooms)) = self.reconnects.end_oldest_for(Need::Slot) {
+                self.engine.leave_rooms(client, rooms, now);
             }
         }
     }
@@ -744,9 +759,7 @@ impl Server {
                 }
             }
             for ended in self.reconnects.take_released() {
-                for room in ended.rooms {
-                    self.engine.leave(room, ended.client, now);
-                }
+                self.engine.leave_rooms(ended.client, ended.rooms, now);
                 if let Some(address) = ended.address {
                     self.per_ip.release(address);
                 }

@@ -170,6 +170,8 @@ pub struct Transport<S> {
     drained: bool,
     /// The last write could not finish: the peer is behind.
     blocked: bool,
+    /// The last write was cut by the loop's write budget, not refused by the peer.
+    cut: bool,
     bytes_read: u64,
     bytes_written: u64,
     /// Bytes to write before anything else, in order. Small parts are copied into owned
@@ -212,6 +214,7 @@ impl<S> Transport<S> {
             stream,
             drained: false,
             blocked: false,
+            cut: false,
             bytes_read: 0,
             bytes_written: 0,
             pending: VecDeque::new(),
@@ -246,7 +249,14 @@ impl<S> Transport<S> {
             budget.defer();
         }
         self.blocked = true;
+        self.cut = true;
         io::ErrorKind::WouldBlock.into()
+    }
+
+    /// Whether the output waiting now was held back by the loop's write budget rather than by
+    /// the peer: the client is not behind, the server is.
+    pub fn is_cut(&self) -> bool {
+        self.blocked && self.cut
     }
 
     pub fn stream(&self) -> &S {
@@ -340,6 +350,7 @@ impl<S> Transport<S> {
 
 impl<S: Write> Transport<S> {
     fn write_prefix(&mut self) -> io::Result<()> {
+        self.cut = false;
         while !self.pending.is_empty() {
             let allowed = self.allowed(self.pending_len);
             if allowed == 0 {
@@ -413,8 +424,10 @@ impl<S: Write> Transport<S> {
             self.queue_parts(parts);
             return self.flush_prefix();
         }
-        // (part index, offset in it) of the first byte not yet written.
+        self.cut = false;
+        // (part index, offset in it) of the first byte not yet written, and how many are left.
         let (mut index, mut offset) = (0, 0);
+        let mut unsent: usize = parts.iter().map(|part| part.as_slice().len()).sum();
         loop {
             while parts
                 .get(index)
@@ -426,12 +439,6 @@ impl<S: Write> Transport<S> {
             if index >= parts.len() {
                 return self.flush_stream();
             }
-            let unsent: usize = parts
-                .iter()
-                .skip(index)
-                .map(|part| part.as_slice().len())
-                .sum::<usize>()
-                .saturating_sub(offset);
             // Cut to the turn's budget; when it is spent, the rest waits for the next turn.
             let mut room = self.allowed(unsent);
             if room == 0 {
@@ -460,6 +467,7 @@ impl<S: Write> Transport<S> {
                 Err(e) => return Err(e),
             };
             self.spend(written);
+            unsent = unsent.saturating_sub(written);
             let mut left = written;
             while let Some(part) = parts.get(index) {
                 let rest = part.as_slice().len().saturating_sub(offset);

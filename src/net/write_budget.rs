@@ -36,7 +36,7 @@ struct Shared {
 }
 
 /// The loop's side: starts each turn and collects the deferred connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TurnBudget {
     shared: Rc<Shared>,
 }
@@ -48,9 +48,18 @@ pub struct WriteBudget {
     client: ClientId,
 }
 
+impl Default for TurnBudget {
+    /// A budget at the start of a turn.
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TurnBudget {
     pub fn new() -> Self {
-        let budget = TurnBudget::default();
+        let budget = TurnBudget {
+            shared: Rc::default(),
+        };
         budget.start_turn();
         budget
     }
@@ -68,9 +77,23 @@ impl TurnBudget {
         self.shared.left.set(BYTES_PER_TURN);
     }
 
-    /// The connections cut short since the last call; each to be served again this turn.
+    /// The connections cut short since the last call, in the order they were cut; each to be
+    /// served again, as long as the budget lasts.
     pub fn take_deferred(&self) -> Vec<ClientId> {
         std::mem::take(&mut *self.shared.deferred.borrow_mut())
+    }
+
+    /// Puts back connections the turn's budget did not reach, ahead of those cut since: the
+    /// next turn serves them first, so every deferred connection gets its turn.
+    pub fn requeue(&self, clients: Vec<ClientId>) {
+        let mut deferred = self.shared.deferred.borrow_mut();
+        let newer = std::mem::replace(&mut *deferred, clients);
+        deferred.extend(newer);
+    }
+
+    /// Whether this turn's budget is used up: only small writes go out until the next turn.
+    pub fn is_spent(&self) -> bool {
+        self.shared.left.get() == 0
     }
 
     pub fn has_deferred(&self) -> bool {
@@ -104,7 +127,9 @@ impl WriteBudget {
     pub fn defer(&self) {
         self.shared.cuts.set(self.shared.cuts.get() + 1);
         let mut deferred = self.shared.deferred.borrow_mut();
-        if !deferred.contains(&self.client) {
+        // One event can cut the same connection twice in a row (two flushes); a connection
+        // cut once waits as behind, so it is not cut again between others' cuts.
+        if deferred.last() != Some(&self.client) {
             deferred.push(self.client);
         }
     }
@@ -131,7 +156,16 @@ mod tests {
         b.defer();
         assert!(turn.has_deferred());
         assert_eq!(turn.take_deferred(), [ClientId(2)], "once");
+        assert!(turn.is_spent());
+        a.defer();
+        turn.requeue(vec![ClientId(2)]);
+        assert_eq!(
+            turn.take_deferred(),
+            [ClientId(2), ClientId(1)],
+            "unserved first"
+        );
         turn.start_turn();
+        assert!(!turn.is_spent());
         assert_eq!(a.allow(2 * SMALL_WRITE), 2 * SMALL_WRITE);
     }
 }
