@@ -2,6 +2,13 @@
 //!
 //! Run: `cargo bench --bench micro`. The event loop's cost is dominated by the kernel (several
 //! microseconds per syscall); these numbers show how far below that our own work stays.
+// A benchmark tool, not the server: it stops with a message on anything unexpected.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::hint::black_box;
 use std::time::Instant;

@@ -2,6 +2,13 @@
 //! only speaks TLS. Its certificate is signed by a CA made here, which the link trusts through
 //! `SSL_CERT_FILE` (read by rustls-native-certs). Alone in its own test binary because it sets
 //! that environment variable for the whole process.
+// A test fails by panicking: unwrap, expect, indexing and panic are how it reports.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 

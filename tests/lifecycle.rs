@@ -1,5 +1,12 @@
 //! A connection's life and the server's: deadlines, keepalive pings, leaving, rooms outliving
 //! their members, client close codes in the log, and shutting down on a signal.
+// A test fails by panicking: unwrap, expect, indexing and panic are how it reports.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod common;
 
 use std::io::Write;

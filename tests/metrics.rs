@@ -1,5 +1,12 @@
 //! `/metrics` through the real binary: Prometheus text whose numbers move as traffic flows,
 //! answered only to local clients unless `--metrics-listen` gives it a listener of its own.
+// A test fails by panicking: unwrap, expect, indexing and panic are how it reports.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 

@@ -6,6 +6,13 @@
 //!
 //! Addresses are told apart with `--trust-proxy` and `X-Forwarded-For`, since every test
 //! client connects from loopback.
+// A test fails by panicking: unwrap, expect, indexing and panic are how it reports.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 

@@ -4,6 +4,13 @@
 //! nor hold a private rendering each while they do not read; the client still ends up with
 //! every change. Through real sockets against the real binary; renders are counted with
 //! `stratus_full_renders_total`.
+// A test fails by panicking: unwrap, expect, indexing and panic are how it reports.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 

@@ -5,6 +5,13 @@
 //! frames shaped the way real clients send them (see [`gui_set`], [`packager_set`],
 //! [`gui_handshake`]).
 #![allow(dead_code)]
+// Test helpers fail loudly: panicking is how they report.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 pub mod redis;
 
