@@ -179,15 +179,7 @@ fn an_upgrade_with_utf8_and_obs_text_in_the_head_is_accepted() {
     .into_bytes();
     let end = request.len() - 2;
     request.splice(end..end, b"X-Latin1: caf\xe9 \xff\r\n".iter().copied());
-    let mut raw = server.tcp();
-    raw.write_all(&request).expect("write");
-    let (bytes, _) = read_until_eof(&mut raw, Duration::from_millis(500));
-    let response = HttpResponse::parse(&String::from_utf8_lossy(&bytes));
-    assert_eq!(response.status, 101);
-    assert_eq!(
-        response.header("Sec-WebSocket-Accept"),
-        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-    );
+    upgrade_with(&server, &request);
 }
 
 #[test]
@@ -243,15 +235,7 @@ fn a_browser_style_upgrade_is_accepted() {
     let server = Server::start(&[]);
     // Firefox sends `Connection: keep-alive, Upgrade`; header names and tokens vary in case.
     let request = "GET /cloud HTTP/1.1\r\nHost: localhost\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0\r\nAccept: */*\r\nSec-WebSocket-Version: 13\r\nOrigin: https://turbowarp.org\r\nSec-WebSocket-Extensions: permessage-deflate\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nConnection: keep-alive, Upgrade\r\nCookie: a=1\r\nPragma: no-cache\r\nUpgrade: WebSocket\r\n\r\n";
-    let mut raw = server.tcp();
-    raw.write_all(request.as_bytes()).expect("write");
-    let (bytes, _) = read_until_eof(&mut raw, Duration::from_millis(500));
-    let response = HttpResponse::parse(&String::from_utf8_lossy(&bytes));
-    assert_eq!(response.status, 101);
-    assert_eq!(
-        response.header("Sec-WebSocket-Accept"),
-        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-    );
+    let response = upgrade_with(&server, request.as_bytes());
     // No extension was negotiated: frames stay uncompressed.
     assert_eq!(response.header("Sec-WebSocket-Extensions"), None);
 }
@@ -415,4 +399,19 @@ fn a_stale_unix_socket_file_is_replaced() {
     let mut a = unix_client(&path);
     a.handshake("1", "alice");
     server.wait_for_log("[unix \"alice\" 1] joined");
+}
+
+/// Sends a hand-written upgrade `request` and checks it is accepted (101 with the key's
+/// accept value); returns the response.
+fn upgrade_with(server: &Server, request: &[u8]) -> HttpResponse {
+    let mut raw = server.tcp();
+    raw.write_all(request).expect("write");
+    let (bytes, _) = read_until_eof(&mut raw, Duration::from_millis(500));
+    let response = HttpResponse::parse(&String::from_utf8_lossy(&bytes));
+    assert_eq!(response.status, 101);
+    assert_eq!(
+        response.header("Sec-WebSocket-Accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    response
 }

@@ -296,37 +296,57 @@ fn repeated_gets_on_a_changing_large_room_render_at_most_at_the_rooms_pace() {
     // 200 kB: above the size from which a rendering is shared after a change (64 KiB).
     fill_large_room(&server, "big", 2);
     let mut client = rpc_member(&server, "big", "asker");
-    let renders_before = full_renders(&server);
+    renders_at_most_at_pace(
+        &server,
+        &mut client,
+        pace,
+        "gets",
+        |i| [rpc_set("☁ v0", i), rpc_get()],
+        |message| message.starts_with(r#"["success",2,{"variables""#),
+    );
+}
+
+/// Sends `pair(i)` (a set of `☁ v0` to `i`, then a full-state request) for `BATCHES` batches of
+/// `BATCH`, reading everything; `is_reply` tells the full-state replies. Asserts the room was
+/// rendered at most once per `pace` interval (plus two at the edges), and that the client ends
+/// up with its own last value although replies may be older than it.
+fn renders_at_most_at_pace(
+    server: &Server,
+    client: &mut Raw,
+    pace: Duration,
+    what: &str,
+    pair: impl Fn(u64) -> [String; 2],
+    is_reply: impl Fn(&str) -> bool,
+) {
+    let renders_before = full_renders(server);
     let mut view = View {
         name: "☁ v0",
         value: None,
     };
     let started = Instant::now();
-    let gets = in_batches(|first| {
-        let requests: Vec<String> = (first..first + BATCH)
-            .flat_map(|i| [rpc_set("☁ v0", i), rpc_get()])
-            .collect();
+    let replies = in_batches(|first| {
+        let requests: Vec<String> = (first..first + BATCH).flat_map(&pair).collect();
         client.send(&requests);
-        let mut gets = 0;
-        while gets < BATCH {
+        let mut replies = 0;
+        while replies < BATCH {
             let message = client.next();
-            if message.starts_with(r#"["success",2,{"variables""#) {
-                gets += 1;
+            if is_reply(&message) {
+                replies += 1;
             }
             view.read(&message);
         }
     });
     let elapsed = started.elapsed();
-    let renders = full_renders(&server) - renders_before;
+    let renders = full_renders(server) - renders_before;
     let intervals = elapsed.as_nanos().div_ceil(pace.as_nanos()) as u64;
-    eprintln!("{gets} gets of a changing 200 kB room in {elapsed:?} ({intervals} paces): {renders} renders");
+    eprintln!("{replies} {what} of a changing 200 kB room in {elapsed:?} ({intervals} paces): {renders} renders");
     assert!(
         renders <= intervals + 2,
-        "{renders} renders for {gets} gets in {intervals} pace intervals"
+        "{renders} renders for {replies} {what} in {intervals} pace intervals"
     );
     // The replies may be shared and older than the client's own last set: the server sends
     // it what they lack, its own writes included.
-    view.settle(&mut client, gets);
+    view.settle(client, replies);
 }
 
 /// Requests sent at once, then read, per batch.
@@ -452,40 +472,19 @@ fn repeated_join_room_on_a_changing_large_room_renders_at_most_at_the_rooms_pace
     let pace = Duration::from_millis(500);
     fill_large_room(&server, "big", 2);
     let mut client = studio_member(&server, "big", "asker");
-    let renders_before = full_renders(&server);
-    let mut view = View {
-        name: "☁ v0",
-        value: None,
-    };
-    let started = Instant::now();
-    let joins = in_batches(|first| {
-        let requests: Vec<String> = (first..first + BATCH)
-            .flat_map(|i| {
-                [
-                    format!(r#"{{"kind":"SET","room":"big","name":"☁ v0","value":{i}}}"#),
-                    r#"{"kind":"JOIN_ROOM","room":"big"}"#.to_owned(),
-                ]
-            })
-            .collect();
-        client.send(&requests);
-        let mut joins = 0;
-        while joins < BATCH {
-            let message = client.next();
-            if message.contains(r#""kind":"JOINED_ROOM""#) {
-                joins += 1;
-            }
-            view.read(&message);
-        }
-    });
-    let elapsed = started.elapsed();
-    let renders = full_renders(&server) - renders_before;
-    let intervals = elapsed.as_nanos().div_ceil(pace.as_nanos()) as u64;
-    eprintln!("{joins} repeated JOIN_ROOMs of a changing 200 kB room in {elapsed:?} ({intervals} paces): {renders} renders");
-    assert!(
-        renders <= intervals + 2,
-        "{renders} renders for {joins} JOIN_ROOMs in {intervals} pace intervals"
+    renders_at_most_at_pace(
+        &server,
+        &mut client,
+        pace,
+        "JOIN_ROOMs",
+        |i| {
+            [
+                format!(r#"{{"kind":"SET","room":"big","name":"☁ v0","value":{i}}}"#),
+                r#"{"kind":"JOIN_ROOM","room":"big"}"#.to_owned(),
+            ]
+        },
+        |message| message.contains(r#""kind":"JOINED_ROOM""#),
     );
-    view.settle(&mut client, joins);
 }
 
 /// Connections that stopped reading a large whole-room reply are closed after 10 s without
