@@ -29,6 +29,7 @@ use super::frame_boundary::FrameBoundary;
 use super::tls::TlsStream;
 use super::write_budget::WriteBudget;
 use smallvec::SmallVec;
+use tungstenite::protocol::frame::FrameHeader;
 
 /// A listening socket's accepted stream: TCP or a unix domain socket.
 #[derive(Debug)]
@@ -172,6 +173,9 @@ pub struct Transport<S> {
     blocked: bool,
     /// The last write was cut by the loop's write budget, not refused by the peer.
     cut: bool,
+    /// Bytes of the frame tungstenite was writing when the socket stopped taking them: they go
+    /// out before anything of ours, or a frame of ours would land inside it.
+    frame_rest: usize,
     bytes_read: u64,
     bytes_written: u64,
     /// Bytes to write before anything else, in order. Small parts are copied into owned
@@ -215,6 +219,7 @@ impl<S> Transport<S> {
             drained: false,
             blocked: false,
             cut: false,
+            frame_rest: 0,
             bytes_read: 0,
             bytes_written: 0,
             pending: VecDeque::new(),
@@ -550,10 +555,23 @@ impl<S: Read + HalfClose> Read for Transport<S> {
 }
 
 impl<S: Write> Write for Transport<S> {
+    /// Tungstenite's own output (pongs, pings, the close frame: whole frames). Our pending
+    /// bytes go first, except while tungstenite is in the middle of a frame: the rest of that
+    /// frame goes next, alone, then ours, then tungstenite's later frames.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let result = self.write_prefix().and_then(|()| self.stream.write(buf));
+        let result = if self.frame_rest > 0 {
+            let rest = buf.get(..self.frame_rest).unwrap_or(buf);
+            self.stream.write(rest)
+        } else {
+            self.write_prefix().and_then(|()| self.stream.write(buf))
+        };
         if let Ok(n) = result {
             self.bytes_written += n as u64;
+            self.frame_rest = match self.frame_rest {
+                _ if n >= buf.len() => 0,
+                0 => rest_of_frame_at(buf, n),
+                rest => rest.saturating_sub(n),
+            };
         }
         self.note(&result);
         result
@@ -564,6 +582,36 @@ impl<S: Write> Write for Transport<S> {
         self.note(&result);
         result
     }
+}
+
+/// How many bytes of the frame that `frames` (whole WebSocket frames, from a frame's start)
+/// is cut in after `written` bytes are still to come; 0 when the cut falls between frames.
+fn rest_of_frame_at(frames: &[u8], written: usize) -> usize {
+    let mut start = 0usize;
+    while start < written {
+        let Some(end) = frames
+            .get(start..)
+            .and_then(frame_length)
+            .map(|n| start + n)
+        else {
+            // Not a frame we can read: keep all the rest together.
+            return frames.len().saturating_sub(written);
+        };
+        if end > written {
+            return end - written;
+        }
+        start = end;
+    }
+    0
+}
+
+/// The length, header included, of the frame `bytes` starts with.
+fn frame_length(bytes: &[u8]) -> Option<usize> {
+    let mut cursor = io::Cursor::new(bytes);
+    let (_, payload) = FrameHeader::parse(&mut cursor).ok()??;
+    usize::try_from(cursor.position())
+        .ok()?
+        .checked_add(usize::try_from(payload).ok()?)
 }
 
 #[cfg(test)]
@@ -622,6 +670,34 @@ mod tests {
             transport.pending.capacity(),
             0,
             "the pending buffer is released"
+        );
+    }
+
+    #[test]
+    fn a_partly_sent_pong_is_finished_before_a_frame_queued_meanwhile() {
+        // Found by fuzz target `frames` (fuzz/known-crashes): tungstenite wrote 5 bytes of a
+        // pong, a reply was queued behind it, and the next write put the reply inside the pong.
+        let pong = [0x8a, 4, b'p', b'o', b'n', b'g'];
+        let close = [0x88, 2, 3, 0xe8];
+        let tungstenite_holds = [&pong[..], &close[..]].concat();
+        let mut transport = Transport::new(Pipe {
+            taken: Vec::new(),
+            room: 3,
+        });
+        assert_eq!(transport.write(&tungstenite_holds).expect("part"), 3);
+        transport.queue_parts(&[Part::Borrowed(b"HHreply")]);
+        transport.stream.room = 100;
+        // Tungstenite goes on with what it holds: the pong's rest alone, then (after the
+        // reply, which was queued before) the close frame.
+        let mut left = &tungstenite_holds[3..];
+        while !left.is_empty() {
+            let n = transport.write(left).expect("rest");
+            left = &left[n..];
+        }
+        transport.flush().expect("flush");
+        assert_eq!(
+            transport.stream.taken,
+            [&pong[..], b"HHreply", &close[..]].concat()
         );
     }
 
