@@ -183,7 +183,8 @@ pub struct Config {
 
     /// Most MultiStudio sessions kept for reconnecting at once (default: a tenth of
     /// `--max-connections`). When full, the oldest is ended to keep another; a live client that
-    /// needs a connection slot or a room place also ends the oldest parked session holding it.
+    /// needs a connection slot, a room place or its address's place (`--max-connections-per-ip`)
+    /// also ends the oldest parked session holding it.
     #[arg(long, env = "STRATUS_MAX_PARKED_SESSIONS", value_name = "N")]
     pub max_parked_sessions: Option<usize>,
 
