@@ -53,6 +53,37 @@ fn hello(server: &Server, address: &str, username: &str, token: Option<&Value>) 
     (client, reply)
 }
 
+/// Parked sessions so far, counting those ended since (each parking adds one); one request,
+/// since with `--trust-proxy` the test's own address has a connection limit too.
+fn parkings(server: &Server) -> u64 {
+    let page = http_exchange(server, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    [
+        "stratus_parked_sessions ",
+        "stratus_parked_sessions_ended_total ",
+    ]
+    .iter()
+    .map(|name| {
+        page.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name}in {page}"))
+    })
+    .sum()
+}
+
+/// A MultiStudio session from `address` in `rooms`, its connection dropped without a close
+/// frame; returns its reconnect token once the server has parked it.
+fn park(server: &Server, address: &str, username: &str, rooms: &[&str]) -> Value {
+    let before = parkings(server);
+    let (mut client, reply) = hello(server, address, username, None);
+    for room in rooms {
+        send(&mut client, json!({"kind": "JOIN_ROOM", "room": room}));
+        assert_eq!(next(&mut client)["kind"], "JOINED_ROOM");
+    }
+    drop(client);
+    wait_until("the session is parked", || parkings(server) == before + 1);
+    reply["reconnect_token"].clone()
+}
+
 /// Open WebSocket connections, by the `/metrics` gauges.
 fn open_sockets(server: &Server) -> u64 {
     let page = http_exchange(server, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -144,14 +175,7 @@ fn honest_clients_of_every_dialect_join_while_one_address_parks_sessions() {
 fn a_parked_session_stays_charged_to_its_address_until_a_live_client_from_it_needs_the_place() {
     let server = Server::start(&["--trust-proxy", "--max-connections-per-ip", "3"]);
     let tokens: Vec<Value> = (0..3)
-        .map(|i| {
-            let (client, reply) = hello(&server, ATTACKER, &format!("user{i}"), None);
-            drop(client);
-            wait_until("the session is parked", || {
-                server.metric("stratus_parked_sessions") == i + 1
-            });
-            reply["reconnect_token"].clone()
-        })
+        .map(|i| park(&server, ATTACKER, &format!("user{i}"), &[]))
         .collect();
     // Another address is not affected by the first one's parked sessions.
     let (_other, _) = hello(&server, HONEST, "other", None);
@@ -175,16 +199,7 @@ fn a_parked_session_stays_charged_to_its_address_until_a_live_client_from_it_nee
 fn parked_sessions_have_their_own_budget_and_the_oldest_gives_way() {
     let server = Server::start(&["--max-parked-sessions", "2"]);
     let tokens: Vec<Value> = (0..3)
-        .map(|i| {
-            let (client, reply) = hello(&server, HONEST, &format!("user{i}"), None);
-            drop(client);
-            wait_until("the session is parked", || {
-                server.metric("stratus_parked_sessions_ended_total")
-                    + server.metric("stratus_parked_sessions")
-                    == i + 1
-            });
-            reply["reconnect_token"].clone()
-        })
+        .map(|i| park(&server, HONEST, &format!("user{i}"), &[]))
         .collect();
     assert_eq!(server.metric("stratus_parked_sessions"), 2);
     assert_eq!(server.metric("stratus_parked_sessions_ended_total"), 1);
@@ -199,15 +214,9 @@ fn a_live_client_takes_the_connection_slot_of_the_oldest_parked_session() {
     // Twelve slots, ten parked sessions: a parked session holds a slot until a live client
     // (a test connection, a /metrics request) needs it.
     let server = Server::start(&["--max-connections", "12", "--max-parked-sessions", "10"]);
-    let mut tokens = Vec::new();
-    for i in 0..10u64 {
-        let (client, reply) = hello(&server, HONEST, &format!("user{i}"), None);
-        drop(client);
-        wait_until("the session is parked", || {
-            server.metric("stratus_parked_sessions") == i + 1
-        });
-        tokens.push(reply["reconnect_token"].clone());
-    }
+    let tokens: Vec<Value> = (0..10)
+        .map(|i| park(&server, HONEST, &format!("user{i}"), &[]))
+        .collect();
     let mut live = Vec::new();
     for i in 0..5 {
         let (client, _) = hello(&server, HONEST, &format!("live{i}"), None);
@@ -225,17 +234,11 @@ fn a_live_client_takes_the_connection_slot_of_the_oldest_parked_session() {
 #[test]
 fn a_join_to_a_full_room_takes_the_place_of_the_oldest_parked_session_in_it() {
     let server = Server::start(&["--max-clients-per-room", "2"]);
-    let mut parked = Vec::new();
-    for (i, room) in ["r1", "r2", "r1"].iter().enumerate() {
-        let (mut client, reply) = hello(&server, HONEST, &format!("user{i}"), None);
-        send(&mut client, json!({"kind": "JOIN_ROOM", "room": room}));
-        assert_eq!(next(&mut client)["kind"], "JOINED_ROOM");
-        drop(client);
-        wait_until("the session is parked", || {
-            server.metric("stratus_parked_sessions") == i as u64 + 1
-        });
-        parked.push(reply["reconnect_token"].clone());
-    }
+    let parked: Vec<Value> = ["r1", "r2", "r1"]
+        .iter()
+        .enumerate()
+        .map(|(i, room)| park(&server, HONEST, &format!("user{i}"), &[room]))
+        .collect();
     // r1 holds two parked sessions: a live join ends the older of them, not the one in r2.
     let (mut carol, _) = hello(&server, HONEST, "carol", None);
     send(&mut carol, json!({"kind": "JOIN_ROOM", "room": "r1"}));
