@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod config;
 pub mod dialect;
+pub mod durable;
 pub mod engine;
 pub mod error_log;
 pub mod logging;

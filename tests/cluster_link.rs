@@ -23,8 +23,9 @@ use mio::{Events, Poll, Token, Waker};
 use stratus::cluster::{Cluster, ClusterSettings, Event, RemoteBatch, Round, RoundResult};
 use stratus::dialect::encode_set;
 use stratus::engine::{
-    Batch, ClientId, Engine, Format, Limits, RoomChanges, SavedVariable, ValueRef,
+    Backend, Batch, ClientId, Engine, Format, Limits, RoomChanges, SavedVariable, ValueRef, Want,
 };
+use stratus::net::{drain, BackendLink};
 
 /// Long enough for a reconnect after the backoff has grown.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -119,7 +120,7 @@ impl Node {
     fn finish(&mut self) -> usize {
         let mut engine = Engine::new(Limits::default(), encode_set);
         let cluster = self.cluster.take().expect("running");
-        cluster.finish(&mut engine, PATIENCE)
+        drain(BackendLink::Cluster(cluster), &mut engine, PATIENCE)
     }
 }
 
@@ -190,7 +191,7 @@ fn engine_batch(room: &str) -> Batch {
     let key = engine
         .join(room, ClientId(1), Format(0), None, now)
         .expect("join");
-    engine.enable_persistence();
+    engine.set_backend(Backend::Store);
     engine.set(key, ClientId(1), "☁ n", ValueRef::Number("5"), true);
     engine.set(
         key,
@@ -199,7 +200,12 @@ fn engine_batch(room: &str) -> Batch {
         ValueRef::Text("12 apples: 1:2\n"),
         true,
     );
-    let batch = engine.collect_batch();
+    let batch = engine
+        .poll_work(Want {
+            batch: true,
+            ..Want::default()
+        })
+        .batch;
     assert_eq!(batch.variable_count(), 2, "both sets applied");
     batch
 }
@@ -459,7 +465,14 @@ fn bad_urls_are_refused_at_start_and_tls_urls_are_accepted() {
     // TLS is built in: a rediss URL starts (and connects in the background).
     let cluster = Cluster::start(settings("rediss://:pw@127.0.0.1:1/0", "n"), waker).expect("tls");
     let mut engine = Engine::new(Limits::default(), encode_set);
-    assert_eq!(cluster.finish(&mut engine, Duration::from_secs(5)), 0);
+    assert_eq!(
+        drain(
+            BackendLink::Cluster(cluster),
+            &mut engine,
+            Duration::from_secs(5)
+        ),
+        0
+    );
 }
 
 #[test]
@@ -623,7 +636,7 @@ fn engine_owing(room: &str) -> Engine {
     let key = engine
         .join(room, ClientId(1), Format(0), None, Instant::now())
         .expect("join");
-    engine.enable_persistence();
+    engine.set_backend(Backend::Store);
     engine.set(key, ClientId(1), "☁ a", ValueRef::Number("1"), true);
     engine.set(key, ClientId(1), "☁ b", ValueRef::Text("two"), true);
     engine
@@ -637,7 +650,10 @@ fn finish_sends_what_the_engine_owes_or_counts_it() {
     let mut a = Node::start(&redis.url(), "node-a");
     let mut engine = engine_owing("last");
     let cluster = a.cluster.take().expect("running");
-    assert_eq!(cluster.finish(&mut engine, PATIENCE), 0);
+    assert_eq!(
+        drain(BackendLink::Cluster(cluster), &mut engine, PATIENCE),
+        0
+    );
     assert!(!engine.has_unsaved());
     let mut b = Node::start(&redis.url(), "node-b");
     let result = b.round(load("last"));
@@ -652,7 +668,10 @@ fn finish_sends_what_the_engine_owes_or_counts_it() {
     c.wait_for("Outage", |e| matches!(e, Event::Outage));
     let mut engine = engine_owing("lost");
     let cluster = c.cluster.take().expect("running");
-    assert_eq!(cluster.finish(&mut engine, PATIENCE), 2);
+    assert_eq!(
+        drain(BackendLink::Cluster(cluster), &mut engine, PATIENCE),
+        2
+    );
 }
 
 /// A proxy to Redis that passes Redis's replies on 16 bytes at a time, 20 ms apart: every

@@ -21,6 +21,7 @@ use mio::{Events, Poll, Token, Waker};
 use stratus::cluster::{Cluster, ClusterSettings, Event, Round};
 use stratus::dialect::encode_set;
 use stratus::engine::{Batch, Engine, Limits, RoomChanges, SavedVariable};
+use stratus::net::{drain, BackendLink};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -161,7 +162,10 @@ fn a_rediss_url_with_a_password_saves_publishes_and_loads() {
     assert_eq!(batch.variables, [variable]);
     assert!(!seen.iter().any(|e| matches!(e, Event::Outage)), "{seen:?}");
     let mut engine = Engine::new(Limits::default(), encode_set);
-    assert_eq!(cluster.finish(&mut engine, PATIENCE), 0);
+    assert_eq!(
+        drain(BackendLink::Cluster(cluster), &mut engine, PATIENCE),
+        0
+    );
     drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -34,11 +34,11 @@ mod subscriber;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::IntoConnectionInfo;
 
-use crate::engine::{Batch, Engine, SavedVariable};
+use crate::engine::{Batch, SavedVariable};
 use commands::CommandThread;
 use stats::SharedStats;
 use subscriber::Subscriber;
@@ -269,61 +269,40 @@ impl Cluster {
         self.shared.snapshot()
     }
 
-    /// At shutdown: sends what the engine still owes (waiting at most `patience`), removes
-    /// this node's member counts and heartbeat, stops both threads. Returns how many variables
-    /// could not be sent.
-    pub fn finish(mut self, engine: &mut Engine, patience: Duration) -> usize {
-        let deadline = Instant::now() + patience;
-        let mut failures = 0;
-        loop {
-            // Events other than the round's answer are of no use any more; reading them
-            // keeps the subscriber (and so the command thread) from waiting on a full channel.
-            while self.busy {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self.events.recv_timeout(left) {
-                    Ok(Event::RoundDone(result)) => {
-                        self.busy = false;
-                        if result.saved {
-                            engine.batch_saved(&result.batch);
-                        } else {
-                            engine.batch_failed(&result.batch);
-                            failures += 1;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                        self.busy = false;
-                        failures += 3;
-                    }
-                }
-            }
-            if !engine.has_unsaved() || failures >= 3 || Instant::now() >= deadline {
-                break;
-            }
-            let batch = engine.collect_batch();
-            if batch.is_empty() {
-                break;
-            }
-            let round = Round {
-                batch,
-                ..Round::default()
-            };
-            let Some(rounds) = &self.rounds else {
-                engine.batch_failed(&round.batch);
-                break;
-            };
-            // Blocking is right here: the loop has stopped serving.
-            if let Err(mpsc::SendError(round)) = rounds.send(round) {
-                engine.batch_failed(&round.batch);
-                break;
-            }
-            self.busy = true;
-        }
-        let unsent = if engine.has_unsaved() {
-            engine.collect_batch().variable_count()
-        } else {
-            0
+    /// At shutdown: hands over a round, waiting while the thread is busy; gives it back when
+    /// the thread is gone. Blocking is right here: the loop has stopped serving.
+    pub fn send_round_blocking(&mut self, round: Round) -> Result<(), Round> {
+        let Some(rounds) = &self.rounds else {
+            return Err(round);
         };
+        match rounds.send(round) {
+            Ok(()) => {
+                self.busy = true;
+                Ok(())
+            }
+            Err(mpsc::SendError(round)) => Err(round),
+        }
+    }
+
+    /// At shutdown: the threads' next event, waiting at most `timeout`; `None` when none came
+    /// (the round out, if any, is then given up on).
+    pub fn wait_event(&mut self, timeout: Duration) -> Option<Event> {
+        match self.events.recv_timeout(timeout) {
+            Ok(event) => {
+                if matches!(event, Event::RoundDone(_)) {
+                    self.busy = false;
+                }
+                Some(event)
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                self.busy = false;
+                None
+            }
+        }
+    }
+
+    /// Removes this node's member counts and heartbeat, and stops both threads.
+    pub fn stop(mut self) {
         // Closing both request channels stops the threads (the command thread says goodbye
         // to Redis first); dropping the events unblocks a subscriber waiting to deliver.
         self.rounds = None;
@@ -335,7 +314,6 @@ impl Cluster {
         for thread in threads {
             let _ = thread.join();
         }
-        unsent
     }
 }
 

@@ -12,7 +12,12 @@
 
 use std::time::Instant;
 
+use std::collections::HashMap;
+
+use slab::Slab;
+
 use super::catch_up::{CatchUp, CaughtUp};
+use super::durable::{Read, Work};
 use super::room::{Room, Variable};
 use super::value::{self, StoredValue};
 use super::{ClientId, Engine, SavedVariable, NOBODY};
@@ -22,14 +27,160 @@ use super::{ClientId, Engine, SavedVariable, NOBODY};
 pub(super) struct ClusterBook {
     pub enabled: bool,
     /// Rooms whose member count changed since it was last reported.
-    pub member_changes: Vec<usize>,
+    member_changes: Vec<usize>,
     /// Rooms to read again from Redis, not yet asked for.
-    pub reloads: Vec<Box<str>>,
+    reloads: Vec<Box<str>>,
     /// Rooms that left memory since last asked: their channels can be left.
-    pub removed: Vec<Box<str>>,
-    /// Counts [`Engine::reload_all`]s: reads asked for before the last one may predate
+    removed: Vec<Box<str>>,
+    /// Counts [`Engine::handle_resync`]s: reads asked for before the last one may predate
     /// batches that were missed, and are not used.
-    pub epoch: u64,
+    epoch: u64,
+}
+
+/// A room's cluster bookkeeping: which Redis version it shows and what of its own it has seen
+/// come back.
+#[derive(Debug, Default)]
+pub struct RoomCluster {
+    /// The room's version in Redis that the variables reflect.
+    pub version: u64,
+    /// The local version up to which this node's own changes have come back on the room's
+    /// channel: later local changes are not overwritten by other nodes' batches, which Redis
+    /// ordered before them.
+    pub published: u64,
+    /// A reload is asked for; the batches seen on the channel since, applied over the read.
+    pub reloading: Option<Box<CatchUp>>,
+    /// Members on other nodes, as of the last count from Redis.
+    remote_members: usize,
+    /// The member count last reported to Redis.
+    reported_members: usize,
+    /// Whether the room is in the book's list of member counts to report.
+    members_queued: bool,
+    /// A join was refused for members on other nodes: ask Redis for the count again, even if
+    /// this node's own did not change.
+    recount: bool,
+}
+
+impl ClusterBook {
+    /// Queues room `key`'s member count for the next report.
+    pub fn note_members(&mut self, room: &mut Room, key: usize) {
+        if self.enabled && !room.cluster.members_queued {
+            room.cluster.members_queued = true;
+            self.member_changes.push(key);
+        }
+    }
+
+    /// Whether room `key` has no place left for one more member, counting those on other
+    /// nodes; if those are what fills it, their count is asked for again (they may have left
+    /// since Redis last counted them).
+    pub fn is_full(&mut self, room: &mut Room, key: usize, max_members: usize) -> bool {
+        if room.members.len() + room.cluster.remote_members < max_members {
+            return false;
+        }
+        if room.cluster.remote_members > 0 {
+            room.cluster.recount = true;
+            self.note_members(room, key);
+        }
+        true
+    }
+
+    /// Room `room_id` left memory (its channel can be left).
+    pub fn removed(&mut self, room_id: Box<str>) {
+        if self.enabled {
+            self.removed.push(room_id);
+        }
+    }
+
+    /// Whether some room's member count changed since it was last reported.
+    pub fn has_reports(&self) -> bool {
+        !self.member_changes.is_empty()
+    }
+
+    /// Moves the rooms to read again (each once) and the rooms that left memory into `work`.
+    pub fn take_work(&mut self, work: &mut Work) {
+        let mut reloads = std::mem::take(&mut self.reloads);
+        reloads.sort_unstable();
+        reloads.dedup();
+        work.reloads = reloads;
+        work.removed = std::mem::take(&mut self.removed);
+    }
+
+    /// Reloads and removed rooms the backend could not take.
+    pub fn give_back(&mut self, reloads: Vec<Box<str>>, removed: Vec<Box<str>>) {
+        self.reloads.extend(reloads);
+        self.removed.extend(removed);
+    }
+
+    /// This node's member counts to report: of the rooms whose count changed, or with `all`,
+    /// of every room with members here or elsewhere; and of rooms whose count a refused join
+    /// asked to know again.
+    pub fn take_reports(&mut self, rooms: &mut Slab<Room>, all: bool) -> Vec<(Box<str>, u32)> {
+        let mut reports = Vec::new();
+        let mut report = |room: &mut Room, all: bool| {
+            room.cluster.members_queued = false;
+            let count = room.members.len();
+            let known_elsewhere = count > 0 || room.cluster.remote_members > 0;
+            if count != room.cluster.reported_members
+                || std::mem::take(&mut room.cluster.recount)
+                || (all && known_elsewhere)
+            {
+                room.cluster.reported_members = count;
+                reports.push((room.id.clone(), u32::try_from(count).unwrap_or(u32::MAX)));
+            }
+        };
+        if all {
+            self.member_changes.clear();
+            for (_, room) in rooms.iter_mut() {
+                report(room, true);
+            }
+        } else {
+            for key in self.member_changes.drain(..) {
+                if let Some(room) = rooms.get_mut(key) {
+                    report(room, false);
+                }
+            }
+        }
+        reports
+    }
+
+    /// The reports could not be sent, or were not answered: they are reported again next time.
+    pub fn reports_unsent(
+        &mut self,
+        rooms: &mut Slab<Room>,
+        index: &HashMap<Box<str>, usize>,
+        reports: &[(Box<str>, u32)],
+    ) {
+        for (room_id, _) in reports {
+            let Some(&key) = index.get(room_id) else {
+                continue;
+            };
+            if let Some(room) = rooms.get_mut(key) {
+                room.cluster.reported_members = usize::MAX;
+                self.note_members(room, key);
+            }
+        }
+    }
+
+    /// Members of `room` across the cluster, this node's included, as counted by Redis.
+    pub fn set_total(room: &mut Room, total: u32) {
+        let total = usize::try_from(total).unwrap_or(usize::MAX);
+        room.cluster.remote_members = total.saturating_sub(room.cluster.reported_members);
+    }
+
+    /// Every room in memory is to be read again (the subscription or Redis was lost); reads
+    /// asked for before are not used when they come back.
+    pub fn resync(&mut self, rooms: &mut Slab<Room>) {
+        self.epoch += 1;
+        for (_, room) in rooms.iter_mut() {
+            self.reloads.push(room.id.clone());
+            // Batches seen before were on the lost subscription: the next read has them.
+            room.cluster.reloading = Some(Box::default());
+        }
+    }
+
+    /// Room `room` is to be read again.
+    pub fn reload(&mut self, room: &Room) {
+        self.reloads.push(room.id.clone());
+    }
 }
 
 /// What became of a batch from the cluster.
@@ -41,7 +192,7 @@ pub enum Remote {
     Stale,
     /// The room is being read: kept, and applied over the read when it comes.
     Kept,
-    /// Versions are missing before it: the room is to be read again ([`Engine::take_reloads`]).
+    /// Versions are missing before it: the room is to be read again (see [`Engine::poll_work`]).
     Gap,
     /// The room is not in memory here.
     NotHere,
@@ -61,32 +212,11 @@ pub struct RemoteChanges<'a> {
 }
 
 impl Engine {
-    /// Makes this engine one node of a cluster: rooms come from and go to Redis (through the
-    /// persistence bookkeeping), and batches of other nodes are applied.
-    pub fn enable_cluster(&mut self) {
-        self.persist.enabled = true;
-        self.cluster.enabled = true;
-    }
-
-    pub fn is_clustered(&self) -> bool {
-        self.cluster.enabled
-    }
-
-    /// Whether joins wait for room `room_id` to be read.
-    pub fn is_loading(&self, room_id: &str) -> bool {
-        self.persist.loads.contains_key(room_id)
-    }
-
-    /// Whether room `room_id` is in memory.
-    pub fn has_room(&self, room_id: &str) -> bool {
-        self.index.contains_key(room_id)
-    }
-
     /// Applies a batch received on a room's channel.
-    pub fn apply_remote(&mut self, changes: RemoteChanges<'_>) -> Remote {
+    pub fn handle_remote(&mut self, changes: RemoteChanges<'_>) -> Remote {
         let own = changes.own.then_some(changes.local_version);
         let Some(&key) = self.index.get(changes.room) else {
-            if let Some(load) = self.persist.loads.get_mut(changes.room) {
+            if let Some(load) = self.durable.load_mut(changes.room) {
                 load.catch_up
                     .note(changes.version, own, changes.replace_all, changes.variables);
                 return Remote::Kept;
@@ -111,7 +241,7 @@ impl Engine {
             let mut catch_up = Box::<CatchUp>::default();
             catch_up.note(changes.version, own, changes.replace_all, changes.variables);
             room.cluster.reloading = Some(catch_up);
-            self.cluster.reloads.push(room.id.clone());
+            self.cluster.reload(room);
             return Remote::Gap;
         }
         room.cluster.version = changes.version;
@@ -195,21 +325,21 @@ impl Engine {
     /// Installs or refreshes a room read from Redis at `version`, with the batches seen on its
     /// channel meanwhile applied over it, and returns the clients whose joins waited for it.
     /// A read those batches cannot be applied over is asked for again.
-    pub fn install_cluster_room(
+    pub(super) fn install_cluster_room(
         &mut self,
         room_id: &str,
-        version: u64,
-        variables: &[SavedVariable],
+        read: Read<'_>,
         now: Instant,
     ) -> Vec<ClientId> {
+        let Read { version, variables } = read;
         if let Some(&key) = self.index.get(room_id) {
             self.refresh_room(key, version, variables);
-            return self.take_load_waiters(room_id);
+            return self.durable.take_waiters(room_id);
         }
-        let Some(load) = self.persist.loads.get_mut(room_id) else {
+        let Some(load) = self.durable.load_mut(room_id) else {
             // Nobody waits for it any more (a reread of a room that left memory meanwhile):
             // a room without its channel would never hear of other nodes' changes.
-            self.cluster.removed.push(room_id.into());
+            self.cluster.removed(room_id.into());
             return Vec::new();
         };
         let Some(caught_up) = std::mem::take(&mut load.catch_up).over_read(version) else {
@@ -220,7 +350,7 @@ impl Engine {
         let waiters = self.install_loaded(room_id, variables, now);
         let Some(&key) = self.index.get(room_id) else {
             // Refused (room or memory limit): its channel is left.
-            self.cluster.removed.push(room_id.into());
+            self.cluster.removed(room_id.into());
             return waiters;
         };
         if let Some(room) = self.rooms.get_mut(key) {
@@ -251,7 +381,7 @@ impl Engine {
                 None => {
                     // What the channel showed cannot be applied over this read: read again.
                     room.cluster.reloading = Some(Box::default());
-                    self.cluster.reloads.push(room.id.clone());
+                    self.cluster.reload(room);
                     return;
                 }
             },
@@ -262,14 +392,14 @@ impl Engine {
         };
         // Batches Redis acknowledged are in what was read: their changes no longer need
         // protecting (their echo may have been missed while reading).
-        room.cluster.published = room.cluster.published.max(room.durable);
+        room.cluster.published = room.cluster.published.max(room.durability.durable);
         if version < room.cluster.version {
             // Redis went back in time (restarted without its data, or the room's keys expired
             // and were created again): what it has now is merged in, and it gets this node's
             // state back, whole, with the next batch.
             room.cluster.version = version;
-            room.rewrite = true;
-            self.persist.note_change(room, key);
+            room.durability.rewrite = true;
+            self.durable.note_change(room, key);
             self.apply_variables(key, variables, false);
         } else {
             room.cluster.version = version;
@@ -292,146 +422,53 @@ impl Engine {
 
     /// Reading `room_id` failed: a room in memory is read again later; joins that waited for
     /// it are refused.
-    pub fn cluster_load_failed(&mut self, room_id: &str) -> Vec<ClientId> {
+    pub(super) fn cluster_load_failed(&mut self, room_id: &str) -> Vec<ClientId> {
         if let Some(room) = self.index.get(room_id).and_then(|&k| self.rooms.get(k)) {
             if room.cluster.reloading.is_some() {
                 // What the channel shows meanwhile is still kept for the next read.
-                self.cluster.reloads.push(room.id.clone());
+                self.cluster.reload(room);
             }
-            return self.take_load_waiters(room_id);
+            return self.durable.take_waiters(room_id);
         }
-        self.cluster.removed.push(room_id.into());
-        self.load_failed(room_id)
-    }
-
-    fn take_load_waiters(&mut self, room_id: &str) -> Vec<ClientId> {
-        self.persist
-            .loads
-            .remove(room_id)
-            .map(|load| load.waiters)
-            .unwrap_or_default()
+        self.cluster.removed(room_id.into());
+        self.refuse_load(room_id)
     }
 
     /// Every room may have missed batches (the subscription or Redis was lost): each room in
     /// memory is read again, and loads under way are asked for again.
     /// Reads asked for before this call are not used when they come back (see
-    /// [`Engine::cluster_epoch`]): they may predate what was missed.
-    pub fn reload_all(&mut self) {
-        self.cluster.epoch += 1;
-        for (_, room) in self.rooms.iter_mut() {
-            self.cluster.reloads.push(room.id.clone());
-            // Batches seen before were on the lost subscription: the next read has them.
-            room.cluster.reloading = Some(Box::default());
-        }
-        for load in self.persist.loads.values_mut() {
-            load.requested = false;
-            load.catch_up = CatchUp::default();
-        }
+    /// [`Engine::resync_epoch`]): they may predate what was missed.
+    pub fn handle_resync(&mut self) {
+        self.cluster.resync(&mut self.rooms);
+        self.durable.restart_loads();
     }
 
-    /// Changes with every [`Engine::reload_all`]: the answers to reads asked for under an
+    /// Changes with every [`Engine::handle_resync`]: the answers to reads asked for under an
     /// older epoch are to be dropped (newer reads are on their way).
-    pub fn cluster_epoch(&self) -> u64 {
+    pub fn resync_epoch(&self) -> u64 {
         self.cluster.epoch
     }
 
     /// Redis is out: joins waiting for a room not in memory are refused now rather than when
     /// it is back. Returns their clients.
-    pub fn fail_cluster_loads(&mut self) -> Vec<ClientId> {
-        let waiting: Vec<Box<str>> = self
-            .persist
-            .loads
-            .keys()
-            .filter(|room| !self.index.contains_key(*room))
-            .cloned()
-            .collect();
+    pub fn handle_outage(&mut self) -> Vec<ClientId> {
         let mut refused = Vec::new();
-        for room in waiting {
+        for room in self.durable.loads_not_in(&self.index) {
             refused.extend(self.cluster_load_failed(&room));
         }
         refused
     }
 
-    /// Rooms to read again; each is named once.
-    pub fn take_reloads(&mut self) -> Vec<Box<str>> {
-        let mut reloads = std::mem::take(&mut self.cluster.reloads);
-        reloads.sort_unstable();
-        reloads.dedup();
-        reloads
-    }
-
-    /// Rooms that left memory since the last call (their channels can be left).
-    pub fn take_removed_rooms(&mut self) -> Vec<Box<str>> {
-        std::mem::take(&mut self.cluster.removed)
-    }
-
-    /// This node's member counts to report: of the rooms whose count changed, or with `all`,
-    /// of every room with members here or elsewhere; and of rooms whose count a refused join
-    /// asked to know again.
-    pub fn take_member_reports(&mut self, all: bool) -> Vec<(Box<str>, u32)> {
-        let mut reports = Vec::new();
-        let mut report = |room: &mut Room, all: bool| {
-            room.cluster.members_queued = false;
-            let count = room.members.len();
-            let known_elsewhere = count > 0 || room.cluster.remote_members > 0;
-            if count != room.cluster.reported_members
-                || std::mem::take(&mut room.cluster.recount)
-                || (all && known_elsewhere)
-            {
-                room.cluster.reported_members = count;
-                reports.push((room.id.clone(), u32::try_from(count).unwrap_or(u32::MAX)));
-            }
-        };
-        if all {
-            self.cluster.member_changes.clear();
-            for (_, room) in self.rooms.iter_mut() {
-                report(room, true);
-            }
-        } else {
-            for key in self.cluster.member_changes.drain(..) {
-                if let Some(room) = self.rooms.get_mut(key) {
-                    report(room, false);
-                }
-            }
-        }
-        reports
-    }
-
-    /// Whether some room's member count changed since it was last reported.
-    pub fn has_member_reports(&self) -> bool {
-        !self.cluster.member_changes.is_empty()
-    }
-
-    /// The reports could not be sent: they are reported again next time.
-    pub fn member_reports_failed(&mut self, reports: &[(Box<str>, u32)]) {
-        for (room_id, _) in reports {
+    /// Members per room across the cluster, this node's included, as counted by Redis.
+    pub fn handle_member_totals(&mut self, totals: &[(Box<str>, u32)]) {
+        for (room_id, total) in totals {
             let Some(&key) = self.index.get(room_id) else {
                 continue;
             };
             if let Some(room) = self.rooms.get_mut(key) {
-                room.cluster.reported_members = usize::MAX;
-                note_members(&mut self.cluster, room, key);
+                ClusterBook::set_total(room, *total);
             }
         }
-    }
-
-    /// Members of `room_id` across the cluster, this node's included, as counted by Redis.
-    pub fn set_member_total(&mut self, room_id: &str, total: u32) {
-        let Some(&key) = self.index.get(room_id) else {
-            return;
-        };
-        if let Some(room) = self.rooms.get_mut(key) {
-            let total = usize::try_from(total).unwrap_or(usize::MAX);
-            room.cluster.remote_members = total.saturating_sub(room.cluster.reported_members);
-        }
-    }
-}
-
-/// Queues room `key`'s member count for the next report.
-pub(super) fn note_members(book: &mut ClusterBook, room: &mut Room, key: usize) {
-    if book.enabled && !room.cluster.members_queued {
-        room.cluster.members_queued = true;
-        book.member_changes.push(key);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The engine as one node of a cluster: batches in Redis order, own changes, reloads, member
 //! counts. Redis itself is played by the test.
 
+use super::tests::{load_requests, next_batch, read, reloads, removed, reports};
 use super::*;
 
 fn encode(_format: Format, _room: &str, name: &str, value: ValueRef<'_>, out: &mut String) {
@@ -13,7 +14,7 @@ const F: Format = Format(0);
 
 fn node() -> Engine {
     let mut e = Engine::new(Limits::default(), encode);
-    e.enable_cluster();
+    e.set_backend(Backend::Cluster);
     e
 }
 
@@ -37,8 +38,8 @@ fn join_at(
     match e.join(room, ClientId(client), F, None, now) {
         Ok(key) => key,
         Err(JoinError::Loading) => {
-            e.take_load_requests();
-            e.install_cluster_room(room, version, vars, now);
+            load_requests(e);
+            e.handle_loaded(room, read(version, vars), now);
             e.join(room, ClientId(client), F, None, now)
                 .expect("join after load")
         }
@@ -79,8 +80,8 @@ fn a_join_waits_for_the_room_from_redis_and_sees_its_values() {
         e.join("r", ClientId(1), F, None, now).err(),
         Some(JoinError::Loading)
     );
-    assert_eq!(e.take_load_requests(), vec![Box::from("r")]);
-    let waiters = e.install_cluster_room("r", 7, &[var("☁ a", "1")], now);
+    assert_eq!(load_requests(&mut e), vec![Box::from("r")]);
+    let waiters = e.handle_loaded("r", read(7, &[var("☁ a", "1")]), now);
     assert_eq!(waiters, vec![ClientId(1)]);
     let key = e.join("r", ClientId(1), F, None, now).expect("join");
     assert_eq!(
@@ -96,12 +97,12 @@ fn batches_apply_in_version_order_and_reach_local_members() {
     join_at(&mut e, "r", 1, 3, &[]);
     flushed(&mut e);
     assert_eq!(
-        e.apply_remote(remote("r", 4, &[var("☁ a", "5")])),
+        e.handle_remote(remote("r", 4, &[var("☁ a", "5")])),
         Remote::Applied
     );
     assert_eq!(flushed(&mut e), vec![(1, "☁ a=5".into())]);
     assert_eq!(
-        e.apply_remote(remote("r", 4, &[var("☁ a", "6")])),
+        e.handle_remote(remote("r", 4, &[var("☁ a", "6")])),
         Remote::Stale,
         "a version already applied"
     );
@@ -114,38 +115,42 @@ fn a_gap_asks_for_the_room_again_and_the_read_catches_up() {
     let mut e = node();
     join_at(&mut e, "r", 1, 3, &[]);
     assert_eq!(
-        e.apply_remote(remote("r", 6, &[var("☁ a", "6")])),
+        e.handle_remote(remote("r", 6, &[var("☁ a", "6")])),
         Remote::Gap
     );
-    assert_eq!(e.take_reloads(), vec![Box::from("r")]);
+    assert_eq!(reloads(&mut e), vec![Box::from("r")]);
     assert_eq!(
-        e.apply_remote(remote("r", 7, &[var("☁ a", "7"), var("☁ c", "7")])),
+        e.handle_remote(remote("r", 7, &[var("☁ a", "7"), var("☁ c", "7")])),
         Remote::Kept,
         "while reading, batches are kept for the read"
     );
     // Older than the first batch seen after the gap: versions 5 is in neither.
-    e.install_cluster_room("r", 4, &[var("☁ a", "4")], Instant::now());
+    e.handle_loaded("r", read(4, &[var("☁ a", "4")]), Instant::now());
     assert_eq!(
-        e.take_reloads(),
+        reloads(&mut e),
         vec![Box::from("r")],
         "a read with versions missing after it is redone"
     );
     assert_eq!(
-        e.apply_remote(remote("r", 8, &[var("☁ c", "8")])),
+        e.handle_remote(remote("r", 8, &[var("☁ c", "8")])),
         Remote::Kept
     );
     // A read at 7: batch 8, seen meanwhile, is applied over it.
-    e.install_cluster_room("r", 7, &[var("☁ a", "7"), var("☁ b", "1")], Instant::now());
-    assert!(e.take_reloads().is_empty());
+    e.handle_loaded(
+        "r",
+        read(7, &[var("☁ a", "7"), var("☁ b", "1")]),
+        Instant::now(),
+    );
+    assert!(reloads(&mut e).is_empty());
     assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("7"));
     assert_eq!(value(&e, "r", "☁ b").as_deref(), Some("1"));
     assert_eq!(value(&e, "r", "☁ c").as_deref(), Some("8"));
     assert_eq!(
-        e.apply_remote(remote("r", 8, &[var("☁ c", "8")])),
+        e.handle_remote(remote("r", 8, &[var("☁ c", "8")])),
         Remote::Stale
     );
     assert_eq!(
-        e.apply_remote(remote("r", 9, &[var("☁ a", "9")])),
+        e.handle_remote(remote("r", 9, &[var("☁ a", "9")])),
         Remote::Applied
     );
 }
@@ -158,22 +163,22 @@ fn a_busy_room_is_installed_from_one_read_however_many_batches_pass_meanwhile() 
         e.join("r", ClientId(1), F, None, now).err(),
         Some(JoinError::Loading)
     );
-    e.take_load_requests();
+    load_requests(&mut e);
     // Subscribed; batches 10..=20 pass before the read's answer, which Redis made at 14.
     for version in 10..=20 {
         let value = version.to_string();
         assert_eq!(
-            e.apply_remote(remote("r", version, &[var("☁ a", &value)])),
+            e.handle_remote(remote("r", version, &[var("☁ a", &value)])),
             Remote::Kept
         );
     }
-    let waiters = e.install_cluster_room("r", 14, &[var("☁ a", "14"), var("☁ b", "1")], now);
+    let waiters = e.handle_loaded("r", read(14, &[var("☁ a", "14"), var("☁ b", "1")]), now);
     assert_eq!(waiters, vec![ClientId(1)], "no second read");
-    assert!(e.take_load_requests().is_empty());
+    assert!(load_requests(&mut e).is_empty());
     assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("20"));
     assert_eq!(value(&e, "r", "☁ b").as_deref(), Some("1"));
     assert_eq!(
-        e.apply_remote(remote("r", 21, &[var("☁ a", "21")])),
+        e.handle_remote(remote("r", 21, &[var("☁ a", "21")])),
         Remote::Applied,
         "the room shows version 20"
     );
@@ -185,17 +190,17 @@ fn a_load_whose_batches_cannot_be_applied_is_read_again() {
     let mut e = node();
     let now = Instant::now();
     let _ = e.join("r", ClientId(1), F, None, now);
-    e.take_load_requests();
-    e.apply_remote(remote("r", 10, &[var("☁ a", "10")]));
-    e.apply_remote(remote("r", 12, &[var("☁ a", "12")]));
-    assert!(e.install_cluster_room("r", 10, &[], now).is_empty());
-    assert!(!e.has_room("r"));
+    load_requests(&mut e);
+    e.handle_remote(remote("r", 10, &[var("☁ a", "10")]));
+    e.handle_remote(remote("r", 12, &[var("☁ a", "12")]));
+    assert!(e.handle_loaded("r", read(10, &[]), now).is_empty());
+    assert!(e.room_key("r").is_none());
     assert_eq!(
-        e.take_load_requests(),
+        load_requests(&mut e),
         vec![Box::from("r")],
         "asked for again"
     );
-    let waiters = e.install_cluster_room("r", 12, &[var("☁ a", "12")], now);
+    let waiters = e.handle_loaded("r", read(12, &[var("☁ a", "12")]), now);
     assert_eq!(waiters, vec![ClientId(1)]);
     assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("12"));
 }
@@ -204,18 +209,18 @@ fn a_load_whose_batches_cannot_be_applied_is_read_again() {
 fn a_reload_of_every_room_starts_a_new_epoch_and_keeps_only_the_new_subscriptions_batches() {
     let mut e = node();
     join_at(&mut e, "r", 1, 3, &[]);
-    let before = e.cluster_epoch();
-    e.apply_remote(remote("r", 4, &[var("☁ a", "4")]));
-    e.reload_all();
-    assert_ne!(e.cluster_epoch(), before);
-    assert_eq!(e.take_reloads(), vec![Box::from("r")]);
+    let before = e.resync_epoch();
+    e.handle_remote(remote("r", 4, &[var("☁ a", "4")]));
+    e.handle_resync();
+    assert_ne!(e.resync_epoch(), before);
+    assert_eq!(reloads(&mut e), vec![Box::from("r")]);
     assert_eq!(
-        e.apply_remote(remote("r", 9, &[var("☁ a", "9")])),
+        e.handle_remote(remote("r", 9, &[var("☁ a", "9")])),
         Remote::Kept
     );
-    e.install_cluster_room("r", 8, &[var("☁ a", "8")], Instant::now());
+    e.handle_loaded("r", read(8, &[var("☁ a", "8")]), Instant::now());
     assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("9"));
-    assert!(e.take_reloads().is_empty());
+    assert!(reloads(&mut e).is_empty());
 }
 
 #[test]
@@ -225,21 +230,21 @@ fn values_from_the_cluster_are_kept_beyond_this_nodes_limits() {
         ..Limits::default()
     };
     let mut e = Engine::new(limits, encode);
-    e.enable_cluster();
+    e.set_backend(Backend::Cluster);
     let key = join_at(&mut e, "r", 1, 1, &[var("☁ a", "1")]);
     assert_eq!(
         e.set(key, ClientId(1), "☁ b", ValueRef::Number("2"), true),
         SetOutcome::Applied
     );
     // Another node created ☁ c when it knew of a only: both nodes must end up with all three.
-    e.apply_remote(remote("r", 2, &[var("☁ c", "3")]));
+    e.handle_remote(remote("r", 2, &[var("☁ c", "3")]));
     assert_eq!(value(&e, "r", "☁ c").as_deref(), Some("3"));
     let text = SavedVariable {
         name: "☁ d".into(),
         value: "hello".into(),
         is_number: false,
     };
-    e.apply_remote(remote("r", 3, std::slice::from_ref(&text)));
+    e.handle_remote(remote("r", 3, std::slice::from_ref(&text)));
     assert_eq!(
         value(&e, "r", "☁ d").as_deref(),
         Some("hello"),
@@ -258,13 +263,13 @@ fn joins_waiting_for_a_read_are_refused_when_redis_goes_out() {
     let now = Instant::now();
     join_at(&mut e, "here", 1, 1, &[]);
     let _ = e.join("r", ClientId(2), F, None, now);
-    e.take_load_requests();
-    assert_eq!(e.fail_cluster_loads(), vec![ClientId(2)]);
+    load_requests(&mut e);
+    assert_eq!(e.handle_outage(), vec![ClientId(2)]);
     assert_eq!(
         e.join("r", ClientId(2), F, None, now).err(),
         Some(JoinError::Unavailable)
     );
-    assert!(e.has_room("here"), "rooms in memory stay");
+    assert!(e.room_key("here").is_some(), "rooms in memory stay");
 }
 
 #[test]
@@ -273,11 +278,11 @@ fn a_local_change_not_yet_published_is_not_overwritten_by_earlier_batches() {
     let key = join_at(&mut e, "r", 1, 3, &[var("☁ a", "0")]);
     join_at(&mut e, "r", 2, 3, &[]);
     e.set(key, ClientId(1), "☁ a", ValueRef::Number("1"), true);
-    let batch = e.collect_batch();
+    let batch = next_batch(&mut e);
     assert_eq!(batch.rooms.len(), 1);
     let local = batch.rooms[0].local_version();
     // Another node's batch, ordered by Redis before ours: ours is later and wins.
-    e.apply_remote(remote("r", 4, &[var("☁ a", "2")]));
+    e.handle_remote(remote("r", 4, &[var("☁ a", "2")]));
     assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("1"));
     // Our own batch comes back at version 5; then a later one of the other node applies.
     let own = [var("☁ a", "1")];
@@ -286,10 +291,10 @@ fn a_local_change_not_yet_published_is_not_overwritten_by_earlier_batches() {
         local_version: local,
         ..remote("r", 5, &own)
     };
-    assert_eq!(e.apply_remote(echo), Remote::Applied);
-    e.batch_saved(&batch);
+    assert_eq!(e.handle_remote(echo), Remote::Applied);
+    e.handle_saved(&batch, true);
     assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("1"));
-    e.apply_remote(remote("r", 6, &[var("☁ a", "3")]));
+    e.handle_remote(remote("r", 6, &[var("☁ a", "3")]));
     assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("3"));
     assert_eq!(
         flushed(&mut e),
@@ -302,10 +307,10 @@ fn a_failed_batch_is_sent_again_without_the_clusters_values() {
     let mut e = node();
     let key = join_at(&mut e, "r", 1, 1, &[]);
     e.set(key, ClientId(1), "☁ mine", ValueRef::Number("1"), true);
-    e.apply_remote(remote("r", 2, &[var("☁ theirs", "2")]));
-    let batch = e.collect_batch();
-    e.batch_failed(&batch);
-    let again = e.collect_batch();
+    e.handle_remote(remote("r", 2, &[var("☁ theirs", "2")]));
+    let batch = next_batch(&mut e);
+    e.handle_saved(&batch, false);
+    let again = next_batch(&mut e);
     let names: Vec<&str> = again.rooms[0].variables.iter().map(|v| &*v.name).collect();
     assert_eq!(names, vec!["☁ mine"]);
 }
@@ -319,7 +324,7 @@ fn replace_all_removes_variables_the_cluster_no_longer_has() {
         replace_all: true,
         ..remote("r", 2, &only_b)
     };
-    assert_eq!(e.apply_remote(replace), Remote::Applied);
+    assert_eq!(e.handle_remote(replace), Remote::Applied);
     assert_eq!(value(&e, "r", "☁ a"), None);
     assert_eq!(value(&e, "r", "☁ b").as_deref(), Some("2"));
 }
@@ -328,11 +333,11 @@ fn replace_all_removes_variables_the_cluster_no_longer_has() {
 fn redis_that_lost_the_room_gets_this_nodes_state_back_whole() {
     let mut e = node();
     join_at(&mut e, "r", 1, 9, &[var("☁ a", "1")]);
-    e.reload_all();
-    assert_eq!(e.take_reloads(), vec![Box::from("r")]);
-    e.install_cluster_room("r", 0, &[], Instant::now());
+    e.handle_resync();
+    assert_eq!(reloads(&mut e), vec![Box::from("r")]);
+    e.handle_loaded("r", read(0, &[]), Instant::now());
     assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("1"), "kept");
-    let batch = e.collect_batch();
+    let batch = next_batch(&mut e);
     assert_eq!(batch.rooms.len(), 1);
     assert!(batch.rooms[0].replace_all);
     assert_eq!(batch.rooms[0].variables.len(), 1);
@@ -347,21 +352,21 @@ fn room_limits_count_members_on_other_nodes() {
         },
         encode,
     );
-    e.enable_cluster();
+    e.set_backend(Backend::Cluster);
     join_at(&mut e, "r", 1, 1, &[]);
-    assert_eq!(e.take_member_reports(false), vec![(Box::from("r"), 1)]);
-    assert!(e.take_member_reports(false).is_empty(), "reported once");
-    e.set_member_total("r", 2);
+    assert_eq!(reports(&mut e, false), vec![(Box::from("r"), 1)]);
+    assert!(reports(&mut e, false).is_empty(), "reported once");
+    e.handle_member_totals(&[("r".into(), 2)]);
     assert_eq!(
         e.join("r", ClientId(2), F, None, Instant::now()).err(),
         Some(JoinError::RoomFull)
     );
     assert_eq!(
-        e.take_member_reports(false),
+        reports(&mut e, false),
         vec![(Box::from("r"), 1)],
         "a refusal for members elsewhere asks Redis to count again"
     );
-    e.set_member_total("r", 1);
+    e.handle_member_totals(&[("r".into(), 1)]);
     assert!(e.join("r", ClientId(2), F, None, Instant::now()).is_ok());
 }
 
@@ -369,9 +374,12 @@ fn room_limits_count_members_on_other_nodes() {
 fn failed_member_reports_are_sent_again() {
     let mut e = node();
     join_at(&mut e, "r", 1, 1, &[]);
-    let reports = e.take_member_reports(false);
-    e.member_reports_failed(&reports);
-    assert_eq!(e.take_member_reports(false), vec![(Box::from("r"), 1)]);
+    let unsent = reports(&mut e, false);
+    e.handle_unsent(Work {
+        reports: unsent,
+        ..Work::default()
+    });
+    assert_eq!(reports(&mut e, false), vec![(Box::from("r"), 1)]);
 }
 
 #[test]
@@ -383,16 +391,16 @@ fn a_room_leaving_memory_is_named_for_unsubscribing() {
         },
         encode,
     );
-    e.enable_cluster();
+    e.set_backend(Backend::Cluster);
     let key = join_at(&mut e, "r", 1, 1, &[]);
-    e.apply_remote(remote("r", 2, &[var("☁ a", "1")]));
+    e.handle_remote(remote("r", 2, &[var("☁ a", "1")]));
     e.leave(key, ClientId(1), Instant::now());
     assert_eq!(
         e.expire(Instant::now()),
         1,
         "only other nodes' changes: nothing owed"
     );
-    assert_eq!(e.take_removed_rooms(), vec![Box::from("r")]);
+    assert_eq!(removed(&mut e), vec![Box::from("r")]);
 }
 
 #[test]
@@ -400,12 +408,12 @@ fn a_room_created_again_in_redis_is_read_again() {
     let mut e = node();
     join_at(&mut e, "r", 1, 5, &[var("☁ a", "1")]);
     assert_eq!(
-        e.apply_remote(remote("r", 1, &[var("☁ b", "2")])),
+        e.handle_remote(remote("r", 1, &[var("☁ b", "2")])),
         Remote::Gap
     );
-    assert_eq!(e.take_reloads(), vec![Box::from("r")]);
-    e.install_cluster_room("r", 1, &[var("☁ b", "2")], Instant::now());
-    let batch = e.collect_batch();
+    assert_eq!(reloads(&mut e), vec![Box::from("r")]);
+    e.handle_loaded("r", read(1, &[var("☁ b", "2")]), Instant::now());
+    let batch = next_batch(&mut e);
     assert!(
         batch.rooms[0].replace_all,
         "Redis gets this node's state back whole"
@@ -426,13 +434,13 @@ fn a_declaration_is_sent_as_seeds_and_gives_way_to_the_clusters_values() {
         e.join("r", ClientId(1), F, Some(&declared), now).err(),
         Some(JoinError::Loading)
     );
-    e.take_load_requests();
-    e.install_cluster_room("r", 0, &[], now);
+    load_requests(&mut e);
+    e.handle_loaded("r", read(0, &[]), now);
     let key = e
         .join("r", ClientId(1), F, Some(&declared), now)
         .expect("join");
     e.set(key, ClientId(1), "☁ y", ValueRef::Number("7"), true);
-    let batch = e.collect_batch();
+    let batch = next_batch(&mut e);
     let names = |vars: &[SavedVariable]| -> Vec<String> {
         vars.iter().map(|v| v.name.to_string()).collect()
     };
@@ -443,7 +451,7 @@ fn a_declaration_is_sent_as_seeds_and_gives_way_to_the_clusters_values() {
         "a set is no seed"
     );
     // Another node declared first and set x: its batch wins over the seed, not over the set.
-    e.apply_remote(remote("r", 1, &[var("☁ x", "5"), var("☁ y", "1")]));
+    e.handle_remote(remote("r", 1, &[var("☁ x", "5"), var("☁ y", "1")]));
     assert_eq!(value(&e, "r", "☁ x").as_deref(), Some("5"));
     assert_eq!(value(&e, "r", "☁ y").as_deref(), Some("7"));
 }
@@ -452,21 +460,21 @@ fn a_declaration_is_sent_as_seeds_and_gives_way_to_the_clusters_values() {
 fn a_read_nobody_waits_for_installs_nothing_and_leaves_the_channel() {
     let mut e = node();
     assert!(e
-        .install_cluster_room("gone", 3, &[var("☁ a", "1")], Instant::now())
+        .handle_loaded("gone", read(3, &[var("☁ a", "1")]), Instant::now())
         .is_empty());
     assert!(
-        !e.has_room("gone"),
+        e.room_key("gone").is_none(),
         "a room without its channel would go stale"
     );
-    assert_eq!(e.take_removed_rooms(), vec![Box::from("gone")]);
+    assert_eq!(removed(&mut e), vec![Box::from("gone")]);
 }
 
 #[test]
 fn a_second_read_older_than_the_channel_is_ignored() {
     let mut e = node();
     join_at(&mut e, "r", 1, 3, &[var("☁ a", "1")]);
-    e.apply_remote(remote("r", 4, &[var("☁ a", "4")]));
-    e.install_cluster_room("r", 3, &[var("☁ a", "1")], Instant::now());
+    e.handle_remote(remote("r", 4, &[var("☁ a", "4")]));
+    e.handle_loaded("r", read(3, &[var("☁ a", "1")]), Instant::now());
     assert_eq!(value(&e, "r", "☁ a").as_deref(), Some("4"));
     assert!(!e.has_unsaved(), "no rewrite of the whole room");
 }
@@ -478,10 +486,10 @@ fn a_room_renamed_during_its_read_is_read_once() {
     for read_holds_the_rename in [true, false] {
         let mut e = node();
         let key = join_at(&mut e, "r", 1, 3, &[var("☁ a", "1")]);
-        e.reload_all();
-        assert_eq!(e.take_reloads(), vec![Box::from("r")]);
+        e.handle_resync();
+        assert_eq!(reloads(&mut e), vec![Box::from("r")]);
         assert!(e.rename(key, ClientId(1), "☁ a", "☁ b").is_ok());
-        let batch = e.collect_batch();
+        let batch = next_batch(&mut e);
         let changes = &batch.rooms[0];
         assert!(changes.replace_all);
         let echo = RemoteChanges {
@@ -490,18 +498,18 @@ fn a_room_renamed_during_its_read_is_read_once() {
             replace_all: true,
             ..remote("r", 4, &changes.variables)
         };
-        assert_eq!(e.apply_remote(echo), Remote::Kept);
-        e.batch_saved(&batch);
+        assert_eq!(e.handle_remote(echo), Remote::Kept);
+        e.handle_saved(&batch, true);
         if read_holds_the_rename {
-            e.install_cluster_room("r", 4, &[var("☁ b", "1")], Instant::now());
+            e.handle_loaded("r", read(4, &[var("☁ b", "1")]), Instant::now());
         } else {
-            e.install_cluster_room("r", 3, &[var("☁ a", "1")], Instant::now());
+            e.handle_loaded("r", read(3, &[var("☁ a", "1")]), Instant::now());
         }
-        assert!(e.take_reloads().is_empty(), "no second read");
+        assert!(reloads(&mut e).is_empty(), "no second read");
         assert_eq!(value(&e, "r", "☁ a"), None, "{read_holds_the_rename}");
         assert_eq!(value(&e, "r", "☁ b").as_deref(), Some("1"));
         assert_eq!(
-            e.apply_remote(remote("r", 5, &[var("☁ z", "9")])),
+            e.handle_remote(remote("r", 5, &[var("☁ z", "9")])),
             Remote::Applied,
             "the room follows its channel again"
         );

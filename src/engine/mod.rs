@@ -9,9 +9,9 @@
 
 mod catch_up;
 mod cluster;
+mod durable;
 mod fanout;
 mod pace;
-mod persist;
 pub mod rate;
 mod renders;
 mod room;
@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 pub use cluster::{Remote, RemoteChanges};
+pub use durable::{Backend, Batch, Read, Reports, RoomChanges, SavedVariable, Want, Work};
 pub use fanout::{EncodeSet, Frame};
-pub use persist::{Batch, RoomChanges, SavedVariable};
 pub use renders::{RenderCensus, RenderId};
 pub use value::{Rejection, ValueRef};
 
@@ -164,7 +164,7 @@ pub struct Engine {
     /// Large renderings handed out, and how much of them only blocked connections hold.
     renders: RenderBook,
     frames: FrameCache,
-    persist: persist::Persistence,
+    durable: durable::DurableBook,
     cluster: cluster::ClusterBook,
     pub stats: Stats,
 }
@@ -183,7 +183,7 @@ impl Engine {
             state_bytes: 0,
             renders: RenderBook::default(),
             frames: FrameCache::default(),
-            persist: persist::Persistence::default(),
+            durable: durable::DurableBook::default(),
             cluster: cluster::ClusterBook::default(),
             stats: Stats::default(),
         }
@@ -419,19 +419,16 @@ impl Engine {
     ) -> Result<RoomKey, JoinError> {
         let key = match self.index.get(room_id) {
             Some(&key) => key,
-            None if self.persist.enabled => return Err(self.wait_for_load(room_id, client)),
+            None if self.durable.loads_rooms() => {
+                return Err(self.durable.wait_for_load(room_id, client))
+            }
             None => self.create_room(room_id, now)?,
         };
         let limits = &self.limits;
         let Some(room) = self.rooms.get_mut(key) else {
             return Err(JoinError::TooManyRooms);
         };
-        if room.members.len() + room.cluster.remote_members >= limits.max_clients_per_room {
-            if room.cluster.remote_members > 0 {
-                // Members elsewhere may have left since Redis last counted them.
-                room.cluster.recount = true;
-                cluster::note_members(&mut self.cluster, room, key);
-            }
+        if self.cluster.is_full(room, key, limits.max_clients_per_room) {
             return Err(JoinError::RoomFull);
         }
         if let Some(declared) = declared {
@@ -445,7 +442,7 @@ impl Engine {
                     }
                 }
                 self.state_bytes += room.state_bytes().saturating_sub(before);
-                self.persist.note_change(room, key);
+                self.durable.note_change(room, key);
             }
         }
         room.members.push(Member {
@@ -461,7 +458,7 @@ impl Engine {
         if room.has_members_behind() {
             self.pacer.mark_dirty(key, &mut room.pace);
         }
-        cluster::note_members(&mut self.cluster, room, key);
+        self.cluster.note_members(room, key);
         Ok(RoomKey(key))
     }
 
@@ -487,7 +484,7 @@ impl Engine {
                 room.emptied_at = Some(now);
                 self.empty_rooms.insert((now, room_key.0));
             }
-            cluster::note_members(&mut self.cluster, room, room_key.0);
+            self.cluster.note_members(room, room_key.0);
         }
     }
 
@@ -575,12 +572,12 @@ impl Engine {
                 room.add_variable(name, value, client);
                 self.state_bytes += room.variables.last().map_or(0, room::Variable::heap_bytes);
                 self.pacer.mark_dirty(key.0, &mut room.pace);
-                self.persist.note_change(room, key.0);
+                self.durable.note_change(room, key.0);
                 return SetOutcome::Applied;
             }
         }
         self.pacer.mark_dirty(key.0, &mut room.pace);
-        self.persist.note_change(room, key.0);
+        self.durable.note_change(room, key.0);
         SetOutcome::Applied
     }
 
@@ -617,8 +614,8 @@ impl Engine {
         room.snapshots.clear();
         room.touch(index, if current { client } else { NOBODY });
         self.pacer.mark_dirty(key.0, &mut room.pace);
-        room.rewrite = true;
-        self.persist.note_change(room, key.0);
+        room.durability.rewrite = true;
+        self.durable.note_change(room, key.0);
         Ok(())
     }
 
@@ -627,8 +624,8 @@ impl Engine {
         let removed = room.variables.remove(index);
         room.snapshots.clear();
         self.state_bytes = self.state_bytes.saturating_sub(removed.heap_bytes());
-        room.rewrite = true;
-        self.persist.note_change(room, key.0);
+        room.durability.rewrite = true;
+        self.durable.note_change(room, key.0);
         Ok(())
     }
 
@@ -719,7 +716,7 @@ impl Engine {
 
     /// Rooms with changes the store does not have yet, for metrics.
     pub fn unsaved_rooms(&self) -> usize {
-        self.persist.queue.len()
+        self.durable.owed_rooms()
     }
 
     /// Approximate heap bytes held by all rooms.
@@ -767,7 +764,7 @@ impl Engine {
     fn may_drop(&self, key: usize) -> bool {
         self.rooms
             .get(key)
-            .is_some_and(|room| room.members.is_empty() && self.is_durable(room))
+            .is_some_and(|room| room.members.is_empty() && self.durable.is_durable(room))
     }
 
     fn remove_room(&mut self, key: usize) {
@@ -778,10 +775,8 @@ impl Engine {
             }
             self.state_bytes = self.state_bytes.saturating_sub(room.state_bytes());
             self.pacer.remove_room(key, &room.pace);
-            self.persist.queue.retain(|&queued| queued != key);
-            if self.cluster.enabled {
-                self.cluster.removed.push(room.id);
-            }
+            self.durable.forget(key);
+            self.cluster.removed(room.id);
         }
     }
 }

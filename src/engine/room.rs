@@ -7,7 +7,8 @@
 
 use std::time::Instant;
 
-use super::catch_up::CatchUp;
+use super::cluster::RoomCluster;
+use super::durable::RoomDurability;
 use super::pace::RoomPace;
 use super::value::{StoredValue, ValueRef};
 use super::{ClientId, Format, Frame};
@@ -51,40 +52,13 @@ pub struct Room {
     pub emptied_at: Option<Instant>,
     /// Whether and when the room is due to flush.
     pub pace: RoomPace,
-    /// The version the store has on disk.
-    pub durable: u64,
-    /// A rename or delete happened: the store must replace the room's variables.
-    pub rewrite: bool,
-    /// Whether the room is in the engine's list of rooms owed to the store.
-    pub queued_for_persist: bool,
+    /// What of it the backend has stored (unused in memory only).
+    pub durability: RoomDurability,
     /// Where the room stands in the cluster (unused without `--cluster`).
     pub cluster: RoomCluster,
     /// The latest rendering of all variables per format, shared by every full-state reply
     /// until it is older than the reuse window (see `Engine::shared_rendering`).
     pub snapshots: Vec<Snapshot>,
-}
-
-/// A room's cluster bookkeeping: which Redis version it shows and what of its own it has seen
-/// come back.
-#[derive(Debug, Default)]
-pub struct RoomCluster {
-    /// The room's version in Redis that the variables reflect.
-    pub version: u64,
-    /// The local version up to which this node's own changes have come back on the room's
-    /// channel: later local changes are not overwritten by other nodes' batches, which Redis
-    /// ordered before them.
-    pub published: u64,
-    /// A reload is asked for; the batches seen on the channel since, applied over the read.
-    pub reloading: Option<Box<CatchUp>>,
-    /// Members on other nodes, as of the last count from Redis.
-    pub remote_members: usize,
-    /// The member count last reported to Redis.
-    pub reported_members: usize,
-    /// Whether the room is in the engine's list of member counts to report.
-    pub members_queued: bool,
-    /// A join was refused for members on other nodes: ask Redis for the count again, even if
-    /// this node's own did not change.
-    pub recount: bool,
 }
 
 /// Every variable of a room rendered once in one format, with the version it shows.
@@ -105,9 +79,7 @@ impl Room {
             version: 0,
             emptied_at: Some(now),
             pace,
-            durable: 0,
-            rewrite: false,
-            queued_for_persist: false,
+            durability: RoomDurability::default(),
             cluster: RoomCluster::default(),
             snapshots: Vec::new(),
         }

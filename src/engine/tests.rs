@@ -8,6 +8,54 @@ fn encode(_format: Format, _room: &str, name: &str, value: ValueRef<'_>, out: &m
 
 const F: Format = Format(0);
 
+/// Takes the part of the engine's work that `pick` chooses, giving the rest back (as a driver
+/// gives back what its backend could not take).
+pub(super) fn take_part<T>(e: &mut Engine, want: Want, pick: impl FnOnce(&mut Work) -> T) -> T {
+    let mut work = e.poll_work(want);
+    let part = pick(&mut work);
+    e.handle_unsent(work);
+    part
+}
+
+/// The owed changes, as the next batch.
+pub(super) fn next_batch(e: &mut Engine) -> Batch {
+    let want = Want {
+        batch: true,
+        ..Want::default()
+    };
+    take_part(e, want, |w| std::mem::take(&mut w.batch))
+}
+
+/// Rooms joins wait for that the backend was not asked for yet.
+pub(super) fn load_requests(e: &mut Engine) -> Vec<Box<str>> {
+    take_part(e, Want::default(), |w| std::mem::take(&mut w.loads))
+}
+
+/// Rooms in memory to read again.
+pub(super) fn reloads(e: &mut Engine) -> Vec<Box<str>> {
+    take_part(e, Want::default(), |w| std::mem::take(&mut w.reloads))
+}
+
+/// Rooms that left memory.
+pub(super) fn removed(e: &mut Engine) -> Vec<Box<str>> {
+    take_part(e, Want::default(), |w| std::mem::take(&mut w.removed))
+}
+
+/// Member counts to report (`all`: a refresh).
+pub(super) fn reports(e: &mut Engine, all: bool) -> Vec<(Box<str>, u32)> {
+    let reports = if all { Reports::All } else { Reports::Changed };
+    let want = Want {
+        reports,
+        ..Want::default()
+    };
+    take_part(e, want, |w| std::mem::take(&mut w.reports))
+}
+
+/// A room read from the backend at `version` (0 for the store).
+pub(super) fn read(version: u64, variables: &[SavedVariable]) -> Read<'_> {
+    Read { version, variables }
+}
+
 fn engine() -> Engine {
     Engine::new(Limits::default(), encode)
 }
@@ -641,7 +689,7 @@ fn members_with_the_same_view_share_one_frame() {
 
 fn persistent() -> Engine {
     let mut e = engine();
-    e.enable_persistence();
+    e.set_backend(Backend::Store);
     e
 }
 
@@ -650,8 +698,11 @@ fn join_loaded(e: &mut Engine, room: &str, client: u64) -> RoomKey {
     let now = Instant::now();
     match e.join(room, ClientId(client), F, None, now) {
         Err(JoinError::Loading) => {
-            assert_eq!(e.take_load_requests(), vec![Box::<str>::from(room)]);
-            assert_eq!(e.install_loaded(room, &[], now), vec![ClientId(client)]);
+            assert_eq!(load_requests(e), vec![Box::<str>::from(room)]);
+            assert_eq!(
+                e.handle_loaded(room, read(0, &[]), now),
+                vec![ClientId(client)]
+            );
             e.join(room, ClientId(client), F, None, now).expect("join")
         }
         other => other.expect("join"),
@@ -683,17 +734,17 @@ fn a_batch_carries_only_the_latest_values_and_failures_are_owed_again() {
     for v in ["1", "2", "3"] {
         e.set(room, ClientId(1), "☁ a", ValueRef::Text(v), true);
     }
-    let batch = e.collect_batch();
+    let batch = next_batch(&mut e);
     assert_eq!(batch_text(&batch), ["1:☁ a=3"]);
     assert!(!e.has_unsaved());
     e.set(room, ClientId(1), "☁ b", ValueRef::Text("9"), true);
-    e.batch_failed(&batch);
+    e.handle_saved(&batch, false);
     // The failed batch's room is owed again, with everything changed since it was durable.
-    let retry = e.collect_batch();
+    let retry = next_batch(&mut e);
     assert_eq!(batch_text(&retry), ["1:☁ a=3", "1:☁ b=9"]);
-    e.batch_saved(&retry);
+    e.handle_saved(&retry, true);
     assert!(!e.has_unsaved());
-    assert!(e.collect_batch().is_empty());
+    assert!(next_batch(&mut e).is_empty());
 }
 
 #[test]
@@ -702,10 +753,10 @@ fn renames_and_deletes_rewrite_the_room() {
     let room = join_loaded(&mut e, "1", 1);
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
     e.set(room, ClientId(1), "☁ b", ValueRef::Text("2"), true);
-    let first = e.collect_batch();
-    e.batch_saved(&first);
+    let first = next_batch(&mut e);
+    e.handle_saved(&first, true);
     e.delete(room, "☁ a").expect("delete");
-    assert_eq!(batch_text(&e.collect_batch()), ["!1:☁ b=2"]);
+    assert_eq!(batch_text(&next_batch(&mut e)), ["!1:☁ b=2"]);
 }
 
 #[test]
@@ -717,9 +768,9 @@ fn an_empty_room_stays_in_memory_until_it_is_durable() {
     e.leave(room, ClientId(1), start);
     let later = start + Duration::from_secs(7200);
     assert_eq!(e.expire(later), 0, "not saved yet");
-    let batch = e.collect_batch();
+    let batch = next_batch(&mut e);
     assert_eq!(e.expire(later), 0, "saving");
-    e.batch_saved(&batch);
+    e.handle_saved(&batch, true);
     assert_eq!(e.expire(later), 1);
 }
 
@@ -735,9 +786,9 @@ fn joins_wait_for_a_load_and_a_failed_load_is_refused_once() {
         e.join("1", ClientId(2), F, None, now).err(),
         Some(JoinError::Loading)
     );
-    assert_eq!(e.take_load_requests().len(), 1, "asked once");
-    assert!(e.take_load_requests().is_empty());
-    assert_eq!(e.load_failed("1"), vec![ClientId(1), ClientId(2)]);
+    assert_eq!(load_requests(&mut e).len(), 1, "asked once");
+    assert!(load_requests(&mut e).is_empty());
+    assert_eq!(e.handle_load_failed("1"), vec![ClientId(1), ClientId(2)]);
     assert_eq!(
         e.join("1", ClientId(1), F, None, now).err(),
         Some(JoinError::Unavailable)
@@ -757,8 +808,11 @@ fn joins_wait_for_a_load_and_a_failed_load_is_refused_once() {
         value: "5".into(),
         is_number: true,
     }];
-    assert_eq!(e.take_load_requests().len(), 1);
-    assert_eq!(e.install_loaded("1", &stored, now), vec![ClientId(2)]);
+    assert_eq!(load_requests(&mut e).len(), 1);
+    assert_eq!(
+        e.handle_loaded("1", read(0, &stored), now),
+        vec![ClientId(2)]
+    );
     let room = e.join("1", ClientId(2), F, None, now).expect("join");
     assert_eq!(
         e.snapshot(room, F).map(|f| f.to_string()),

@@ -12,4 +12,5 @@ pub mod tls_config;
 pub mod transport;
 pub mod write_budget;
 
+pub use server::durable::{drain, BackendLink};
 pub use server::{BoundAddress, Server, StartError};

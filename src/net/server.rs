@@ -33,16 +33,15 @@ use crate::dialect;
 use crate::dialect::json::JsonParser;
 use crate::dialect::{Need, Reason, Reconnects, Users};
 use crate::engine::{ClientId, Engine, Limits};
-use crate::metrics::{self, Metrics, Snapshot, StoreSnapshot};
+use crate::metrics::{self, Metrics, Snapshot};
 use crate::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
-use crate::store::{Store, StoreSettings};
+use crate::store::StoreSettings;
 
-mod cluster;
+pub(super) mod durable;
 mod reload;
 mod renders;
-mod storage;
 
-use cluster::ClusterLink;
+use durable::Durable;
 use reload::Reload;
 
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -136,12 +135,9 @@ pub struct Server {
     /// The log directory and how many days of files it keeps, when files are written.
     log_pruning: Option<(PathBuf, u32)>,
     next_log_prune: Instant,
-    /// Durable storage; `None` with `--no-persist`.
-    store: Option<Store>,
-    /// `--cluster`: rooms shared with other nodes through Redis (then there is no store).
-    cluster: Option<ClusterLink>,
-    persist_interval: Duration,
-    next_persist: Instant,
+    /// Where rooms come from and changes go: the store, or with `--cluster` Redis; `None`
+    /// with `--no-persist`.
+    durable: Option<Durable>,
     per_ip: PerIp,
     trust_proxy: bool,
     /// Connections whose last turn ended with input left, and whether the listener has
@@ -224,26 +220,16 @@ impl Server {
             0 => Duration::ZERO,
             hz => Duration::from_secs_f64(1.0 / f64::from(hz)),
         };
-        let cluster = match &config.cluster {
-            Some(url) => {
-                let waker = mio::Waker::new(poll.registry(), CLUSTER)
-                    .map_err(|e| StartError(format!("cannot create waker: {e}")))?;
-                let retention = (!config.retention.is_zero()).then_some(config.retention);
-                let link = ClusterLink::start(
-                    url,
-                    config.cluster_node.as_deref(),
-                    retention,
-                    tick,
-                    waker,
-                    &mut engine,
-                )
-                .map_err(StartError)?;
-                Some(link)
-            }
-            None => None,
-        };
-        let store = if cluster.is_some() {
-            None
+        // The durable backend: Redis with --cluster, else the store unless --no-persist.
+        let durable = if let Some(url) = &config.cluster {
+            let waker = mio::Waker::new(poll.registry(), CLUSTER)
+                .map_err(|e| StartError(format!("cannot create waker: {e}")))?;
+            let retention = (!config.retention.is_zero()).then_some(config.retention);
+            let node = config.cluster_node.as_deref();
+            Some(
+                Durable::start_cluster(url, node, retention, tick, waker, &mut engine)
+                    .map_err(StartError)?,
+            )
         } else if config.no_persist {
             info!("--no-persist: variables are kept in memory only");
             None
@@ -255,8 +241,8 @@ impl Server {
                 retention: (!config.retention.is_zero()).then_some(config.retention),
                 delay: config.store_delay,
             };
-            engine.enable_persistence();
-            Some(Store::open(settings, Arc::new(waker)).map_err(StartError)?)
+            let interval = config.persist_interval;
+            Some(Durable::open_store(settings, interval, waker, &mut engine).map_err(StartError)?)
         };
         if config.tick_hz > 0 {
             engine.set_pace(tick);
@@ -298,10 +284,7 @@ impl Server {
                 .clone()
                 .map(|dir| (dir, config.log_keep_days)),
             next_log_prune: now,
-            store,
-            cluster,
-            persist_interval: config.persist_interval,
-            next_persist: now,
+            durable,
             per_ip: PerIp::new(config.max_connections_per_ip),
             trust_proxy: config.trust_proxy,
             still_ready: Vec::new(),
@@ -371,8 +354,7 @@ impl Server {
                     SIGNALS => self.on_signal(now),
                     RELOAD => self.on_hangup(),
                     METRICS_LISTENER => self.accept_metrics(now),
-                    STORE => self.on_store_replies(now),
-                    CLUSTER => self.on_cluster_events(now),
+                    STORE | CLUSTER => self.on_durable_answers(now),
                     Token(key) => {
                         self.on_conn_event(key, event.is_readable(), event.is_writable(), now)
                     }
@@ -380,8 +362,7 @@ impl Server {
             }
             now = Instant::now();
             self.replace_connections(now);
-            self.storage_work(now);
-            self.cluster_work(now);
+            self.durable_work(now);
             if self.engine.has_pending() {
                 self.flush_engine(now);
                 self.metrics.tick.observe(now.elapsed());
@@ -400,9 +381,7 @@ impl Server {
                             let _ = std::fs::remove_file(path);
                         }
                     }
-                    let stored = self.finish_store();
-                    let sent = self.finish_cluster();
-                    return stored.and(sent);
+                    return self.finish_durable();
                 }
             }
         }
@@ -442,10 +421,7 @@ impl Server {
         if let Some((deadline, _)) = self.replaced.first() {
             wake = wake.min(*deadline);
         }
-        if let Some(due) = self.next_persist_due() {
-            wake = wake.min(due);
-        }
-        if let Some(due) = self.next_cluster_due() {
+        if let Some(due) = self.durable_due(now) {
             wake = wake.min(due);
         }
         wake.saturating_duration_since(now)
@@ -702,20 +678,11 @@ impl Server {
         snapshot.writes_deferred = self.write_budget.cuts();
         snapshot.full_renders = stats.full_renders;
         snapshot.render_bytes_held = self.engine.held_render_bytes() as u64;
-        snapshot.store = self.store.as_ref().map(|store| StoreSnapshot {
-            batches_saved: store.stats.batches_saved,
-            variables_saved: store.stats.variables_saved,
-            save_failures: store.stats.save_failures,
-            rooms_loaded: store.stats.rooms_loaded,
-            load_failures: store.stats.load_failures,
-            rooms_unsaved: self.engine.unsaved_rooms() as u64,
-            lag_seconds: if self.engine.has_unsaved() {
-                store.last_saved().elapsed().as_secs_f64()
-            } else {
-                0.0
-            },
-        });
-        snapshot.cluster = self.cluster.as_ref().map(|link| link.cluster().stats());
+        snapshot.store = self
+            .durable
+            .as_ref()
+            .and_then(|d| d.store_snapshot(&self.engine));
+        snapshot.cluster = self.durable.as_ref().and_then(Durable::cluster_stats);
         metrics::render(&self.metrics, &snapshot)
     }
 

@@ -4,9 +4,9 @@
 //! The loop never touches the disk and never waits for this thread while serving: it hands over
 //! requests (load a room, save a batch) with `try_send` on a bounded channel, and the thread
 //! answers on a channel of its own and wakes the loop with a `mio::Waker`. Only one batch is out
-//! at a time; what changes meanwhile stays in the engine as state (see `engine/persist.rs`), so
-//! a slow disk costs rounds, never memory. At shutdown the loop waits, once, for the rest to be
-//! written.
+//! at a time; what changes meanwhile stays in the engine as state (see `engine/durable.rs`), so
+//! a slow disk costs rounds, never memory. When to hand over what is `durable/store_plan.rs`'s
+//! call; at shutdown the loop's driver waits, once, for the rest to be written.
 
 pub mod db;
 mod lock;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
-use crate::engine::{Batch, Engine, SavedVariable};
+use crate::engine::{Batch, SavedVariable};
 use crate::error_log::ErrorLog;
 use db::Database;
 use lock::DirLock;
@@ -68,8 +68,6 @@ pub struct Store {
     replies: Receiver<Reply>,
     thread: Option<JoinHandle<()>>,
     saving: bool,
-    /// When the last batch was written (or the store opened).
-    last_saved: Instant,
     pub stats: StoreStats,
     _lock: DirLock,
 }
@@ -95,7 +93,6 @@ impl Store {
             replies: reply_rx,
             thread: Some(thread),
             saving: false,
-            last_saved: Instant::now(),
             stats: StoreStats::default(),
             _lock: lock,
         })
@@ -104,11 +101,6 @@ impl Store {
     /// Asks for a room; false when the thread has too much to do right now.
     pub fn request_load(&mut self, room: Box<str>) -> bool {
         self.send(Request::Load(room)).is_ok()
-    }
-
-    /// When the last batch was written.
-    pub fn last_saved(&self) -> Instant {
-        self.last_saved
     }
 
     /// Whether a batch is out; the next one waits for its answer.
@@ -141,7 +133,6 @@ impl Store {
         match reply {
             Reply::Saved(batch) => {
                 self.saving = false;
-                self.last_saved = Instant::now();
                 self.stats.batches_saved += 1;
                 self.stats.variables_saved += batch.variable_count() as u64;
             }
@@ -163,60 +154,43 @@ impl Store {
         })
     }
 
-    /// At shutdown: writes everything the engine still owes, waiting for the thread (at most
-    /// `patience`), then stops it. Returns how many variables could not be saved.
-    pub fn finish(mut self, engine: &mut Engine, patience: Duration) -> usize {
-        let deadline = Instant::now() + patience;
-        let mut failures = 0;
-        loop {
-            while self.saving {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self.replies.recv_timeout(left) {
-                    Ok(reply) => {
-                        self.count(&reply);
-                        match reply {
-                            Reply::Saved(batch) => engine.batch_saved(&batch),
-                            Reply::SaveFailed(batch) => {
-                                engine.batch_failed(&batch);
-                                failures += 1;
-                            }
-                            Reply::Loaded(..) | Reply::LoadFailed(_) => {}
-                        }
-                    }
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                        self.saving = false;
-                        failures += 3;
-                    }
-                }
-            }
-            if !engine.has_unsaved() || failures >= 3 {
-                break;
-            }
-            let batch = engine.collect_batch();
-            if batch.is_empty() {
-                break;
-            }
-            let Some(requests) = &self.requests else {
-                break;
-            };
-            // Blocking is right here: the loop has stopped serving.
-            if let Err(mpsc::SendError(Request::Save(batch))) = requests.send(Request::Save(batch))
-            {
-                engine.batch_failed(&batch);
-                break;
-            }
-            self.saving = true;
-        }
-        let unsaved = if engine.has_unsaved() {
-            engine.collect_batch().variable_count()
-        } else {
-            0
+    /// At shutdown: hands over a batch, waiting while the thread is busy; gives it back when
+    /// the thread is gone. Blocking is right here: the loop has stopped serving.
+    pub fn save_blocking(&mut self, batch: Batch) -> Result<(), Batch> {
+        let Some(requests) = &self.requests else {
+            return Err(batch);
         };
+        match requests.send(Request::Save(batch)) {
+            Ok(()) => {
+                self.saving = true;
+                Ok(())
+            }
+            Err(mpsc::SendError(Request::Save(batch))) => Err(batch),
+            Err(mpsc::SendError(Request::Load(_))) => Err(Batch::default()),
+        }
+    }
+
+    /// At shutdown: the thread's next answer, waiting at most `timeout`; `None` when none came
+    /// (the batch out, if any, is then given up on).
+    pub fn wait_reply(&mut self, timeout: Duration) -> Option<Reply> {
+        match self.replies.recv_timeout(timeout) {
+            Ok(reply) => {
+                self.count(&reply);
+                Some(reply)
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                self.saving = false;
+                None
+            }
+        }
+    }
+
+    /// Stops the thread once it has answered what it was handed.
+    pub fn stop(mut self) {
         self.requests = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        unsaved
     }
 }
 
