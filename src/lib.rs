@@ -3,6 +3,8 @@
 //! Layers, top to bottom (arrows point down only):
 //! - [`net`]: the single-threaded mio event loop, HTTP heads and WebSocket connections;
 //! - [`dialect`]: each WebSocket protocol, from parsed JSON to engine calls and back to text;
+//! - [`durable`]: when the durable backend ([`store`] or [`cluster`]) is sent what, and what its
+//!   answers mean, sans-IO;
 //! - [`engine`]: rooms, variables, limits and fan-out, with no sockets and no protocol knowledge.
 
 pub mod cluster;

@@ -137,7 +137,7 @@ pub struct Stats {
 
 /// How long one rendering of a large room's variables is shared after it was made, even after
 /// the room changed: a room renders at most once per format in this time, which is never more
-/// often than its pace (`1/--tick-hz` is at most a second; see [`Engine::reuse_window`]).
+/// often than its pace (`1/--tick-hz` is at most a second; the window is the longer of the two).
 pub const SNAPSHOT_REUSE: Duration = Duration::from_secs(1);
 /// From this size on, a rendering is shared even after the room changed. Below it, a full-state
 /// reply is exact: rendering it costs about as much as reading a message of that size.
@@ -146,6 +146,27 @@ pub const SHARE_STALE_BYTES: usize = 64 * 1024;
 /// A variable as declared by a joining client: name and value.
 pub type Declared<'a> = (&'a str, ValueRef<'a>);
 
+/// Rooms, their variables and members, for one event loop.
+///
+/// Call order, as the loop makes it:
+/// - at start: [`Engine::new`], [`Engine::set_pace`], and [`Engine::set_backend`] when rooms
+///   come from and go to a store or a cluster;
+/// - for each message, from the dialects: [`Engine::join`] (with a backend, a room not in
+///   memory answers [`JoinError::Loading`]: the join is tried again when the loop resumes the
+///   client), [`Engine::set`], [`Engine::rename`], [`Engine::delete`], [`Engine::leave`],
+///   full-state replies through [`Engine::shared_rendering`];
+/// - the backend's answers, as they arrive: [`Engine::handle_loaded`] and
+///   [`Engine::handle_load_failed`] (both name the clients to resume), [`Engine::handle_saved`],
+///   and in a cluster [`Engine::handle_remote`], [`Engine::handle_member_totals`],
+///   [`Engine::handle_outage`] (names clients to resume) and [`Engine::handle_resync`]; a read
+///   asked for before the last resync is dropped (compare [`Engine::resync_epoch`]);
+/// - then the backend's work: [`Engine::poll_work`] with what the backend can take now (the
+///   orchestration in `durable/` decides), and [`Engine::handle_unsent`] for what its channel
+///   refused;
+/// - at the end of each iteration: [`Engine::flush_due`], and the loop sleeps no longer than
+///   [`Engine::next_deadline`]; [`Engine::resume`] when a member's connection drains;
+/// - once a second: [`Engine::expire`], [`Engine::render_census`] and
+///   [`Engine::note_held_renders`].
 pub struct Engine {
     limits: Limits,
     encode: EncodeSet,
@@ -226,8 +247,9 @@ impl Engine {
         self.rooms.get(room.0).map_or(0, |r| r.variables.len())
     }
 
-    /// The current value of a variable, for tests and tools.
-    pub fn value(&self, room_id: &str, name: &str) -> Option<ValueRef<'_>> {
+    /// The current value of a variable, for tests.
+    #[cfg(test)]
+    pub(crate) fn value(&self, room_id: &str, name: &str) -> Option<ValueRef<'_>> {
         let room = self.rooms.get(*self.index.get(room_id)?)?;
         let index = room.variable_index(name)?;
         room.variables.get(index).map(|v| v.value.as_ref())
@@ -248,7 +270,7 @@ impl Engine {
     }
 
     /// Every variable of a room in creation order.
-    pub fn variables_of(&self, room: RoomKey) -> impl Iterator<Item = (&str, ValueRef<'_>)> {
+    pub(crate) fn variables_of(&self, room: RoomKey) -> impl Iterator<Item = (&str, ValueRef<'_>)> {
         self.rooms
             .get(room.0)
             .into_iter()
@@ -287,9 +309,9 @@ impl Engine {
     /// member of the room that will be sent it as a full-state reply (a join's snapshot, a
     /// `cloud.get`, a `JOIN_ROOM`). Made once and shared: by every caller while the room is
     /// unchanged, and for a large room (a rendering of [`SHARE_STALE_BYTES`] or more) for the
-    /// [`Engine::reuse_window`] even if the room changed since. So a large room is rendered at
-    /// most once per format in that window, however many clients ask, and clients that do not
-    /// read hold references, not copies.
+    /// reuse window (a second, or the pace if longer) even if the room changed since. So a large
+    /// room is rendered at most once per format in that window, however many clients ask, and
+    /// clients that do not read hold references, not copies.
     ///
     /// `member` is recorded as having seen the version the rendering shows: the next flush
     /// sends it what changed since, nothing it already has. An older rendering marks the room
@@ -351,7 +373,7 @@ impl Engine {
 
     /// How long a large room's rendering is shared after it was made: a second, or the pace
     /// if that is longer, so no room renders more often than it may flush.
-    pub fn reuse_window(&self) -> Duration {
+    fn reuse_window(&self) -> Duration {
         SNAPSHOT_REUSE.max(self.pacer.pace)
     }
 
@@ -710,12 +732,12 @@ impl Engine {
     }
 
     /// Variables of every room in memory, for metrics.
-    pub fn variable_total(&self) -> usize {
+    pub(crate) fn variable_total(&self) -> usize {
         self.rooms.iter().map(|(_, r)| r.variables.len()).sum()
     }
 
     /// Rooms with changes the store does not have yet, for metrics.
-    pub fn unsaved_rooms(&self) -> usize {
+    pub(crate) fn unsaved_rooms(&self) -> usize {
         self.durable.owed_rooms()
     }
 
@@ -743,7 +765,7 @@ impl Engine {
 
     /// Drops the room that has been empty the longest, to make space for new state; false
     /// when no room may go.
-    pub fn evict_one_empty(&mut self) -> bool {
+    fn evict_one_empty(&mut self) -> bool {
         let oldest = self
             .empty_rooms
             .iter()
