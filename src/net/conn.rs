@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 use smallvec::SmallVec;
 use tungstenite::error::{Error as WsError, ProtocolError};
-use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
-use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use super::frame_writer::{send_messages, OutMessage};
 use super::head_reader::HeadReader;
 use super::http::{self, Head, Request, Response};
 use super::per_ip::PerIp;
@@ -59,7 +59,7 @@ impl ConnSettings {
     pub fn from_config(config: &Config) -> Self {
         let websocket = WebSocketConfig::default()
             .read_buffer_size(config.read_buffer_size.max(64))
-            // Data frames bypass tungstenite's output buffer (see `send_messages`); it only
+            // Data frames bypass tungstenite's output buffer (see `frame_writer`); it only
             // holds control frames (pongs, our pings, the close). Bounded: when it is full,
             // tungstenite keeps only the latest pong pending, which RFC 6455 allows.
             .write_buffer_size(CONTROL_BUFFER_BYTES)
@@ -1088,73 +1088,6 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         let reason = format!("closed: client stopped reading a whole-room reply of {bytes} bytes");
         self.finish(&reason, ctx);
     }
-}
-
-/// Sends text messages past tungstenite's output buffer: their headers and payloads go out in
-/// one vectored write, so a frame built once for a room is never copied per client and no large
-/// buffer is left behind. Anything tungstenite has queued (a pong) goes first.
-///
-/// When earlier output cannot be written, `must_send` decides: messages that must not be lost
-/// (replies) are queued behind it; fan-out frames are refused with `Ok(false)`, and the client
-/// is offered the then-latest values later. `Ok(true)`: the messages are sent, or partly sent
-/// with the rest queued to go out before anything else.
-fn send_messages<S: Read + Write + HalfClose>(
-    ws: &mut WebSocket<Transport<S>>,
-    messages: &[OutMessage<'_>],
-    must_send: bool,
-) -> io::Result<bool> {
-    let blocked = match ws.flush() {
-        Ok(()) => false,
-        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => true,
-        Err(WsError::Io(e)) => return Err(e),
-        Err(_) => return Err(io::ErrorKind::BrokenPipe.into()),
-    };
-    if blocked && !must_send {
-        return Ok(false);
-    }
-    let mut headers: SmallVec<[[u8; MAX_HEADER]; 4]> = SmallVec::with_capacity(messages.len());
-    let mut lengths: SmallVec<[usize; 4]> = SmallVec::with_capacity(messages.len());
-    for message in messages {
-        let mut header = [0u8; MAX_HEADER];
-        let length = message.iter().map(|part| part.as_slice().len()).sum();
-        lengths.push(text_header(length, &mut header)?);
-        headers.push(header);
-    }
-    let mut parts: SmallVec<[Part<'_>; 8]> = SmallVec::with_capacity(2 * messages.len());
-    for ((header, length), message) in headers.iter().zip(&lengths).zip(messages) {
-        parts.push(Part::Borrowed(header.get(..*length).unwrap_or_default()));
-        parts.extend(message.iter().cloned());
-    }
-    let transport = ws.get_mut();
-    if blocked {
-        transport.queue_parts(&parts);
-        return Ok(true);
-    }
-    match transport.send_parts(&parts) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
-        Err(e) => Err(e),
-    }
-}
-
-/// One text message to send, in pieces (a reply around a shared rendering, say).
-type OutMessage<'a> = SmallVec<[Part<'a>; 3]>;
-
-/// Longest header of an unmasked frame.
-const MAX_HEADER: usize = 14;
-
-/// Writes the header of a final, unmasked text frame of `length` bytes; returns its size.
-fn text_header(length: usize, out: &mut [u8; MAX_HEADER]) -> io::Result<usize> {
-    let header = FrameHeader {
-        is_final: true,
-        opcode: OpCode::Data(OpData::Text),
-        ..FrameHeader::default()
-    };
-    let mut cursor = io::Cursor::new(&mut out[..]);
-    header
-        .format(length as u64, &mut cursor)
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-    Ok(cursor.position() as usize)
 }
 
 /// The address a connection is logged under: anonymized when the operator asked for it.

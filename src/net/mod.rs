@@ -3,6 +3,7 @@
 pub mod conn;
 mod fd_limit;
 mod frame_boundary;
+mod frame_writer;
 pub mod head_reader;
 pub mod http;
 pub mod per_ip;
