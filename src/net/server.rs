@@ -441,7 +441,7 @@ impl Server {
             self.still_ready.push(key);
         }
         if let Some(include_body) = wants_metrics {
-            let page = crate::net::http::metrics_page(&self.render_metrics(), include_body);
+            let page = crate::net::http::metrics_page(&self.render_metrics(now), include_body);
             let (mut ctx, conns, finished) = self.context(now);
             if let Some(entry) = conns.get_mut(key) {
                 entry.conn.answer_metrics(page, &mut ctx);
@@ -481,49 +481,18 @@ impl Server {
     }
 
     /// The `/metrics` page: the loop's counters and what it reads now.
-    fn render_metrics(&self) -> String {
-        let mut snapshot = Snapshot::default();
-        for (_, entry) in self.conns.iter() {
-            let key = entry.conn.describe();
-            match snapshot.connections.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, n)) => *n += 1,
-                None => snapshot.connections.push((key, 1)),
-            }
-            snapshot.bytes_written_live += entry.conn.bytes_written();
-        }
-        snapshot.connections.sort();
-        let stats = &self.engine.stats;
-        let counted = stats.invalid_names
-            + stats.invalid_values
-            + stats.too_many_variables
-            + stats.unknown_variables;
-        snapshot.rooms = self.engine.room_count() as u64;
-        snapshot.variables = self.engine.variable_total() as u64;
-        snapshot.sets_applied = stats.sets_applied;
-        snapshot.sets_ignored = vec![
-            ("invalid_name", stats.invalid_names),
-            ("invalid_value", stats.invalid_values),
-            ("too_many_variables", stats.too_many_variables),
-            ("unknown_variable", stats.unknown_variables),
-            ("malformed", stats.sets_rejected.saturating_sub(counted)),
-        ];
+    fn render_metrics(&self, now: Instant) -> String {
+        let connections = self
+            .conns
+            .iter()
+            .map(|(_, entry)| (entry.conn.describe(), entry.conn.bytes_written()));
+        let mut snapshot = Snapshot::read(&self.engine, connections);
         snapshot.parked_sessions = self.reconnects.parked() as u64;
         snapshot.parked_sessions_ended = self.reconnects.evicted;
         snapshot.writes_deferred = self.write_budget.cuts();
-        snapshot.full_renders = stats.full_renders;
-        snapshot.render_bytes_held = self.engine.held_render_bytes() as u64;
-        snapshot.store = self.store.as_ref().map(|store| StoreSnapshot {
-            batches_saved: store.stats.batches_saved,
-            variables_saved: store.stats.variables_saved,
-            save_failures: store.stats.save_failures,
-            rooms_loaded: store.stats.rooms_loaded,
-            load_failures: store.stats.load_failures,
-            rooms_unsaved: self.engine.unsaved_rooms() as u64,
-            lag_seconds: if self.engine.has_unsaved() {
-                store.last_saved().elapsed().as_secs_f64()
-            } else {
-                0.0
-            },
+        snapshot.store = self.store.as_ref().map(|store| {
+            let since_saved = now.saturating_duration_since(store.last_saved());
+            StoreSnapshot::read(&store.stats, &self.engine, since_saved)
         });
         snapshot.cluster = self.cluster.as_ref().map(|link| link.cluster().stats());
         metrics::render(&self.metrics, &snapshot)
