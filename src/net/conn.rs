@@ -22,6 +22,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use super::admission::{self, Admission, Verdict};
 use super::frame_writer::{send_messages, OutMessage};
 use super::head_reader::HeadReader;
 use super::http::{self, Head, Request, Response};
@@ -31,7 +32,7 @@ use super::write_budget::TurnBudget;
 use crate::config::Config;
 use crate::dialect::json::JsonParser;
 use crate::dialect::{
-    Framing, Need, Outcome, Piece, Reason, Reconnects, Route, Session, SessionContext, Users,
+    Framing, Outcome, Piece, Reason, Reconnects, Route, Session, SessionContext, Users,
 };
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Engine, Frame};
@@ -134,7 +135,8 @@ enum Phase<S> {
 pub struct Conn<S> {
     phase: Phase<S>,
     client: ClientId,
-    ip: Option<IpAddr>,
+    /// Who the client is: its address, its place, what it may ask for.
+    admission: Admission,
     /// Handshake deadline while opening, linger deadline while closing.
     deadline: Option<Instant>,
     next_ping: Instant,
@@ -149,12 +151,6 @@ pub struct Conn<S> {
     /// A local client asked for `/metrics` (with the body, unless HEAD): the loop renders the
     /// page ([`Conn::answer_metrics`]).
     wants_metrics: Option<bool>,
-    /// Whether this client may read `/metrics` (a local address, or the metrics listener).
-    metrics_allowed: bool,
-    /// Plain pages only (the metrics listener): no WebSocket upgrade.
-    pages_only: bool,
-    /// The address counted against `--max-connections-per-ip`, released at removal.
-    counted_ip: Option<IpAddr>,
     /// A fan-out frame was refused because the client is behind: its rooms were told to skip
     /// it, and are told to resume once its output drains.
     refused_frames: bool,
@@ -198,19 +194,6 @@ fn client_close_meaning(code: u16) -> &'static str {
 }
 
 impl LoopContext<'_> {
-    /// Counts one more connection from `ip` against `--max-connections-per-ip`. An address at
-    /// its limit that has sessions parked gets the place by ending its oldest parked session,
-    /// whose charge the new connection takes over: its live clients come first.
-    pub fn admit_address(&mut self, ip: IpAddr) -> bool {
-        if self.per_ip.is_full(ip) {
-            if let Some((client, rooms)) = self.reconnects.end_oldest_for(Need::AddressPlace(ip)) {
-                self.engine.leave_rooms(client, rooms, self.now);
-                return true;
-            }
-        }
-        self.per_ip.admit(ip)
-    }
-
     /// What a session borrows while it handles a message.
     fn session(&mut self) -> SessionContext<'_> {
         SessionContext {
@@ -234,14 +217,13 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                 transport,
                 head: HeadReader::default(),
             },
-            counted_ip: None,
             refused_frames: false,
             more_input: false,
             large_input: false,
             reply_blocked: false,
             write_progress: (0, ctx.now),
             client,
-            ip: logged_ip(ip, settings),
+            admission: Admission::new(ip, settings),
             deadline: Some(ctx.now + settings.handshake_timeout),
             next_ping: ctx.now + settings.ping_interval,
             awaiting_pong: false,
@@ -250,16 +232,13 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             broken: false,
             joined: false,
             wants_metrics: None,
-            metrics_allowed: ip.is_none_or(|ip| ip.is_loopback()),
-            pages_only: false,
         }
     }
 
     /// A connection of the metrics listener: it may read `/metrics` wherever it comes from,
     /// and may not upgrade to WebSocket.
     pub fn for_metrics_only(&mut self) {
-        self.metrics_allowed = true;
-        self.pages_only = true;
+        self.admission.for_metrics_only();
     }
 
     /// Whether it asked for `/metrics` and waits for [`Conn::answer_metrics`]; `Some(false)`
@@ -337,14 +316,14 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             self.finish("connection lost while writing", ctx);
         }
         self.phase = Phase::Done;
-        if let Some(ip) = self.counted_ip.take() {
+        if let Some(ip) = self.admission.take_counted_ip() {
             ctx.per_ip.release(ip);
         }
     }
 
     /// The loop admitted this connection's address against `--max-connections-per-ip`.
     pub fn set_counted_ip(&mut self, ip: IpAddr) {
-        self.counted_ip = Some(ip);
+        self.admission.set_counted_ip(ip);
     }
 
     /// The last turn stopped reading with input left (see `MESSAGES_PER_TURN`).
@@ -458,78 +437,21 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     }
 
     fn ip_text(&self) -> String {
-        self.ip
-            .map_or_else(|| "unix".to_owned(), |ip| ip.to_string())
+        self.admission.ip_text()
     }
 
     fn on_request(&mut self, request: Request, head_length: usize, ctx: &mut LoopContext<'_>) {
-        let settings = ctx.settings;
-        if settings.trust_proxy {
-            let ip = http::client_ip(self.ip, request.forwarded_for.as_deref(), true);
-            if !self.pages_only {
-                // Behind a proxy every request comes from loopback: ask who sent it.
-                self.metrics_allowed = ip.is_none_or(|ip| ip.is_loopback());
+        let key = match self.admission.decide(&request, ctx) {
+            Verdict::Respond(response, include_body) => {
+                return self.respond(&response, include_body, ctx)
             }
-            self.ip = logged_ip(ip, settings);
-            if let Some(ip) = ip {
-                if !ctx.admit_address(ip) {
-                    info!(
-                        "[{}] too many connections from this address",
-                        self.ip_text()
-                    );
-                    return self.respond(&Response::TOO_MANY_CONNECTIONS, true, ctx);
-                }
-                self.counted_ip = Some(ip);
-            }
-        }
-        if request.path.split('?').next() == Some("/metrics")
-            && matches!(request.method.as_str(), "GET" | "HEAD")
-        {
-            if self.metrics_allowed {
-                debug!("[{}] {} /metrics", self.ip_text(), request.method);
-                self.wants_metrics = Some(request.method != "HEAD");
+            Verdict::Metrics { include_body } => {
+                self.wants_metrics = Some(include_body);
                 return;
             }
-            info!("[{}] /metrics refused: not a local client", self.ip_text());
-            return self.respond(&Response::METRICS_FORBIDDEN, request.method != "HEAD", ctx);
-        }
-        if self.pages_only {
-            let response = http::page(&request);
-            debug!(
-                "[{}] metrics listener: {} {}",
-                self.ip_text(),
-                request.method,
-                request.path
-            );
-            return self.respond(&response, request.method != "HEAD", ctx);
-        }
-        let Some(key) = request.websocket_key.as_deref() else {
-            let response = request
-                .bad_upgrade
-                .clone()
-                .unwrap_or_else(|| http::page(&request));
-            // Pages and health checks are routine; refused upgrades are worth an operator's eye.
-            let level = if request.bad_upgrade.is_some() {
-                log::Level::Info
-            } else {
-                log::Level::Debug
-            };
-            log::log!(
-                level,
-                "[{}] {} {} {}",
-                self.ip_text(),
-                request.method,
-                request.path,
-                response.status
-            );
-            return self.respond(&response, request.method != "HEAD", ctx);
+            Verdict::Upgrade(key) => key,
         };
-        if let (Some(allowed), Some(origin)) = (&settings.allowed_origins, &request.origin) {
-            if !allowed.iter().any(|a| a == origin) {
-                info!("[{}] origin {origin:?} not allowed: 403", self.ip_text());
-                return self.respond(&Response::FORBIDDEN, true, ctx);
-            }
-        }
+        let settings = ctx.settings;
         let Phase::Http {
             mut transport,
             head,
@@ -563,18 +485,8 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.deadline = Some(ctx.now + window);
         self.next_ping = ctx.now + settings.ping_interval;
         info!("[{}] connected", self.ip_text());
-        if request.leaks_scratch_session {
-            return self.begin_close(Reason::ScratchCookie, ctx);
-        }
-        let has_user_agent = request
-            .user_agent
-            .as_deref()
-            .is_some_and(|ua| !ua.is_empty());
-        if settings.require_user_agent && !has_user_agent {
-            return self.begin_close(Reason::NoUserAgent, ctx);
-        }
-        if ctx.over_capacity {
-            return self.begin_close(Reason::ServerFull, ctx);
+        if let Some(reason) = admission::refusal(&request, settings, ctx.over_capacity) {
+            return self.begin_close(reason, ctx);
         }
         if !leftover_allowed {
             return self.begin_close(Reason::TooManyBytes, ctx);
@@ -957,8 +869,8 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         abnormally: bool,
         ctx: &mut LoopContext<'_>,
     ) {
-        if session.leave(&mut ctx.session(), abnormally, self.counted_ip) {
-            self.counted_ip = None;
+        if session.leave(&mut ctx.session(), abnormally, self.admission.counted_ip()) {
+            self.admission.take_counted_ip();
         }
     }
 
@@ -1088,17 +1000,6 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         let reason = format!("closed: client stopped reading a whole-room reply of {bytes} bytes");
         self.finish(&reason, ctx);
     }
-}
-
-/// The address a connection is logged under: anonymized when the operator asked for it.
-fn logged_ip(ip: Option<IpAddr>, settings: &ConnSettings) -> Option<IpAddr> {
-    ip.map(|ip| {
-        if settings.anonymize_ips {
-            http::anonymize(ip)
-        } else {
-            ip
-        }
-    })
 }
 
 /// Reads and discards input; true once the peer has closed or the stream failed. Reads at

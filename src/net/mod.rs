@@ -1,5 +1,6 @@
 //! The I/O layer: the mio event loop and everything that touches sockets.
 
+mod admission;
 pub mod conn;
 mod fd_limit;
 mod frame_boundary;
