@@ -103,11 +103,30 @@ pub struct LoopContext<'a> {
     pub write_budget: &'a TurnBudget,
 }
 
+/// What a connection needs from the loop after an entry point: every entry point that can
+/// change it returns it, and the loop acts on it once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
+    /// Nothing until its next event or timer.
     Open,
+    /// Its turn's read budget ran out with input left: serve it again next turn without
+    /// waiting for an event (edge-triggered readiness will not announce that input again).
+    MoreInput,
+    /// It asked for `/metrics` (with the body, unless HEAD): the loop renders the page and
+    /// hands it to [`Conn::answer_metrics`].
+    WantsMetrics { include_body: bool },
     /// Remove the connection: everything that could be said has been said.
     Done,
+}
+
+/// What offering a room's frame did ([`Conn::deliver`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The frame is sent, or partly sent with its rest queued. False when the client is behind
+    /// (or not in a room): it keeps its place in the room and is offered the latest values
+    /// later.
+    pub taken: bool,
+    pub status: Status,
 }
 
 enum Phase<S> {
@@ -241,21 +260,18 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.admission.for_metrics_only();
     }
 
-    /// Whether it asked for `/metrics` and waits for [`Conn::answer_metrics`]; `Some(false)`
-    /// for HEAD (headers only).
-    pub fn wants_metrics(&self) -> Option<bool> {
-        self.wants_metrics
-    }
-
-    /// Sends the rendered metrics page and closes.
-    pub fn answer_metrics(&mut self, page: Vec<u8>, ctx: &mut LoopContext<'_>) {
-        self.wants_metrics = None;
+    /// Sends the rendered metrics page it asked for ([`Status::WantsMetrics`]) and closes.
+    pub fn answer_metrics(&mut self, page: Vec<u8>, ctx: &mut LoopContext<'_>) -> Status {
+        if self.wants_metrics.take().is_none() {
+            return self.status();
+        }
         let Phase::Http { mut transport, .. } = std::mem::replace(&mut self.phase, Phase::Done)
         else {
-            return;
+            return self.status();
         };
         transport.set_prefix(page);
         self.linger(transport, ctx);
+        self.status()
     }
 
     /// For metrics: the connection's phase and dialect.
@@ -302,10 +318,13 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.stalled_since.is_some()
     }
 
-    pub fn status(&self) -> Status {
-        match self.phase {
-            Phase::Done => Status::Done,
+    /// What the loop is to do next; entry points return it.
+    fn status(&self) -> Status {
+        match (&self.phase, self.wants_metrics) {
+            (Phase::Done, _) => Status::Done,
             _ if self.broken => Status::Done,
+            (_, Some(include_body)) => Status::WantsMetrics { include_body },
+            _ if self.more_input => Status::MoreInput,
             _ => Status::Open,
         }
     }
@@ -324,11 +343,6 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     /// The loop admitted this connection's address against `--max-connections-per-ip`.
     pub fn set_counted_ip(&mut self, ip: IpAddr) {
         self.admission.set_counted_ip(ip);
-    }
-
-    /// The last turn stopped reading with input left (see `MESSAGES_PER_TURN`).
-    pub fn has_more_input(&self) -> bool {
-        self.more_input
     }
 
     /// Tells the rooms that skipped this client while it was behind that it can take frames
@@ -486,13 +500,13 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.next_ping = ctx.now + settings.ping_interval;
         info!("[{}] connected", self.ip_text());
         if let Some(reason) = admission::refusal(&request, settings, ctx.over_capacity) {
-            return self.begin_close(reason, ctx);
+            return self.close(reason, ctx);
         }
         if !leftover_allowed {
-            return self.begin_close(Reason::TooManyBytes, ctx);
+            return self.close(Reason::TooManyBytes, ctx);
         }
         if let Outcome::Close(reason) = self.open_session(ctx) {
-            return self.begin_close(reason, ctx);
+            return self.close(reason, ctx);
         }
         // Frames that arrived with the request head are already buffered: no event will come
         // for them.
@@ -534,27 +548,28 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             self.shrink_read_buffer(ctx);
         }
         if let Outcome::Close(reason) = outcome {
-            self.begin_close(reason, ctx);
+            self.close(reason, ctx);
         }
     }
 
     /// The room this connection's session waited for is in memory (or failed to load): the
     /// waiting messages are handled, then whatever arrived meanwhile is read, since no new
     /// readable event will announce it.
-    pub fn resume(&mut self, ctx: &mut LoopContext<'_>) {
+    pub fn resume(&mut self, ctx: &mut LoopContext<'_>) -> Status {
         let Phase::Open { session, .. } = &mut self.phase else {
-            return;
+            return self.status();
         };
         let outcome = session.resume(&mut ctx.session());
         match self.after_message(outcome, ctx) {
             Outcome::Close(reason) => {
                 self.write_outbox();
-                self.begin_close(reason, ctx);
+                self.close(reason, ctx);
             }
             Outcome::Wait => self.write_outbox(),
             Outcome::Continue | Outcome::Joined => self.read_websocket(ctx),
         }
         self.flush(ctx.now);
+        self.status()
     }
 
     /// Notes a handled message's outcome: a join ends the handshake deadline.
@@ -752,9 +767,16 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         }
     }
 
-    /// Offers a tick's frame. False when the client is behind (or not in a room): it keeps its
-    /// place in the room and is offered the latest values later.
-    pub fn deliver(&mut self, frame: &Frame, now: Instant) -> bool {
+    /// Offers a tick's frame (see [`Delivery`]).
+    pub fn deliver(&mut self, frame: &Frame, now: Instant) -> Delivery {
+        let taken = self.offer(frame, now);
+        Delivery {
+            taken,
+            status: self.status(),
+        }
+    }
+
+    fn offer(&mut self, frame: &Frame, now: Instant) -> bool {
         let Phase::Open { ws, session } = &mut self.phase else {
             return false;
         };
@@ -796,17 +818,24 @@ impl<S: Read + Write + HalfClose> Conn<S> {
 
     /// A newer connection of the same user replaces this one: the client is told at once; the
     /// loop closes the connection a little later, so the message is read before the close.
-    pub fn replace(&mut self, ctx: &mut LoopContext<'_>) {
+    pub fn replace(&mut self, ctx: &mut LoopContext<'_>) -> Status {
         if let Phase::Open { session, .. } = &mut self.phase {
             session.replace(ctx.users);
             info!("{} replaced by a newer connection", self.label(ctx.engine));
             self.write_outbox();
         }
+        self.status()
     }
 
     /// Closes with a close frame, leaving the room at once. The dialect may first tell the
     /// client why in its own words.
-    pub fn begin_close(&mut self, reason: Reason, ctx: &mut LoopContext<'_>) {
+    pub fn begin_close(&mut self, reason: Reason, ctx: &mut LoopContext<'_>) -> Status {
+        self.close(reason, ctx);
+        self.status()
+    }
+
+    /// [`Conn::begin_close`] from inside the connection.
+    fn close(&mut self, reason: Reason, ctx: &mut LoopContext<'_>) {
         let Phase::Open { session, .. } = &mut self.phase else {
             return;
         };
@@ -926,7 +955,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                 self.respond(&Response::TIMEOUT, true, ctx);
             }
             Phase::Open { .. } if expired => {
-                self.begin_close(Reason::HandshakeTimeout, ctx);
+                self.close(Reason::HandshakeTimeout, ctx);
             }
             Phase::Open { .. }
                 if self.stalled_since.is_some_and(|since| {
@@ -937,7 +966,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             }
             Phase::Open { .. } if now >= self.next_ping => {
                 if self.awaiting_pong {
-                    self.begin_close(Reason::NoPong, ctx);
+                    self.close(Reason::NoPong, ctx);
                 } else {
                     self.ping(now, ctx.settings.ping_interval);
                 }
@@ -996,9 +1025,10 @@ impl<S: Read + Write + HalfClose> Conn<S> {
 
     /// Drops a connection that stopped reading a large whole-room reply: like the write-stall
     /// timeout, without a close frame it would not read either.
-    pub fn drop_unread_reply(&mut self, bytes: usize, ctx: &mut LoopContext<'_>) {
+    pub fn drop_unread_reply(&mut self, bytes: usize, ctx: &mut LoopContext<'_>) -> Status {
         let reason = format!("closed: client stopped reading a whole-room reply of {bytes} bytes");
         self.finish(&reason, ctx);
+        self.status()
     }
 }
 

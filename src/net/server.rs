@@ -31,8 +31,10 @@ use crate::engine::{ClientId, Engine};
 use crate::metrics::{self, Metrics, Snapshot, StoreSnapshot};
 use crate::policy::Policy;
 use crate::store::Store;
+use followups::Followups;
 
 mod cluster;
+mod followups;
 mod reload;
 mod renders;
 mod setup;
@@ -109,7 +111,8 @@ pub struct Server {
     next_generation: u32,
     accept_paused: bool,
     shutdown_deadline: Option<Instant>,
-    finished: Vec<usize>,
+    /// What connections' entry points left for the loop to do (see `followups`).
+    followups: Followups,
     /// Most connections open since memory was last handed back to the system.
     peak_connections: usize,
     /// The log directory and how many days of files it keeps, when files are written.
@@ -123,10 +126,9 @@ pub struct Server {
     next_persist: Instant,
     per_ip: PerIp,
     trust_proxy: bool,
-    /// Connections whose last turn ended with input left, and whether the listener has
-    /// connections left to accept: served in the next turn without waiting for an event, since
-    /// edge-triggered readiness will not announce them again.
-    still_ready: Vec<usize>,
+    /// Whether the listener has connections left to accept: served in the next turn without
+    /// waiting for an event, since edge-triggered readiness will not announce them again (as
+    /// for connections with input left, `followups.still_ready`).
     listener_ready: bool,
     /// Bytes one turn may write; connections it cut short are served first next turn.
     write_budget: TurnBudget,
@@ -142,7 +144,7 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         let mut revisit = Vec::new();
         loop {
-            let busy = !self.still_ready.is_empty()
+            let busy = !self.followups.still_ready.is_empty()
                 || self.listener_ready
                 || self.write_budget.has_deferred();
             let timeout = if busy {
@@ -161,7 +163,7 @@ impl Server {
             // each connection left with input gets one more budget, then every event;
             // accepting is bounded too (see ACCEPTS_PER_TURN, conn::MESSAGES_PER_TURN).
             self.write_budget.start_turn();
-            std::mem::swap(&mut revisit, &mut self.still_ready);
+            std::mem::swap(&mut revisit, &mut self.followups.still_ready);
             revisit.sort_unstable();
             revisit.dedup();
             self.continue_deferred_writes(&revisit, now);
@@ -261,7 +263,9 @@ impl Server {
         wake.saturating_duration_since(now)
     }
 
-    fn context(&mut self, now: Instant) -> (LoopContext<'_>, &mut Slab<Entry>, &mut Vec<usize>) {
+    /// What a connection borrows from the loop, the connections, and where what their entry
+    /// points return is applied.
+    fn context(&mut self, now: Instant) -> (LoopContext<'_>, &mut Slab<Entry>, &mut Followups) {
         // Parked sessions give way to live connections (see `make_way_for_a_connection`).
         let over_capacity = self.conns.len() > self.max_connections;
         (
@@ -280,8 +284,37 @@ impl Server {
                 write_budget: &self.write_budget,
             },
             &mut self.conns,
-            &mut self.finished,
+            &mut self.followups,
         )
+    }
+
+    /// Calls an entry point of the connection in slot `key`, if there is one, and applies the
+    /// status it returns.
+    fn serve(
+        &mut self,
+        key: usize,
+        now: Instant,
+        entry_point: impl FnOnce(&mut Conn<Socket>, &mut LoopContext<'_>) -> Status,
+    ) {
+        let (mut ctx, conns, followups) = self.context(now);
+        if let Some(entry) = conns.get_mut(key) {
+            followups.apply(key, entry_point(&mut entry.conn, &mut ctx));
+        }
+    }
+
+    /// [`Server::serve`] for the connection a client id names; false if it is gone.
+    fn serve_client(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        entry_point: impl FnOnce(&mut Conn<Socket>, &mut LoopContext<'_>) -> Status,
+    ) -> bool {
+        let (mut ctx, conns, followups) = self.context(now);
+        let Some(entry) = entry_of(conns, client) else {
+            return false;
+        };
+        followups.apply(slot_of(client).0, entry_point(&mut entry.conn, &mut ctx));
+        true
     }
 
     /// Accepts up to ACCEPTS_PER_TURN connections from each listener; if more may be waiting,
@@ -428,27 +461,15 @@ impl Server {
     }
 
     fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
-        let (mut ctx, conns, finished) = self.context(now);
-        let Some(entry) = conns.get_mut(key) else {
-            return;
-        };
-        let done = entry.conn.on_event(readable, writable, &mut ctx) == Status::Done;
-        let more_input = !done && entry.conn.has_more_input();
-        let wants_metrics = entry.conn.wants_metrics();
-        if done {
-            finished.push(key);
-        } else if more_input {
-            self.still_ready.push(key);
-        }
-        if let Some(include_body) = wants_metrics {
+        self.serve(key, now, |conn, ctx| conn.on_event(readable, writable, ctx));
+        self.answer_metrics_requests(now);
+    }
+
+    /// Renders the `/metrics` page for each connection that asked for it.
+    fn answer_metrics_requests(&mut self, now: Instant) {
+        while let Some((key, include_body)) = self.followups.wants_metrics.pop() {
             let page = crate::net::http::metrics_page(&self.render_metrics(now), include_body);
-            let (mut ctx, conns, finished) = self.context(now);
-            if let Some(entry) = conns.get_mut(key) {
-                entry.conn.answer_metrics(page, &mut ctx);
-                if entry.conn.status() == Status::Done {
-                    finished.push(key);
-                }
-            }
+            self.serve(key, now, |conn, ctx| conn.answer_metrics(page, ctx));
         }
     }
 
@@ -500,22 +521,20 @@ impl Server {
 
     fn flush_engine(&mut self, now: Instant) {
         let conns = &mut self.conns;
-        let finished = &mut self.finished;
+        let followups = &mut self.followups;
         let metrics = &mut self.metrics;
         self.engine.flush_due(now, |_room, client, frame| {
             let (key, generation) = slot_of(client);
             match conns.get_mut(key) {
                 Some(entry) if entry.generation == generation => {
-                    let delivered = entry.conn.deliver(frame, now);
-                    if delivered {
+                    let delivery = entry.conn.deliver(frame, now);
+                    if delivery.taken {
                         metrics.deliveries += 1;
                     } else {
                         metrics.deliveries_skipped += 1;
                     }
-                    if entry.conn.status() == Status::Done {
-                        finished.push(key);
-                    }
-                    delivered
+                    followups.apply(key, delivery.status);
+                    delivery.taken
                 }
                 // Gone: nothing to deliver, and the room forgets it when it leaves.
                 _ => true,
@@ -529,13 +548,9 @@ impl Server {
     fn replace_connections(&mut self, now: Instant) {
         if self.reconnects.has_work() {
             for client in self.reconnects.take_taken_over() {
-                let (mut ctx, conns, finished) = self.context(now);
-                if let Some(entry) = entry_of(conns, client) {
-                    entry.conn.begin_close(Reason::Replaced, &mut ctx);
-                    if entry.conn.status() == Status::Done {
-                        finished.push(slot_of(client).0);
-                    }
-                }
+                self.serve_client(client, now, |conn, ctx| {
+                    conn.begin_close(Reason::Replaced, ctx)
+                });
             }
             for ended in self.reconnects.take_released() {
                 self.engine.leave_rooms(ended.client, ended.rooms, now);
@@ -546,9 +561,7 @@ impl Server {
         }
         if self.users.has_replaced() {
             for client in self.users.take_replaced() {
-                let (mut ctx, conns, _) = self.context(now);
-                if let Some(entry) = entry_of(conns, client) {
-                    entry.conn.replace(&mut ctx);
+                if self.serve_client(client, now, |conn, ctx| conn.replace(ctx)) {
                     self.replaced.push((now + REPLACED_GRACE, client));
                 }
             }
@@ -558,13 +571,9 @@ impl Server {
                 break;
             }
             self.replaced.remove(0);
-            let (mut ctx, conns, finished) = self.context(now);
-            if let Some(entry) = entry_of(conns, client) {
-                entry.conn.begin_close(Reason::Replaced, &mut ctx);
-                if entry.conn.status() == Status::Done {
-                    finished.push(slot_of(client).0);
-                }
-            }
+            self.serve_client(client, now, |conn, ctx| {
+                conn.begin_close(Reason::Replaced, ctx)
+            });
         }
     }
 
@@ -579,17 +588,11 @@ impl Server {
                 }
             }
         }
-        let mut more_input = std::mem::take(&mut self.still_ready);
-        let (mut ctx, conns, finished) = self.context(now);
+        let (mut ctx, conns, followups) = self.context(now);
         for (key, entry) in conns.iter_mut() {
-            if entry.conn.on_timer(&mut ctx) == Status::Done {
-                finished.push(key);
-            } else if entry.conn.has_more_input() {
-                // Draining a closing connection may stop at its budget.
-                more_input.push(key);
-            }
+            // Draining a closing connection may stop at its budget: `MoreInput`.
+            followups.apply(key, entry.conn.on_timer(&mut ctx));
         }
-        self.still_ready = more_input;
         self.reconnects.expire(now);
         let expired = self.engine.expire(now);
         if expired > 0 {
@@ -618,10 +621,10 @@ impl Server {
     }
 
     fn remove_finished(&mut self, now: Instant) {
-        if self.finished.is_empty() {
+        if self.followups.finished.is_empty() {
             return;
         }
-        let mut finished = std::mem::take(&mut self.finished);
+        let mut finished = std::mem::take(&mut self.followups.finished);
         finished.sort_unstable();
         finished.dedup();
         for key in finished.drain(..) {
@@ -633,7 +636,7 @@ impl Server {
                 debug!("removed connection {key}");
             }
         }
-        self.finished = finished;
+        self.followups.finished = finished;
         if self.accept_paused && self.conns.len() < self.max_connections + OVERFLOW_SLOTS {
             self.accept_paused = false;
             self.accept_some(now);
@@ -651,12 +654,9 @@ impl Server {
             self.conns.len()
         );
         self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
-        let (mut ctx, conns, finished) = self.context(now);
+        let (mut ctx, conns, followups) = self.context(now);
         for (key, entry) in conns.iter_mut() {
-            entry.conn.begin_close(Reason::ShuttingDown, &mut ctx);
-            if entry.conn.status() == Status::Done {
-                finished.push(key);
-            }
+            followups.apply(key, entry.conn.begin_close(Reason::ShuttingDown, &mut ctx));
         }
     }
 }

@@ -17,6 +17,7 @@ use mio::{Interest, Poll};
 use slab::Slab;
 
 use super::cluster::ClusterLink;
+use super::followups::Followups;
 use super::{
     Bound, Listener, Server, CLUSTER, HOUSEKEEPING_PERIOD, LISTENERS, METRICS_LISTENER,
     OVERFLOW_SLOTS, RELOAD, SIGNALS, STORE,
@@ -189,7 +190,7 @@ impl Server {
             next_generation: 0,
             accept_paused: false,
             shutdown_deadline: None,
-            finished: Vec::new(),
+            followups: Followups::default(),
             peak_connections: 0,
             log_pruning: config
                 .log_dir
@@ -202,7 +203,6 @@ impl Server {
             next_persist: now,
             per_ip: PerIp::new(config.max_connections_per_ip),
             trust_proxy: config.trust_proxy,
-            still_ready: Vec::new(),
             listener_ready: false,
             write_budget: TurnBudget::new(),
             last_warned: (None, None),

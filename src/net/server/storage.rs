@@ -9,7 +9,6 @@ use log::{error, info, warn};
 
 use super::{entry_of, slot_of, Server};
 use crate::engine::ClientId;
-use crate::net::conn::Status;
 use crate::store::Reply;
 
 /// How long shutdown waits for the store to write what is left.
@@ -69,12 +68,10 @@ impl Server {
 
     pub(super) fn resume_waiters(&mut self, waiters: Vec<ClientId>, now: Instant) {
         for client in waiters {
-            let (mut ctx, conns, finished) = self.context(now);
+            let (mut ctx, conns, followups) = self.context(now);
             if let Some(entry) = entry_of(conns, client) {
-                entry.conn.resume(&mut ctx);
-                if entry.conn.status() == Status::Done {
-                    finished.push(slot_of(client).0);
-                }
+                let status = entry.conn.resume(&mut ctx);
+                followups.apply(slot_of(client).0, status);
             }
         }
     }
