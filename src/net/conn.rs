@@ -10,34 +10,39 @@
 //! applies it. Output produced while reading (the initial variables, pongs, close frames) is
 //! flushed before the entry point returns, because edge-triggered readiness will not call
 //! again for it.
+//!
+//! This file holds the phases, the entry points, the close and the keepalive. The HTTP phase
+//! and the upgrade are in `upgrade` (what a request gets is decided in [`super::admission`]),
+//! reading and writing an open WebSocket in `messages` (frames are written by
+//! [`super::frame_writer`]), and what the census of held renderings asks in `census`.
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
-use smallvec::SmallVec;
-use tungstenite::error::{Error as WsError, ProtocolError};
+use tungstenite::error::Error as WsError;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tungstenite::{Message, WebSocket};
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::WebSocket;
 
-use super::admission::{self, Admission, Verdict};
-use super::frame_writer::{send_messages, OutMessage};
+use super::admission::Admission;
 use super::head_reader::HeadReader;
-use super::http::{self, Head, Request, Response};
+use super::http::Response;
 use super::per_ip::PerIp;
-use super::transport::{HalfClose, Part, Transport};
+use super::transport::{HalfClose, Transport};
 use super::write_budget::TurnBudget;
 use crate::config::Config;
 use crate::dialect::json::JsonParser;
-use crate::dialect::{
-    Framing, Outcome, Piece, Reason, Reconnects, Route, Session, SessionContext, Users,
-};
+use crate::dialect::{Outcome, Reason, Reconnects, Session, SessionContext, Users};
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Engine, Frame};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+
+mod census;
+mod messages;
+mod upgrade;
 
 /// Connection settings that come from the configuration.
 #[derive(Clone, Debug)]
@@ -186,31 +191,13 @@ pub struct Conn<S> {
     write_progress: (u64, Instant),
 }
 
+/// Most bytes read from one connection in one turn of the loop (also when draining a closing
+/// one), so that one busy client cannot keep the loop from every other client and from the
+/// tick; see also `messages::MESSAGES_PER_TURN`.
+pub(super) const BYTES_PER_TURN: u64 = 256 * 1024;
+
 /// Bounds tungstenite's buffer for control frames; see `ConnSettings::from_config`.
 const CONTROL_BUFFER_BYTES: usize = 1024;
-
-/// Most messages and bytes read from one connection in one turn of the loop, so that one busy
-/// client cannot keep the loop from every other client and from the tick.
-const MESSAGES_PER_TURN: usize = 128;
-const BYTES_PER_TURN: u64 = 256 * 1024;
-
-/// A message above this size grew the WebSocket's read buffer (see `large_input`).
-const LARGE_MESSAGE_BYTES: usize = 16 * 1024;
-
-/// Replies gathered while reading are written once they reach this size, so a client that
-/// pipelines requests without reading cannot make one iteration buffer more than this.
-const REPLY_BATCH_BYTES: usize = 64 * 1024;
-
-/// Which of the client's close codes mean something, for the log.
-fn client_close_meaning(code: u16) -> &'static str {
-    match code {
-        1000 => "normal closure",
-        1001 => "going away",
-        1005 => "no status",
-        4100 => "username change",
-        _ => "unknown code",
-    }
-}
 
 impl LoopContext<'_> {
     /// What a session borrows while it handles a message.
@@ -414,142 +401,8 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         }
     }
 
-    fn read_http(&mut self, ctx: &mut LoopContext<'_>) {
-        let Phase::Http { transport, head } = &mut self.phase else {
-            return;
-        };
-        let parsed = loop {
-            match transport.read(ctx.scratch) {
-                Ok(0) => {
-                    debug!("[{}] left before sending a request", self.ip_text());
-                    self.phase = Phase::Done;
-                    return;
-                }
-                // Each byte is scanned once as it arrives (garbage is refused at once), and the
-                // head is parsed once, when it has ended.
-                Ok(n) => match head.receive(ctx.scratch.get(..n).unwrap_or_default()) {
-                    Head::Partial => continue,
-                    done => break done,
-                },
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    debug!("[{}] read error before the request: {e}", self.ip_text());
-                    self.phase = Phase::Done;
-                    return;
-                }
-            }
-        };
-        match parsed {
-            Head::Complete(request, length) => self.on_request(request, length, ctx),
-            Head::Invalid(response) => {
-                info!("[{}] invalid request: {}", self.ip_text(), response.status);
-                self.respond(&response, true, ctx)
-            }
-            Head::Partial => {}
-        }
-    }
-
     fn ip_text(&self) -> String {
         self.admission.ip_text()
-    }
-
-    fn on_request(&mut self, request: Request, head_length: usize, ctx: &mut LoopContext<'_>) {
-        let key = match self.admission.decide(&request, ctx) {
-            Verdict::Respond(response, include_body) => {
-                return self.respond(&response, include_body, ctx)
-            }
-            Verdict::Metrics { include_body } => {
-                self.wants_metrics = Some(include_body);
-                return;
-            }
-            Verdict::Upgrade(key) => key,
-        };
-        let settings = ctx.settings;
-        let Phase::Http {
-            mut transport,
-            head,
-        } = std::mem::replace(&mut self.phase, Phase::Done)
-        else {
-            return;
-        };
-        // The byte limit is for WebSocket traffic; the request head had its own size limit.
-        transport.take_bytes_read();
-        transport.set_prefix(http::switching_protocols(key));
-        let route = Route::from_path(&request.path);
-        let leftover = head.bytes().get(head_length..).unwrap_or_default().to_vec();
-        transport.track_frames(&leftover);
-        let leftover_allowed = self.bytes.take(leftover.len() as f64, ctx.now);
-        let ws = WebSocket::from_partially_read(
-            transport,
-            leftover,
-            Role::Server,
-            Some(settings.websocket),
-        );
-        let session = Session::new(self.client, route, ctx.policy, ctx.now);
-        let window = session
-            .hello_window()
-            .map_or(settings.handshake_timeout, |w| {
-                w.min(settings.handshake_timeout)
-            });
-        self.phase = Phase::Open {
-            ws: Box::new(ws),
-            session,
-        };
-        self.deadline = Some(ctx.now + window);
-        self.next_ping = ctx.now + settings.ping_interval;
-        info!("[{}] connected", self.ip_text());
-        if let Some(reason) = admission::refusal(&request, settings, ctx.over_capacity) {
-            return self.close(reason, ctx);
-        }
-        if !leftover_allowed {
-            return self.close(Reason::TooManyBytes, ctx);
-        }
-        if let Outcome::Close(reason) = self.open_session(ctx) {
-            return self.close(reason, ctx);
-        }
-        // Frames that arrived with the request head are already buffered: no event will come
-        // for them.
-        self.read_websocket(ctx);
-        self.flush(ctx.now);
-    }
-
-    fn respond(&mut self, response: &Response, include_body: bool, ctx: &mut LoopContext<'_>) {
-        let Phase::Http { mut transport, .. } = std::mem::replace(&mut self.phase, Phase::Done)
-        else {
-            return;
-        };
-        transport.set_prefix(response.to_bytes(include_body));
-        self.linger(transport, ctx);
-    }
-
-    /// Writes the queued response, then drains until the client closes.
-    fn linger(&mut self, transport: Transport<S>, ctx: &mut LoopContext<'_>) {
-        self.phase = Phase::Lingering {
-            transport,
-            output_done: false,
-        };
-        self.deadline = Some(ctx.now + ctx.settings.close_linger);
-        self.progress_close(ctx);
-    }
-
-    fn open_session(&mut self, ctx: &mut LoopContext<'_>) -> Outcome {
-        let Phase::Open { session, .. } = &mut self.phase else {
-            return Outcome::Continue;
-        };
-        session.on_open(&mut ctx.session())
-    }
-
-    fn read_websocket(&mut self, ctx: &mut LoopContext<'_>) {
-        let outcome = self.read_messages(ctx);
-        // Replies of every message read in this iteration leave in one write.
-        self.write_outbox();
-        if self.large_input && !self.more_input {
-            self.shrink_read_buffer(ctx);
-        }
-        if let Outcome::Close(reason) = outcome {
-            self.close(reason, ctx);
-        }
     }
 
     /// The room this connection's session waited for is in memory (or failed to load): the
@@ -572,247 +425,12 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.status()
     }
 
-    /// Notes a handled message's outcome: a join ends the handshake deadline.
-    fn after_message(&mut self, outcome: Outcome, ctx: &mut LoopContext<'_>) -> Outcome {
-        if outcome == Outcome::Joined {
-            self.deadline = None;
-            self.joined = true;
-            info!(
-                "{} joined ({})",
-                self.label(ctx.engine),
-                self.dialect_name()
-            );
-        }
-        outcome
-    }
-
-    /// Reads and handles messages until the socket has no more, the client must wait for its
-    /// replies to be read, or the connection must close.
-    fn read_messages(&mut self, ctx: &mut LoopContext<'_>) -> Outcome {
-        let (mut messages, mut bytes_read) = (0, 0);
-        loop {
-            let Phase::Open { ws, session } = &mut self.phase else {
-                return Outcome::Continue;
-            };
-            if messages >= MESSAGES_PER_TURN || bytes_read >= BYTES_PER_TURN {
-                self.more_input = true;
-                return Outcome::Continue;
-            }
-            if session.outbox().len_bytes() > REPLY_BATCH_BYTES {
-                self.write_outbox();
-                continue;
-            }
-            if session.is_waiting() {
-                // Its messages wait, in order, for a room being loaded (see `resume`).
-                return Outcome::Continue;
-            }
-            if session.answers_requests() && ws.get_ref().is_blocked() {
-                // Backpressure: the client is not reading its replies, so its requests wait in
-                // the kernel until a writable event drains the replies.
-                return Outcome::Continue;
-            }
-            let message = ws.read();
-            let bytes = ws.get_mut().take_bytes_read();
-            bytes_read += bytes;
-            messages += 1;
-            if !self.bytes.take(bytes as f64, ctx.now) {
-                return Outcome::Close(Reason::TooManyBytes);
-            }
-            if let Ok(Message::Text(data)) = &message {
-                self.large_input |= data.len() > LARGE_MESSAGE_BYTES;
-            } else if let Ok(Message::Binary(data)) = &message {
-                self.large_input |= data.len() > LARGE_MESSAGE_BYTES;
-            }
-            let next = match message {
-                Ok(Message::Text(text)) => session.on_text(text.as_bytes(), &mut ctx.session()),
-                Ok(Message::Pong(_)) => {
-                    self.awaiting_pong = false;
-                    // Unsolicited pongs are messages like any other for the rate limit.
-                    if session.take_message_token(ctx.now) {
-                        Outcome::Continue
-                    } else {
-                        Outcome::Close(Reason::TooManyMessages)
-                    }
-                }
-                // Binary frames are ignored; every frame (pings too, whose pongs we owe)
-                // still counts against the rate limit.
-                Ok(Message::Binary(_) | Message::Ping(_) | Message::Frame(_)) => {
-                    if session.take_message_token(ctx.now) {
-                        Outcome::Continue
-                    } else {
-                        Outcome::Close(Reason::TooManyMessages)
-                    }
-                }
-                Ok(Message::Close(frame)) => {
-                    let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
-                    info!(
-                        "{} client closed: {code} ({})",
-                        self.label(ctx.engine),
-                        client_close_meaning(code)
-                    );
-                    self.enter_closing(false, ctx);
-                    return Outcome::Continue;
-                }
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Outcome::Continue
-                }
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(WsError::Capacity(_)) => Outcome::Close(Reason::MessageTooBig),
-                Err(WsError::Utf8(_)) => Outcome::Close(Reason::InvalidUtf8),
-                Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-                    self.finish("client disconnected", ctx);
-                    return Outcome::Continue;
-                }
-                Err(WsError::Protocol(error)) => {
-                    debug!("{} protocol error: {error}", self.label(ctx.engine));
-                    Outcome::Close(Reason::WebSocketProtocol)
-                }
-                Err(error) => {
-                    let reason = format!("connection lost: {error}");
-                    self.finish(&reason, ctx);
-                    return Outcome::Continue;
-                }
-            };
-            match self.after_message(next, ctx) {
-                Outcome::Continue | Outcome::Joined | Outcome::Wait => {}
-                close @ Outcome::Close(_) => return close,
-            }
-        }
-    }
-
-    /// Gives back a read buffer grown by a large message: tungstenite cannot shrink it, so the
-    /// WebSocket is rebuilt around the same transport. Only at a point where tungstenite holds
-    /// no unread input (the last read said `WouldBlock` and the bytes read end with a whole
-    /// message) and nothing to write (no pending pong or close).
-    fn shrink_read_buffer(&mut self, ctx: &mut LoopContext<'_>) {
-        let Phase::Open { ws, .. } = &mut self.phase else {
-            return;
-        };
-        if !ws.get_ref().at_message_boundary() || ws.get_ref().is_blocked() {
-            return;
-        }
-        // Twice: a pong that did not fit the control buffer is only buffered by the second.
-        if ws.flush().and_then(|()| ws.flush()).is_err() {
-            return;
-        }
-        let Phase::Open { ws, session } = std::mem::replace(&mut self.phase, Phase::Done) else {
-            return;
-        };
-        let transport = ws.into_inner();
-        let ws = WebSocket::from_raw_socket(transport, Role::Server, Some(ctx.settings.websocket));
-        self.phase = Phase::Open {
-            ws: Box::new(ws),
-            session,
-        };
-        self.large_input = false;
-    }
-
-    /// Writes what the session has to say, behind anything already queued; nothing in the
-    /// outbox is dropped (it holds replies and snapshots, not values a later flush repeats).
-    fn write_outbox(&mut self) {
-        let Phase::Open { ws, session } = &mut self.phase else {
-            return;
-        };
-        let outbox = session.outbox();
-        if outbox.is_empty() {
-            return;
-        }
-        let mut shared = false;
-        let result = {
-            let messages: SmallVec<[OutMessage<'_>; 4]> = outbox
-                .pieces()
-                .map(|pieces| {
-                    pieces
-                        .into_iter()
-                        .map(|piece| match piece {
-                            Piece::Written(bytes) => Part::Borrowed(bytes),
-                            Piece::Shared(frame) => {
-                                shared = true;
-                                Part::Shared(frame.clone().into())
-                            }
-                        })
-                        .collect()
-                })
-                .collect();
-            send_messages(ws, &messages, true)
-        };
-        self.reply_blocked |= shared && ws.get_ref().is_blocked();
-        outbox.clear();
-        if result.is_err() {
-            self.broken = true;
-        }
-    }
-
-    fn dialect_name(&self) -> &'static str {
-        match &self.phase {
-            Phase::Open { session, .. } => session.dialect().map_or("-", |d| d.name()),
-            _ => "-",
-        }
-    }
-
-    /// Writes queued WebSocket output; notes when the client stops keeping up.
-    fn flush(&mut self, now: Instant) {
-        let Phase::Open { ws, .. } = &mut self.phase else {
-            return;
-        };
-        match ws.flush() {
-            Ok(()) => self.stalled_since = None,
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.stalled_since.get_or_insert(now);
-            }
-            Err(error) => {
-                debug!("write failed: {error}");
-                self.broken = true;
-            }
-        }
-    }
-
     /// Offers a tick's frame (see [`Delivery`]).
     pub fn deliver(&mut self, frame: &Frame, now: Instant) -> Delivery {
         let taken = self.offer(frame, now);
         Delivery {
             taken,
             status: self.status(),
-        }
-    }
-
-    fn offer(&mut self, frame: &Frame, now: Instant) -> bool {
-        let Phase::Open { ws, session } = &mut self.phase else {
-            return false;
-        };
-        if ws.get_ref().is_blocked() {
-            self.refused_frames = true;
-            return false;
-        }
-        let shared = bytes::Bytes::from(frame.clone());
-        let sent = match session.framing() {
-            Framing::Joined => {
-                send_messages(ws, &[smallvec::smallvec![Part::Shared(shared)]], false)
-            }
-            Framing::MessagePerLine => {
-                let lines: SmallVec<[OutMessage<'_>; 8]> = shared
-                    .split(|&b| b == b'\n')
-                    .map(|line| smallvec::smallvec![Part::Shared(shared.slice_ref(line))])
-                    .collect();
-                send_messages(ws, &lines, false)
-            }
-        };
-        match sent {
-            Ok(true) => {
-                if ws.get_ref().is_blocked() {
-                    self.stalled_since.get_or_insert(now);
-                }
-                true
-            }
-            Ok(false) => {
-                self.stalled_since.get_or_insert(now);
-                self.refused_frames = true;
-                false
-            }
-            Err(_) => {
-                self.broken = true;
-                false
-            }
         }
     }
 
@@ -977,57 +595,6 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             _ => {}
         }
         self.resume_rooms(ctx);
-        self.status()
-    }
-
-    fn ping(&mut self, now: Instant, interval: Duration) {
-        self.next_ping = now + interval;
-        if let Phase::Open { ws, .. } = &mut self.phase {
-            if ws.get_ref().is_blocked() {
-                // A client that is not reading is handled by the write-stall timeout.
-                return;
-            }
-            let _ = ws.write(Message::Ping(Default::default()));
-            self.awaiting_pong = true;
-        }
-        self.flush(now);
-    }
-}
-
-/// What the census of held renderings (`net/server/renders.rs`) asks of a connection.
-impl<S: Read + Write + HalfClose> Conn<S> {
-    /// The chunks of unsent output of an open connection blocked on a reply that holds a
-    /// shared frame (a full-state reply); nothing for the others, so the census walks only
-    /// these.
-    pub fn unsent_replies(&mut self) -> impl Iterator<Item = &bytes::Bytes> {
-        let transport = match &self.phase {
-            Phase::Open { ws, .. } if self.reply_blocked => Some(ws.get_ref()),
-            _ => None,
-        };
-        let transport = transport.filter(|t| t.pending_bytes() > 0);
-        self.reply_blocked = transport.is_some();
-        transport.into_iter().flat_map(|t| t.unsent())
-    }
-
-    /// How long output has waited without a byte of it being written, as seen by successive
-    /// calls (about once a second).
-    pub fn unread_for(&mut self, now: Instant) -> Duration {
-        let written = self.bytes_written();
-        // Output the loop's write budget held back is the server's delay, not the client's.
-        let held_back = matches!(&self.phase, Phase::Open { ws, .. } if ws.get_ref().is_cut());
-        if written != self.write_progress.0 || held_back {
-            self.write_progress = (written, now);
-        }
-        self.stalled_since.map_or(Duration::ZERO, |since| {
-            now.saturating_duration_since(since.max(self.write_progress.1))
-        })
-    }
-
-    /// Drops a connection that stopped reading a large whole-room reply: like the write-stall
-    /// timeout, without a close frame it would not read either.
-    pub fn drop_unread_reply(&mut self, bytes: usize, ctx: &mut LoopContext<'_>) -> Status {
-        let reason = format!("closed: client stopped reading a whole-room reply of {bytes} bytes");
-        self.finish(&reason, ctx);
         self.status()
     }
 }
