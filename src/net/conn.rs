@@ -12,9 +12,9 @@
 //! again for it.
 //!
 //! This file holds the phases, the entry points, the close and the keepalive. The HTTP phase
-//! and the upgrade are in `upgrade` (what a request gets is decided in [`super::admission`]),
+//! and the upgrade are in `upgrade` (what a request gets is decided in `net/admission.rs`),
 //! reading and writing an open WebSocket in `messages` (frames are written by
-//! [`super::frame_writer`]), and what the census of held renderings asks in `census`.
+//! `net/frame_writer.rs`), and what the census of held renderings asks in `census`.
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
