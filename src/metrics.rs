@@ -10,6 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use smallvec::SmallVec;
 
+use crate::engine::Engine;
+use crate::store::StoreStats;
+
 /// Counters the loop increments as things happen.
 #[derive(Debug)]
 pub struct Metrics {
@@ -151,6 +154,63 @@ pub struct StoreSnapshot {
     pub rooms_unsaved: u64,
     /// Seconds since the oldest unsaved change was made, roughly: since the last save.
     pub lag_seconds: f64,
+}
+
+impl Snapshot {
+    /// The engine's figures and the open connections, each given as its (dialect, phase) and
+    /// the bytes written to it; the loop adds what only it knows.
+    pub fn read(
+        engine: &Engine,
+        connections: impl Iterator<Item = ((&'static str, &'static str), u64)>,
+    ) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for (key, bytes_written) in connections {
+            match snapshot.connections.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1,
+                None => snapshot.connections.push((key, 1)),
+            }
+            snapshot.bytes_written_live += bytes_written;
+        }
+        snapshot.connections.sort();
+        let stats = &engine.stats;
+        let counted = stats.invalid_names
+            + stats.invalid_values
+            + stats.too_many_variables
+            + stats.unknown_variables;
+        snapshot.rooms = engine.room_count() as u64;
+        snapshot.variables = engine.variable_total() as u64;
+        snapshot.sets_applied = stats.sets_applied;
+        snapshot.sets_ignored = vec![
+            ("invalid_name", stats.invalid_names),
+            ("invalid_value", stats.invalid_values),
+            ("too_many_variables", stats.too_many_variables),
+            ("unknown_variable", stats.unknown_variables),
+            ("malformed", stats.sets_rejected.saturating_sub(counted)),
+        ];
+        snapshot.full_renders = stats.full_renders;
+        snapshot.render_bytes_held = engine.held_render_bytes() as u64;
+        snapshot
+    }
+}
+
+impl StoreSnapshot {
+    /// The store's counters, and the engine's rooms not on disk yet; `since_saved` is the time
+    /// since the store last saved.
+    pub fn read(stats: &StoreStats, engine: &Engine, since_saved: Duration) -> StoreSnapshot {
+        StoreSnapshot {
+            batches_saved: stats.batches_saved,
+            variables_saved: stats.variables_saved,
+            save_failures: stats.save_failures,
+            rooms_loaded: stats.rooms_loaded,
+            load_failures: stats.load_failures,
+            rooms_unsaved: engine.unsaved_rooms() as u64,
+            lag_seconds: if engine.has_unsaved() {
+                since_saved.as_secs_f64()
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 /// The page: counters, the snapshot and the `process_*` metrics.

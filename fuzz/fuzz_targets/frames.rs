@@ -394,19 +394,21 @@ fn run(data: &[u8], hostile: bool) {
                 if to != client {
                     return true;
                 }
-                let taken = conn.deliver(frame, now);
-                if taken {
+                let delivery = conn.deliver(frame, now);
+                if delivery.status == Status::Done {
+                    status = Status::Done;
+                }
+                if delivery.taken {
                     delivered_bytes += frame.len() + 14;
                 }
-                taken
+                delivery.taken
             });
-            if conn.status() == Status::Done {
-                status = Status::Done;
+            if status == Status::Done {
                 break;
             }
         }
     }
-    if status == Status::Open {
+    if status != Status::Done {
         // The network recovers and the client reads everything: it must end up knowing the
         // room's values.
         {
@@ -422,7 +424,7 @@ fn run(data: &[u8], hostile: bool) {
             if to != client {
                 return true;
             }
-            let taken = conn.deliver(frame, now);
+            let taken = conn.deliver(frame, now).taken;
             if taken {
                 delivered_bytes += frame.len() + 14;
             }
@@ -435,7 +437,7 @@ fn run(data: &[u8], hostile: bool) {
             check_converged(&n.output, &world.engine, peer_applied, !editing);
         }
     }
-    if status == Status::Open {
+    if status != Status::Done {
         // The client stops sending; deadlines pass.
         {
             let mut n = net.borrow_mut();

@@ -10,33 +10,39 @@
 //! applies it. Output produced while reading (the initial variables, pongs, close frames) is
 //! flushed before the entry point returns, because edge-triggered readiness will not call
 //! again for it.
+//!
+//! This file holds the phases, the entry points, the close and the keepalive. The HTTP phase
+//! and the upgrade are in `upgrade` (what a request gets is decided in `net/admission.rs`),
+//! reading and writing an open WebSocket in `messages` (frames are written by
+//! `net/frame_writer.rs`), and what the census of held renderings asks in `census`.
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
-use smallvec::SmallVec;
-use tungstenite::error::{Error as WsError, ProtocolError};
-use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
-use tungstenite::protocol::frame::FrameHeader;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tungstenite::{Message, WebSocket};
+use tungstenite::error::Error as WsError;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::WebSocket;
 
+use super::admission::Admission;
 use super::head_reader::HeadReader;
-use super::http::{self, Head, Request, Response};
+use super::http::Response;
 use super::per_ip::PerIp;
-use super::transport::{HalfClose, Part, Transport};
+use super::transport::{HalfClose, Transport};
 use super::write_budget::TurnBudget;
 use crate::config::Config;
 use crate::dialect::json::JsonParser;
-use crate::dialect::{
-    Framing, Need, Outcome, Piece, Reason, Reconnects, Route, Session, SessionContext, Users,
-};
+use crate::dialect::{Outcome, Reason, Reconnects, Session, SessionContext, Users};
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Engine, Frame};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+
+mod census;
+mod messages;
+mod upgrade;
 
 /// Connection settings that come from the configuration.
 #[derive(Clone, Debug)]
@@ -59,7 +65,7 @@ impl ConnSettings {
     pub fn from_config(config: &Config) -> Self {
         let websocket = WebSocketConfig::default()
             .read_buffer_size(config.read_buffer_size.max(64))
-            // Data frames bypass tungstenite's output buffer (see `send_messages`); it only
+            // Data frames bypass tungstenite's output buffer (see `frame_writer`); it only
             // holds control frames (pongs, our pings, the close). Bounded: when it is full,
             // tungstenite keeps only the latest pong pending, which RFC 6455 allows.
             .write_buffer_size(CONTROL_BUFFER_BYTES)
@@ -102,11 +108,30 @@ pub struct LoopContext<'a> {
     pub write_budget: &'a TurnBudget,
 }
 
+/// What a connection needs from the loop after an entry point: every entry point that can
+/// change it returns it, and the loop acts on it once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
+    /// Nothing until its next event or timer.
     Open,
+    /// Its turn's read budget ran out with input left: serve it again next turn without
+    /// waiting for an event (edge-triggered readiness will not announce that input again).
+    MoreInput,
+    /// It asked for `/metrics` (with the body, unless HEAD): the loop renders the page and
+    /// hands it to [`Conn::answer_metrics`].
+    WantsMetrics { include_body: bool },
     /// Remove the connection: everything that could be said has been said.
     Done,
+}
+
+/// What offering a room's frame did ([`Conn::deliver`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The frame is sent, or partly sent with its rest queued. False when the client is behind
+    /// (or not in a room): it keeps its place in the room and is offered the latest values
+    /// later.
+    pub taken: bool,
+    pub status: Status,
 }
 
 enum Phase<S> {
@@ -134,7 +159,8 @@ enum Phase<S> {
 pub struct Conn<S> {
     phase: Phase<S>,
     client: ClientId,
-    ip: Option<IpAddr>,
+    /// Who the client is: its address, its place, what it may ask for.
+    admission: Admission,
     /// Handshake deadline while opening, linger deadline while closing.
     deadline: Option<Instant>,
     next_ping: Instant,
@@ -149,12 +175,6 @@ pub struct Conn<S> {
     /// A local client asked for `/metrics` (with the body, unless HEAD): the loop renders the
     /// page ([`Conn::answer_metrics`]).
     wants_metrics: Option<bool>,
-    /// Whether this client may read `/metrics` (a local address, or the metrics listener).
-    metrics_allowed: bool,
-    /// Plain pages only (the metrics listener): no WebSocket upgrade.
-    pages_only: bool,
-    /// The address counted against `--max-connections-per-ip`, released at removal.
-    counted_ip: Option<IpAddr>,
     /// A fan-out frame was refused because the client is behind: its rooms were told to skip
     /// it, and are told to resume once its output drains.
     refused_frames: bool,
@@ -171,46 +191,15 @@ pub struct Conn<S> {
     write_progress: (u64, Instant),
 }
 
+/// Most bytes read from one connection in one turn of the loop (also when draining a closing
+/// one), so that one busy client cannot keep the loop from every other client and from the
+/// tick; see also `messages::MESSAGES_PER_TURN`.
+pub(super) const BYTES_PER_TURN: u64 = 256 * 1024;
+
 /// Bounds tungstenite's buffer for control frames; see `ConnSettings::from_config`.
 const CONTROL_BUFFER_BYTES: usize = 1024;
 
-/// Most messages and bytes read from one connection in one turn of the loop, so that one busy
-/// client cannot keep the loop from every other client and from the tick.
-const MESSAGES_PER_TURN: usize = 128;
-const BYTES_PER_TURN: u64 = 256 * 1024;
-
-/// A message above this size grew the WebSocket's read buffer (see `large_input`).
-const LARGE_MESSAGE_BYTES: usize = 16 * 1024;
-
-/// Replies gathered while reading are written once they reach this size, so a client that
-/// pipelines requests without reading cannot make one iteration buffer more than this.
-const REPLY_BATCH_BYTES: usize = 64 * 1024;
-
-/// Which of the client's close codes mean something, for the log.
-fn client_close_meaning(code: u16) -> &'static str {
-    match code {
-        1000 => "normal closure",
-        1001 => "going away",
-        1005 => "no status",
-        4100 => "username change",
-        _ => "unknown code",
-    }
-}
-
 impl LoopContext<'_> {
-    /// Counts one more connection from `ip` against `--max-connections-per-ip`. An address at
-    /// its limit that has sessions parked gets the place by ending its oldest parked session,
-    /// whose charge the new connection takes over: its live clients come first.
-    pub fn admit_address(&mut self, ip: IpAddr) -> bool {
-        if self.per_ip.is_full(ip) {
-            if let Some((client, rooms)) = self.reconnects.end_oldest_for(Need::AddressPlace(ip)) {
-                self.engine.leave_rooms(client, rooms, self.now);
-                return true;
-            }
-        }
-        self.per_ip.admit(ip)
-    }
-
     /// What a session borrows while it handles a message.
     fn session(&mut self) -> SessionContext<'_> {
         SessionContext {
@@ -234,14 +223,13 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                 transport,
                 head: HeadReader::default(),
             },
-            counted_ip: None,
             refused_frames: false,
             more_input: false,
             large_input: false,
             reply_blocked: false,
             write_progress: (0, ctx.now),
             client,
-            ip: logged_ip(ip, settings),
+            admission: Admission::new(ip, settings),
             deadline: Some(ctx.now + settings.handshake_timeout),
             next_ping: ctx.now + settings.ping_interval,
             awaiting_pong: false,
@@ -250,33 +238,27 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             broken: false,
             joined: false,
             wants_metrics: None,
-            metrics_allowed: ip.is_none_or(|ip| ip.is_loopback()),
-            pages_only: false,
         }
     }
 
     /// A connection of the metrics listener: it may read `/metrics` wherever it comes from,
     /// and may not upgrade to WebSocket.
     pub fn for_metrics_only(&mut self) {
-        self.metrics_allowed = true;
-        self.pages_only = true;
+        self.admission.for_metrics_only();
     }
 
-    /// Whether it asked for `/metrics` and waits for [`Conn::answer_metrics`]; `Some(false)`
-    /// for HEAD (headers only).
-    pub fn wants_metrics(&self) -> Option<bool> {
-        self.wants_metrics
-    }
-
-    /// Sends the rendered metrics page and closes.
-    pub fn answer_metrics(&mut self, page: Vec<u8>, ctx: &mut LoopContext<'_>) {
-        self.wants_metrics = None;
+    /// Sends the rendered metrics page it asked for ([`Status::WantsMetrics`]) and closes.
+    pub fn answer_metrics(&mut self, page: Vec<u8>, ctx: &mut LoopContext<'_>) -> Status {
+        if self.wants_metrics.take().is_none() {
+            return self.status();
+        }
         let Phase::Http { mut transport, .. } = std::mem::replace(&mut self.phase, Phase::Done)
         else {
-            return;
+            return self.status();
         };
         transport.set_prefix(page);
         self.linger(transport, ctx);
+        self.status()
     }
 
     /// For metrics: the connection's phase and dialect.
@@ -323,10 +305,13 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.stalled_since.is_some()
     }
 
-    pub fn status(&self) -> Status {
-        match self.phase {
-            Phase::Done => Status::Done,
+    /// What the loop is to do next; entry points return it.
+    fn status(&self) -> Status {
+        match (&self.phase, self.wants_metrics) {
+            (Phase::Done, _) => Status::Done,
             _ if self.broken => Status::Done,
+            (_, Some(include_body)) => Status::WantsMetrics { include_body },
+            _ if self.more_input => Status::MoreInput,
             _ => Status::Open,
         }
     }
@@ -337,19 +322,14 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             self.finish("connection lost while writing", ctx);
         }
         self.phase = Phase::Done;
-        if let Some(ip) = self.counted_ip.take() {
+        if let Some(ip) = self.admission.take_counted_ip() {
             ctx.per_ip.release(ip);
         }
     }
 
     /// The loop admitted this connection's address against `--max-connections-per-ip`.
     pub fn set_counted_ip(&mut self, ip: IpAddr) {
-        self.counted_ip = Some(ip);
-    }
-
-    /// The last turn stopped reading with input left (see `MESSAGES_PER_TURN`).
-    pub fn has_more_input(&self) -> bool {
-        self.more_input
+        self.admission.set_counted_ip(ip);
     }
 
     /// Tells the rooms that skipped this client while it was behind that it can take frames
@@ -421,480 +401,59 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         }
     }
 
-    fn read_http(&mut self, ctx: &mut LoopContext<'_>) {
-        let Phase::Http { transport, head } = &mut self.phase else {
-            return;
-        };
-        let parsed = loop {
-            match transport.read(ctx.scratch) {
-                Ok(0) => {
-                    debug!("[{}] left before sending a request", self.ip_text());
-                    self.phase = Phase::Done;
-                    return;
-                }
-                // Each byte is scanned once as it arrives (garbage is refused at once), and the
-                // head is parsed once, when it has ended.
-                Ok(n) => match head.receive(ctx.scratch.get(..n).unwrap_or_default()) {
-                    Head::Partial => continue,
-                    done => break done,
-                },
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    debug!("[{}] read error before the request: {e}", self.ip_text());
-                    self.phase = Phase::Done;
-                    return;
-                }
-            }
-        };
-        match parsed {
-            Head::Complete(request, length) => self.on_request(request, length, ctx),
-            Head::Invalid(response) => {
-                info!("[{}] invalid request: {}", self.ip_text(), response.status);
-                self.respond(&response, true, ctx)
-            }
-            Head::Partial => {}
-        }
-    }
-
     fn ip_text(&self) -> String {
-        self.ip
-            .map_or_else(|| "unix".to_owned(), |ip| ip.to_string())
-    }
-
-    fn on_request(&mut self, request: Request, head_length: usize, ctx: &mut LoopContext<'_>) {
-        let settings = ctx.settings;
-        if settings.trust_proxy {
-            let ip = http::client_ip(self.ip, request.forwarded_for.as_deref(), true);
-            if !self.pages_only {
-                // Behind a proxy every request comes from loopback: ask who sent it.
-                self.metrics_allowed = ip.is_none_or(|ip| ip.is_loopback());
-            }
-            self.ip = logged_ip(ip, settings);
-            if let Some(ip) = ip {
-                if !ctx.admit_address(ip) {
-                    info!(
-                        "[{}] too many connections from this address",
-                        self.ip_text()
-                    );
-                    return self.respond(&Response::TOO_MANY_CONNECTIONS, true, ctx);
-                }
-                self.counted_ip = Some(ip);
-            }
-        }
-        if request.path.split('?').next() == Some("/metrics")
-            && matches!(request.method.as_str(), "GET" | "HEAD")
-        {
-            if self.metrics_allowed {
-                debug!("[{}] {} /metrics", self.ip_text(), request.method);
-                self.wants_metrics = Some(request.method != "HEAD");
-                return;
-            }
-            info!("[{}] /metrics refused: not a local client", self.ip_text());
-            return self.respond(&Response::METRICS_FORBIDDEN, request.method != "HEAD", ctx);
-        }
-        if self.pages_only {
-            let response = http::page(&request);
-            debug!(
-                "[{}] metrics listener: {} {}",
-                self.ip_text(),
-                request.method,
-                request.path
-            );
-            return self.respond(&response, request.method != "HEAD", ctx);
-        }
-        let Some(key) = request.websocket_key.as_deref() else {
-            let response = request
-                .bad_upgrade
-                .clone()
-                .unwrap_or_else(|| http::page(&request));
-            // Pages and health checks are routine; refused upgrades are worth an operator's eye.
-            let level = if request.bad_upgrade.is_some() {
-                log::Level::Info
-            } else {
-                log::Level::Debug
-            };
-            log::log!(
-                level,
-                "[{}] {} {} {}",
-                self.ip_text(),
-                request.method,
-                request.path,
-                response.status
-            );
-            return self.respond(&response, request.method != "HEAD", ctx);
-        };
-        if let (Some(allowed), Some(origin)) = (&settings.allowed_origins, &request.origin) {
-            if !allowed.iter().any(|a| a == origin) {
-                info!("[{}] origin {origin:?} not allowed: 403", self.ip_text());
-                return self.respond(&Response::FORBIDDEN, true, ctx);
-            }
-        }
-        let Phase::Http {
-            mut transport,
-            head,
-        } = std::mem::replace(&mut self.phase, Phase::Done)
-        else {
-            return;
-        };
-        // The byte limit is for WebSocket traffic; the request head had its own size limit.
-        transport.take_bytes_read();
-        transport.set_prefix(http::switching_protocols(key));
-        let route = Route::from_path(&request.path);
-        let leftover = head.bytes().get(head_length..).unwrap_or_default().to_vec();
-        transport.track_frames(&leftover);
-        let leftover_allowed = self.bytes.take(leftover.len() as f64, ctx.now);
-        let ws = WebSocket::from_partially_read(
-            transport,
-            leftover,
-            Role::Server,
-            Some(settings.websocket),
-        );
-        let session = Session::new(self.client, route, ctx.policy, ctx.now);
-        let window = session
-            .hello_window()
-            .map_or(settings.handshake_timeout, |w| {
-                w.min(settings.handshake_timeout)
-            });
-        self.phase = Phase::Open {
-            ws: Box::new(ws),
-            session,
-        };
-        self.deadline = Some(ctx.now + window);
-        self.next_ping = ctx.now + settings.ping_interval;
-        info!("[{}] connected", self.ip_text());
-        if request.leaks_scratch_session {
-            return self.begin_close(Reason::ScratchCookie, ctx);
-        }
-        let has_user_agent = request
-            .user_agent
-            .as_deref()
-            .is_some_and(|ua| !ua.is_empty());
-        if settings.require_user_agent && !has_user_agent {
-            return self.begin_close(Reason::NoUserAgent, ctx);
-        }
-        if ctx.over_capacity {
-            return self.begin_close(Reason::ServerFull, ctx);
-        }
-        if !leftover_allowed {
-            return self.begin_close(Reason::TooManyBytes, ctx);
-        }
-        if let Outcome::Close(reason) = self.open_session(ctx) {
-            return self.begin_close(reason, ctx);
-        }
-        // Frames that arrived with the request head are already buffered: no event will come
-        // for them.
-        self.read_websocket(ctx);
-        self.flush(ctx.now);
-    }
-
-    fn respond(&mut self, response: &Response, include_body: bool, ctx: &mut LoopContext<'_>) {
-        let Phase::Http { mut transport, .. } = std::mem::replace(&mut self.phase, Phase::Done)
-        else {
-            return;
-        };
-        transport.set_prefix(response.to_bytes(include_body));
-        self.linger(transport, ctx);
-    }
-
-    /// Writes the queued response, then drains until the client closes.
-    fn linger(&mut self, transport: Transport<S>, ctx: &mut LoopContext<'_>) {
-        self.phase = Phase::Lingering {
-            transport,
-            output_done: false,
-        };
-        self.deadline = Some(ctx.now + ctx.settings.close_linger);
-        self.progress_close(ctx);
-    }
-
-    fn open_session(&mut self, ctx: &mut LoopContext<'_>) -> Outcome {
-        let Phase::Open { session, .. } = &mut self.phase else {
-            return Outcome::Continue;
-        };
-        session.on_open(&mut ctx.session())
-    }
-
-    fn read_websocket(&mut self, ctx: &mut LoopContext<'_>) {
-        let outcome = self.read_messages(ctx);
-        // Replies of every message read in this iteration leave in one write.
-        self.write_outbox();
-        if self.large_input && !self.more_input {
-            self.shrink_read_buffer(ctx);
-        }
-        if let Outcome::Close(reason) = outcome {
-            self.begin_close(reason, ctx);
-        }
+        self.admission.ip_text()
     }
 
     /// The room this connection's session waited for is in memory (or failed to load): the
     /// waiting messages are handled, then whatever arrived meanwhile is read, since no new
     /// readable event will announce it.
-    pub fn resume(&mut self, ctx: &mut LoopContext<'_>) {
+    pub fn resume(&mut self, ctx: &mut LoopContext<'_>) -> Status {
         let Phase::Open { session, .. } = &mut self.phase else {
-            return;
+            return self.status();
         };
         let outcome = session.resume(&mut ctx.session());
         match self.after_message(outcome, ctx) {
             Outcome::Close(reason) => {
                 self.write_outbox();
-                self.begin_close(reason, ctx);
+                self.close(reason, ctx);
             }
             Outcome::Wait => self.write_outbox(),
             Outcome::Continue | Outcome::Joined => self.read_websocket(ctx),
         }
         self.flush(ctx.now);
+        self.status()
     }
 
-    /// Notes a handled message's outcome: a join ends the handshake deadline.
-    fn after_message(&mut self, outcome: Outcome, ctx: &mut LoopContext<'_>) -> Outcome {
-        if outcome == Outcome::Joined {
-            self.deadline = None;
-            self.joined = true;
-            info!(
-                "{} joined ({})",
-                self.label(ctx.engine),
-                self.dialect_name()
-            );
-        }
-        outcome
-    }
-
-    /// Reads and handles messages until the socket has no more, the client must wait for its
-    /// replies to be read, or the connection must close.
-    fn read_messages(&mut self, ctx: &mut LoopContext<'_>) -> Outcome {
-        let (mut messages, mut bytes_read) = (0, 0);
-        loop {
-            let Phase::Open { ws, session } = &mut self.phase else {
-                return Outcome::Continue;
-            };
-            if messages >= MESSAGES_PER_TURN || bytes_read >= BYTES_PER_TURN {
-                self.more_input = true;
-                return Outcome::Continue;
-            }
-            if session.outbox().len_bytes() > REPLY_BATCH_BYTES {
-                self.write_outbox();
-                continue;
-            }
-            if session.is_waiting() {
-                // Its messages wait, in order, for a room being loaded (see `resume`).
-                return Outcome::Continue;
-            }
-            if session.answers_requests() && ws.get_ref().is_blocked() {
-                // Backpressure: the client is not reading its replies, so its requests wait in
-                // the kernel until a writable event drains the replies.
-                return Outcome::Continue;
-            }
-            let message = ws.read();
-            let bytes = ws.get_mut().take_bytes_read();
-            bytes_read += bytes;
-            messages += 1;
-            if !self.bytes.take(bytes as f64, ctx.now) {
-                return Outcome::Close(Reason::TooManyBytes);
-            }
-            if let Ok(Message::Text(data)) = &message {
-                self.large_input |= data.len() > LARGE_MESSAGE_BYTES;
-            } else if let Ok(Message::Binary(data)) = &message {
-                self.large_input |= data.len() > LARGE_MESSAGE_BYTES;
-            }
-            let next = match message {
-                Ok(Message::Text(text)) => session.on_text(text.as_bytes(), &mut ctx.session()),
-                Ok(Message::Pong(_)) => {
-                    self.awaiting_pong = false;
-                    // Unsolicited pongs are messages like any other for the rate limit.
-                    if session.take_message_token(ctx.now) {
-                        Outcome::Continue
-                    } else {
-                        Outcome::Close(Reason::TooManyMessages)
-                    }
-                }
-                // Binary frames are ignored; every frame (pings too, whose pongs we owe)
-                // still counts against the rate limit.
-                Ok(Message::Binary(_) | Message::Ping(_) | Message::Frame(_)) => {
-                    if session.take_message_token(ctx.now) {
-                        Outcome::Continue
-                    } else {
-                        Outcome::Close(Reason::TooManyMessages)
-                    }
-                }
-                Ok(Message::Close(frame)) => {
-                    let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
-                    info!(
-                        "{} client closed: {code} ({})",
-                        self.label(ctx.engine),
-                        client_close_meaning(code)
-                    );
-                    self.enter_closing(false, ctx);
-                    return Outcome::Continue;
-                }
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Outcome::Continue
-                }
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(WsError::Capacity(_)) => Outcome::Close(Reason::MessageTooBig),
-                Err(WsError::Utf8(_)) => Outcome::Close(Reason::InvalidUtf8),
-                Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-                    self.finish("client disconnected", ctx);
-                    return Outcome::Continue;
-                }
-                Err(WsError::Protocol(error)) => {
-                    debug!("{} protocol error: {error}", self.label(ctx.engine));
-                    Outcome::Close(Reason::WebSocketProtocol)
-                }
-                Err(error) => {
-                    let reason = format!("connection lost: {error}");
-                    self.finish(&reason, ctx);
-                    return Outcome::Continue;
-                }
-            };
-            match self.after_message(next, ctx) {
-                Outcome::Continue | Outcome::Joined | Outcome::Wait => {}
-                close @ Outcome::Close(_) => return close,
-            }
-        }
-    }
-
-    /// Gives back a read buffer grown by a large message: tungstenite cannot shrink it, so the
-    /// WebSocket is rebuilt around the same transport. Only at a point where tungstenite holds
-    /// no unread input (the last read said `WouldBlock` and the bytes read end with a whole
-    /// message) and nothing to write (no pending pong or close).
-    fn shrink_read_buffer(&mut self, ctx: &mut LoopContext<'_>) {
-        let Phase::Open { ws, .. } = &mut self.phase else {
-            return;
-        };
-        if !ws.get_ref().at_message_boundary() || ws.get_ref().is_blocked() {
-            return;
-        }
-        // Twice: a pong that did not fit the control buffer is only buffered by the second.
-        if ws.flush().and_then(|()| ws.flush()).is_err() {
-            return;
-        }
-        let Phase::Open { ws, session } = std::mem::replace(&mut self.phase, Phase::Done) else {
-            return;
-        };
-        let transport = ws.into_inner();
-        let ws = WebSocket::from_raw_socket(transport, Role::Server, Some(ctx.settings.websocket));
-        self.phase = Phase::Open {
-            ws: Box::new(ws),
-            session,
-        };
-        self.large_input = false;
-    }
-
-    /// Writes what the session has to say, behind anything already queued; nothing in the
-    /// outbox is dropped (it holds replies and snapshots, not values a later flush repeats).
-    fn write_outbox(&mut self) {
-        let Phase::Open { ws, session } = &mut self.phase else {
-            return;
-        };
-        let outbox = session.outbox();
-        if outbox.is_empty() {
-            return;
-        }
-        let mut shared = false;
-        let result = {
-            let messages: SmallVec<[OutMessage<'_>; 4]> = outbox
-                .pieces()
-                .map(|pieces| {
-                    pieces
-                        .into_iter()
-                        .map(|piece| match piece {
-                            Piece::Written(bytes) => Part::Borrowed(bytes),
-                            Piece::Shared(frame) => {
-                                shared = true;
-                                Part::Shared(frame.clone().into())
-                            }
-                        })
-                        .collect()
-                })
-                .collect();
-            send_messages(ws, &messages, true)
-        };
-        self.reply_blocked |= shared && ws.get_ref().is_blocked();
-        outbox.clear();
-        if result.is_err() {
-            self.broken = true;
-        }
-    }
-
-    fn dialect_name(&self) -> &'static str {
-        match &self.phase {
-            Phase::Open { session, .. } => session.dialect().map_or("-", |d| d.name()),
-            _ => "-",
-        }
-    }
-
-    /// Writes queued WebSocket output; notes when the client stops keeping up.
-    fn flush(&mut self, now: Instant) {
-        let Phase::Open { ws, .. } = &mut self.phase else {
-            return;
-        };
-        match ws.flush() {
-            Ok(()) => self.stalled_since = None,
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.stalled_since.get_or_insert(now);
-            }
-            Err(error) => {
-                debug!("write failed: {error}");
-                self.broken = true;
-            }
-        }
-    }
-
-    /// Offers a tick's frame. False when the client is behind (or not in a room): it keeps its
-    /// place in the room and is offered the latest values later.
-    pub fn deliver(&mut self, frame: &Frame, now: Instant) -> bool {
-        let Phase::Open { ws, session } = &mut self.phase else {
-            return false;
-        };
-        if ws.get_ref().is_blocked() {
-            self.refused_frames = true;
-            return false;
-        }
-        let shared = bytes::Bytes::from(frame.clone());
-        let sent = match session.framing() {
-            Framing::Joined => {
-                send_messages(ws, &[smallvec::smallvec![Part::Shared(shared)]], false)
-            }
-            Framing::MessagePerLine => {
-                let lines: SmallVec<[OutMessage<'_>; 8]> = shared
-                    .split(|&b| b == b'\n')
-                    .map(|line| smallvec::smallvec![Part::Shared(shared.slice_ref(line))])
-                    .collect();
-                send_messages(ws, &lines, false)
-            }
-        };
-        match sent {
-            Ok(true) => {
-                if ws.get_ref().is_blocked() {
-                    self.stalled_since.get_or_insert(now);
-                }
-                true
-            }
-            Ok(false) => {
-                self.stalled_since.get_or_insert(now);
-                self.refused_frames = true;
-                false
-            }
-            Err(_) => {
-                self.broken = true;
-                false
-            }
+    /// Offers a tick's frame (see [`Delivery`]).
+    pub fn deliver(&mut self, frame: &Frame, now: Instant) -> Delivery {
+        let taken = self.offer(frame, now);
+        Delivery {
+            taken,
+            status: self.status(),
         }
     }
 
     /// A newer connection of the same user replaces this one: the client is told at once; the
     /// loop closes the connection a little later, so the message is read before the close.
-    pub fn replace(&mut self, ctx: &mut LoopContext<'_>) {
+    pub fn replace(&mut self, ctx: &mut LoopContext<'_>) -> Status {
         if let Phase::Open { session, .. } = &mut self.phase {
             session.replace(ctx.users);
             info!("{} replaced by a newer connection", self.label(ctx.engine));
             self.write_outbox();
         }
+        self.status()
     }
 
     /// Closes with a close frame, leaving the room at once. The dialect may first tell the
     /// client why in its own words.
-    pub fn begin_close(&mut self, reason: Reason, ctx: &mut LoopContext<'_>) {
+    pub fn begin_close(&mut self, reason: Reason, ctx: &mut LoopContext<'_>) -> Status {
+        self.close(reason, ctx);
+        self.status()
+    }
+
+    /// [`Conn::begin_close`] from inside the connection.
+    fn close(&mut self, reason: Reason, ctx: &mut LoopContext<'_>) {
         let Phase::Open { session, .. } = &mut self.phase else {
             return;
         };
@@ -957,8 +516,8 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         abnormally: bool,
         ctx: &mut LoopContext<'_>,
     ) {
-        if session.leave(&mut ctx.session(), abnormally, self.counted_ip) {
-            self.counted_ip = None;
+        if session.leave(&mut ctx.session(), abnormally, self.admission.counted_ip()) {
+            self.admission.take_counted_ip();
         }
     }
 
@@ -1014,7 +573,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                 self.respond(&Response::TIMEOUT, true, ctx);
             }
             Phase::Open { .. } if expired => {
-                self.begin_close(Reason::HandshakeTimeout, ctx);
+                self.close(Reason::HandshakeTimeout, ctx);
             }
             Phase::Open { .. }
                 if self.stalled_since.is_some_and(|since| {
@@ -1025,7 +584,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             }
             Phase::Open { .. } if now >= self.next_ping => {
                 if self.awaiting_pong {
-                    self.begin_close(Reason::NoPong, ctx);
+                    self.close(Reason::NoPong, ctx);
                 } else {
                     self.ping(now, ctx.settings.ping_interval);
                 }
@@ -1038,134 +597,6 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.resume_rooms(ctx);
         self.status()
     }
-
-    fn ping(&mut self, now: Instant, interval: Duration) {
-        self.next_ping = now + interval;
-        if let Phase::Open { ws, .. } = &mut self.phase {
-            if ws.get_ref().is_blocked() {
-                // A client that is not reading is handled by the write-stall timeout.
-                return;
-            }
-            let _ = ws.write(Message::Ping(Default::default()));
-            self.awaiting_pong = true;
-        }
-        self.flush(now);
-    }
-}
-
-/// What the census of held renderings (`net/server/renders.rs`) asks of a connection.
-impl<S: Read + Write + HalfClose> Conn<S> {
-    /// The chunks of unsent output of an open connection blocked on a reply that holds a
-    /// shared frame (a full-state reply); nothing for the others, so the census walks only
-    /// these.
-    pub fn unsent_replies(&mut self) -> impl Iterator<Item = &bytes::Bytes> {
-        let transport = match &self.phase {
-            Phase::Open { ws, .. } if self.reply_blocked => Some(ws.get_ref()),
-            _ => None,
-        };
-        let transport = transport.filter(|t| t.pending_bytes() > 0);
-        self.reply_blocked = transport.is_some();
-        transport.into_iter().flat_map(|t| t.unsent())
-    }
-
-    /// How long output has waited without a byte of it being written, as seen by successive
-    /// calls (about once a second).
-    pub fn unread_for(&mut self, now: Instant) -> Duration {
-        let written = self.bytes_written();
-        // Output the loop's write budget held back is the server's delay, not the client's.
-        let held_back = matches!(&self.phase, Phase::Open { ws, .. } if ws.get_ref().is_cut());
-        if written != self.write_progress.0 || held_back {
-            self.write_progress = (written, now);
-        }
-        self.stalled_since.map_or(Duration::ZERO, |since| {
-            now.saturating_duration_since(since.max(self.write_progress.1))
-        })
-    }
-
-    /// Drops a connection that stopped reading a large whole-room reply: like the write-stall
-    /// timeout, without a close frame it would not read either.
-    pub fn drop_unread_reply(&mut self, bytes: usize, ctx: &mut LoopContext<'_>) {
-        let reason = format!("closed: client stopped reading a whole-room reply of {bytes} bytes");
-        self.finish(&reason, ctx);
-    }
-}
-
-/// Sends text messages past tungstenite's output buffer: their headers and payloads go out in
-/// one vectored write, so a frame built once for a room is never copied per client and no large
-/// buffer is left behind. Anything tungstenite has queued (a pong) goes first.
-///
-/// When earlier output cannot be written, `must_send` decides: messages that must not be lost
-/// (replies) are queued behind it; fan-out frames are refused with `Ok(false)`, and the client
-/// is offered the then-latest values later. `Ok(true)`: the messages are sent, or partly sent
-/// with the rest queued to go out before anything else.
-fn send_messages<S: Read + Write + HalfClose>(
-    ws: &mut WebSocket<Transport<S>>,
-    messages: &[OutMessage<'_>],
-    must_send: bool,
-) -> io::Result<bool> {
-    let blocked = match ws.flush() {
-        Ok(()) => false,
-        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => true,
-        Err(WsError::Io(e)) => return Err(e),
-        Err(_) => return Err(io::ErrorKind::BrokenPipe.into()),
-    };
-    if blocked && !must_send {
-        return Ok(false);
-    }
-    let mut headers: SmallVec<[[u8; MAX_HEADER]; 4]> = SmallVec::with_capacity(messages.len());
-    let mut lengths: SmallVec<[usize; 4]> = SmallVec::with_capacity(messages.len());
-    for message in messages {
-        let mut header = [0u8; MAX_HEADER];
-        let length = message.iter().map(|part| part.as_slice().len()).sum();
-        lengths.push(text_header(length, &mut header)?);
-        headers.push(header);
-    }
-    let mut parts: SmallVec<[Part<'_>; 8]> = SmallVec::with_capacity(2 * messages.len());
-    for ((header, length), message) in headers.iter().zip(&lengths).zip(messages) {
-        parts.push(Part::Borrowed(header.get(..*length).unwrap_or_default()));
-        parts.extend(message.iter().cloned());
-    }
-    let transport = ws.get_mut();
-    if blocked {
-        transport.queue_parts(&parts);
-        return Ok(true);
-    }
-    match transport.send_parts(&parts) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
-        Err(e) => Err(e),
-    }
-}
-
-/// One text message to send, in pieces (a reply around a shared rendering, say).
-type OutMessage<'a> = SmallVec<[Part<'a>; 3]>;
-
-/// Longest header of an unmasked frame.
-const MAX_HEADER: usize = 14;
-
-/// Writes the header of a final, unmasked text frame of `length` bytes; returns its size.
-fn text_header(length: usize, out: &mut [u8; MAX_HEADER]) -> io::Result<usize> {
-    let header = FrameHeader {
-        is_final: true,
-        opcode: OpCode::Data(OpData::Text),
-        ..FrameHeader::default()
-    };
-    let mut cursor = io::Cursor::new(&mut out[..]);
-    header
-        .format(length as u64, &mut cursor)
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-    Ok(cursor.position() as usize)
-}
-
-/// The address a connection is logged under: anonymized when the operator asked for it.
-fn logged_ip(ip: Option<IpAddr>, settings: &ConnSettings) -> Option<IpAddr> {
-    ip.map(|ip| {
-        if settings.anonymize_ips {
-            http::anonymize(ip)
-        } else {
-            ip
-        }
-    })
 }
 
 /// Reads and discards input; true once the peer has closed or the stream failed. Reads at

@@ -1,8 +1,10 @@
 //! The I/O layer: the mio event loop and everything that touches sockets.
 
+mod admission;
 pub mod conn;
 mod fd_limit;
 mod frame_boundary;
+mod frame_writer;
 pub mod head_reader;
 pub mod http;
 pub mod per_ip;

@@ -10,10 +10,8 @@
 //! accept time.
 
 use std::io::{self, Read};
-use std::net::{IpAddr, SocketAddr};
-use std::os::unix::net::UnixStream as StdUnixStream;
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
@@ -22,27 +20,27 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::conn::{Conn, ConnSettings, LoopContext, Status};
-use super::fd_limit;
 use super::per_ip::PerIp;
 use super::tls::TlsStream;
 use super::tls_config::TlsSetup;
 use super::transport::Socket;
 use super::write_budget::TurnBudget;
-use crate::config::Config;
-use crate::dialect;
 use crate::dialect::json::JsonParser;
 use crate::dialect::{Need, Reason, Reconnects, Users};
-use crate::engine::{ClientId, Engine, Limits};
+use crate::engine::{ClientId, Engine};
 use crate::metrics::{self, Metrics, Snapshot};
-use crate::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
-use crate::store::StoreSettings;
+use crate::policy::Policy;
+use followups::Followups;
 
 pub(super) mod durable;
+mod followups;
 mod reload;
 mod renders;
+mod setup;
 
 use durable::Durable;
 use reload::Reload;
+pub use setup::{BoundAddress, StartError};
 
 const SIGNALS: Token = Token(usize::MAX - 2);
 /// The storage thread's answers are waiting.
@@ -58,8 +56,6 @@ const CLUSTER: Token = Token(usize::MAX - 7);
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 /// Connections beyond the maximum that are still accepted, to be told 4003 instead of hanging.
 const OVERFLOW_SLOTS: usize = 64;
-/// File descriptors kept for the listener, the poll, signals and log files.
-const RESERVED_FDS: u64 = 32;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How far the connection count must fall before freed memory is handed back.
 const TRIM_AFTER_DROP: usize = 1000;
@@ -76,22 +72,6 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
-}
-
-/// Where the server listens, once bound.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BoundAddress {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl std::fmt::Display for BoundAddress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BoundAddress::Tcp(addr) => write!(f, "{addr}"),
-            BoundAddress::Unix(path) => write!(f, "{}", path.display()),
-        }
-    }
 }
 
 struct Bound {
@@ -129,7 +109,8 @@ pub struct Server {
     next_generation: u32,
     accept_paused: bool,
     shutdown_deadline: Option<Instant>,
-    finished: Vec<usize>,
+    /// What connections' entry points left for the loop to do (see `followups`).
+    followups: Followups,
     /// Most connections open since memory was last handed back to the system.
     peak_connections: usize,
     /// The log directory and how many days of files it keeps, when files are written.
@@ -140,10 +121,9 @@ pub struct Server {
     durable: Option<Durable>,
     per_ip: PerIp,
     trust_proxy: bool,
-    /// Connections whose last turn ended with input left, and whether the listener has
-    /// connections left to accept: served in the next turn without waiting for an event, since
-    /// edge-triggered readiness will not announce them again.
-    still_ready: Vec<usize>,
+    /// Whether the listener has connections left to accept: served in the next turn without
+    /// waiting for an event, since edge-triggered readiness will not announce them again (as
+    /// for connections with input left, `followups.still_ready`).
     listener_ready: bool,
     /// Bytes one turn may write; connections it cut short are served first next turn.
     write_budget: TurnBudget,
@@ -152,170 +132,14 @@ pub struct Server {
     refused_for_memory_logged: u64,
 }
 
-/// Startup failures, each with a message an operator can act on.
-#[derive(Debug)]
-pub struct StartError(pub String);
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StartError {}
-
 impl Server {
-    /// Binds the listener and prepares the loop; does not serve until [`Server::run`].
-    pub fn bind(config: &Config) -> Result<Server, StartError> {
-        let policy = build_policy(config)?;
-        let max_connections =
-            fd_limit::fit_connections(config.max_connections, RESERVED_FDS + OVERFLOW_SLOTS as u64);
-        let tls = load_tls(config)?;
-        let poll = Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
-        let mut listeners = vec![Bound {
-            listener: bind_listener(&config.listen, config.unix_socket_mode)?,
-            tls: tls.is_some() && config.tls_listen.is_none(),
-        }];
-        if let Some(address) = &config.tls_listen {
-            listeners.push(Bound {
-                listener: bind_listener(address, config.unix_socket_mode)?,
-                tls: true,
-            });
-        }
-        for (bound, token) in listeners.iter_mut().zip(LISTENERS) {
-            match &mut bound.listener {
-                Listener::Tcp(l) => poll.registry().register(l, token, Interest::READABLE),
-                Listener::Unix(..) if bound.tls => {
-                    return Err(StartError(
-                        "TLS needs a HOST:PORT listener, not a unix socket".to_owned(),
-                    ))
-                }
-                Listener::Unix(l, _) => poll.registry().register(l, token, Interest::READABLE),
-            }
-            .map_err(|e| StartError(format!("cannot register listener: {e}")))?;
-        }
-        let metrics_listener = match &config.metrics_listen {
-            Some(listen) => Some(bind_metrics(listen, &poll)?),
-            None => None,
-        };
-        let mut signals =
-            signal_pipe(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
-        let mut hangups = signal_pipe(&[signal_hook::consts::SIGHUP])?;
-        ignore_file_size_signal()?;
-        for (pipe, token) in [(&mut signals, SIGNALS), (&mut hangups, RELOAD)] {
-            poll.registry()
-                .register(pipe, token, Interest::READABLE)
-                .map_err(|e| StartError(format!("cannot register signal pipe: {e}")))?;
-        }
-        let limits = Limits {
-            max_rooms: config.max_rooms,
-            max_clients_per_room: config.max_clients_per_room,
-            max_variables_per_room: config.max_variables_per_room,
-            empty_room_ttl: Duration::from_secs(config.empty_room_ttl),
-            allow_non_numeric: config.allow_non_numeric,
-            max_state_bytes: config.max_state_memory,
-        };
-        let mut engine = Engine::new(limits, dialect::encode_set);
-        let tick = match config.tick_hz {
-            0 => Duration::ZERO,
-            hz => Duration::from_secs_f64(1.0 / f64::from(hz)),
-        };
-        // The durable backend: Redis with --cluster, else the store unless --no-persist.
-        let durable = if let Some(url) = &config.cluster {
-            let waker = mio::Waker::new(poll.registry(), CLUSTER)
-                .map_err(|e| StartError(format!("cannot create waker: {e}")))?;
-            let retention = (!config.retention.is_zero()).then_some(config.retention);
-            let node = config.cluster_node.as_deref();
-            Some(
-                Durable::start_cluster(url, node, retention, tick, waker, &mut engine)
-                    .map_err(StartError)?,
-            )
-        } else if config.no_persist {
-            info!("--no-persist: variables are kept in memory only");
-            None
-        } else {
-            let waker = mio::Waker::new(poll.registry(), STORE)
-                .map_err(|e| StartError(format!("cannot create waker: {e}")))?;
-            let settings = StoreSettings {
-                data_dir: config.data_dir.clone(),
-                retention: (!config.retention.is_zero()).then_some(config.retention),
-                delay: config.store_delay,
-            };
-            let interval = config.persist_interval;
-            Some(Durable::open_store(settings, interval, waker, &mut engine).map_err(StartError)?)
-        };
-        if config.tick_hz > 0 {
-            engine.set_pace(tick);
-            if config.global_tick {
-                engine.set_global_tick(Instant::now());
-            }
-        }
-        let now = Instant::now();
-        Ok(Server {
-            poll,
-            listeners,
-            signals,
-            hangups,
-            metrics_listener,
-            reload: None,
-            tls,
-            conns: Slab::new(),
-            engine,
-            policy,
-            parser: JsonParser::default(),
-            users: Users::new(config.max_connections_per_user),
-            metrics: Metrics::default(),
-            reconnects: Reconnects::new(
-                Duration::from_secs(config.reconnect_window),
-                parked_budget(config.max_parked_sessions, max_connections),
-            ),
-            replaced: Vec::new(),
-            settings: ConnSettings::from_config(config),
-            scratch: vec![0; 16 * 1024],
-            max_connections,
-            next_housekeeping: now + HOUSEKEEPING_PERIOD,
-            next_generation: 0,
-            accept_paused: false,
-            shutdown_deadline: None,
-            finished: Vec::new(),
-            peak_connections: 0,
-            log_pruning: config
-                .log_dir
-                .clone()
-                .map(|dir| (dir, config.log_keep_days)),
-            next_log_prune: now,
-            durable,
-            per_ip: PerIp::new(config.max_connections_per_ip),
-            trust_proxy: config.trust_proxy,
-            still_ready: Vec::new(),
-            listener_ready: false,
-            write_budget: TurnBudget::new(),
-            last_warned: (None, None),
-            refused_for_memory_logged: 0,
-        })
-    }
-
-    /// Each listener's address, and whether it speaks TLS.
-    pub fn local_addresses(&self) -> io::Result<Vec<(BoundAddress, bool)>> {
-        self.listeners
-            .iter()
-            .map(|bound| {
-                let address = match &bound.listener {
-                    Listener::Tcp(l) => BoundAddress::Tcp(l.local_addr()?),
-                    Listener::Unix(_, path) => BoundAddress::Unix(path.clone()),
-                };
-                Ok((address, bound.tls))
-            })
-            .collect()
-    }
-
     /// Serves until SIGINT or SIGTERM, then closes every client with 1001, saves every change
     /// and returns.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut revisit = Vec::new();
         loop {
-            let busy = !self.still_ready.is_empty()
+            let busy = !self.followups.still_ready.is_empty()
                 || self.listener_ready
                 || self.write_budget.has_deferred();
             let timeout = if busy {
@@ -334,7 +158,7 @@ impl Server {
             // each connection left with input gets one more budget, then every event;
             // accepting is bounded too (see ACCEPTS_PER_TURN, conn::MESSAGES_PER_TURN).
             self.write_budget.start_turn();
-            std::mem::swap(&mut revisit, &mut self.still_ready);
+            std::mem::swap(&mut revisit, &mut self.followups.still_ready);
             revisit.sort_unstable();
             revisit.dedup();
             self.continue_deferred_writes(&revisit, now);
@@ -427,7 +251,9 @@ impl Server {
         wake.saturating_duration_since(now)
     }
 
-    fn context(&mut self, now: Instant) -> (LoopContext<'_>, &mut Slab<Entry>, &mut Vec<usize>) {
+    /// What a connection borrows from the loop, the connections, and where what their entry
+    /// points return is applied.
+    fn context(&mut self, now: Instant) -> (LoopContext<'_>, &mut Slab<Entry>, &mut Followups) {
         // Parked sessions give way to live connections (see `make_way_for_a_connection`).
         let over_capacity = self.conns.len() > self.max_connections;
         (
@@ -446,8 +272,37 @@ impl Server {
                 write_budget: &self.write_budget,
             },
             &mut self.conns,
-            &mut self.finished,
+            &mut self.followups,
         )
+    }
+
+    /// Calls an entry point of the connection in slot `key`, if there is one, and applies the
+    /// status it returns.
+    fn serve(
+        &mut self,
+        key: usize,
+        now: Instant,
+        entry_point: impl FnOnce(&mut Conn<Socket>, &mut LoopContext<'_>) -> Status,
+    ) {
+        let (mut ctx, conns, followups) = self.context(now);
+        if let Some(entry) = conns.get_mut(key) {
+            followups.apply(key, entry_point(&mut entry.conn, &mut ctx));
+        }
+    }
+
+    /// [`Server::serve`] for the connection a client id names; false if it is gone.
+    fn serve_client(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        entry_point: impl FnOnce(&mut Conn<Socket>, &mut LoopContext<'_>) -> Status,
+    ) -> bool {
+        let (mut ctx, conns, followups) = self.context(now);
+        let Some(entry) = entry_of(conns, client) else {
+            return false;
+        };
+        followups.apply(slot_of(client).0, entry_point(&mut entry.conn, &mut ctx));
+        true
     }
 
     /// Accepts up to ACCEPTS_PER_TURN connections from each listener; if more may be waiting,
@@ -594,27 +449,15 @@ impl Server {
     }
 
     fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
-        let (mut ctx, conns, finished) = self.context(now);
-        let Some(entry) = conns.get_mut(key) else {
-            return;
-        };
-        let done = entry.conn.on_event(readable, writable, &mut ctx) == Status::Done;
-        let more_input = !done && entry.conn.has_more_input();
-        let wants_metrics = entry.conn.wants_metrics();
-        if done {
-            finished.push(key);
-        } else if more_input {
-            self.still_ready.push(key);
-        }
-        if let Some(include_body) = wants_metrics {
-            let page = crate::net::http::metrics_page(&self.render_metrics(), include_body);
-            let (mut ctx, conns, finished) = self.context(now);
-            if let Some(entry) = conns.get_mut(key) {
-                entry.conn.answer_metrics(page, &mut ctx);
-                if entry.conn.status() == Status::Done {
-                    finished.push(key);
-                }
-            }
+        self.serve(key, now, |conn, ctx| conn.on_event(readable, writable, ctx));
+        self.answer_metrics_requests(now);
+    }
+
+    /// Renders the `/metrics` page for each connection that asked for it.
+    fn answer_metrics_requests(&mut self, now: Instant) {
+        while let Some((key, include_body)) = self.followups.wants_metrics.pop() {
+            let page = crate::net::http::metrics_page(&self.render_metrics(now), include_body);
+            self.serve(key, now, |conn, ctx| conn.answer_metrics(page, ctx));
         }
     }
 
@@ -647,63 +490,39 @@ impl Server {
     }
 
     /// The `/metrics` page: the loop's counters and what it reads now.
-    fn render_metrics(&self) -> String {
-        let mut snapshot = Snapshot::default();
-        for (_, entry) in self.conns.iter() {
-            let key = entry.conn.describe();
-            match snapshot.connections.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, n)) => *n += 1,
-                None => snapshot.connections.push((key, 1)),
-            }
-            snapshot.bytes_written_live += entry.conn.bytes_written();
-        }
-        snapshot.connections.sort();
-        let stats = &self.engine.stats;
-        let counted = stats.invalid_names
-            + stats.invalid_values
-            + stats.too_many_variables
-            + stats.unknown_variables;
-        snapshot.rooms = self.engine.room_count() as u64;
-        snapshot.variables = self.engine.variable_total() as u64;
-        snapshot.sets_applied = stats.sets_applied;
-        snapshot.sets_ignored = vec![
-            ("invalid_name", stats.invalid_names),
-            ("invalid_value", stats.invalid_values),
-            ("too_many_variables", stats.too_many_variables),
-            ("unknown_variable", stats.unknown_variables),
-            ("malformed", stats.sets_rejected.saturating_sub(counted)),
-        ];
+    fn render_metrics(&self, now: Instant) -> String {
+        let connections = self
+            .conns
+            .iter()
+            .map(|(_, entry)| (entry.conn.describe(), entry.conn.bytes_written()));
+        let mut snapshot = Snapshot::read(&self.engine, connections);
         snapshot.parked_sessions = self.reconnects.parked() as u64;
         snapshot.parked_sessions_ended = self.reconnects.evicted;
         snapshot.writes_deferred = self.write_budget.cuts();
-        snapshot.full_renders = stats.full_renders;
-        snapshot.render_bytes_held = self.engine.held_render_bytes() as u64;
         snapshot.store = self
             .durable
             .as_ref()
-            .and_then(|d| d.store_snapshot(&self.engine));
+            .and_then(|d| d.store_snapshot(&self.engine, now));
         snapshot.cluster = self.durable.as_ref().and_then(Durable::cluster_stats);
         metrics::render(&self.metrics, &snapshot)
     }
 
     fn flush_engine(&mut self, now: Instant) {
         let conns = &mut self.conns;
-        let finished = &mut self.finished;
+        let followups = &mut self.followups;
         let metrics = &mut self.metrics;
         self.engine.flush_due(now, |_room, client, frame| {
             let (key, generation) = slot_of(client);
             match conns.get_mut(key) {
                 Some(entry) if entry.generation == generation => {
-                    let delivered = entry.conn.deliver(frame, now);
-                    if delivered {
+                    let delivery = entry.conn.deliver(frame, now);
+                    if delivery.taken {
                         metrics.deliveries += 1;
                     } else {
                         metrics.deliveries_skipped += 1;
                     }
-                    if entry.conn.status() == Status::Done {
-                        finished.push(key);
-                    }
-                    delivered
+                    followups.apply(key, delivery.status);
+                    delivery.taken
                 }
                 // Gone: nothing to deliver, and the room forgets it when it leaves.
                 _ => true,
@@ -717,13 +536,9 @@ impl Server {
     fn replace_connections(&mut self, now: Instant) {
         if self.reconnects.has_work() {
             for client in self.reconnects.take_taken_over() {
-                let (mut ctx, conns, finished) = self.context(now);
-                if let Some(entry) = entry_of(conns, client) {
-                    entry.conn.begin_close(Reason::Replaced, &mut ctx);
-                    if entry.conn.status() == Status::Done {
-                        finished.push(slot_of(client).0);
-                    }
-                }
+                self.serve_client(client, now, |conn, ctx| {
+                    conn.begin_close(Reason::Replaced, ctx)
+                });
             }
             for ended in self.reconnects.take_released() {
                 self.engine.leave_rooms(ended.client, ended.rooms, now);
@@ -734,9 +549,7 @@ impl Server {
         }
         if self.users.has_replaced() {
             for client in self.users.take_replaced() {
-                let (mut ctx, conns, _) = self.context(now);
-                if let Some(entry) = entry_of(conns, client) {
-                    entry.conn.replace(&mut ctx);
+                if self.serve_client(client, now, |conn, ctx| conn.replace(ctx)) {
                     self.replaced.push((now + REPLACED_GRACE, client));
                 }
             }
@@ -746,13 +559,9 @@ impl Server {
                 break;
             }
             self.replaced.remove(0);
-            let (mut ctx, conns, finished) = self.context(now);
-            if let Some(entry) = entry_of(conns, client) {
-                entry.conn.begin_close(Reason::Replaced, &mut ctx);
-                if entry.conn.status() == Status::Done {
-                    finished.push(slot_of(client).0);
-                }
-            }
+            self.serve_client(client, now, |conn, ctx| {
+                conn.begin_close(Reason::Replaced, ctx)
+            });
         }
     }
 
@@ -767,17 +576,11 @@ impl Server {
                 }
             }
         }
-        let mut more_input = std::mem::take(&mut self.still_ready);
-        let (mut ctx, conns, finished) = self.context(now);
+        let (mut ctx, conns, followups) = self.context(now);
         for (key, entry) in conns.iter_mut() {
-            if entry.conn.on_timer(&mut ctx) == Status::Done {
-                finished.push(key);
-            } else if entry.conn.has_more_input() {
-                // Draining a closing connection may stop at its budget.
-                more_input.push(key);
-            }
+            // Draining a closing connection may stop at its budget: `MoreInput`.
+            followups.apply(key, entry.conn.on_timer(&mut ctx));
         }
-        self.still_ready = more_input;
         self.reconnects.expire(now);
         let expired = self.engine.expire(now);
         if expired > 0 {
@@ -806,10 +609,10 @@ impl Server {
     }
 
     fn remove_finished(&mut self, now: Instant) {
-        if self.finished.is_empty() {
+        if self.followups.finished.is_empty() {
             return;
         }
-        let mut finished = std::mem::take(&mut self.finished);
+        let mut finished = std::mem::take(&mut self.followups.finished);
         finished.sort_unstable();
         finished.dedup();
         for key in finished.drain(..) {
@@ -821,7 +624,7 @@ impl Server {
                 debug!("removed connection {key}");
             }
         }
-        self.finished = finished;
+        self.followups.finished = finished;
         if self.accept_paused && self.conns.len() < self.max_connections + OVERFLOW_SLOTS {
             self.accept_paused = false;
             self.accept_some(now);
@@ -839,22 +642,11 @@ impl Server {
             self.conns.len()
         );
         self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
-        let (mut ctx, conns, finished) = self.context(now);
+        let (mut ctx, conns, followups) = self.context(now);
         for (key, entry) in conns.iter_mut() {
-            entry.conn.begin_close(Reason::ShuttingDown, &mut ctx);
-            if entry.conn.status() == Status::Done {
-                finished.push(key);
-            }
+            followups.apply(key, entry.conn.begin_close(Reason::ShuttingDown, &mut ctx));
         }
     }
-}
-
-/// How many MultiStudio sessions may be parked at once: `--max-parked-sessions`, by default a
-/// tenth of the connections served, never more than those.
-fn parked_budget(configured: Option<usize>, max_connections: usize) -> usize {
-    configured
-        .unwrap_or(max_connections.div_ceil(10))
-        .min(max_connections)
 }
 
 /// The slab key and generation a client id was made from (see `add_connection`).
@@ -883,151 +675,3 @@ fn trim_heap() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_heap() {}
-
-fn build_policy(config: &Config) -> Result<Policy, StartError> {
-    let filter_text = match &config.username_filter {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| {
-            StartError(format!(
-                "cannot read username filter {}: {e}",
-                path.display()
-            ))
-        })?,
-        None => DEFAULT_USERNAME_FILTER.to_owned(),
-    };
-    let usernames = UsernameFilter::parse(&filter_text)
-        .map_err(|e| StartError(format!("invalid username filter: {e}")))?;
-    info!("username filter: {} patterns", usernames.len());
-    Ok(Policy {
-        usernames,
-        allowed_projects: config
-            .allowed_projects
-            .as_ref()
-            .map(|list| list.iter().map(|id| id.trim().to_owned()).collect()),
-        blocked_projects: config
-            .blocked_projects
-            .iter()
-            .map(|id| id.trim().to_owned())
-            .collect(),
-        enable_rename: config.enable_rename,
-        enable_delete: config.enable_delete,
-        message_rate: config.message_rate,
-        message_burst: config.message_burst,
-        max_rooms_per_connection: config.max_rooms_per_connection,
-        fault_rooms: config.fault_rooms.iter().cloned().collect(),
-    })
-}
-
-fn bind_listener(listen: &str, unix_mode: u32) -> Result<Listener, StartError> {
-    if listen.starts_with('/') {
-        let path = PathBuf::from(listen);
-        // A socket file left by an earlier run would make bind fail; one that a live server
-        // still answers on is not ours to take.
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| {
-            use std::os::unix::fs::FileTypeExt;
-            m.file_type().is_socket()
-        }) {
-            if StdUnixStream::connect(&path).is_ok() {
-                return Err(StartError(format!(
-                    "{listen} is in use by a running server; stop it or choose another path"
-                )));
-            }
-            let _ = std::fs::remove_file(&path);
-        }
-        let listener = UnixListener::bind(&path)
-            .map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(unix_mode)).map_err(
-            |e| {
-                StartError(format!(
-                    "cannot set the mode of {listen} to {unix_mode:o}: {e}"
-                ))
-            },
-        )?;
-        return Ok(Listener::Unix(listener, path));
-    }
-    let addr = tcp_address(listen)?;
-    TcpListener::bind(addr)
-        .map(Listener::Tcp)
-        .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))
-}
-
-/// The `--metrics-listen` listener, registered with the poll.
-fn bind_metrics(listen: &str, poll: &Poll) -> Result<TcpListener, StartError> {
-    let addr = tcp_address(listen)?;
-    let mut listener = TcpListener::bind(addr)
-        .map_err(|e| StartError(format!("cannot listen on {addr} for metrics: {e}")))?;
-    poll.registry()
-        .register(&mut listener, METRICS_LISTENER, Interest::READABLE)
-        .map_err(|e| StartError(format!("cannot register the metrics listener: {e}")))?;
-    if let Ok(addr) = listener.local_addr() {
-        info!("metrics on http://{addr}/metrics");
-    }
-    Ok(listener)
-}
-
-/// `--listen` as an operator types it: `HOST:PORT` (a name such as `localhost` is resolved),
-/// or a bare port, meaning loopback.
-fn tcp_address(listen: &str) -> Result<SocketAddr, StartError> {
-    use std::net::{Ipv4Addr, ToSocketAddrs};
-    if let Ok(port) = listen.parse::<u16>() {
-        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
-    }
-    if let Ok(addr) = listen.parse() {
-        return Ok(addr);
-    }
-    listen
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| {
-            StartError(format!(
-                "--listen {listen:?} is not HOST:PORT, a port, or a /path for a unix socket"
-            ))
-        })
-}
-
-/// The TLS certificate and key, when both are given.
-fn load_tls(config: &Config) -> Result<Option<TlsSetup>, StartError> {
-    match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => {
-            let setup = TlsSetup::load(cert, key).map_err(StartError)?;
-            info!("TLS certificate {}", cert.display());
-            Ok(Some(setup))
-        }
-        (None, None) if config.tls_listen.is_some() => Err(StartError(
-            "--tls-listen needs --tls-cert and --tls-key".to_owned(),
-        )),
-        (None, None) => Ok(None),
-        _ => Err(StartError(
-            "--tls-cert and --tls-key go together: give both or neither".to_owned(),
-        )),
-    }
-}
-
-/// A pipe the loop polls, written to when one of `signals` arrives.
-fn signal_pipe(signals: &[libc::c_int]) -> Result<mio::net::UnixStream, StartError> {
-    let (read_end, write_end) =
-        StdUnixStream::pair().map_err(|e| StartError(format!("cannot create signal pipe: {e}")))?;
-    read_end
-        .set_nonblocking(true)
-        .map_err(|e| StartError(format!("cannot set up signal pipe: {e}")))?;
-    for &signal in signals {
-        let writer = write_end
-            .try_clone()
-            .map_err(|e| StartError(format!("cannot set up signal pipe: {e}")))?;
-        signal_hook::low_level::pipe::register(signal, writer)
-            .map_err(|e| StartError(format!("cannot handle signal {signal}: {e}")))?;
-    }
-    Ok(mio::net::UnixStream::from_std(read_end))
-}
-
-/// A write past the file size limit then fails with an error the storage thread reports and
-/// retries, instead of killing the process.
-fn ignore_file_size_signal() -> Result<(), StartError> {
-    signal_hook::flag::register(
-        signal_hook::consts::SIGXFSZ,
-        Arc::new(std::sync::atomic::AtomicBool::new(false)),
-    )
-    .map(|_| ())
-    .map_err(|e| StartError(format!("cannot handle SIGXFSZ: {e}")))
-}

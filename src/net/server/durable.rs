@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 
 use log::{error, info};
 
-use super::{entry_of, slot_of, Server};
+use super::Server;
 use crate::cluster::{Cluster, ClusterSettings, ClusterStats, Event, Round};
 use crate::durable::{ClusterPlan, Command, StorePlan};
 use crate::engine::{Backend, Batch, ClientId, Engine, Want};
 use crate::metrics::StoreSnapshot;
-use crate::net::conn::Status;
 use crate::store::{Reply, Store, StoreSettings};
 
 /// How long shutdown waits for the store to write what is left.
@@ -143,23 +142,12 @@ impl Durable {
     }
 
     /// The store's counters for `/metrics`.
-    pub(super) fn store_snapshot(&self, engine: &Engine) -> Option<StoreSnapshot> {
+    pub(super) fn store_snapshot(&self, engine: &Engine, now: Instant) -> Option<StoreSnapshot> {
         let Durable::Store(store, plan) = self else {
             return None;
         };
-        Some(StoreSnapshot {
-            batches_saved: store.stats.batches_saved,
-            variables_saved: store.stats.variables_saved,
-            save_failures: store.stats.save_failures,
-            rooms_loaded: store.stats.rooms_loaded,
-            load_failures: store.stats.load_failures,
-            rooms_unsaved: engine.unsaved_rooms() as u64,
-            lag_seconds: if engine.has_unsaved() {
-                plan.last_saved().elapsed().as_secs_f64()
-            } else {
-                0.0
-            },
-        })
+        let since_saved = now.saturating_duration_since(plan.last_saved());
+        Some(StoreSnapshot::read(&store.stats, engine, since_saved))
     }
 
     /// The cluster's counters for `/metrics`.
@@ -242,13 +230,7 @@ impl Server {
 
     fn resume_waiters(&mut self, waiters: Vec<ClientId>, now: Instant) {
         for client in waiters {
-            let (mut ctx, conns, finished) = self.context(now);
-            if let Some(entry) = entry_of(conns, client) {
-                entry.conn.resume(&mut ctx);
-                if entry.conn.status() == Status::Done {
-                    finished.push(slot_of(client).0);
-                }
-            }
+            self.serve_client(client, now, |conn, ctx| conn.resume(ctx));
         }
     }
 

@@ -8,7 +8,8 @@ use std::ffi::OsString;
 
 use log::{error, info, warn};
 
-use super::{build_policy, Server};
+use super::setup::build_policy;
+use super::Server;
 use crate::config;
 
 /// Settings that take effect at once on reload: the ones the policy holds.

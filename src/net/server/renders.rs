@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 
-use super::{Server, Status};
+use super::Server;
 use crate::engine::RenderId;
 
 /// How long a connection may hold, unread, a rendering no room's cache holds any more.
@@ -54,15 +54,13 @@ impl Server {
             if !census.is_retired(render) {
                 continue;
             }
-            let (mut ctx, conns, finished) = self.context(now);
+            let (mut ctx, conns, followups) = self.context(now);
             let Some(entry) = conns.get_mut(key) else {
                 continue;
             };
             if entry.conn.unread_for(now) >= UNREAD_REPLY_TIMEOUT {
-                entry.conn.drop_unread_reply(census.len(render), &mut ctx);
-                if entry.conn.status() == Status::Done {
-                    finished.push(key);
-                }
+                let status = entry.conn.drop_unread_reply(census.len(render), &mut ctx);
+                followups.apply(key, status);
             }
         }
     }

@@ -1,0 +1,246 @@
+//! Whether an HTTP request is admitted, and with what answer.
+//!
+//! Everything a connection decides about its request before (and right after) the WebSocket
+//! upgrade lives here: who the client is behind a trusted proxy (`X-Forwarded-For`), its place
+//! against `--max-connections-per-ip`, who may read `/metrics`, plain pages, the origin check,
+//! and the refusals that are told as a close code once upgraded (a leaked Scratch session
+//! cookie, no user agent, a full server). The connection ([`super::conn`]) acts on the
+//! [`Verdict`]; it keeps the phases, the close and the keepalive.
+
+use std::net::IpAddr;
+
+use log::{debug, info};
+
+use super::conn::{ConnSettings, LoopContext};
+use super::http::{self, Request, Response};
+use crate::dialect::{Need, Reason};
+
+/// Who a connection's client is, as far as admission goes.
+#[derive(Debug)]
+pub(super) struct Admission {
+    /// The address the connection is logged under (anonymized when asked); behind a trusted
+    /// proxy, the one the proxy names.
+    ip: Option<IpAddr>,
+    /// The address counted against `--max-connections-per-ip`, released at removal.
+    counted_ip: Option<IpAddr>,
+    /// Whether this client may read `/metrics` (a local address, or the metrics listener).
+    metrics_allowed: bool,
+    /// Plain pages only (the metrics listener): no WebSocket upgrade.
+    pages_only: bool,
+}
+
+/// What to do with a request.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Verdict<'r> {
+    /// Answer with a plain response (its body unless `false`) and close.
+    Respond(Response, bool),
+    /// A client allowed to read `/metrics` asked for it (with the body, unless HEAD): the loop
+    /// renders the page.
+    Metrics { include_body: bool },
+    /// Upgrade to WebSocket, answering this `Sec-WebSocket-Key`.
+    Upgrade(&'r str),
+}
+
+impl Admission {
+    /// `ip`: the socket's peer address (`None` for a unix socket).
+    pub(super) fn new(ip: Option<IpAddr>, settings: &ConnSettings) -> Self {
+        Admission {
+            ip: logged_ip(ip, settings),
+            counted_ip: None,
+            metrics_allowed: ip.is_none_or(|ip| ip.is_loopback()),
+            pages_only: false,
+        }
+    }
+
+    /// A connection of the metrics listener: it may read `/metrics` wherever it comes from,
+    /// and may not upgrade to WebSocket.
+    pub(super) fn for_metrics_only(&mut self) {
+        self.metrics_allowed = true;
+        self.pages_only = true;
+    }
+
+    /// The loop admitted this connection's address against `--max-connections-per-ip`.
+    pub(super) fn set_counted_ip(&mut self, ip: IpAddr) {
+        self.counted_ip = Some(ip);
+    }
+
+    /// The address this connection is counted under, if any.
+    pub(super) fn counted_ip(&self) -> Option<IpAddr> {
+        self.counted_ip
+    }
+
+    /// Hands the address charge over (to a parked session, or back to the loop at removal).
+    pub(super) fn take_counted_ip(&mut self) -> Option<IpAddr> {
+        self.counted_ip.take()
+    }
+
+    /// The client's address for log lines.
+    pub(super) fn ip_text(&self) -> String {
+        self.ip
+            .map_or_else(|| "unix".to_owned(), |ip| ip.to_string())
+    }
+
+    /// Decides what a complete request gets, in order: the proxy's client address and its
+    /// place, `/metrics`, plain pages, then the origin of an upgrade.
+    pub(super) fn decide<'r>(
+        &mut self,
+        request: &'r Request,
+        ctx: &mut LoopContext<'_>,
+    ) -> Verdict<'r> {
+        let settings = ctx.settings;
+        if settings.trust_proxy {
+            let ip = http::client_ip(self.ip, request.forwarded_for.as_deref(), true);
+            if !self.pages_only {
+                // Behind a proxy every request comes from loopback: ask who sent it.
+                self.metrics_allowed = ip.is_none_or(|ip| ip.is_loopback());
+            }
+            self.ip = logged_ip(ip, settings);
+            if let Some(ip) = ip {
+                if !ctx.admit_address(ip) {
+                    info!(
+                        "[{}] too many connections from this address",
+                        self.ip_text()
+                    );
+                    return Verdict::Respond(Response::TOO_MANY_CONNECTIONS, true);
+                }
+                self.counted_ip = Some(ip);
+            }
+        }
+        if request.path.split('?').next() == Some("/metrics")
+            && matches!(request.method.as_str(), "GET" | "HEAD")
+        {
+            if self.metrics_allowed {
+                debug!("[{}] {} /metrics", self.ip_text(), request.method);
+                return Verdict::Metrics {
+                    include_body: request.method != "HEAD",
+                };
+            }
+            info!("[{}] /metrics refused: not a local client", self.ip_text());
+            return Verdict::Respond(Response::METRICS_FORBIDDEN, request.method != "HEAD");
+        }
+        if self.pages_only {
+            let response = http::page(request);
+            debug!(
+                "[{}] metrics listener: {} {}",
+                self.ip_text(),
+                request.method,
+                request.path
+            );
+            return Verdict::Respond(response, request.method != "HEAD");
+        }
+        let Some(key) = request.websocket_key.as_deref() else {
+            let response = request
+                .bad_upgrade
+                .clone()
+                .unwrap_or_else(|| http::page(request));
+            // Pages and health checks are routine; refused upgrades are worth an operator's eye.
+            let level = if request.bad_upgrade.is_some() {
+                log::Level::Info
+            } else {
+                log::Level::Debug
+            };
+            log::log!(
+                level,
+                "[{}] {} {} {}",
+                self.ip_text(),
+                request.method,
+                request.path,
+                response.status
+            );
+            return Verdict::Respond(response, request.method != "HEAD");
+        };
+        if let (Some(allowed), Some(origin)) = (&settings.allowed_origins, &request.origin) {
+            if !allowed.iter().any(|a| a == origin) {
+                info!("[{}] origin {origin:?} not allowed: 403", self.ip_text());
+                return Verdict::Respond(Response::FORBIDDEN, true);
+            }
+        }
+        Verdict::Upgrade(key)
+    }
+}
+
+/// Why an upgraded connection is closed at once, told as a close code rather than an HTTP
+/// status (the clients show close codes to their users), checked in this order.
+pub(super) fn refusal(
+    request: &Request,
+    settings: &ConnSettings,
+    over_capacity: bool,
+) -> Option<Reason> {
+    if request.leaks_scratch_session {
+        return Some(Reason::ScratchCookie);
+    }
+    let has_user_agent = request
+        .user_agent
+        .as_deref()
+        .is_some_and(|ua| !ua.is_empty());
+    if settings.require_user_agent && !has_user_agent {
+        return Some(Reason::NoUserAgent);
+    }
+    if over_capacity {
+        return Some(Reason::ServerFull);
+    }
+    None
+}
+
+impl LoopContext<'_> {
+    /// Counts one more connection from `ip` against `--max-connections-per-ip`. An address at
+    /// its limit that has sessions parked gets the place by ending its oldest parked session,
+    /// whose charge the new connection takes over: its live clients come first.
+    pub fn admit_address(&mut self, ip: IpAddr) -> bool {
+        if self.per_ip.is_full(ip) {
+            if let Some((client, rooms)) = self.reconnects.end_oldest_for(Need::AddressPlace(ip)) {
+                self.engine.leave_rooms(client, rooms, self.now);
+                return true;
+            }
+        }
+        self.per_ip.admit(ip)
+    }
+}
+
+/// The address a connection is logged under: anonymized when the operator asked for it.
+fn logged_ip(ip: Option<IpAddr>, settings: &ConnSettings) -> Option<IpAddr> {
+    ip.map(|ip| {
+        if settings.anonymize_ips {
+            http::anonymize(ip)
+        } else {
+            ip
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn refusals_after_the_upgrade_come_in_order() {
+        let mut settings = ConnSettings::from_config(&Config::defaults());
+        settings.require_user_agent = true;
+        let mut request = Request {
+            leaks_scratch_session: true,
+            ..Request::default()
+        };
+        assert_eq!(
+            refusal(&request, &settings, true),
+            Some(Reason::ScratchCookie)
+        );
+        request.leaks_scratch_session = false;
+        assert_eq!(
+            refusal(&request, &settings, true),
+            Some(Reason::NoUserAgent)
+        );
+        request.user_agent = Some(String::new());
+        assert_eq!(
+            refusal(&request, &settings, true),
+            Some(Reason::NoUserAgent),
+            "an empty user agent is none"
+        );
+        request.user_agent = Some("Scratch".to_owned());
+        assert_eq!(refusal(&request, &settings, true), Some(Reason::ServerFull));
+        assert_eq!(refusal(&request, &settings, false), None);
+        settings.require_user_agent = false;
+        request.user_agent = None;
+        assert_eq!(refusal(&request, &settings, false), None);
+    }
+}

@@ -1,0 +1,369 @@
+//! Start-up: everything [`Server::bind`] does before the loop serves. Reads the username
+//! filter and the TLS certificate, binds and registers the listeners (TCP or a unix socket,
+//! plain or TLS, and `--metrics-listen`), routes signals into pipes the loop polls, and builds
+//! the engine, the store or the cluster link. Each failure is a [`StartError`] with a message
+//! an operator can act on.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::info;
+use mio::net::{TcpListener, UnixListener};
+use mio::{Interest, Poll};
+use slab::Slab;
+
+use super::durable::Durable;
+use super::followups::Followups;
+use super::{
+    Bound, Listener, Server, CLUSTER, HOUSEKEEPING_PERIOD, LISTENERS, METRICS_LISTENER,
+    OVERFLOW_SLOTS, RELOAD, SIGNALS, STORE,
+};
+use crate::config::Config;
+use crate::dialect;
+use crate::dialect::json::JsonParser;
+use crate::dialect::{Reconnects, Users};
+use crate::engine::{Engine, Limits};
+use crate::metrics::Metrics;
+use crate::net::conn::ConnSettings;
+use crate::net::fd_limit;
+use crate::net::per_ip::PerIp;
+use crate::net::tls_config::TlsSetup;
+use crate::net::write_budget::TurnBudget;
+use crate::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
+use crate::store::StoreSettings;
+
+/// File descriptors kept for the listener, the poll, signals and log files.
+const RESERVED_FDS: u64 = 32;
+
+/// Where the server listens, once bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BoundAddress {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for BoundAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BoundAddress::Tcp(addr) => write!(f, "{addr}"),
+            BoundAddress::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Startup failures, each with a message an operator can act on.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Server {
+    /// Binds the listener and prepares the loop; does not serve until [`Server::run`].
+    pub fn bind(config: &Config) -> Result<Server, StartError> {
+        let policy = build_policy(config)?;
+        let max_connections =
+            fd_limit::fit_connections(config.max_connections, RESERVED_FDS + OVERFLOW_SLOTS as u64);
+        let tls = load_tls(config)?;
+        let poll = Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
+        let mut listeners = vec![Bound {
+            listener: bind_listener(&config.listen, config.unix_socket_mode)?,
+            tls: tls.is_some() && config.tls_listen.is_none(),
+        }];
+        if let Some(address) = &config.tls_listen {
+            listeners.push(Bound {
+                listener: bind_listener(address, config.unix_socket_mode)?,
+                tls: true,
+            });
+        }
+        for (bound, token) in listeners.iter_mut().zip(LISTENERS) {
+            match &mut bound.listener {
+                Listener::Tcp(l) => poll.registry().register(l, token, Interest::READABLE),
+                Listener::Unix(..) if bound.tls => {
+                    return Err(StartError(
+                        "TLS needs a HOST:PORT listener, not a unix socket".to_owned(),
+                    ))
+                }
+                Listener::Unix(l, _) => poll.registry().register(l, token, Interest::READABLE),
+            }
+            .map_err(|e| StartError(format!("cannot register listener: {e}")))?;
+        }
+        let metrics_listener = match &config.metrics_listen {
+            Some(listen) => Some(bind_metrics(listen, &poll)?),
+            None => None,
+        };
+        let mut signals =
+            signal_pipe(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        let mut hangups = signal_pipe(&[signal_hook::consts::SIGHUP])?;
+        ignore_file_size_signal()?;
+        for (pipe, token) in [(&mut signals, SIGNALS), (&mut hangups, RELOAD)] {
+            poll.registry()
+                .register(pipe, token, Interest::READABLE)
+                .map_err(|e| StartError(format!("cannot register signal pipe: {e}")))?;
+        }
+        let limits = Limits {
+            max_rooms: config.max_rooms,
+            max_clients_per_room: config.max_clients_per_room,
+            max_variables_per_room: config.max_variables_per_room,
+            empty_room_ttl: Duration::from_secs(config.empty_room_ttl),
+            allow_non_numeric: config.allow_non_numeric,
+            max_state_bytes: config.max_state_memory,
+        };
+        let mut engine = Engine::new(limits, dialect::encode_set);
+        let tick = match config.tick_hz {
+            0 => Duration::ZERO,
+            hz => Duration::from_secs_f64(1.0 / f64::from(hz)),
+        };
+        // The durable backend: Redis with --cluster, else the store unless --no-persist.
+        let durable = if let Some(url) = &config.cluster {
+            let waker = mio::Waker::new(poll.registry(), CLUSTER)
+                .map_err(|e| StartError(format!("cannot create waker: {e}")))?;
+            let retention = (!config.retention.is_zero()).then_some(config.retention);
+            let node = config.cluster_node.as_deref();
+            Some(
+                Durable::start_cluster(url, node, retention, tick, waker, &mut engine)
+                    .map_err(StartError)?,
+            )
+        } else if config.no_persist {
+            info!("--no-persist: variables are kept in memory only");
+            None
+        } else {
+            let waker = mio::Waker::new(poll.registry(), STORE)
+                .map_err(|e| StartError(format!("cannot create waker: {e}")))?;
+            let settings = StoreSettings {
+                data_dir: config.data_dir.clone(),
+                retention: (!config.retention.is_zero()).then_some(config.retention),
+                delay: config.store_delay,
+            };
+            let interval = config.persist_interval;
+            Some(Durable::open_store(settings, interval, waker, &mut engine).map_err(StartError)?)
+        };
+        if config.tick_hz > 0 {
+            engine.set_pace(tick);
+            if config.global_tick {
+                engine.set_global_tick(Instant::now());
+            }
+        }
+        let now = Instant::now();
+        Ok(Server {
+            poll,
+            listeners,
+            signals,
+            hangups,
+            metrics_listener,
+            reload: None,
+            tls,
+            conns: Slab::new(),
+            engine,
+            policy,
+            parser: JsonParser::default(),
+            users: Users::new(config.max_connections_per_user),
+            metrics: Metrics::default(),
+            reconnects: Reconnects::new(
+                Duration::from_secs(config.reconnect_window),
+                parked_budget(config.max_parked_sessions, max_connections),
+            ),
+            replaced: Vec::new(),
+            settings: ConnSettings::from_config(config),
+            scratch: vec![0; 16 * 1024],
+            max_connections,
+            next_housekeeping: now + HOUSEKEEPING_PERIOD,
+            next_generation: 0,
+            accept_paused: false,
+            shutdown_deadline: None,
+            followups: Followups::default(),
+            peak_connections: 0,
+            log_pruning: config
+                .log_dir
+                .clone()
+                .map(|dir| (dir, config.log_keep_days)),
+            next_log_prune: now,
+            durable,
+            per_ip: PerIp::new(config.max_connections_per_ip),
+            trust_proxy: config.trust_proxy,
+            listener_ready: false,
+            write_budget: TurnBudget::new(),
+            last_warned: (None, None),
+            refused_for_memory_logged: 0,
+        })
+    }
+
+    /// Each listener's address, and whether it speaks TLS.
+    pub fn local_addresses(&self) -> io::Result<Vec<(BoundAddress, bool)>> {
+        self.listeners
+            .iter()
+            .map(|bound| {
+                let address = match &bound.listener {
+                    Listener::Tcp(l) => BoundAddress::Tcp(l.local_addr()?),
+                    Listener::Unix(_, path) => BoundAddress::Unix(path.clone()),
+                };
+                Ok((address, bound.tls))
+            })
+            .collect()
+    }
+}
+
+/// How many MultiStudio sessions may be parked at once: `--max-parked-sessions`, by default a
+/// tenth of the connections served, never more than those.
+fn parked_budget(configured: Option<usize>, max_connections: usize) -> usize {
+    configured
+        .unwrap_or(max_connections.div_ceil(10))
+        .min(max_connections)
+}
+
+pub(super) fn build_policy(config: &Config) -> Result<Policy, StartError> {
+    let filter_text = match &config.username_filter {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            StartError(format!(
+                "cannot read username filter {}: {e}",
+                path.display()
+            ))
+        })?,
+        None => DEFAULT_USERNAME_FILTER.to_owned(),
+    };
+    let usernames = UsernameFilter::parse(&filter_text)
+        .map_err(|e| StartError(format!("invalid username filter: {e}")))?;
+    info!("username filter: {} patterns", usernames.len());
+    Ok(Policy {
+        usernames,
+        allowed_projects: config
+            .allowed_projects
+            .as_ref()
+            .map(|list| list.iter().map(|id| id.trim().to_owned()).collect()),
+        blocked_projects: config
+            .blocked_projects
+            .iter()
+            .map(|id| id.trim().to_owned())
+            .collect(),
+        enable_rename: config.enable_rename,
+        enable_delete: config.enable_delete,
+        message_rate: config.message_rate,
+        message_burst: config.message_burst,
+        max_rooms_per_connection: config.max_rooms_per_connection,
+        fault_rooms: config.fault_rooms.iter().cloned().collect(),
+    })
+}
+
+fn bind_listener(listen: &str, unix_mode: u32) -> Result<Listener, StartError> {
+    if listen.starts_with('/') {
+        let path = PathBuf::from(listen);
+        // A socket file left by an earlier run would make bind fail; one that a live server
+        // still answers on is not ours to take.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_socket()
+        }) {
+            if StdUnixStream::connect(&path).is_ok() {
+                return Err(StartError(format!(
+                    "{listen} is in use by a running server; stop it or choose another path"
+                )));
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        let listener = UnixListener::bind(&path)
+            .map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(unix_mode)).map_err(
+            |e| {
+                StartError(format!(
+                    "cannot set the mode of {listen} to {unix_mode:o}: {e}"
+                ))
+            },
+        )?;
+        return Ok(Listener::Unix(listener, path));
+    }
+    let addr = tcp_address(listen)?;
+    TcpListener::bind(addr)
+        .map(Listener::Tcp)
+        .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))
+}
+
+/// The `--metrics-listen` listener, registered with the poll.
+fn bind_metrics(listen: &str, poll: &Poll) -> Result<TcpListener, StartError> {
+    let addr = tcp_address(listen)?;
+    let mut listener = TcpListener::bind(addr)
+        .map_err(|e| StartError(format!("cannot listen on {addr} for metrics: {e}")))?;
+    poll.registry()
+        .register(&mut listener, METRICS_LISTENER, Interest::READABLE)
+        .map_err(|e| StartError(format!("cannot register the metrics listener: {e}")))?;
+    if let Ok(addr) = listener.local_addr() {
+        info!("metrics on http://{addr}/metrics");
+    }
+    Ok(listener)
+}
+
+/// `--listen` as an operator types it: `HOST:PORT` (a name such as `localhost` is resolved),
+/// or a bare port, meaning loopback.
+fn tcp_address(listen: &str) -> Result<SocketAddr, StartError> {
+    use std::net::{Ipv4Addr, ToSocketAddrs};
+    if let Ok(port) = listen.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            StartError(format!(
+                "--listen {listen:?} is not HOST:PORT, a port, or a /path for a unix socket"
+            ))
+        })
+}
+
+/// The TLS certificate and key, when both are given.
+fn load_tls(config: &Config) -> Result<Option<TlsSetup>, StartError> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let setup = TlsSetup::load(cert, key).map_err(StartError)?;
+            info!("TLS certificate {}", cert.display());
+            Ok(Some(setup))
+        }
+        (None, None) if config.tls_listen.is_some() => Err(StartError(
+            "--tls-listen needs --tls-cert and --tls-key".to_owned(),
+        )),
+        (None, None) => Ok(None),
+        _ => Err(StartError(
+            "--tls-cert and --tls-key go together: give both or neither".to_owned(),
+        )),
+    }
+}
+
+/// A pipe the loop polls, written to when one of `signals` arrives.
+fn signal_pipe(signals: &[libc::c_int]) -> Result<mio::net::UnixStream, StartError> {
+    let (read_end, write_end) =
+        StdUnixStream::pair().map_err(|e| StartError(format!("cannot create signal pipe: {e}")))?;
+    read_end
+        .set_nonblocking(true)
+        .map_err(|e| StartError(format!("cannot set up signal pipe: {e}")))?;
+    for &signal in signals {
+        let writer = write_end
+            .try_clone()
+            .map_err(|e| StartError(format!("cannot set up signal pipe: {e}")))?;
+        signal_hook::low_level::pipe::register(signal, writer)
+            .map_err(|e| StartError(format!("cannot handle signal {signal}: {e}")))?;
+    }
+    Ok(mio::net::UnixStream::from_std(read_end))
+}
+
+/// A write past the file size limit then fails with an error the storage thread reports and
+/// retries, instead of killing the process.
+fn ignore_file_size_signal() -> Result<(), StartError> {
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .map(|_| ())
+    .map_err(|e| StartError(format!("cannot handle SIGXFSZ: {e}")))
+}
