@@ -31,7 +31,8 @@ fn options_can_come_from_the_environment() {
     a.set("☁ v", "\"hello\"");
     a.set("☁ w", "1");
     a.close_with(1000);
-    server.wait_for_log("\"alice\" 1] client closed");
+    // Carol is left.
+    server.wait_until_metric(&joined_series("scratch"), 1);
     let mut e = server.join("1", "erin");
     assert_eq!(
         e.recv(),
