@@ -55,9 +55,15 @@ fn read_until(stream: &mut TcpStream, needle: &[u8]) {
     let mut buf = [0u8; 64];
     while memchr::memmem::find(&seen, needle).is_none() {
         match stream.read(&mut buf) {
-            Ok(0) => panic!("connection ended before {:?}", String::from_utf8_lossy(needle)),
+            Ok(0) => panic!(
+                "connection ended before {:?}",
+                String::from_utf8_lossy(needle)
+            ),
             Ok(n) => seen.extend_from_slice(&buf[..n]),
-            Err(e) => panic!("no {:?} within {PATIENCE:?}: {e}", String::from_utf8_lossy(needle)),
+            Err(e) => panic!(
+                "no {:?} within {PATIENCE:?}: {e}",
+                String::from_utf8_lossy(needle)
+            ),
         }
     }
 }

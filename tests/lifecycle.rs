@@ -24,7 +24,10 @@ fn read_head(stream: &mut std::net::TcpStream) -> Vec<u8> {
     while !bytes.ends_with(b"\r\n\r\n") {
         match stream.read(&mut byte) {
             Ok(1) => bytes.push(byte[0]),
-            other => panic!("no complete head ({other:?}): {:?}", String::from_utf8_lossy(&bytes)),
+            other => panic!(
+                "no complete head ({other:?}): {:?}",
+                String::from_utf8_lossy(&bytes)
+            ),
         }
     }
     bytes

@@ -16,7 +16,6 @@
 
 mod common;
 
-
 use common::*;
 use serde_json::{json, Value};
 

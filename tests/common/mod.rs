@@ -467,7 +467,9 @@ impl<S: Stream> Client<S> {
             match self.ws.read() {
                 Ok(Message::Pong(payload)) if payload[..] == *token.as_bytes() => return Ok(()),
                 Ok(Message::Text(text)) => self.pending.push_back(text.to_string()),
-                Ok(Message::Close(Some(frame))) => return Err(Ending::Closed(u16::from(frame.code))),
+                Ok(Message::Close(Some(frame))) => {
+                    return Err(Ending::Closed(u16::from(frame.code)))
+                }
                 Ok(Message::Close(None)) => return Err(Ending::Closed(1005)),
                 // Pings (answered by tungstenite), pongs to earlier pings.
                 Ok(_) => {}
