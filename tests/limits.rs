@@ -52,8 +52,8 @@ fn every_object_in_a_frame_counts_against_the_message_rate() {
 fn the_message_allowance_refills_at_the_rate() {
     let server = Server::start(&["--message-rate", "10", "--message-burst", "20"]);
     let (mut a, mut b) = server.pair();
-    // The handshake, its sync ping and 15 sets leave 3 of the 20; 1.5 s later 10 more are
-    // allowed.
+    // The handshake, its two sync pings and 15 sets leave 2 of the 20; 1.5 s later 10 more
+    // are allowed.
     for i in 0..15 {
         a.packager_set("☁ v", &i.to_string());
     }

@@ -440,13 +440,18 @@ impl<S: Stream> Client<S> {
         }
     }
 
-    /// Returns once the server has handled everything this client sent before: it reads a
-    /// connection's messages in order and answers a ping only after those before it (a message
-    /// waiting for its room to load holds back the ones after it, the ping included). So after
-    /// `sync` a handshake has joined, and a set sent by another client from now on is relayed
-    /// to this one. Text frames that arrive meanwhile are kept for the next `recv`. Panics if
-    /// the connection closes, so a refused join fails here. The ping counts against the
-    /// client's message rate like any message.
+    /// Returns once the server has handled everything this client sent before, and what it
+    /// replied to those messages has arrived: a wire round trip, no log line read.
+    ///
+    /// The server reads a connection's messages in order and answers a ping only after those
+    /// before it (a message waiting for its room to load holds back the ones after it, the ping
+    /// included), so the first pong proves the handshake joined and a set another client sends
+    /// from now on is relayed to this one. Replies to one read batch (such as a join's initial
+    /// frame) are written at the batch's end and a pong may overtake them; a second ping, sent
+    /// once the first pong is back, is read in a later batch, so its pong comes after them.
+    /// Text frames that arrive meanwhile are kept, in order, for the next `recv`. Panics if the
+    /// connection ends, so a refused join fails here. Each ping counts against the client's
+    /// message rate like any message.
     pub fn sync(&mut self) {
         if let Err(ending) = self.try_sync() {
             panic!("connection ended while waiting for a pong: {ending:?}");
@@ -455,14 +460,26 @@ impl<S: Stream> Client<S> {
 
     /// [`Client::sync`], or how the connection ended instead of answering.
     pub fn try_sync(&mut self) -> Result<(), Ending> {
+        self.try_sync_within(PATIENCE)
+    }
+
+    /// [`Client::try_sync`] waiting at most `patience` for the pongs (a join may wait that long
+    /// for its room, as in a cluster recovering from an outage).
+    pub fn try_sync_within(&mut self, patience: Duration) -> Result<(), Ending> {
+        let deadline = Instant::now() + patience;
+        self.ping_pong(deadline)?;
+        self.ping_pong(deadline)
+    }
+
+    /// Sends a ping with a fresh payload and reads until its pong, keeping text frames.
+    fn ping_pong(&mut self, deadline: Instant) -> Result<(), Ending> {
         let token = format!("sync {}", UNIQUE.fetch_add(1, Ordering::Relaxed));
         self.ws
             .send(Message::Ping(token.clone().into_bytes().into()))
             .expect("send ping");
-        let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no pong within {PATIENCE:?}");
+            assert!(!left.is_zero(), "no pong in time");
             self.ws.get_ref().set_timeout(left);
             match self.ws.read() {
                 Ok(Message::Pong(payload)) if payload[..] == *token.as_bytes() => return Ok(()),
@@ -477,6 +494,11 @@ impl<S: Stream> Client<S> {
                 Err(e) => return Err(Ending::Dropped(e.to_string())),
             }
         }
+    }
+
+    /// A text frame [`Client::sync`] kept, for a test that reads `ws` itself.
+    pub fn take_pending(&mut self) -> Option<String> {
+        self.pending.pop_front()
     }
 
     /// Sends one text frame.
