@@ -391,7 +391,7 @@ fn a_full_room_closes_with_4003() {
     // A place frees up when a member leaves.
     b.close_with(1000);
     // Alice and dave are left.
-    server.wait_until_metric(&joined_series("scratch"), 2);
+    server.wait_until_metric(&open_series("scratch"), 2);
     let mut e = server.join_synced("1", "erin");
     assert_eq!(e.recv(), relayed("☁ a", "1"));
 }
@@ -412,7 +412,7 @@ fn too_many_rooms_closes_with_4003() {
 fn the_longest_empty_room_makes_space_for_a_new_one() {
     let server = Server::start(&["--max-rooms", "1"]);
     server.leave_room_with_a_value("1");
-    server.wait_until_metric(&joined_series("scratch"), 0);
+    server.wait_until_metric(&open_series("scratch"), 0);
     let mut b = server.join_synced("2", "bob");
     b.expect_silence();
     // Room 1 was dropped with its variables; joining it again is refused while room 2 is busy.

@@ -173,7 +173,7 @@ fn a_member_that_is_behind_on_a_large_room_costs_no_cpu_while_it_does_not_read()
     // The joiner reads nothing: its snapshot (6.4 MB) fills the kernel buffers.
     let mut stuck = silent_joiner(&server, "big", "stuck");
     // The fillers have left: the one Scratch member is the stuck one.
-    server.wait_until_metric(&joined_series("scratch"), 1);
+    server.wait_until_metric(&open_series("scratch"), 1);
     // Every variable changes again, so the stuck member is megabytes behind.
     fill_large_room(&server, "big", 64);
     let (mut alice, mut bob) = (
@@ -231,7 +231,7 @@ fn joiners_that_do_not_read_share_one_snapshot_instead_of_a_copy_each() {
         .map(|i| silent_joiner(&server, "big", &format!("j{i}")))
         .collect();
     // The joiners and the bystanders.
-    server.wait_until_metric(&joined_series("scratch"), 20 + 2);
+    server.wait_until_metric(&open_series("scratch"), 20 + 2);
     bystander_round(&mut alice, &mut bob, 1);
     let grown = server.rss_kib().saturating_sub(baseline);
     eprintln!("20 silent joiners of a 12.8 MB room: RSS +{grown} KiB");
@@ -301,7 +301,7 @@ fn pings_from_a_client_that_does_not_read_cost_bounded_memory_and_get_the_latest
     let mut clients: Vec<TcpStream> = (0..10)
         .map(|i| silent_joiner(&server, "big", &format!("p{i}")))
         .collect();
-    server.wait_until_metric(&joined_series("scratch"), 10);
+    server.wait_until_metric(&open_series("scratch"), 10);
     let baseline = server.rss_kib();
     let payload = [b'p'; 121];
     for round in 0..10_000u32 {
@@ -494,7 +494,7 @@ fn room_state_is_bounded_by_the_memory_budget() {
     // Room 1 empties: its state is evicted to make space for room 2's.
     a.close_with(1000);
     b.close_with(1000);
-    server.wait_until_metric(&joined_series("scratch"), 0);
+    server.wait_until_metric(&open_series("scratch"), 0);
     let mut c = server.join_synced("2", "c");
     let mut d = server.join_synced("2", "d");
     for i in 0..3 {

@@ -212,7 +212,7 @@ fn a_client_that_drops_its_connection_leaves_its_room() {
     let mut b = server.join_synced("1", "bob");
     drop(a);
     // Bob is left.
-    server.wait_until_metric(&joined_series("scratch"), 1);
+    server.wait_until_metric(&open_series("scratch"), 1);
     let mut c = server.join_synced("1", "carol");
     c.set("☁ a", "1");
     assert_eq!(b.recv(), relayed("☁ a", "1"));
@@ -224,7 +224,7 @@ fn a_client_that_drops_its_connection_leaves_its_room() {
 fn an_empty_room_keeps_its_variables_for_the_next_visitor() {
     let server = Server::start(&[]);
     server.leave_room_with_a_value("1");
-    server.wait_until_metric(&joined_series("scratch"), 0);
+    server.wait_until_metric(&open_series("scratch"), 0);
     let mut c = server.join("1", "carol");
     assert_eq!(c.recv(), relayed("☁ a", "1"));
 }

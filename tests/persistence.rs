@@ -122,7 +122,7 @@ fn a_room_loading_from_a_slow_disk_holds_up_only_its_own_joiner() {
     a.set("☁ y", "1");
     assert_eq!(b.recv(), relayed("☁ y", "1"));
     assert_eq!(
-        server.metric(&joined_series("scratch")),
+        server.metric(&open_series("scratch")),
         2,
         "the relay went first: only alice and bob have joined"
     );

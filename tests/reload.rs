@@ -34,6 +34,10 @@ fn sighup_rereads_the_configuration_while_clients_stay_connected() {
     )
     .expect("write config");
     server.signal(libc::SIGHUP);
+    // The reload took effect once a new handshake for room 9 is refused.
+    wait_until("room 9 blocked", || {
+        server.join("9", "probe").try_sync() == Err(Ending::Closed(4004))
+    });
     // The operator is told what changed and what waits for a restart.
     server.wait_for_log("reloaded the configuration: 2 settings changed");
     assert!(server.logged("reload: blocked-projects"));

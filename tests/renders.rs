@@ -520,7 +520,7 @@ fn clients_not_reading_a_whole_room_reply_are_closed_before_the_write_stall_time
     };
     // Until only the reader is left of the array-RPC connections.
     let deadline = Instant::now() + Duration::from_secs(40);
-    while server.metric(&joined_series("rpc")) > 1 {
+    while server.metric(&open_series("rpc")) > 1 {
         assert!(
             Instant::now() < deadline,
             "not closed for the unread replies within 40 s"

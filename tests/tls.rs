@@ -16,7 +16,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{read_until_eof, relayed, run_to_exit, unique_path, Client, Server, Stream, PATIENCE};
+use common::{
+    read_until_eof, relayed, run_to_exit, unique_path, wait_until, Client, Server, Stream, PATIENCE,
+};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
@@ -334,6 +336,10 @@ fn sighup_reloads_the_certificate_for_new_connections_and_keeps_open_ones() {
     let (chain, key, second_der) = ca.leaf((2091, 1, 1));
     files.replace(&chain, &key);
     server.signal(libc::SIGHUP);
+    wait_until("new connections get the new certificate", || {
+        peer_leaf(&wss_connect(tls_addr, config())) == second_der
+    });
+    // The operator is told.
     server.wait_for_log("SIGHUP: reloaded the TLS certificate");
     let mut late = wss_join(tls_addr, config(), "5", "late");
     assert_eq!(peer_leaf(&late), second_der);
@@ -343,6 +349,7 @@ fn sighup_reloads_the_certificate_for_new_connections_and_keeps_open_ones() {
     // A broken pair is refused and the last good one stays.
     files.replace("garbage", &key);
     server.signal(libc::SIGHUP);
+    // The operator is told; nothing else shows that the broken pair was read and refused.
     server.wait_for_log("SIGHUP: keeping the previous TLS certificate");
     let third = wss_join(tls_addr, config(), "5", "third");
     assert_eq!(peer_leaf(&third), second_der);

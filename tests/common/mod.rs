@@ -970,7 +970,7 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 /// a handshake that joined): the way to wait for a join of a client the test does not read,
 /// such as [`silent_joiner`]. (Array-RPC and MultiStudio connections are counted before they
 /// join: their joins are acknowledged on the wire.)
-pub fn joined_series(dialect: &str) -> String {
+pub fn open_series(dialect: &str) -> String {
     format!("stratus_connections_open{{dialect=\"{dialect}\",phase=\"open\"}}")
 }
 
