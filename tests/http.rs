@@ -397,7 +397,7 @@ fn a_stale_unix_socket_file_is_replaced() {
     let stale = std::os::unix::net::UnixListener::bind(&path).expect("bind");
     drop(stale);
     assert!(path.exists());
-    let server = Server::start_on(path.to_str().expect("path"), &[]);
+    let _server = Server::start_on(path.to_str().expect("path"), &[]);
     let mut a = unix_client(&path);
     a.handshake("1", "alice");
     a.sync();
