@@ -624,6 +624,7 @@ fn redis_restarted_under_load_both_nodes_recover_and_converge() {
         if i == 100 {
             redis.restart();
         }
+        // Sets keep coming while Redis restarts.
         std::thread::sleep(Duration::from_millis(5));
     }
     // Both nodes lost their subscription and read every room again.

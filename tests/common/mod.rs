@@ -4,6 +4,11 @@
 //! Each test starts its own server, so tests share no state and run in parallel. Clients send
 //! frames shaped the way real clients send them (see [`gui_set`], [`packager_set`],
 //! [`gui_handshake`]).
+//!
+//! Tests wait for what a client or `/metrics` can see: a join's acknowledgement or a ping round
+//! trip ([`Client::sync`], [`Server::join_synced`]), a gauge or counter
+//! ([`Server::wait_until_metric`]), a file ([`wait_until`]). The server's log is read only where
+//! a log line is itself the behaviour under test ([`Server::wait_for_log`]).
 #![allow(dead_code)]
 // Test helpers fail loudly: panicking is how they report.
 #![allow(
