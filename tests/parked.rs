@@ -16,8 +16,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 use serde_json::{json, Value};
 
@@ -91,14 +89,6 @@ fn open_sockets(server: &Server) -> u64 {
         .filter(|line| line.starts_with("stratus_connections_open{") && !line.contains("http"))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Opens `count` MultiStudio sessions from the attacker, each in `rooms` as far as they have

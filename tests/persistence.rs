@@ -44,6 +44,7 @@ fn values_come_back_after_sigterm_with_their_types() {
     let mut peer = server.legacy_join("2", "peer", r#"{"☁ k": "0"}"#);
     assert_eq!(peer.recv(), legacy_relayed("☁ k", "8"));
     assert!(server.terminate().success());
+    // The operator is told the exit lost nothing.
     assert!(server.logged("every change is saved"));
 
     let server = start_on(&dir, &[]);
@@ -64,8 +65,8 @@ fn values_older_than_the_interval_survive_kill_9() {
     let (mut a, mut b) = server.pair();
     a.set("☁ x", "42");
     assert_eq!(b.recv(), relayed("☁ x", "42"));
-    // Longer than the interval: the value has been written.
-    std::thread::sleep(Duration::from_millis(700));
+    // A round of the interval has written the value.
+    wait_until_saved(&server, 1);
     server.signal(libc::SIGKILL);
     server.wait_for_exit();
 
@@ -120,12 +121,13 @@ fn a_room_loading_from_a_slow_disk_holds_up_only_its_own_joiner() {
     // Meanwhile room 1 relays as usual.
     a.set("☁ y", "1");
     assert_eq!(b.recv(), relayed("☁ y", "1"));
-    assert!(
-        !server.logged("\"carol\" stored] joined"),
-        "the relay went first"
+    assert_eq!(
+        server.metric(&open_series("scratch")),
+        2,
+        "the relay went first: only alice and bob have joined"
     );
+    // Carol's initial frame: she joined.
     assert_eq!(joiner.recv(), relayed("☁ x", "5"));
-    server.wait_for_log("\"carol\" stored] joined");
     // Carol's own set came after her join, so it applied to the loaded room.
     let mut d = server.join("stored", "dave");
     assert_eq!(d.recv(), relayed("☁ x", "6"));
@@ -303,9 +305,10 @@ fn export_and_import_move_rooms_between_data_directories() {
     a.set("☁ n", "12");
     a.set("☁ s", "\"034\"");
     b.drain(Duration::from_millis(300));
+    wait_until_saved(&server, 2);
     let mut other = server.join_synced("2", "carol");
     other.set("☁ z", "1");
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until_saved(&server, 3);
 
     // Export works next to the running server.
     let export = stratus_command()
@@ -368,6 +371,14 @@ fn export_and_import_move_rooms_between_data_directories() {
     let _ = std::fs::remove_file(&garbage);
 }
 
+/// Waits until the store has written `count` variable values in all (each value of each
+/// batch it confirmed).
+fn wait_until_saved(server: &Server, count: u64) {
+    wait_until(&format!("{count} values saved"), || {
+        server.metric("stratus_store_variables_saved_total") >= count
+    });
+}
+
 /// Sets the server's file size limit (what a full disk looks like to SQLite: writes fail).
 fn limit_file_size(server: &Server, bytes: u64) {
     let limit = libc::rlimit {
@@ -393,12 +404,13 @@ fn disk_errors_are_logged_and_retried_while_clients_are_served() {
     let (mut a, mut b) = server.pair();
     a.set("☁ before", "1");
     assert_eq!(b.recv(), relayed("☁ before", "1"));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until_saved(&server, 1);
     // The disk is "full": no file may grow.
     limit_file_size(&server, 0);
     let big = "7".repeat(20_000);
     a.set("☁ during", &format!("\"{big}\""));
     assert_eq!(b.recv(), relayed("☁ during", &format!("\"{big}\"")));
+    // The operator is told the disk failed.
     let logged = server.wait_for_log("storage: ");
     eprintln!("{logged}");
     // Still serving, from memory.
@@ -406,7 +418,8 @@ fn disk_errors_are_logged_and_retried_while_clients_are_served() {
     assert_eq!(a.recv(), relayed("☁ still", "2"));
     // Room again on the disk: the next round writes the latest values.
     limit_file_size(&server, libc::RLIM_INFINITY);
-    std::thread::sleep(Duration::from_millis(500));
+    // "during" (owed again after its batch failed) and "still", in one round or two.
+    wait_until_saved(&server, 3);
     assert!(server.terminate().success());
 
     let server = start_on(&dir, &[]);

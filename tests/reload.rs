@@ -34,6 +34,11 @@ fn sighup_rereads_the_configuration_while_clients_stay_connected() {
     )
     .expect("write config");
     server.signal(libc::SIGHUP);
+    // The reload took effect once a new handshake for room 9 is refused.
+    wait_until("room 9 blocked", || {
+        server.join("9", "probe").try_sync() == Err(Ending::Closed(4004))
+    });
+    // The operator is told what changed and what waits for a restart.
     server.wait_for_log("reloaded the configuration: 2 settings changed");
     assert!(server.logged("reload: blocked-projects"));
     assert!(server.logged("reload: tick-hz 30 -> 60 takes effect after a restart"));
@@ -51,6 +56,7 @@ fn sighup_rereads_the_configuration_while_clients_stay_connected() {
     // A broken configuration is refused and the running one kept.
     std::fs::write(&file, "tick-hz = \"fast\"\n").expect("write config");
     server.signal(libc::SIGHUP);
+    // The operator is told the file was refused.
     server.wait_for_log("reload failed, keeping the running configuration");
     let mut still_blocked = server.join("9", "bob");
     assert_eq!(still_blocked.close_code(), 4004);
@@ -78,11 +84,13 @@ fn sighup_reopens_the_log_file_after_logrotate_moved_it() {
     let rotated = dir.join("rotated.1");
     std::fs::rename(&log, &rotated).expect("rotate");
     server.signal(libc::SIGHUP);
+    wait_until("a new file under the old name", || log.exists());
+    // The operator is told (in the new file).
     server.wait_for_log("SIGHUP: log files reopened");
     a.close_with(1000);
-    server.wait_for_log("\"alice\" 1] client closed");
-    let fresh = std::fs::read_to_string(&log).expect("a new file under the old name");
-    assert!(fresh.contains("client closed"), "{fresh}");
+    wait_until("the close is written to the new file", || {
+        std::fs::read_to_string(&log).is_ok_and(|fresh| fresh.contains("client closed"))
+    });
     assert!(!std::fs::read_to_string(&rotated)
         .expect("rotated")
         .contains("client closed"));

@@ -38,7 +38,7 @@ fn next(client: &mut Client) -> Value {
 }
 
 /// Connects and authenticates with `client_id`; returns the client and the `authenticated`
-/// payload.
+/// payload (the reply is the join's acknowledgement).
 fn authenticated(server: &Server, room: &str, client_id: &str) -> (Client, Value) {
     let mut client = world(server, room);
     call(
@@ -47,8 +47,6 @@ fn authenticated(server: &Server, room: &str, client_id: &str) -> (Client, Value
     );
     let reply = next(&mut client);
     assert_eq!(reply[0], "authenticated", "{reply}");
-    let room = reply[1]["room"].as_str().expect("room");
-    server.wait_for_log(&format!("\"{client_id}\" {room}] joined (rpc)"));
     (client, reply[1].clone())
 }
 
@@ -153,9 +151,11 @@ fn authentication_takes_a_client_id_or_a_username() {
         next(&mut by_name),
         json!(["authenticated", 1, {"room": "1", "variables": {}}])
     );
+    // What the operator reads: the client is known by its username, or by its client id.
     server.wait_for_log("\"alice\" 1] joined (rpc)");
     let max_id = "i".repeat(64);
     let (_client, _) = authenticated(&server, "1", &max_id);
+    server.wait_for_log(&format!("\"{max_id}\" 1] joined (rpc)"));
 }
 
 #[test]
@@ -512,7 +512,9 @@ fn a_users_oldest_connection_is_replaced_beyond_the_per_user_limit() {
     assert_eq!(next(&mut first), json!(["pong", 2]));
 }
 
-/// Connects and authenticates with `payload`; `shown` is the name the log gives the client.
+/// Connects and authenticates with `payload`; `shown` is the name the log gives the client
+/// (asserted: which name the operator reads for a client is what these tests are about, the
+/// join itself is acknowledged by the reply).
 fn authenticated_as(server: &Server, room: &str, payload: Value, shown: &str) -> Client {
     let mut client = world(server, room);
     call(&mut client, json!(["authenticate", payload]));
@@ -623,7 +625,8 @@ fn a_client_that_pipelines_requests_without_reading_is_paused_not_buffered() {
         sent += 1;
     }
     // Give the server time to read everything it is willing to read (3000 replies would be
-    // 300 MB).
+    // 300 MB): a window for it to grow, which no poll can replace (nothing announces that it
+    // did not).
     std::thread::sleep(Duration::from_secs(1));
     let grown = server.rss_kib().saturating_sub(baseline);
     eprintln!("sent {sent} requests; server grew {grown} KiB");

@@ -4,6 +4,11 @@
 //! Each test starts its own server, so tests share no state and run in parallel. Clients send
 //! frames shaped the way real clients send them (see [`gui_set`], [`packager_set`],
 //! [`gui_handshake`]).
+//!
+//! Tests wait for what a client or `/metrics` can see: a join's acknowledgement or a ping round
+//! trip ([`Client::sync`], [`Server::join_synced`]), a gauge or counter
+//! ([`Server::wait_until_metric`]), a file ([`wait_until`]). The server's log is read only where
+//! a log line is itself the behaviour under test ([`Server::wait_for_log`]).
 #![allow(dead_code)]
 // Test helpers fail loudly: panicking is how they report.
 #![allow(
@@ -15,6 +20,7 @@
 
 pub mod redis;
 
+use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -146,11 +152,18 @@ impl Server {
     }
 
     /// Waits until a log line contains `needle` and returns it.
+    ///
+    /// Only for a log line that is itself the behaviour under test (what an operator must be
+    /// told: why a client was closed, a warning, the start-up or reload report). To wait for
+    /// something to take effect, wait for what a client or `/metrics` can see instead
+    /// ([`Client::sync`], [`Server::join_synced`], [`Server::wait_until_metric`]): log wording
+    /// is free to change.
     pub fn wait_for_log(&self, needle: &str) -> String {
         self.wait_for_log_count(needle, 1)
     }
 
-    /// Waits until `count` log lines contain `needle`; returns the last of them.
+    /// Waits until `count` log lines contain `needle`; returns the last of them. The same rule
+    /// as [`Server::wait_for_log`]: for log lines that are the behaviour under test.
     pub fn wait_for_log_count(&self, needle: &str, count: usize) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
@@ -257,12 +270,13 @@ impl Server {
         client
     }
 
-    /// Joins and waits until the server has logged the join, so that later sets by other
-    /// clients are relayed to this one rather than being part of its initial frame.
+    /// Joins like the Scratch GUI and returns once the join took effect (see [`Client::sync`]:
+    /// a Scratch join into a room without variables has no reply of its own), so that later
+    /// sets by other clients are relayed to this one rather than being part of its initial
+    /// frame. Panics if the join is refused.
     pub fn join_synced(&self, project: &str, user: &str) -> Client {
-        let before = self.count_joins(project, user);
-        let client = self.join(project, user);
-        self.wait_for_join(project, user, before + 1);
+        let mut client = self.join(project, user);
+        client.sync();
         client
     }
 
@@ -273,18 +287,6 @@ impl Server {
         (a, b)
     }
 
-    /// Log lines saying `user` joined `project` so far.
-    pub fn count_joins(&self, project: &str, user: &str) -> usize {
-        let needle = join_needle(project, user);
-        self.log().iter().filter(|l| l.contains(&needle)).count()
-    }
-
-    /// Waits until `user` has joined `project` `count` times in all.
-    pub fn wait_for_join(&self, project: &str, user: &str, count: usize) {
-        self.wait_for_log_count(&join_needle(project, user), count);
-    }
-
-    /// Connects and sends a legacy (`kind`) handshake with `variables` (a JSON object text).
     /// Leaves `project` empty with `☁ a` = 1 set in it: a writer sets it, a watcher sees it
     /// arrive, both close.
     pub fn leave_room_with_a_value(&self, project: &str) {
@@ -296,6 +298,9 @@ impl Server {
         w.close_with(1000);
     }
 
+    /// Connects and sends a legacy (`kind`) handshake with `variables` (a JSON object text).
+    /// Does not wait: the join's acknowledgement is the room's values, the client's first
+    /// frame (none when the room has no variables: then [`Client::sync`]).
     pub fn legacy_join(&self, room: &str, user: &str, variables: &str) -> Client {
         let mut client = self.connect();
         client.send(&legacy_handshake(room, user, variables));
@@ -378,10 +383,6 @@ fn data_dir_args(dir: &Option<PathBuf>) -> Vec<&OsStr> {
         .collect()
 }
 
-fn join_needle(project: &str, user: &str) -> String {
-    format!("\"{user}\" {project}] joined")
-}
-
 /// A client request for `url` with extra headers.
 pub fn request_with(
     url: &str,
@@ -429,6 +430,9 @@ pub struct Client<S: Stream = TcpStream> {
     pub ws: WebSocket<S>,
     pub user: String,
     pub project: String,
+    /// Text frames that arrived while [`Client::sync`] waited for its pong; `recv` returns
+    /// them first, in order.
+    pending: VecDeque<String>,
 }
 
 impl<S: Stream> Client<S> {
@@ -437,7 +441,69 @@ impl<S: Stream> Client<S> {
             ws,
             user: String::new(),
             project: String::new(),
+            pending: VecDeque::new(),
         }
+    }
+
+    /// Returns once the server has handled everything this client sent before, and what it
+    /// replied to those messages has arrived: a wire round trip, no log line read.
+    ///
+    /// The server reads a connection's messages in order and answers a ping only after those
+    /// before it (a message waiting for its room to load holds back the ones after it, the ping
+    /// included), so the first pong proves the handshake joined and a set another client sends
+    /// from now on is relayed to this one. Replies to one read batch (such as a join's initial
+    /// frame) are written at the batch's end and a pong may overtake them; a second ping, sent
+    /// once the first pong is back, is read in a later batch, so its pong comes after them.
+    /// Text frames that arrive meanwhile are kept, in order, for the next `recv`. Panics if the
+    /// connection ends, so a refused join fails here. Each ping counts against the client's
+    /// message rate like any message.
+    pub fn sync(&mut self) {
+        if let Err(ending) = self.try_sync() {
+            panic!("connection ended while waiting for a pong: {ending:?}");
+        }
+    }
+
+    /// [`Client::sync`], or how the connection ended instead of answering.
+    pub fn try_sync(&mut self) -> Result<(), Ending> {
+        self.try_sync_within(PATIENCE)
+    }
+
+    /// [`Client::try_sync`] waiting at most `patience` for the pongs (a join may wait that long
+    /// for its room, as in a cluster recovering from an outage).
+    pub fn try_sync_within(&mut self, patience: Duration) -> Result<(), Ending> {
+        let deadline = Instant::now() + patience;
+        self.ping_pong(deadline)?;
+        self.ping_pong(deadline)
+    }
+
+    /// Sends a ping with a fresh payload and reads until its pong, keeping text frames.
+    fn ping_pong(&mut self, deadline: Instant) -> Result<(), Ending> {
+        let token = format!("sync {}", UNIQUE.fetch_add(1, Ordering::Relaxed));
+        self.ws
+            .send(Message::Ping(token.clone().into_bytes().into()))
+            .expect("send ping");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no pong in time");
+            self.ws.get_ref().set_timeout(left);
+            match self.ws.read() {
+                Ok(Message::Pong(payload)) if payload[..] == *token.as_bytes() => return Ok(()),
+                Ok(Message::Text(text)) => self.pending.push_back(text.to_string()),
+                Ok(Message::Close(Some(frame))) => {
+                    return Err(Ending::Closed(u16::from(frame.code)))
+                }
+                Ok(Message::Close(None)) => return Err(Ending::Closed(1005)),
+                // Pings (answered by tungstenite), pongs to earlier pings.
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if is_timeout(&e) => {}
+                Err(e) => return Err(Ending::Dropped(e.to_string())),
+            }
+        }
+    }
+
+    /// A text frame [`Client::sync`] kept, for a test that reads `ws` itself.
+    pub fn take_pending(&mut self) -> Option<String> {
+        self.pending.pop_front()
     }
 
     /// Sends one text frame.
@@ -474,6 +540,9 @@ impl<S: Stream> Client<S> {
     /// The next text frame, or `None` if nothing arrives within `timeout`. Panics if the
     /// connection ends.
     pub fn recv_within(&mut self, timeout: Duration) -> Option<String> {
+        if let Some(text) = self.pending.pop_front() {
+            return Some(text);
+        }
         self.ws.get_ref().set_timeout(timeout);
         let deadline = Instant::now() + timeout;
         loop {
@@ -532,6 +601,7 @@ impl<S: Stream> Client<S> {
 
     /// Reads until the connection ends; text frames before the end are skipped.
     pub fn ending(&mut self) -> Ending {
+        self.pending.clear();
         self.ws.get_ref().set_timeout(Duration::from_secs(15));
         loop {
             match self.ws.read() {
@@ -847,6 +917,14 @@ impl Server {
     /// A counter or gauge of the `/metrics` page (its integer part). Waits as long as a server
     /// busy rendering megabytes may take to answer (a debug build, a 12.8 MB room).
     pub fn metric(&self, name: &str) -> u64 {
+        self.try_metric(name)
+            .unwrap_or_else(|| panic!("no {name} on the metrics page"))
+    }
+
+    /// A counter or gauge of the `/metrics` page, `None` when the page has no such line (a
+    /// series with labels, such as a dialect's open connections, appears once it has counted
+    /// something).
+    pub fn try_metric(&self, name: &str) -> Option<u64> {
         let mut stream = self.tcp();
         stream
             .set_read_timeout(Some(Duration::from_secs(120)))
@@ -856,12 +934,49 @@ impl Server {
             .expect("ask for metrics");
         let mut page = String::new();
         stream.read_to_string(&mut page).expect("metrics page");
+        assert!(page.starts_with("HTTP/1.1 200"), "metrics page: {page}");
         page.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|value| value.trim().parse::<f64>().ok())
             .map(|value| value as u64)
-            .unwrap_or_else(|| panic!("no {name} in {page}"))
     }
+
+    /// Waits until the metric `name` reads `value` (a missing series reads 0): how a test
+    /// waits for something no client is told about, such as a session parked, a room dropped
+    /// or loaded, a connection gone. Polls; panics after [`PATIENCE`] with the last value.
+    pub fn wait_until_metric(&self, name: &str, value: u64) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let now = self.try_metric(name).unwrap_or(0);
+            if now == value {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is {now}, expected {value} within {PATIENCE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Polls `condition` until it holds; panics after [`PATIENCE`] naming `what`. For conditions
+/// a test can observe (a file on disk, a process state), never to wait for log lines.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The `/metrics` series of open connections speaking `dialect`. A Scratch or legacy
+/// connection is counted there from the moment its join took effect (its dialect is decided by
+/// a handshake that joined): the way to wait for a join of a client the test does not read,
+/// such as [`silent_joiner`]. (Array-RPC and MultiStudio connections are counted before they
+/// join: their joins are acknowledged on the wire.)
+pub fn open_series(dialect: &str) -> String {
+    format!("stratus_connections_open{{dialect=\"{dialect}\",phase=\"open\"}}")
 }
 
 /// Fills room `project` with `count` variables `☁ v0`, `☁ v1`, ... of 100 000 digits each
