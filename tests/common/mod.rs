@@ -925,12 +925,23 @@ impl Server {
     /// series with labels, such as a dialect's open connections, appears once it has counted
     /// something).
     pub fn try_metric(&self, name: &str) -> Option<u64> {
+        self.try_metric_from(name, None)
+    }
+
+    /// [`Server::try_metric`] asked as if a proxy forwarded it for `client` (a loopback
+    /// address, as `/metrics` requires): behind `--trust-proxy` each request then counts
+    /// against that address's `--max-connections-per-ip`, not the test's own.
+    pub fn try_metric_from(&self, name: &str, client: Option<&str>) -> Option<u64> {
         let mut stream = self.tcp();
         stream
             .set_read_timeout(Some(Duration::from_secs(120)))
             .expect("timeout");
+        let forwarded = client.map_or_else(String::new, |ip| format!("X-Forwarded-For: {ip}\r\n"));
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n{forwarded}\r\n"
+        );
         stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n")
+            .write_all(request.as_bytes())
             .expect("ask for metrics");
         let mut page = String::new();
         stream.read_to_string(&mut page).expect("metrics page");
