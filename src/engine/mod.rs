@@ -3,7 +3,7 @@
 //! Plain Rust with no sockets, no clock and no protocol knowledge. Dialects call it with borrowed
 //! names and values; at the end of each loop iteration the event loop calls [`Engine::flush_due`]
 //! with the time and a `deliver` callback that reports whether a member's socket took the frame,
-//! and sleeps no longer than [`Engine::next_deadline`]. Each room keeps its own pace
+//! and sleeps no longer than [`Engine::poll_timeout`]. Each room keeps its own pace
 //! (`pace.rs`). Nothing here grows with the message rate: memory is bounded by rooms × variables
 //! × value size and rooms × members.
 
@@ -164,7 +164,7 @@ pub type Declared<'a> = (&'a str, ValueRef<'a>);
 ///   orchestration in `durable/` decides), and [`Engine::handle_unsent`] for what its channel
 ///   refused;
 /// - at the end of each iteration: [`Engine::flush_due`], and the loop sleeps no longer than
-///   [`Engine::next_deadline`]; [`Engine::resume`] when a member's connection drains;
+///   [`Engine::poll_timeout`]; [`Engine::resume`] when a member's connection drains;
 /// - once a second: [`Engine::expire`], [`Engine::render_census`] and
 ///   [`Engine::note_held_renders`].
 pub struct Engine {
@@ -653,7 +653,7 @@ impl Engine {
 
     /// Flushes the rooms whose pace allows it at `now`: every member with news gets one frame
     /// with the latest values it has not seen. Rooms changed within their pace wait for
-    /// [`Engine::next_deadline`]. `deliver` returns false when the member's socket is behind;
+    /// [`Engine::poll_timeout`]. `deliver` returns false when the member's socket is behind;
     /// that member then waits, costing nothing, and is offered the then-latest values once its
     /// connection drains ([`Engine::resume`]).
     pub fn flush_due(
@@ -695,7 +695,7 @@ impl Engine {
     }
 
     /// The earliest moment a room waiting for its pace is due; `None` when no room waits.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.pacer.next_deadline()
     }
 

@@ -848,7 +848,7 @@ fn a_change_in_a_quiet_room_flushes_at_once_and_nothing_waits() {
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
     assert_eq!(flushed_at(&mut e, t0), vec![(2, "☁ a=1".into())]);
     assert_eq!(
-        e.next_deadline(),
+        e.poll_timeout(),
         None,
         "nothing pending, nothing to wake for"
     );
@@ -856,7 +856,7 @@ fn a_change_in_a_quiet_room_flushes_at_once_and_nothing_waits() {
     // A pace later the next change leaves at once too.
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
     assert_eq!(flushed_at(&mut e, t0 + PACE), vec![(2, "☁ a=2".into())]);
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(e.poll_timeout(), None);
 }
 
 #[test]
@@ -884,7 +884,7 @@ fn changes_within_the_pace_wait_for_it_and_collapse_to_the_latest_values() {
         );
         let now = t0 + PACE / 100 * i;
         assert!(flushed_at(&mut e, now).is_empty(), "within the pace");
-        assert_eq!(e.next_deadline(), Some(t0 + PACE));
+        assert_eq!(e.poll_timeout(), Some(t0 + PACE));
     }
     assert!(flushed_at(&mut e, t0 + PACE - Duration::from_nanos(1)).is_empty());
     assert_eq!(
@@ -909,7 +909,7 @@ fn a_flush_at_its_deadline_keeps_the_pace_phase_even_when_late() {
     assert_eq!(flushed_at(&mut e, late).len(), 1);
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("3"), true);
     assert!(flushed_at(&mut e, late).is_empty());
-    assert_eq!(e.next_deadline(), Some(t0 + 2 * PACE));
+    assert_eq!(e.poll_timeout(), Some(t0 + 2 * PACE));
 }
 
 #[test]
@@ -932,11 +932,11 @@ fn each_room_keeps_its_own_pace_and_the_earliest_deadline_wakes() {
     e.set(one, ClientId(1), "☁ a", ValueRef::Text("2"), true);
     e.set(two, ClientId(3), "☁ a", ValueRef::Text("2"), true);
     assert!(flushed_at(&mut e, t1).is_empty());
-    assert_eq!(e.next_deadline(), Some(t0 + PACE));
+    assert_eq!(e.poll_timeout(), Some(t0 + PACE));
     assert_eq!(flushed_at(&mut e, t0 + PACE), vec![(2, "☁ a=2".into())]);
-    assert_eq!(e.next_deadline(), Some(t1 + PACE));
+    assert_eq!(e.poll_timeout(), Some(t1 + PACE));
     assert_eq!(flushed_at(&mut e, t1 + PACE), vec![(4, "☁ a=2".into())]);
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(e.poll_timeout(), None);
 }
 
 #[test]
@@ -953,7 +953,7 @@ fn a_blocked_member_waits_without_cost_until_its_connection_drains() {
     });
     assert_eq!(offered, 1);
     assert!(!e.has_pending(), "a waiting member keeps nothing pending");
-    assert_eq!(e.next_deadline(), None, "and sets no timer");
+    assert_eq!(e.poll_timeout(), None, "and sets no timer");
     // New changes are not built for it while it waits.
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
     for ms in 1..300 {
@@ -1001,7 +1001,7 @@ fn without_a_pace_every_change_flushes_at_the_next_call() {
             true,
         );
         assert_eq!(flushed_at(&mut e, t0), vec![(2, format!("☁ a={i}"))]);
-        assert_eq!(e.next_deadline(), None);
+        assert_eq!(e.poll_timeout(), None);
     }
 }
 

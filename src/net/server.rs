@@ -236,7 +236,7 @@ impl Server {
 
     fn poll_timeout(&self, now: Instant) -> Duration {
         let mut wake = self.next_housekeeping;
-        if let Some(deadline) = self.engine.next_deadline() {
+        if let Some(deadline) = self.engine.poll_timeout() {
             wake = wake.min(deadline);
         }
         if let Some(deadline) = self.shutdown_deadline {
