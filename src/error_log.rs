@@ -26,8 +26,9 @@ impl ErrorLog {
         }
     }
 
-    pub fn log(&mut self, message: &dyn std::fmt::Display) {
-        let now = Instant::now();
+    /// Logs `message` unless one was logged less than a minute before `now` (the helper
+    /// thread's clock: this type never reads it); then it is only counted.
+    pub fn log(&mut self, now: Instant, message: &dyn std::fmt::Display) {
         if self
             .last
             .is_some_and(|last| now.saturating_duration_since(last) < ERROR_LOG_PERIOD)
@@ -44,5 +45,24 @@ impl ErrorLog {
         error!("{}: {message}", self.what);
         self.last = Some(now);
         self.unlogged = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_error_a_minute_is_logged_the_rest_counted() {
+        let mut errors = ErrorLog::new("test");
+        let t0 = Instant::now();
+        errors.log(t0, &"first");
+        assert_eq!((errors.last, errors.unlogged), (Some(t0), 0));
+        errors.log(t0 + Duration::from_secs(1), &"second");
+        errors.log(t0 + Duration::from_secs(59), &"third");
+        assert_eq!((errors.last, errors.unlogged), (Some(t0), 2));
+        let later = t0 + ERROR_LOG_PERIOD;
+        errors.log(later, &"a minute later");
+        assert_eq!((errors.last, errors.unlogged), (Some(later), 0));
     }
 }

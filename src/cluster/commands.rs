@@ -148,7 +148,7 @@ impl CommandThread {
 
     fn lost(&mut self, error: &redis::RedisError) {
         let was_connected = self.connection.take().is_some();
-        self.errors.log(error);
+        self.errors.log(Instant::now(), error);
         // A connection that broke is not yet an outage: Redis may answer a new one at once
         // (the round that failed is sent again by the engine, as state).
         if was_connected {
@@ -316,7 +316,8 @@ impl CommandThread {
                 Op::Heartbeat => {}
                 Op::Write(_) => {
                     if let Value::ServerError(e) = reply {
-                        self.errors.log(&format!("applying a batch: {e:?}"));
+                        self.errors
+                            .log(Instant::now(), &format!("applying a batch: {e:?}"));
                         result.saved = false;
                     }
                 }
@@ -328,7 +329,7 @@ impl CommandThread {
                         Some(state) => result.loaded.push(state),
                         None => {
                             self.errors
-                                .log(&format!("reading room {room:?}: bad reply"));
+                                .log(Instant::now(), &format!("reading room {room:?}: bad reply"));
                             result.load_failed.push(room.clone());
                         }
                     }
@@ -346,8 +347,10 @@ impl CommandThread {
                         let total = u32::try_from(total.max(0)).unwrap_or(u32::MAX);
                         result.member_totals.push((room.clone(), total));
                     } else {
-                        self.errors
-                            .log(&format!("counting members of {room:?}: {reply:?}"));
+                        self.errors.log(
+                            Instant::now(),
+                            &format!("counting members of {room:?}: {reply:?}"),
+                        );
                     }
                 }
             }
@@ -372,7 +375,7 @@ impl CommandThread {
         }
         pipe.cmd("DEL").arg(keys::heartbeat_key(node)).ignore();
         if let Err(e) = pipe.exec(connection) {
-            self.errors.log(&e);
+            self.errors.log(Instant::now(), &e);
         }
     }
 }

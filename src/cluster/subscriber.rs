@@ -100,7 +100,7 @@ impl Subscriber {
             let Stop::Lost(error) = stop else {
                 return;
             };
-            self.errors.log(&error);
+            self.errors.log(Instant::now(), &error);
             // Wait before the next attempt, taking requests meanwhile.
             let deadline = Instant::now() + self.backoff.next_delay();
             loop {
@@ -247,13 +247,13 @@ impl Subscriber {
         let channel = match message.get_channel::<Vec<u8>>() {
             Ok(channel) => channel,
             Err(e) => {
-                self.bad_messages.log(&e);
+                self.bad_messages.log(Instant::now(), &e);
                 return true;
             }
         };
         let Some(room) = keys::room_of_channel(&channel) else {
             self.bad_messages
-                .log(&"message on a channel that is not a room's");
+                .log(Instant::now(), &"message on a channel that is not a room's");
             return true;
         };
         match codec::decode(room, message.get_payload_bytes()) {
@@ -262,7 +262,8 @@ impl Subscriber {
                 self.emit(Event::Message(batch))
             }
             Err(e) => {
-                self.bad_messages.log(&format!("room {room:?}: {e}"));
+                self.bad_messages
+                    .log(Instant::now(), &format!("room {room:?}: {e}"));
                 true
             }
         }

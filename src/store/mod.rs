@@ -244,16 +244,20 @@ impl Worker {
                 Request::Load(room) => match self.database.load(&room) {
                     Ok(variables) => Reply::Loaded(room, variables),
                     Err(e) => {
-                        self.errors
-                            .log(&format!("{e}; serving from memory and retrying"));
+                        self.errors.log(
+                            Instant::now(),
+                            &format!("{e}; serving from memory and retrying"),
+                        );
                         Reply::LoadFailed(room)
                     }
                 },
                 Request::Save(batch) => match self.database.save(&batch) {
                     Ok(()) => Reply::Saved(batch),
                     Err(e) => {
-                        self.errors
-                            .log(&format!("{e}; serving from memory and retrying"));
+                        self.errors.log(
+                            Instant::now(),
+                            &format!("{e}; serving from memory and retrying"),
+                        );
                         Reply::SaveFailed(batch)
                     }
                 },
@@ -273,7 +277,7 @@ impl Worker {
         {
             Ok(0) => {}
             Ok(n) => info!("deleted {n} stored variables of rooms nobody wrote for {retention:?}"),
-            Err(e) => self.errors.log(&e),
+            Err(e) => self.errors.log(Instant::now(), &e),
         }
     }
 }
