@@ -11,8 +11,8 @@ use std::net::IpAddr;
 
 use log::{debug, info};
 
-use super::conn::{ConnSettings, LoopContext};
 use super::http::{self, Request, Response};
+use super::loop_context::{ConnSettings, LoopContext};
 use crate::dialect::{Need, Reason};
 
 /// Who a connection's client is, as far as admission goes.

@@ -7,6 +7,7 @@ mod frame_boundary;
 mod frame_writer;
 pub mod head_reader;
 pub mod http;
+mod loop_context;
 pub mod per_ip;
 mod server;
 pub mod tls;

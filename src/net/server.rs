@@ -19,7 +19,8 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::conn::{Conn, ConnSettings, LoopContext, Status};
+use super::conn::{Conn, Status};
+use super::loop_context::{ConnSettings, LoopContext};
 use super::per_ip::PerIp;
 use super::tls::TlsStream;
 use super::tls_config::TlsSetup;
