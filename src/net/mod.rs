@@ -10,6 +10,7 @@ pub mod http;
 mod loop_context;
 pub mod per_ip;
 mod server;
+mod socket;
 pub mod tls;
 pub mod tls_config;
 pub mod transport;

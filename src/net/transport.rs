@@ -14,154 +14,18 @@
 //! - draws its writes from the loop's per-turn budget ([`super::write_budget`]): a bulk write
 //!   the budget cuts short keeps its rest pending, counts as behind, and continues next turn.
 //!
-//! The stream is a plain socket or TLS ([`super::tls::TlsStream`]); TLS holds output of its
-//! own, which `flush` writes and [`HalfClose::holds_data`] reports.
+//! The stream is a [`super::socket::Socket`] (plain or TLS); TLS holds output of its own,
+//! which `flush` writes and [`HalfClose::holds_data`] reports.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
 
 use bytes::{Buf, Bytes};
-use mio::event::Source;
-use mio::{Interest, Registry, Token};
 
 use super::frame_boundary::FrameBoundary;
-use super::tls::TlsStream;
 use super::write_budget::WriteBudget;
 use smallvec::SmallVec;
 use tungstenite::protocol::frame::FrameHeader;
-
-/// A listening socket's accepted stream: TCP or a unix domain socket.
-#[derive(Debug)]
-pub enum Socket {
-    Tcp(mio::net::TcpStream),
-    Unix(mio::net::UnixStream),
-    Tls(Box<TlsStream<mio::net::TcpStream>>),
-}
-
-impl Read for Socket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.read(buf),
-            Socket::Unix(s) => s.read(buf),
-            Socket::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Socket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.write(buf),
-            Socket::Unix(s) => s.write(buf),
-            Socket::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.write_vectored(bufs),
-            Socket::Unix(s) => s.write_vectored(bufs),
-            Socket::Tls(s) => s.write_vectored(bufs),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Socket::Tcp(_) | Socket::Unix(_) => Ok(()),
-            Socket::Tls(s) => s.flush(),
-        }
-    }
-}
-
-impl Source for Socket {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.register(registry, token, interests),
-            Socket::Unix(s) => s.register(registry, token, interests),
-            Socket::Tls(s) => s.register(registry, token, interests),
-        }
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.reregister(registry, token, interests),
-            Socket::Unix(s) => s.reregister(registry, token, interests),
-            Socket::Tls(s) => s.reregister(registry, token, interests),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.deregister(registry),
-            Socket::Unix(s) => s.deregister(registry),
-            Socket::Tls(s) => s.deregister(registry),
-        }
-    }
-}
-
-/// What the transport needs from a stream beyond `Read + Write`; in-memory test streams keep
-/// the defaults.
-pub trait HalfClose {
-    /// Ends our direction of the stream (after a TLS close_notify, for TLS).
-    fn shutdown_write(&mut self) {}
-
-    /// The stream itself holds something for the loop to do (encrypted output not yet
-    /// written, an end of stream not yet reported), so an empty socket buffer is no reason
-    /// to skip a read.
-    fn holds_data(&self) -> bool {
-        false
-    }
-
-    /// Bytes the stream read off the wire since the last call, when that differs from what
-    /// its reads returned (TLS: records, handshake messages, padding); `None`: the same.
-    fn take_wire_bytes_read(&mut self) -> Option<u64> {
-        None
-    }
-}
-
-impl HalfClose for mio::net::TcpStream {
-    fn shutdown_write(&mut self) {
-        // Shutdown failing means the peer is already gone; the connection is closing anyway.
-        let _ = self.shutdown(Shutdown::Write);
-    }
-}
-
-impl HalfClose for Socket {
-    fn shutdown_write(&mut self) {
-        match self {
-            Socket::Tcp(s) => s.shutdown_write(),
-            Socket::Unix(s) => {
-                let _ = s.shutdown(Shutdown::Write);
-            }
-            Socket::Tls(s) => s.shutdown_write(),
-        }
-    }
-
-    fn holds_data(&self) -> bool {
-        match self {
-            Socket::Tcp(_) | Socket::Unix(_) => false,
-            Socket::Tls(s) => s.holds_data(),
-        }
-    }
-
-    fn take_wire_bytes_read(&mut self) -> Option<u64> {
-        match self {
-            Socket::Tcp(_) | Socket::Unix(_) => None,
-            Socket::Tls(s) => s.take_wire_bytes_read(),
-        }
-    }
-}
 
 #[derive(Debug)]
 pub struct Transport<S> {
@@ -186,6 +50,26 @@ pub struct Transport<S> {
     frames: Option<FrameBoundary>,
     /// The loop's per-turn write budget; `None` (no limit) in tests.
     budget: Option<WriteBudget>,
+}
+
+/// What the transport needs from a stream beyond `Read + Write`; in-memory test streams keep
+/// the defaults.
+pub trait HalfClose {
+    /// Ends our direction of the stream (after a TLS close_notify, for TLS).
+    fn shutdown_write(&mut self) {}
+
+    /// The stream itself holds something for the loop to do (encrypted output not yet
+    /// written, an end of stream not yet reported), so an empty socket buffer is no reason
+    /// to skip a read.
+    fn holds_data(&self) -> bool {
+        false
+    }
+
+    /// Bytes the stream read off the wire since the last call, when that differs from what
+    /// its reads returned (TLS: records, handshake messages, padding); `None`: the same.
+    fn take_wire_bytes_read(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// One piece of already-framed output.
