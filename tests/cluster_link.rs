@@ -674,6 +674,49 @@ fn finish_sends_what_the_engine_owes_or_counts_it() {
     );
 }
 
+#[test]
+fn a_round_redis_does_not_answer_before_the_drain_gives_up_counts_as_unsent() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut a = Node::start(&redis.url(), "node-a");
+    // A first round proves the link is up, so the next one is written to a live connection.
+    a.round(load("warm-up"));
+    let mut engine = engine_owing("unanswered");
+    let batch = engine
+        .poll_work(Want {
+            batch: true,
+            ..Want::default()
+        })
+        .batch;
+    assert_eq!(batch.variable_count(), 2);
+    // Redis stops answering with the round out: the engine no longer owes its variables (the
+    // round has them), and no answer will say whether they were written.
+    redis.freeze();
+    let round = Round {
+        batch,
+        ..Round::default()
+    };
+    a.cluster().send_round(round).expect("round taken");
+    let cluster = a.cluster.take().expect("running");
+    // Once the drain has given up, Redis goes away so that the threads stop at once.
+    let killer = std::thread::spawn(move || {
+        let mut redis = redis;
+        std::thread::sleep(Duration::from_millis(1500));
+        redis.kill();
+    });
+    let unsent = drain(
+        BackendLink::Cluster(cluster),
+        &mut engine,
+        Duration::from_millis(500),
+    );
+    killer.join().expect("killer");
+    assert_eq!(
+        unsent, 2,
+        "the round out was given up on: its variables are not known saved"
+    );
+}
+
 /// A proxy to Redis that passes Redis's replies on 16 bytes at a time, 20 ms apart: every
 /// reply arrives in pieces, with read timeouts of the subscriber between them.
 fn trickling_proxy(redis_port: u16) -> u16 {

@@ -149,7 +149,8 @@ pub struct Cluster {
     subscriptions: Option<SyncSender<subscriber::Request>>,
     events: Receiver<Event>,
     threads: Vec<JoinHandle<()>>,
-    busy: bool,
+    /// The round out, by the variable count of its batch; the next one waits for its answer.
+    busy: Option<usize>,
     shared: Arc<SharedStats>,
 }
 
@@ -193,27 +194,34 @@ impl Cluster {
             subscriptions: Some(sub_tx),
             events: event_rx,
             threads,
-            busy: false,
+            busy: None,
             shared,
         })
     }
 
     /// Whether a round is out; the next one waits for its answer.
     pub fn is_busy(&self) -> bool {
-        self.busy
+        self.busy.is_some()
+    }
+
+    /// The variables of the round out (0 when none is): what is lost if its answer never
+    /// comes.
+    pub fn variables_out(&self) -> usize {
+        self.busy.unwrap_or(0)
     }
 
     /// Hands over a round; gives it back when the thread cannot take it now.
     pub fn send_round(&mut self, round: Round) -> Result<(), Round> {
-        if self.busy {
+        if self.busy.is_some() {
             return Err(round);
         }
+        let variables = round.batch.variable_count();
         let Some(rounds) = &self.rounds else {
             return Err(round);
         };
         match rounds.try_send(round) {
             Ok(()) => {
-                self.busy = true;
+                self.busy = Some(variables);
                 Ok(())
             }
             Err(TrySendError::Full(round)) => Err(round),
@@ -260,7 +268,7 @@ impl Cluster {
     pub fn take_events(&mut self) -> Vec<Event> {
         let events: Vec<Event> = self.events.try_iter().collect();
         if events.iter().any(|e| matches!(e, Event::RoundDone(_))) {
-            self.busy = false;
+            self.busy = None;
         }
         events
     }
@@ -275,9 +283,10 @@ impl Cluster {
         let Some(rounds) = &self.rounds else {
             return Err(round);
         };
+        let variables = round.batch.variable_count();
         match rounds.send(round) {
             Ok(()) => {
-                self.busy = true;
+                self.busy = Some(variables);
                 Ok(())
             }
             Err(mpsc::SendError(round)) => Err(round),
@@ -290,12 +299,12 @@ impl Cluster {
         match self.events.recv_timeout(timeout) {
             Ok(event) => {
                 if matches!(event, Event::RoundDone(_)) {
-                    self.busy = false;
+                    self.busy = None;
                 }
                 Some(event)
             }
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                self.busy = false;
+                self.busy = None;
                 None
             }
         }

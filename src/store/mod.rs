@@ -67,7 +67,8 @@ pub struct Store {
     requests: Option<SyncSender<Request>>,
     replies: Receiver<Reply>,
     thread: Option<JoinHandle<()>>,
-    saving: bool,
+    /// The batch out, by its variable count; the next one waits for its answer.
+    saving: Option<usize>,
     pub stats: StoreStats,
     _lock: DirLock,
 }
@@ -92,7 +93,7 @@ impl Store {
             requests: Some(request_tx),
             replies: reply_rx,
             thread: Some(thread),
-            saving: false,
+            saving: None,
             stats: StoreStats::default(),
             _lock: lock,
         })
@@ -105,14 +106,21 @@ impl Store {
 
     /// Whether a batch is out; the next one waits for its answer.
     pub fn is_saving(&self) -> bool {
-        self.saving
+        self.saving.is_some()
+    }
+
+    /// The variables of the batch out (0 when none is): what is lost if its answer never
+    /// comes.
+    pub fn variables_out(&self) -> usize {
+        self.saving.unwrap_or(0)
     }
 
     /// Hands over a batch; gives it back when the thread cannot take it now.
     pub fn save(&mut self, batch: Batch) -> Result<(), Batch> {
+        let variables = batch.variable_count();
         match self.send(Request::Save(batch)) {
             Ok(()) => {
-                self.saving = true;
+                self.saving = Some(variables);
                 Ok(())
             }
             Err(Request::Save(batch)) => Err(batch),
@@ -132,12 +140,12 @@ impl Store {
     fn count(&mut self, reply: &Reply) {
         match reply {
             Reply::Saved(batch) => {
-                self.saving = false;
+                self.saving = None;
                 self.stats.batches_saved += 1;
                 self.stats.variables_saved += batch.variable_count() as u64;
             }
             Reply::SaveFailed(_) => {
-                self.saving = false;
+                self.saving = None;
                 self.stats.save_failures += 1;
             }
             Reply::Loaded(..) => self.stats.rooms_loaded += 1,
@@ -160,9 +168,10 @@ impl Store {
         let Some(requests) = &self.requests else {
             return Err(batch);
         };
+        let variables = batch.variable_count();
         match requests.send(Request::Save(batch)) {
             Ok(()) => {
-                self.saving = true;
+                self.saving = Some(variables);
                 Ok(())
             }
             Err(mpsc::SendError(Request::Save(batch))) => Err(batch),
@@ -179,7 +188,7 @@ impl Store {
                 Some(reply)
             }
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                self.saving = false;
+                self.saving = None;
                 None
             }
         }

@@ -282,6 +282,13 @@ impl BackendLink {
         }
     }
 
+    fn variables_out(&self) -> usize {
+        match self {
+            BackendLink::Store(store) => store.variables_out(),
+            BackendLink::Cluster(cluster) => cluster.variables_out(),
+        }
+    }
+
     fn send_blocking(&mut self, batch: Batch) -> Result<(), Batch> {
         match self {
             BackendLink::Store(store) => store.save_blocking(batch),
@@ -326,16 +333,20 @@ impl BackendLink {
 /// At shutdown: hands the backend everything the engine still owes, batch after batch,
 /// waiting for each answer (at most `patience` in all), then stops the backend's threads (the
 /// cluster's take this node's member counts and heartbeat out of Redis). Gives up after a
-/// timeout or three failed batches. Returns how many variables could not be saved.
+/// timeout or three failed batches. Returns how many variables could not be saved: those
+/// still owed, and those of a batch whose answer did not come in time (it may or may not be
+/// written; only an answer says so).
 pub fn drain(mut link: BackendLink, engine: &mut Engine, patience: Duration) -> usize {
     let deadline = Instant::now() + patience;
     let mut failures = 0;
+    let mut unanswered = 0;
     let all = Want {
         batch: true,
         ..Want::default()
     };
     loop {
         while link.is_out() {
+            let out = link.variables_out();
             match link.wait(deadline.saturating_duration_since(Instant::now())) {
                 Waited::Saved(batch, written) => {
                     engine.handle_saved(&batch, written);
@@ -344,7 +355,10 @@ pub fn drain(mut link: BackendLink, engine: &mut Engine, patience: Duration) -> 
                     }
                 }
                 Waited::Other => {}
-                Waited::Nothing => failures += 3,
+                Waited::Nothing => {
+                    failures += 3;
+                    unanswered += out;
+                }
             }
         }
         if !engine.has_unsaved() || failures >= 3 || Instant::now() >= deadline {
@@ -365,7 +379,7 @@ pub fn drain(mut link: BackendLink, engine: &mut Engine, patience: Duration) -> 
         0
     };
     link.stop();
-    unsaved
+    unsaved + unanswered
 }
 
 /// The host name and a random suffix, so that two processes on one host differ.
