@@ -11,10 +11,11 @@
 //! [`ClusterPlan::handle_unsent`]), and resumes the clients they name (joins that can be
 //! tried again). So the whole policy is testable in virtual time (`tests.rs`).
 //!
-//! Call order, per loop turn: the backend's answers (`handle_reply` / `handle_event`, and
-//! `handle_broken` once a helper thread is gone), then `poll` (again while it names clients
-//! to resume), sending each command and handing back the refused ones, then `poll_timeout`
-//! for the loop's wake-up.
+//! Call order, per loop turn: the backend's answers as they arrive (`handle_reply` /
+//! `handle_event`); then, for the cluster, `handle_broken` if a helper thread is found gone
+//! (checked before each poll); then `poll` (again while it names clients to resume), sending
+//! each command and handing back the refused ones (`handle_unsent`); then `poll_timeout` for
+//! the loop's wake-up.
 
 mod cluster_plan;
 mod store_plan;

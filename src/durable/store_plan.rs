@@ -42,6 +42,9 @@ impl StorePlan {
             batch: due,
             ..Want::default()
         });
+        // Reloads, rooms that left memory and member reports are the cluster's: with a store
+        // the engine never has any, so only loads and the batch are handed on.
+        debug_assert!(work.reloads.is_empty() && work.removed.is_empty());
         out.extend(work.loads.into_iter().map(Command::Load));
         if due {
             if !work.batch.is_empty() {

@@ -149,8 +149,8 @@ pub type Declared<'a> = (&'a str, ValueRef<'a>);
 /// Rooms, their variables and members, for one event loop.
 ///
 /// Call order, as the loop makes it:
-/// - at start: [`Engine::new`], [`Engine::set_pace`], and [`Engine::set_backend`] when rooms
-///   come from and go to a store or a cluster;
+/// - at start: [`Engine::new`], [`Engine::set_backend`] when rooms come from and go to a
+///   store or a cluster, and [`Engine::set_pace`];
 /// - for each message, from the dialects: [`Engine::join`] (with a backend, a room not in
 ///   memory answers [`JoinError::Loading`]: the join is tried again when the loop resumes the
 ///   client), [`Engine::set`], [`Engine::rename`], [`Engine::delete`], [`Engine::leave`],

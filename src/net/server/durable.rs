@@ -41,6 +41,23 @@ enum Answer {
     Cluster(Event),
 }
 
+/// The answers one wake-up brought, of whichever backend is configured.
+enum Answers {
+    Store(std::vec::IntoIter<Reply>),
+    Cluster(std::vec::IntoIter<Event>),
+}
+
+impl Iterator for Answers {
+    type Item = Answer;
+
+    fn next(&mut self) -> Option<Answer> {
+        match self {
+            Answers::Store(replies) => replies.next().map(Answer::Store),
+            Answers::Cluster(events) => events.next().map(Answer::Cluster),
+        }
+    }
+}
+
 impl Durable {
     /// Opens the store (`--data-dir`) and makes it the engine's backend.
     pub(super) fn open_store(
@@ -114,18 +131,11 @@ impl Durable {
         }
     }
 
-    fn take_answers(&mut self) -> Vec<Answer> {
+    /// The backend's answers so far, in the order they came (no copy into a second list).
+    fn take_answers(&mut self) -> Answers {
         match self {
-            Durable::Store(store, _) => store
-                .take_replies()
-                .into_iter()
-                .map(Answer::Store)
-                .collect(),
-            Durable::Cluster(cluster, _) => cluster
-                .take_events()
-                .into_iter()
-                .map(Answer::Cluster)
-                .collect(),
+            Durable::Store(store, _) => Answers::Store(store.take_replies().into_iter()),
+            Durable::Cluster(cluster, _) => Answers::Cluster(cluster.take_events().into_iter()),
         }
     }
 
