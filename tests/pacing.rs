@@ -210,7 +210,8 @@ fn rooms_waiting_for_the_beat_flush_together_in_one_iteration() {
         value += 1;
         assert!(value < 20, "the rooms never ran out of tokens");
         for room in ["one", "two"] {
-            w.ws.write(Message::text(studio_set(room, value))).expect("write");
+            w.ws.write(Message::text(studio_set(room, value)))
+                .expect("write");
         }
         w.ws.flush().expect("flush");
         read_by_server(&mut w);

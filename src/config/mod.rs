@@ -128,16 +128,16 @@ pub struct Config {
 
     /// Most frames per second a client gets from one room, on average (Scratch runs at 30
     /// frames per second). A room may send `--tick-burst` frames back to back and earns one
-    /// more at every beat, `1/tick-hz` apart and shared by all rooms; a change in a room with
-    /// one to spare goes out at once, otherwise at the next beat, latest values only, together
-    /// with every other room waiting. 0 sends every change at once, after every event-loop
-    /// iteration (lowest latency, most frames: for a few small rooms).
+    /// more at every beat, `1/tick-hz` apart and shared by all rooms: a change in a room with
+    /// one to spare goes out at once; otherwise it waits for the next beat and goes out with
+    /// every other waiting room's, latest values only. 0 sends every change at once, after
+    /// every event-loop iteration (lowest latency, most frames: for a few small rooms).
     #[arg(long, env = "STRATUS_TICK_HZ", default_value_t = 30)]
     pub tick_hz: u32,
 
     /// Frames a room may send back to back before its changes wait for the next beat (see
-    /// `--tick-hz`): a room that sent fewer than `--tick-hz` a second has them in reserve, so
-    /// its changes go out at once. At least 1.
+    /// `--tick-hz`). A room that was quiet for this many beats has them all, so a short burst
+    /// of changes leaves at once; a busy room sends one frame per beat. At least 1.
     #[arg(long, env = "STRATUS_TICK_BURST", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub tick_burst: u32,
