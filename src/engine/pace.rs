@@ -78,7 +78,8 @@ impl Default for Pacer {
 
 impl Pacer {
     /// Beats every `pace` from `epoch`, rooms holding up to `burst` tokens (at least one).
-    /// Zero `pace` turns pacing off. Rooms made before keep their tokens, capped at the burst.
+    /// Zero `pace` turns pacing off. Rooms made before keep their tokens until their next
+    /// refill caps them at the new burst.
     pub fn configure(&mut self, pace: Duration, burst: u32, epoch: Instant) {
         self.pace = pace;
         self.burst = burst.max(1);
