@@ -38,7 +38,7 @@ fn line<'a>(lines: &'a [String], key: &str) -> &'a str {
 #[test]
 fn flags_beat_environment_beats_file_beats_defaults() {
     let file = temp_file(
-        "tick-hz = 60\nmax_rooms = 5\ntrust-proxy = true\nmax-message-size = \"64KiB\"\n\
+        "tick-hz = 60\ntick-burst = 2\nmax_rooms = 5\ntrust-proxy = true\nmax-message-size = \"64KiB\"\n\
          allowed-origins = [\"https://turbowarp.org\"]\n",
     );
     let lines = print_config(
@@ -52,6 +52,7 @@ fn flags_beat_environment_beats_file_beats_defaults() {
     );
     assert_eq!(line(&lines, "tick-hz"), "tick-hz = 20  # env");
     assert_eq!(line(&lines, "max-rooms"), "max-rooms = 7  # flag");
+    assert_eq!(line(&lines, "tick-burst"), "tick-burst = 2  # file");
     assert_eq!(line(&lines, "trust-proxy"), "trust-proxy = true  # file");
     assert_eq!(
         line(&lines, "max-message-size"),
@@ -87,6 +88,7 @@ fn a_bad_configuration_file_stops_the_server_naming_the_file_and_the_setting() {
             "unknown setting \"no-such-setting\"",
         ),
         ("tick-hz = \"fast\"\n", "--tick-hz"),
+        ("tick-burst = 0\n", "--tick-burst"),
         (
             "trust-proxy = \"maybe\"\n",
             "trust-proxy: expected true or false",

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use common::*;
 
-/// With `--tick-hz 1`: returns right after a tick, so that what is sent next is flushed
-/// together at the following tick, a second later. `from` sets, `to` receives.
+/// With `--tick-hz 1 --tick-burst 1`: returns right after a beat, so that what is sent next is
+/// flushed together at the following beat, a second later. `from` sets, `to` receives.
 fn just_after_a_tick(from: &mut Client, to: &mut Client) {
-    // The first change after a quiet spell goes out at once; the second waits for a tick.
+    // The first change after a quiet spell spends the room's one token and goes out at once;
+    // the second waits for a beat.
     from.set("☁ sync", "0");
     assert_eq!(to.recv(), relayed("☁ sync", "0"));
     from.set("☁ sync", "1");
@@ -506,7 +507,7 @@ fn sets_in_one_frame_arrive_as_one_frame_with_the_latest_values() {
 #[test]
 fn back_to_back_frames_within_a_tick_arrive_as_one_frame() {
     // One tick a second: frames sent right after a tick are all flushed at the next one.
-    let server = Server::start(&["--tick-hz", "1"]);
+    let server = Server::start(&["--tick-hz", "1", "--tick-burst", "1"]);
     let (mut a, mut b) = server.pair();
     just_after_a_tick(&mut a, &mut b);
     for i in 1..=20 {
@@ -523,7 +524,7 @@ fn back_to_back_frames_within_a_tick_arrive_as_one_frame() {
 
 #[test]
 fn members_that_wrote_some_of_the_changes_get_only_the_others() {
-    let server = Server::start(&["--tick-hz", "1"]);
+    let server = Server::start(&["--tick-hz", "1", "--tick-burst", "1"]);
     let (mut a, mut b) = server.pair();
     let mut c = server.join_synced("1", "carol");
     just_after_a_tick(&mut a, &mut b);
@@ -547,7 +548,7 @@ fn members_that_wrote_some_of_the_changes_get_only_the_others() {
 
 #[test]
 fn a_member_joining_between_ticks_gets_pending_changes_once() {
-    let server = Server::start(&["--tick-hz", "1"]);
+    let server = Server::start(&["--tick-hz", "1", "--tick-burst", "1"]);
     let (mut a, mut b) = server.pair();
     just_after_a_tick(&mut a, &mut b);
     // Not flushed until the next tick, a second from now; the joiner sees it at once.

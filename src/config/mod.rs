@@ -126,17 +126,21 @@ pub struct Config {
     #[arg(long, env = "STRATUS_UNIX_SOCKET_MODE", default_value = "0660", value_parser = parse_mode)]
     pub unix_socket_mode: u32,
 
-    /// Most frames per second a client gets from one room (Scratch runs at 30 frames per
-    /// second). A change in a room that sent nothing for 1/tick-hz s goes out at once; changes
-    /// within that time wait for it and go out together, latest values only. 0 sends every
-    /// change at once, after every event-loop iteration.
+    /// Most frames per second a client gets from one room, on average (Scratch runs at 30
+    /// frames per second). A room may send `--tick-burst` frames back to back and earns one
+    /// more at every beat, `1/tick-hz` apart and shared by all rooms: a change in a room with
+    /// one to spare goes out at once; otherwise it waits for the next beat and goes out with
+    /// every other waiting room's, latest values only. 0 sends every change at once, after
+    /// every event-loop iteration (lowest latency, most frames: for a few small rooms).
     #[arg(long, env = "STRATUS_TICK_HZ", default_value_t = 30)]
     pub tick_hz: u32,
 
-    /// Benchmarks only: flush every room on one shared 1/tick-hz grid (the global tick before
-    /// per-room pacing), to measure what pacing costs in the same binary.
-    #[arg(long, hide = true)]
-    pub global_tick: bool,
+    /// Frames a room may send back to back before its changes wait for the next beat (see
+    /// `--tick-hz`). A room that was quiet for this many beats has them all, so a short burst
+    /// of changes leaves at once; a busy room sends one frame per beat. At least 1.
+    #[arg(long, env = "STRATUS_TICK_BURST", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub tick_burst: u32,
 
     /// Most open connections; further clients are closed with 4003. Lowered automatically if
     /// the open-file limit cannot hold it.

@@ -3,9 +3,10 @@
 //! Plain Rust with no sockets, no clock and no protocol knowledge. Dialects call it with borrowed
 //! names and values; at the end of each loop iteration the event loop calls [`Engine::flush_due`]
 //! with the time and a `deliver` callback that reports whether a member's socket took the frame,
-//! and sleeps no longer than [`Engine::poll_timeout`]. Each room keeps its own pace
-//! (`pace.rs`). Nothing here grows with the message rate: memory is bounded by rooms × variables
-//! × value size and rooms × members.
+//! and sleeps no longer than [`Engine::poll_timeout`]. Each room spends tokens of its own
+//! bucket and waits, when out of them, for the beat all rooms share (`pace.rs`). Nothing here
+//! grows with the message rate: memory is bounded by rooms × variables × value size and rooms ×
+//! members.
 
 mod catch_up;
 mod cluster;
@@ -175,7 +176,7 @@ pub struct Engine {
     /// Which rooms flush when.
     pacer: Pacer,
     /// The rooms of the current flush, kept to reuse the allocation.
-    due: Vec<(usize, Option<Instant>)>,
+    due: Vec<usize>,
     /// Rooms without members, oldest first: expiry and eviction take from the front.
     empty_rooms: BTreeSet<(Instant, usize)>,
     /// Rooms holding a cached snapshot, to drop those caches once they are stale.
@@ -210,16 +211,13 @@ impl Engine {
         }
     }
 
-    /// Sets the shortest time between two flushes of one room (`1 / --tick-hz`); zero, the
-    /// default, flushes every change at the next [`Engine::flush_due`].
-    pub fn set_pace(&mut self, pace: Duration) {
-        self.pacer.pace = pace;
-    }
-
-    /// Benchmarks only: every room flushes on one shared grid of pace steps from `epoch`, as
-    /// with a global tick, instead of at once when its pace allows.
-    pub fn set_global_tick(&mut self, epoch: Instant) {
-        self.pacer.grid = Some(epoch);
+    /// Paces the rooms (`pace` = `1 / --tick-hz`): each room may flush `burst` times back to
+    /// back (`--tick-burst`), and gains one more flush at each beat `epoch + k × pace`, which
+    /// every room shares; a room that has none left waits for the next beat. Zero `pace`, the
+    /// default, flushes every change at the next [`Engine::flush_due`]. The loop passes the
+    /// moment it starts as `epoch`: the engine reads no clock.
+    pub fn set_pace(&mut self, pace: Duration, burst: u32, epoch: Instant) {
+        self.pacer.configure(pace, burst, epoch);
     }
 
     pub fn limits(&self) -> &Limits {
@@ -374,7 +372,7 @@ impl Engine {
     /// How long a large room's rendering is shared after it was made: a second, or the pace
     /// if that is longer, so no room renders more often than it may flush.
     fn reuse_window(&self) -> Duration {
-        SNAPSHOT_REUSE.max(self.pacer.pace)
+        SNAPSHOT_REUSE.max(self.pacer.pace())
     }
 
     /// Lists the large renderings that may still be held outside the engine (dropping those
@@ -651,9 +649,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Flushes the rooms whose pace allows it at `now`: every member with news gets one frame
-    /// with the latest values it has not seen. Rooms changed within their pace wait for
-    /// [`Engine::poll_timeout`]. `deliver` returns false when the member's socket is behind;
+    /// Flushes the rooms whose bucket allows it at `now`, and at or after a beat every room
+    /// that waited for it: every member with news gets one frame with the latest values it has
+    /// not seen. Rooms out of tokens wait for the next beat, [`Engine::poll_timeout`]. `deliver` returns false when the member's socket is behind;
     /// that member then waits, costing nothing, and is offered the then-latest values once its
     /// connection drains ([`Engine::resume`]).
     pub fn flush_due(
@@ -676,7 +674,7 @@ impl Engine {
     ) {
         let mut due = std::mem::take(&mut self.due);
         self.pacer.take_due(now, &mut due, &mut self.rooms);
-        for (key, at) in due.drain(..) {
+        for key in due.drain(..) {
             let Some(room) = self.rooms.get_mut(key) else {
                 continue;
             };
@@ -688,19 +686,18 @@ impl Engine {
                 &mut self.stats,
                 &mut deliver,
             );
-            self.pacer.flushed(&mut room.pace, at, now);
+            self.pacer.flushed(&mut room.pace);
         }
         // Hand the allocation back so the next flush does not reallocate the list.
         self.due = due;
     }
 
-    /// The earliest moment a room waiting for its pace is due; `None` when no room waits.
+    /// The next beat, when some room waits for it; `None` when no room waits.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pacer.next_deadline()
+        self.pacer.next_beat()
     }
 
-    /// Whether a flush would send anything: a room changed, waits for its pace, or has members
-    /// behind.
+    /// Whether a flush would send anything: a room changed or waits for the beat.
     pub fn has_pending(&self) -> bool {
         self.pacer.has_pending()
     }

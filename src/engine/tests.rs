@@ -310,7 +310,7 @@ fn a_small_room_renders_exactly_on_every_change() {
 fn a_changing_large_room_renders_at_most_once_per_reuse_window_and_format() {
     for pace in [Duration::ZERO, PACE, Duration::from_secs(3)] {
         let mut e = engine();
-        e.set_pace(pace);
+        e.set_pace(pace, 1, Instant::now());
         let window = e.reuse_window();
         assert_eq!(window, SNAPSHOT_REUSE.max(pace));
         let t0 = Instant::now();
@@ -823,10 +823,13 @@ fn joins_wait_for_a_load_and_a_failed_load_is_refused_once() {
 
 const PACE: Duration = Duration::from_millis(100);
 
-fn paced_engine() -> Engine {
+/// An engine paced at `PACE` with rooms holding `burst` tokens, and its beat 0: beats fall at
+/// `t0 + k × PACE`.
+fn paced_engine(burst: u32) -> (Engine, Instant) {
     let mut e = engine();
-    e.set_pace(PACE);
-    e
+    let t0 = Instant::now();
+    e.set_pace(PACE, burst, t0);
+    (e, t0)
 }
 
 fn flushed_at(engine: &mut Engine, now: Instant) -> Vec<(u64, String)> {
@@ -839,13 +842,20 @@ fn flushed_at(engine: &mut Engine, now: Instant) -> Vec<(u64, String)> {
     out
 }
 
+fn set(e: &mut Engine, room: RoomKey, client: u64, name: &str, value: &str) {
+    e.set(room, ClientId(client), name, ValueRef::Text(value), true);
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 #[test]
 fn a_change_in_a_quiet_room_flushes_at_once_and_nothing_waits() {
-    let mut e = paced_engine();
-    let t0 = Instant::now();
+    let (mut e, t0) = paced_engine(1);
     let room = join(&mut e, "1", 1);
     join(&mut e, "1", 2);
-    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
+    set(&mut e, room, 1, "☁ a", "1");
     assert_eq!(flushed_at(&mut e, t0), vec![(2, "☁ a=1".into())]);
     assert_eq!(
         e.poll_timeout(),
@@ -853,38 +863,28 @@ fn a_change_in_a_quiet_room_flushes_at_once_and_nothing_waits() {
         "nothing pending, nothing to wake for"
     );
     assert!(!e.has_pending());
-    // A pace later the next change leaves at once too.
-    e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
+    // A beat later the room has a token again: the next change leaves at once too.
+    set(&mut e, room, 1, "☁ a", "2");
     assert_eq!(flushed_at(&mut e, t0 + PACE), vec![(2, "☁ a=2".into())]);
     assert_eq!(e.poll_timeout(), None);
 }
 
 #[test]
-fn changes_within_the_pace_wait_for_it_and_collapse_to_the_latest_values() {
-    let mut e = paced_engine();
-    let t0 = Instant::now();
+fn a_room_spends_its_burst_at_once_then_waits_for_the_beat_with_the_latest_values() {
+    let (mut e, t0) = paced_engine(3);
     let room = join(&mut e, "1", 1);
     join(&mut e, "1", 2);
-    e.set(room, ClientId(1), "☁ a", ValueRef::Text("0"), true);
-    assert_eq!(flushed_at(&mut e, t0).len(), 1);
-    for i in 1..=50 {
-        e.set(
-            room,
-            ClientId(1),
-            "☁ a",
-            ValueRef::Text(&i.to_string()),
-            true,
-        );
-        e.set(
-            room,
-            ClientId(1),
-            "☁ b",
-            ValueRef::Text(&(i * 2).to_string()),
-            true,
-        );
-        let now = t0 + PACE / 100 * i;
-        assert!(flushed_at(&mut e, now).is_empty(), "within the pace");
-        assert_eq!(e.poll_timeout(), Some(t0 + PACE));
+    for i in 1..=3 {
+        set(&mut e, room, 1, "☁ a", &i.to_string());
+        let now = t0 + ms(10 + i);
+        assert_eq!(flushed_at(&mut e, now), vec![(2, format!("☁ a={i}"))]);
+        assert_eq!(e.poll_timeout(), None, "set {i} left at once");
+    }
+    for i in 4..=50 {
+        set(&mut e, room, 1, "☁ a", &i.to_string());
+        set(&mut e, room, 1, "☁ b", &(i * 2).to_string());
+        assert!(flushed_at(&mut e, t0 + ms(10 + i)).is_empty(), "set {i}");
+        assert_eq!(e.poll_timeout(), Some(t0 + PACE), "the next beat");
     }
     assert!(flushed_at(&mut e, t0 + PACE - Duration::from_nanos(1)).is_empty());
     assert_eq!(
@@ -892,57 +892,92 @@ fn changes_within_the_pace_wait_for_it_and_collapse_to_the_latest_values() {
         vec![(2, "☁ a=50\n☁ b=100".into())]
     );
     assert!(!e.has_pending());
-}
-
-#[test]
-fn a_flush_at_its_deadline_keeps_the_pace_phase_even_when_late() {
-    let mut e = paced_engine();
-    let t0 = Instant::now();
-    let room = join(&mut e, "1", 1);
-    join(&mut e, "1", 2);
-    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
-    flushed_at(&mut e, t0);
-    e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
-    flushed_at(&mut e, t0 + PACE / 2);
-    // Woken 3 ms late: the next slot is still t0 + 2 × pace, not 3 ms later.
-    let late = t0 + PACE + Duration::from_millis(3);
-    assert_eq!(flushed_at(&mut e, late).len(), 1);
-    e.set(room, ClientId(1), "☁ a", ValueRef::Text("3"), true);
-    assert!(flushed_at(&mut e, late).is_empty());
-    assert_eq!(e.poll_timeout(), Some(t0 + 2 * PACE));
-}
-
-#[test]
-fn each_room_keeps_its_own_pace_and_the_earliest_deadline_wakes() {
-    let mut e = paced_engine();
-    let t0 = Instant::now();
-    let one = join(&mut e, "1", 1);
-    join(&mut e, "1", 2);
-    let two = join(&mut e, "2", 3);
-    join(&mut e, "2", 4);
-    e.set(one, ClientId(1), "☁ a", ValueRef::Text("1"), true);
-    assert_eq!(flushed_at(&mut e, t0).len(), 1);
-    let t1 = t0 + PACE / 2;
-    e.set(two, ClientId(3), "☁ a", ValueRef::Text("1"), true);
-    assert_eq!(
-        flushed_at(&mut e, t1),
-        vec![(4, "☁ a=1".into())],
-        "room 2 was quiet"
-    );
-    e.set(one, ClientId(1), "☁ a", ValueRef::Text("2"), true);
-    e.set(two, ClientId(3), "☁ a", ValueRef::Text("2"), true);
-    assert!(flushed_at(&mut e, t1).is_empty());
-    assert_eq!(e.poll_timeout(), Some(t0 + PACE));
-    assert_eq!(flushed_at(&mut e, t0 + PACE), vec![(2, "☁ a=2".into())]);
-    assert_eq!(e.poll_timeout(), Some(t1 + PACE));
-    assert_eq!(flushed_at(&mut e, t1 + PACE), vec![(4, "☁ a=2".into())]);
     assert_eq!(e.poll_timeout(), None);
 }
 
 #[test]
+fn the_bucket_gains_one_token_a_beat_up_to_the_burst() {
+    let (mut e, t0) = paced_engine(3);
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    // How many of `sets` changes, each in its own iteration at `at`, leave at once.
+    let at_once = |e: &mut Engine, at: Instant, sets: u32| -> u32 {
+        let mut sent = 0;
+        for i in 0..sets {
+            set(e, room, 1, "☁ a", &i.to_string());
+            if !flushed_at(e, at).is_empty() {
+                sent += 1;
+            }
+        }
+        // Leave nothing waiting for the next round.
+        flushed_at(e, at + PACE);
+        sent
+    };
+    assert_eq!(at_once(&mut e, t0, 10), 3, "a new room has the whole burst");
+    // The flush at the beat t0 + PACE spent that beat's token; two more beats give two.
+    assert_eq!(at_once(&mut e, t0 + 3 * PACE + ms(1), 10), 2);
+    // Quiet for ten beats: the bucket holds the burst, not ten.
+    assert_eq!(at_once(&mut e, t0 + 14 * PACE + ms(1), 10), 3);
+}
+
+#[test]
+fn a_room_out_of_tokens_flushes_at_the_next_beat_not_a_pace_after_its_last_flush() {
+    let (mut e, t0) = paced_engine(1);
+    let room = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    set(&mut e, room, 1, "☁ a", "1");
+    assert_eq!(flushed_at(&mut e, t0 + ms(70)).len(), 1);
+    set(&mut e, room, 1, "☁ a", "2");
+    assert!(flushed_at(&mut e, t0 + ms(80)).is_empty());
+    assert_eq!(
+        e.poll_timeout(),
+        Some(t0 + PACE),
+        "the grid, not t0 + 170 ms"
+    );
+    assert_eq!(flushed_at(&mut e, t0 + PACE), vec![(2, "☁ a=2".into())]);
+    // Woken 3 ms late, the room spent the beat's token; the next beat keeps the grid's phase.
+    set(&mut e, room, 1, "☁ a", "3");
+    let late = t0 + PACE + ms(3);
+    assert!(flushed_at(&mut e, late).is_empty());
+    assert_eq!(e.poll_timeout(), Some(t0 + 2 * PACE));
+    set(&mut e, room, 1, "☁ a", "4");
+    assert_eq!(
+        flushed_at(&mut e, t0 + 2 * PACE + ms(3)),
+        vec![(2, "☁ a=4".into())]
+    );
+}
+
+#[test]
+fn rooms_waiting_for_the_beat_flush_together_in_one_call() {
+    let (mut e, t0) = paced_engine(1);
+    let one = join(&mut e, "1", 1);
+    join(&mut e, "1", 2);
+    let two = join(&mut e, "2", 3);
+    join(&mut e, "2", 4);
+    // Each room spends its token at a moment of its own.
+    set(&mut e, one, 1, "☁ a", "1");
+    assert_eq!(flushed_at(&mut e, t0 + ms(10)), vec![(2, "☁ a=1".into())]);
+    set(&mut e, two, 3, "☁ a", "1");
+    assert_eq!(
+        flushed_at(&mut e, t0 + ms(60)),
+        vec![(4, "☁ a=1".into())],
+        "room 2 was quiet"
+    );
+    set(&mut e, one, 1, "☁ a", "2");
+    set(&mut e, two, 3, "☁ a", "2");
+    assert!(flushed_at(&mut e, t0 + ms(70)).is_empty());
+    assert_eq!(e.poll_timeout(), Some(t0 + PACE), "one wake-up for both");
+    assert_eq!(
+        flushed_at(&mut e, t0 + PACE),
+        vec![(2, "☁ a=2".into()), (4, "☁ a=2".into())]
+    );
+    assert_eq!(e.poll_timeout(), None);
+    assert!(!e.has_pending());
+}
+
+#[test]
 fn a_blocked_member_waits_without_cost_until_its_connection_drains() {
-    let mut e = paced_engine();
-    let t0 = Instant::now();
+    let (mut e, t0) = paced_engine(4);
     let room = join(&mut e, "1", 1);
     join(&mut e, "1", 2);
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
@@ -968,9 +1003,8 @@ fn a_blocked_member_waits_without_cost_until_its_connection_drains() {
 }
 
 #[test]
-fn a_resumed_member_still_keeps_the_rooms_pace() {
-    let mut e = paced_engine();
-    let t0 = Instant::now();
+fn a_resumed_member_is_sent_within_the_rooms_budget() {
+    let (mut e, t0) = paced_engine(1);
     let room = join(&mut e, "1", 1);
     join(&mut e, "1", 2);
     join(&mut e, "1", 3);
@@ -978,7 +1012,7 @@ fn a_resumed_member_still_keeps_the_rooms_pace() {
     e.flush_due(t0, |_, client, _| client != ClientId(3));
     e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
     e.resume(room, ClientId(3));
-    // Within the pace of the last flush: nobody gets a second frame yet.
+    // The room's one token went into the last flush: nobody gets a second frame yet.
     assert!(flushed_at(&mut e, t0 + PACE / 2).is_empty());
     assert_eq!(
         flushed_at(&mut e, t0 + PACE),
@@ -1006,7 +1040,7 @@ fn without_a_pace_every_change_flushes_at_the_next_call() {
 }
 
 #[test]
-fn a_removed_rooms_timer_does_not_flush_the_room_that_reuses_its_slot() {
+fn a_room_removed_while_waiting_leaves_no_wake_up_and_its_slot_starts_afresh() {
     let mut e = Engine::new(
         Limits {
             empty_room_ttl: Duration::ZERO,
@@ -1014,30 +1048,29 @@ fn a_removed_rooms_timer_does_not_flush_the_room_that_reuses_its_slot() {
         },
         encode,
     );
-    e.set_pace(PACE);
     let t0 = Instant::now();
+    e.set_pace(PACE, 2, t0);
     let room = join(&mut e, "1", 1);
     join(&mut e, "1", 2);
-    e.set(room, ClientId(1), "☁ a", ValueRef::Text("1"), true);
-    flushed_at(&mut e, t0);
-    e.set(room, ClientId(1), "☁ a", ValueRef::Text("2"), true);
-    flushed_at(&mut e, t0);
+    for value in ["1", "2", "3"] {
+        set(&mut e, room, 1, "☁ a", value);
+        flushed_at(&mut e, t0);
+    }
+    assert_eq!(e.poll_timeout(), Some(t0 + PACE), "room 1 waits");
     e.leave(room, ClientId(1), t0);
     e.leave(room, ClientId(2), t0);
     assert_eq!(e.expire(t0), 1);
     assert!(!e.has_pending());
-    // Room 2 takes the slot and has news of its own; the stale timer must not flush it early.
+    assert_eq!(e.poll_timeout(), None, "nothing waits any more");
+    // Room 2 takes the slot with a full bucket of its own.
     let other = join(&mut e, "2", 3);
+    assert_eq!(other, room, "the same slot");
     join(&mut e, "2", 4);
-    e.set(other, ClientId(3), "☁ b", ValueRef::Text("1"), true);
-    assert_eq!(flushed_at(&mut e, t0 + PACE / 2), vec![(4, "☁ b=1".into())]);
-    e.set(other, ClientId(3), "☁ b", ValueRef::Text("2"), true);
-    assert!(
-        flushed_at(&mut e, t0 + PACE).is_empty(),
-        "stale timer ignored"
-    );
-    assert_eq!(
-        flushed_at(&mut e, t0 + PACE / 2 + PACE),
-        vec![(4, "☁ b=2".into())]
-    );
+    for value in ["1", "2"] {
+        set(&mut e, other, 3, "☁ b", value);
+        assert_eq!(flushed_at(&mut e, t0), vec![(4, format!("☁ b={value}"))]);
+    }
+    set(&mut e, other, 3, "☁ b", "3");
+    assert!(flushed_at(&mut e, t0).is_empty());
+    assert_eq!(flushed_at(&mut e, t0 + PACE), vec![(4, "☁ b=3".into())]);
 }

@@ -147,13 +147,11 @@ impl Server {
             let interval = config.persist_interval;
             Some(Durable::open_store(settings, interval, waker, &mut engine).map_err(StartError)?)
         };
-        if config.tick_hz > 0 {
-            engine.set_pace(tick);
-            if config.global_tick {
-                engine.set_global_tick(Instant::now());
-            }
-        }
         let now = Instant::now();
+        if config.tick_hz > 0 {
+            // The beats every room shares count from the start.
+            engine.set_pace(tick, config.tick_burst, now);
+        }
         Ok(Server {
             poll,
             listeners,
