@@ -18,10 +18,11 @@ fn main() -> ExitCode {
         }
     };
     if loaded.config.print_config {
-        print!("{}", loaded.describe());
+        print!("{}{}", loaded.describe(), loaded.describe_projects());
         return ExitCode::SUCCESS;
     }
     let described = loaded.describe();
+    let projects = loaded.describe_projects();
     let config = loaded.config;
     if let Some(command) = &config.command {
         return run_tool(command, &config);
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    server.enable_reload(std::env::args_os().collect(), described);
+    server.enable_reload(std::env::args_os().collect(), described, projects);
     match server.local_addresses() {
         Ok(addresses) => {
             for (address, tls) in addresses {

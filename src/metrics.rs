@@ -130,6 +130,8 @@ pub struct Snapshot {
     pub sets_applied: u64,
     /// (reason, count).
     pub sets_ignored: Vec<(&'static str, u64)>,
+    /// (project, rule, count): sets a project's rules refused.
+    pub rule_refusals: Vec<(String, &'static str, u64)>,
     pub parked_sessions: u64,
     /// Parked sessions ended before their window, to make room for a live client or another.
     pub parked_sessions_ended: u64,
@@ -176,6 +178,7 @@ impl Snapshot {
         let counted = stats.invalid_names
             + stats.invalid_values
             + stats.too_many_variables
+            + stats.rule_violations
             + stats.unknown_variables;
         snapshot.rooms = engine.room_count() as u64;
         snapshot.variables = engine.variable_total() as u64;
@@ -184,9 +187,15 @@ impl Snapshot {
             ("invalid_name", stats.invalid_names),
             ("invalid_value", stats.invalid_values),
             ("too_many_variables", stats.too_many_variables),
+            ("rule_violated", stats.rule_violations),
             ("unknown_variable", stats.unknown_variables),
             ("malformed", stats.sets_rejected.saturating_sub(counted)),
         ];
+        snapshot.rule_refusals = engine
+            .refusals
+            .iter()
+            .map(|(project, rule, n)| (project.to_owned(), rule.name(), n))
+            .collect();
         snapshot.full_renders = stats.full_renders;
         snapshot.render_bytes_held = engine.held_render_bytes() as u64;
         snapshot
@@ -320,6 +329,17 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
     for (reason, n) in &snapshot.sets_ignored {
         let _ = writeln!(out, "stratus_sets_ignored_total{{reason=\"{reason}\"}} {n}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP stratus_rule_refusals_total Sets refused by a project's rules, by project and rule.\n# TYPE stratus_rule_refusals_total counter"
+    );
+    for (project, rule, n) in &snapshot.rule_refusals {
+        let _ = writeln!(
+            out,
+            "stratus_rule_refusals_total{{project=\"{}\",rule=\"{rule}\"}} {n}",
+            label_value(project)
+        );
+    }
     counter(
         &mut out,
         "stratus_rate_limit_closes_total",
@@ -401,6 +421,13 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
     }
     render_process(&mut out, metrics.started);
     out
+}
+
+/// A Prometheus label value: backslash, double quote and line feed escaped.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// `--cluster`: the Redis link's health and traffic.

@@ -1,7 +1,8 @@
 //! What the operator allows: usernames, projects, and the optional protocol features.
 //!
-//! Built once from the configuration and read by the dialects at handshake time. Nothing here
-//! changes while the server runs.
+//! Built from the configuration and read by the dialects at handshake time; SIGHUP builds it
+//! again. What each project's rooms allow (rename, delete, values, rules) is the engine's
+//! (`engine/rules.rs`).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -23,8 +24,6 @@ pub struct Policy {
     /// When set, only these project ids may be used.
     pub allowed_projects: Option<HashSet<String>>,
     pub blocked_projects: HashSet<String>,
-    pub enable_rename: bool,
-    pub enable_delete: bool,
     /// Incoming messages (each newline-separated object) per second, sustained; 0 = unlimited.
     pub message_rate: f64,
     pub message_burst: f64,

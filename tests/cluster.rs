@@ -966,3 +966,33 @@ fn a_join_waiting_for_redis_is_refused_when_redis_goes_away() {
     present.set("☁ a", "2");
     present.wait_for("☁ a", "2");
 }
+
+#[test]
+fn each_node_checks_its_own_clients_sets_against_the_same_rules() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let file = temp_file("[projects.\"ruled\".variables.\"☁ a\"]\nmax = 10\n");
+    let config = file.to_str().expect("utf-8");
+    let a = node(&redis, "a", &["--config", config]);
+    let b = node(&redis, "b", &["--config", config]);
+    let mut on_a = join(&a, Dialect::Scratch, "ruled", "alice");
+    let mut on_b = join(&b, Dialect::Scratch, "ruled", "bob");
+    on_a.set("☁ a", "3");
+    on_b.wait_for("☁ a", "3");
+    // Refused on b: it reaches neither Redis nor a, and bob is sent the value back; a later
+    // set from b does travel.
+    on_b.set("☁ a", "11");
+    on_b.set("☁ marker", "1");
+    on_a.wait_for("☁ marker", "1");
+    assert_eq!(redis_value(&redis, "ruled", "☁ a").as_deref(), Some("3"));
+    on_a.settle();
+    on_b.settle();
+    assert_eq!(on_a.view.get("☁ a").map(String::as_str), Some("3"));
+    assert_eq!(on_b.view.get("☁ a").map(String::as_str), Some("3"));
+    on_b.set("☁ a", "10");
+    on_a.wait_for("☁ a", "10");
+    let refused = "stratus_rule_refusals_total{project=\"ruled\",rule=\"max\"}";
+    assert_eq!(b.metric(refused), 1);
+    assert_eq!(a.try_metric(refused), None);
+}

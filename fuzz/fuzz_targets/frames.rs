@@ -186,8 +186,6 @@ fn shared() -> &'static Shared {
             usernames,
             allowed_projects: None,
             blocked_projects: Default::default(),
-            enable_rename: config.enable_rename,
-            enable_delete: config.enable_delete,
             message_rate: config.message_rate,
             message_burst: config.message_burst,
             max_rooms_per_connection: config.max_rooms_per_connection,
@@ -197,11 +195,8 @@ fn shared() -> &'static Shared {
             blocked_projects: ["666".to_owned()].into_iter().collect(),
             ..policy.clone()
         };
-        let editing_policy = Policy {
-            enable_rename: true,
-            enable_delete: true,
-            ..hostile_policy.clone()
-        };
+        // Rename and delete are the engine's per-room settings (see the limits below).
+        let editing_policy = hostile_policy.clone();
         let settings = conn_settings(&config);
         let hostile_settings = ConnSettings {
             trust_proxy: true,
@@ -293,6 +288,9 @@ fn run(data: &[u8], hostile: bool) {
                 max_variables_per_room: config.max_variables_per_room,
                 empty_room_ttl: Duration::from_secs(config.empty_room_ttl),
                 allow_non_numeric: config.allow_non_numeric || hostile,
+                max_value_chars: config.max_value_length,
+                enable_rename: config.enable_rename || editing,
+                enable_delete: config.enable_delete || editing,
                 max_state_bytes: config.max_state_memory,
             },
             encode_set,

@@ -46,8 +46,6 @@ fn policies() -> &'static [(Policy, bool); 2] {
         };
         let permissive = Policy {
             usernames,
-            enable_rename: true,
-            enable_delete: true,
             max_rooms_per_connection: 3,
             ..Policy::default()
         };
@@ -55,13 +53,17 @@ fn policies() -> &'static [(Policy, bool); 2] {
     })
 }
 
-fn limits(allow_non_numeric: bool) -> Limits {
+/// The permissive world also accepts text values, rename and delete.
+fn limits(permissive: bool) -> Limits {
     Limits {
         max_rooms: 4,
         max_clients_per_room: 3,
         max_variables_per_room: 8,
         empty_room_ttl: Duration::from_secs(60),
-        allow_non_numeric,
+        allow_non_numeric: permissive,
+        max_value_chars: stratus::engine::value::MAX_VALUE_CHARS,
+        enable_rename: permissive,
+        enable_delete: permissive,
         max_state_bytes: 1 << 20,
     }
 }

@@ -312,6 +312,7 @@ impl Model {
             empty_room_ttl: TTL,
             allow_non_numeric,
             max_state_bytes: 0,
+            ..Limits::default()
         };
         Model {
             engine: Engine::new(limits.clone(), encode_set),

@@ -137,8 +137,6 @@ fn shared() -> &'static Shared {
             usernames: UsernameFilter::parse(DEFAULT_USERNAME_FILTER).expect("filter"),
             allowed_projects: None,
             blocked_projects: Default::default(),
-            enable_rename: false,
-            enable_delete: false,
             message_rate: config.message_rate,
             message_burst: config.message_burst,
             max_rooms_per_connection: config.max_rooms_per_connection,
@@ -193,6 +191,7 @@ fuzz_target!(|data: &[u8]| {
             empty_room_ttl: Duration::from_secs(config.empty_room_ttl),
             allow_non_numeric: false,
             max_state_bytes: config.max_state_memory,
+            ..Limits::default()
         },
         encode_set,
     );

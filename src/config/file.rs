@@ -60,7 +60,7 @@ pub fn load(args: impl IntoIterator<Item = OsString>) -> Result<Loaded, LoadErro
         .try_get_matches_from(&args)
         .map_err(LoadError::Args)?;
     let Some(path) = matches.get_one::<std::path::PathBuf>("config").cloned() else {
-        return finish(matches, Vec::new());
+        return finish(matches, Vec::new(), Vec::new());
     };
     let text = std::fs::read_to_string(&path)
         .map_err(|e| LoadError::File(format!("cannot read {}: {e}", path.display())))?;
@@ -69,7 +69,10 @@ pub fn load(args: impl IntoIterator<Item = OsString>) -> Result<Loaded, LoadErro
         .map_err(|e| LoadError::File(format!("{}: {e}", path.display())))?;
     let mut extra: Vec<OsString> = Vec::new();
     let mut from_file = Vec::new();
-    for (key, value) in &table {
+    // Project tables have no flag: `projects.rs` reads them, with their lines.
+    let projects = super::projects::parse(&text)
+        .map_err(|e| LoadError::File(format!("{}: {e}", path.display())))?;
+    for (key, value) in table.iter().filter(|(key, _)| *key != "projects") {
         let id = key.replace('-', "_");
         let arg = command
             .get_arguments()
@@ -127,11 +130,16 @@ pub fn load(args: impl IntoIterator<Item = OsString>) -> Result<Loaded, LoadErro
             first.trim_start_matches("error: ")
         ))
     })?;
-    finish(matches, from_file)
+    finish(matches, from_file, projects)
 }
 
-fn finish(matches: ArgMatches, from_file: Vec<String>) -> Result<Loaded, LoadError> {
-    let config = Config::from_arg_matches(&matches).map_err(LoadError::Args)?;
+fn finish(
+    matches: ArgMatches,
+    from_file: Vec<String>,
+    projects: Vec<super::ProjectTable>,
+) -> Result<Loaded, LoadError> {
+    let mut config = Config::from_arg_matches(&matches).map_err(LoadError::Args)?;
+    config.projects = projects;
     Ok(Loaded {
         config,
         matches,
@@ -150,6 +158,21 @@ impl Loaded {
             Some(ValueSource::EnvVariable) => Source::Env,
             _ => Source::Default,
         }
+    }
+
+    /// The file's project tables as TOML, with sources, for `--print-config` after
+    /// [`Loaded::describe`].
+    pub fn describe_projects(&self) -> String {
+        let config = &self.config;
+        let global = super::projects::Inherited {
+            allow_non_numeric: config.allow_non_numeric,
+            max_clients_per_room: config.max_clients_per_room,
+            max_variables_per_room: config.max_variables_per_room,
+            max_value_length: config.max_value_length,
+            enable_rename: config.enable_rename,
+            enable_delete: config.enable_delete,
+        };
+        super::projects::describe(&config.projects, &global)
     }
 
     /// Every setting as a TOML line with its source, for `--print-config`.

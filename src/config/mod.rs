@@ -7,9 +7,11 @@ use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
 
 mod file;
+pub mod projects;
 mod units;
 
 pub use file::{load, LoadError, Loaded, Source};
+pub use projects::{ProjectTable, VariableTable};
 pub use units::{
     parse_bytes, parse_duration, parse_mode, parse_positive, parse_seconds, parse_size,
 };
@@ -244,6 +246,11 @@ pub struct Config {
     #[arg(long, env = "STRATUS_ALLOW_NON_NUMERIC", value_parser = BoolishValueParser::new())]
     pub allow_non_numeric: bool,
 
+    /// Longest string value, in characters; longer ones are ignored (`cloud.invalid_value` in
+    /// array-RPC). A project's table may set its own (`max-value-length`).
+    #[arg(long, env = "STRATUS_MAX_VALUE_LENGTH", default_value_t = crate::engine::value::MAX_VALUE_CHARS)]
+    pub max_value_length: usize,
+
     /// Accept `rename` messages (otherwise ignored).
     #[arg(long, env = "STRATUS_ENABLE_RENAME", value_parser = BoolishValueParser::new())]
     pub enable_rename: bool,
@@ -279,6 +286,11 @@ pub struct Config {
     /// see what a client is told when something inside the server fails.
     #[arg(long, env = "STRATUS_FAULT_ROOMS", value_delimiter = ',', hide = true)]
     pub fault_rooms: Vec<String>,
+
+    /// The file's `[projects."ID"]` tables (per-project settings and variable rules); they
+    /// have no flag.
+    #[arg(skip)]
+    pub projects: Vec<ProjectTable>,
 }
 
 /// Tools that work on the data directory instead of serving.

@@ -10,7 +10,7 @@ use simd_json::prelude::*;
 use simd_json::tape::Value;
 
 use super::{json, room_text, Env, Handshake, Outcome, Peer, Reason};
-use crate::engine::{SetOutcome, ValueRef};
+use crate::engine::{Rejection, SetOutcome, ValueRef};
 
 pub(super) fn read_handshake<'v>(doc: Value<'_, 'v>) -> Result<Handshake<'v>, Reason> {
     let missing = Reason::Protocol("handshake needs room, username and variables");
@@ -42,8 +42,23 @@ pub(super) fn on_message(doc: Value<'_, '_>, peer: &mut Peer, env: &mut Env<'_>)
             ) else {
                 return Outcome::Close(Reason::Protocol("set needs variable and a string value"));
             };
-            match engine.set(room, peer.client, name, ValueRef::Text(value), false) {
+            match engine.set_at(
+                room,
+                peer.client,
+                name,
+                ValueRef::Text(value),
+                false,
+                env.now,
+            ) {
                 SetOutcome::Applied => Outcome::Continue,
+                SetOutcome::Rejected(Rejection::Rule(rule)) => {
+                    peer.log_rule_refusal(env, name, rule);
+                    // No error message in this protocol: the setter gets the current value.
+                    if let Some(current) = env.engine.current_value(room, name) {
+                        peer.outbox.push_with(|out| encode_set(name, current, out));
+                    }
+                    Outcome::Continue
+                }
                 SetOutcome::Rejected(why) => {
                     peer.log_ignored(engine, "set", why.as_str());
                     Outcome::Continue

@@ -36,7 +36,9 @@ use simd_json::prelude::*;
 use simd_json::tape::Value;
 use smallvec::SmallVec;
 
-use crate::engine::{ClientId, Declared, Engine, Format, Frame, JoinError, RoomKey, ValueRef};
+use crate::engine::{
+    ClientId, Declared, Engine, Format, Frame, JoinError, RoomKey, Rule, ValueRef,
+};
 use crate::policy::{Policy, MAX_ROOM_ID_CHARS};
 
 /// The protocols stratus speaks.
@@ -203,10 +205,12 @@ impl Peer {
         debug!("[{room} \"{user}\"] ignored {what}: {why}");
     }
 
-    /// Joins `room` in `dialect`'s format and records the membership.
+    /// Joins `room` in `dialect`'s format as `user` (the name the client gave, empty if none;
+    /// the project's `writers` rules compare it) and records the membership.
     pub fn enter(
         &mut self,
         room: &str,
+        user: &str,
         dialect: Dialect,
         declared: Option<&[Declared<'_>]>,
         env: &mut Env<'_>,
@@ -217,7 +221,7 @@ impl Peer {
         let format = dialect.format();
         let mut joined = env
             .engine
-            .join(room, self.client, format, declared, env.now);
+            .join_as(room, self.client, user, format, declared, env.now);
         // A live client comes before a parked session: the oldest one holding a place in the
         // full room gives it up. (Parked sessions cannot hold every room: their budget times
         // `--max-rooms-per-connection` is far below `--max-rooms`.)
@@ -226,12 +230,32 @@ impl Peer {
                 env.engine.leave_rooms(client, rooms, env.now);
                 joined = env
                     .engine
-                    .join(room, self.client, format, declared, env.now);
+                    .join_as(room, self.client, user, format, declared, env.now);
             }
         }
         let key = joined?;
         self.memberships.push(Membership { room: key });
         Ok(key)
+    }
+
+    /// A set of `name` refused by a rule of the room's project: logged at debug, at most
+    /// about once a second, with how many refusals went unlogged since.
+    pub fn log_rule_refusal(&self, env: &mut Env<'_>, name: &str, rule: Rule) {
+        if !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        if let Some(unlogged) = env.engine.refusals.log_permit(env.now) {
+            let room = self
+                .room()
+                .and_then(|r| env.engine.room_id(r))
+                .unwrap_or("-");
+            let user = self.user.as_deref().unwrap_or("");
+            let name: String = name.chars().take(64).collect();
+            debug!(
+                "[{room} \"{user}\"] refused set of {name:?}: rule {} ({unlogged} refusals not logged before this one)",
+                rule.name()
+            );
+        }
     }
 
     /// Leaves every room. Called once when the connection ends.
@@ -280,7 +304,7 @@ pub(crate) fn join_with_handshake(
     peer.wanted_room = Some(room.chars().take(64).collect::<String>().into());
     check_room(&room, env.policy)?;
     env.policy.usernames.check(user).map_err(Reason::Username)?;
-    let key = peer.enter(&room, dialect, variables.as_deref(), env)?;
+    let key = peer.enter(&room, user, dialect, variables.as_deref(), env)?;
     if let Some(snapshot) = env
         .engine
         .snapshot_for(key, peer.client, dialect.format(), env.now)

@@ -100,7 +100,7 @@ pub(super) fn on_message(
             Outcome::Continue
         }
         "cloud.set" => {
-            cloud_set(&request, peer, env.engine);
+            cloud_set(&request, peer, env);
             Outcome::Continue
         }
         "cloud.get" => {
@@ -193,7 +193,9 @@ fn authenticate(
             return Outcome::Close(Reason::UserAtLimit);
         }
     }
-    let room = match peer.enter(room_id, Dialect::Rpc, None, env) {
+    // Only a username is a name `writers` rules can list; a client id is a secret.
+    let user = username.unwrap_or("");
+    let room = match peer.enter(room_id, user, Dialect::Rpc, None, env) {
         Ok(room) => room,
         Err(refusal) => return refusal.outcome(),
     };
@@ -212,7 +214,8 @@ fn authenticate(
     Outcome::Joined
 }
 
-fn cloud_set(request: &Request<'_, '_>, peer: &mut Peer, engine: &mut Engine) {
+fn cloud_set(request: &Request<'_, '_>, peer: &mut Peer, env: &mut Env<'_>) {
+    let engine = &mut *env.engine;
     let name = request.payload.get("name").and_then(|n| n.into_string());
     let value = request.payload.get("value");
     let (Some(name), Some(value), Some(room)) = (name, value, peer.room()) else {
@@ -226,8 +229,18 @@ fn cloud_set(request: &Request<'_, '_>, peer: &mut Peer, engine: &mut Engine) {
         error(&mut peer.outbox, request.id, "cloud.invalid_value");
         return;
     };
-    let code = match engine.set(room, peer.client, name, value, true) {
+    let code = match engine.set_at(room, peer.client, name, value, true, env.now) {
         SetOutcome::Applied => None,
+        SetOutcome::Rejected(Rejection::Rule(rule)) => {
+            peer.log_rule_refusal(env, name, rule);
+            peer.outbox.push_with(|out| {
+                open_reply(out, "error", request.id);
+                out.push_str(r#"{"code":"cloud.rule_violated","rule":"#);
+                json::push_string(out, rule.name());
+                out.push_str("}]");
+            });
+            return;
+        }
         SetOutcome::Rejected(Rejection::InvalidName) => Some("cloud.invalid_name"),
         SetOutcome::Rejected(Rejection::InvalidValue) => Some("cloud.invalid_value"),
         SetOutcome::Rejected(Rejection::TooManyVariables) => Some("cloud.too_many_variables"),
@@ -261,11 +274,13 @@ fn cloud_get(request: &Request<'_, '_>, peer: &mut Peer, env: &mut Env<'_>) {
 
 fn cloud_edit(request: &Request<'_, '_>, peer: &mut Peer, env: &mut Env<'_>) {
     let rename = request.action == "cloud.rename";
-    let enabled = if rename {
-        env.policy.enable_rename
-    } else {
-        env.policy.enable_delete
-    };
+    let enabled = peer.room().is_some_and(|room| {
+        if rename {
+            env.engine.may_rename(room)
+        } else {
+            env.engine.may_delete(room)
+        }
+    });
     if !enabled {
         error(&mut peer.outbox, request.id, "cloud.disabled");
         return;

@@ -8,7 +8,7 @@
 use simd_json::tape::Value;
 
 use super::{json, room_text, Env, Handshake, Outcome, Peer, Reason};
-use crate::engine::{EditError, SetOutcome, ValueRef};
+use crate::engine::{EditError, Rejection, SetOutcome, ValueRef};
 
 pub(super) fn read_handshake<'v>(doc: Value<'_, 'v>) -> Result<Handshake<'v>, Reason> {
     let room = room_text(doc.get("project_id"))?;
@@ -26,13 +26,12 @@ pub(super) fn on_message(doc: Value<'_, '_>, peer: &mut Peer, env: &mut Env<'_>)
         return Outcome::Close(Reason::Protocol("not in a room"));
     };
     let engine = &mut *env.engine;
-    let policy = env.policy;
     match json::get_str(doc, "method") {
         Some("set" | "create") => {
             on_set(doc, peer, env);
             Outcome::Continue
         }
-        Some("rename") if policy.enable_rename => {
+        Some("rename") if engine.may_rename(room) => {
             let (Some(name), Some(new_name)) =
                 (json::get_str(doc, "name"), json::get_str(doc, "new_name"))
             else {
@@ -40,14 +39,14 @@ pub(super) fn on_message(doc: Value<'_, '_>, peer: &mut Peer, env: &mut Env<'_>)
             };
             edit_outcome(engine.rename(room, peer.client, name, new_name))
         }
-        Some("delete") if policy.enable_delete => {
+        Some("delete") if engine.may_delete(room) => {
             let Some(name) = json::get_str(doc, "name") else {
                 return Outcome::Close(Reason::Protocol("delete needs a name"));
             };
             edit_outcome(engine.delete(room, name))
         }
         Some("rename" | "delete") => {
-            peer.log_ignored(engine, "rename/delete", "disabled on this server");
+            peer.log_ignored(engine, "rename/delete", "disabled for this project");
             Outcome::Continue
         }
         Some("handshake") => Outcome::Close(Reason::Protocol("second handshake")),
@@ -55,7 +54,7 @@ pub(super) fn on_message(doc: Value<'_, '_>, peer: &mut Peer, env: &mut Env<'_>)
     }
 }
 
-fn on_set(doc: Value<'_, '_>, peer: &Peer, env: &mut Env<'_>) {
+fn on_set(doc: Value<'_, '_>, peer: &mut Peer, env: &mut Env<'_>) {
     let engine = &mut *env.engine;
     let mut number = None;
     let value = doc
@@ -67,8 +66,17 @@ fn on_set(doc: Value<'_, '_>, peer: &Peer, env: &mut Env<'_>) {
         peer.log_ignored(engine, "set", "name or value missing or of the wrong type");
         return;
     };
-    if let SetOutcome::Rejected(why) = engine.set(room, peer.client, name, value, true) {
-        peer.log_ignored(engine, "set", why.as_str());
+    match engine.set_at(room, peer.client, name, value, true, env.now) {
+        SetOutcome::Rejected(Rejection::Rule(rule)) => {
+            peer.log_rule_refusal(env, name, rule);
+            // Scratch has no error message: the setter gets the value everyone else has, so
+            // its project does not go on showing one nobody else sees.
+            if let Some(current) = env.engine.current_value(room, name) {
+                peer.outbox.push_with(|out| encode_set(name, current, out));
+            }
+        }
+        SetOutcome::Rejected(why) => peer.log_ignored(engine, "set", why.as_str()),
+        SetOutcome::Applied | SetOutcome::Unknown => {}
     }
 }
 

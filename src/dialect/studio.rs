@@ -18,7 +18,7 @@ use super::{
     check_room, json, room_text, variables_object, Dialect, Env, Outbox, Outcome, Peer, Reason,
     Refusal,
 };
-use crate::engine::{ClientId, Rejection, RoomKey, SetOutcome, ValueRef};
+use crate::engine::{ClientId, Rejection, RoomKey, Rule, SetOutcome, ValueRef};
 use crate::policy::UsernameProblem;
 
 /// How long a client on `/ws/multistudio` has for its HELLO.
@@ -144,6 +144,7 @@ fn hello(
         out.push('}');
     });
     if let Some(resumed) = resumed {
+        let user: Box<str> = peer.user.clone().unwrap_or_default();
         for room in resumed.rooms {
             // The memberships held for the old connection pass to this one: leaving and
             // joining in one step, so nobody can take the place in between.
@@ -151,7 +152,7 @@ fn hello(
                 continue;
             };
             env.engine.leave(room, resumed.previous, env.now);
-            if let Ok(key) = peer.enter(&room_id, Dialect::Studio, None, env) {
+            if let Ok(key) = peer.enter(&room_id, &user, Dialect::Studio, None, env) {
                 joined(&mut peer.outbox, &room_id, key, peer.client, env, None);
             }
         }
@@ -191,7 +192,8 @@ fn join_room(
         error(&mut peer.outbox, "ROOM", "too_many_rooms", rid);
         return Outcome::Continue;
     }
-    match peer.enter(&room, Dialect::Studio, None, env) {
+    let user: Box<str> = peer.user.clone().unwrap_or_default();
+    match peer.enter(&room, &user, Dialect::Studio, None, env) {
         Ok(key) => {
             joined(&mut peer.outbox, &room, key, peer.client, env, rid);
             sync_rooms(studio, peer, env.reconnects);
@@ -261,8 +263,16 @@ fn set(doc: Value<'_, '_>, rid: Rid<'_>, peer: &mut Peer, env: &mut Env<'_>) -> 
         error(&mut peer.outbox, "VALU", "invalid_value", rid);
         return Outcome::Continue;
     };
-    let failure = match env.engine.set(key, peer.client, name, value, true) {
+    let failure = match env
+        .engine
+        .set_at(key, peer.client, name, value, true, env.now)
+    {
         SetOutcome::Applied => None,
+        SetOutcome::Rejected(Rejection::Rule(rule)) => {
+            peer.log_rule_refusal(env, name, rule);
+            rule_error(&mut peer.outbox, rule, rid);
+            return Outcome::Continue;
+        }
         SetOutcome::Rejected(Rejection::InvalidName) => Some(("VALU", "invalid_name")),
         SetOutcome::Rejected(Rejection::InvalidValue) => Some(("VALU", "invalid_value")),
         SetOutcome::Rejected(Rejection::TooManyVariables) => Some(("VARS", "too_many_variables")),
@@ -377,6 +387,36 @@ fn joined(
             out.push('}');
         },
     );
+}
+
+/// The code of a set a rule of the project refused (not one the protocol defines; none of
+/// its codes means this). `why` names the rule in the protocol's style, `rule` as configured.
+const RULE_VIOLATED: &str = "RULE";
+
+fn rule_error(outbox: &mut Outbox, rule: Rule, rid: Rid<'_>) {
+    outbox.push_with(|out| {
+        out.push_str(r#"{"kind":"#);
+        json::push_string(out, RULE_VIOLATED);
+        out.push_str(r#","why":"#);
+        json::push_string(out, rule_why(rule));
+        out.push_str(r#","rule":"#);
+        json::push_string(out, rule.name());
+        push_rid(out, rid);
+        out.push('}');
+    });
+}
+
+fn rule_why(rule: Rule) -> &'static str {
+    match rule {
+        Rule::ReadOnly => "read_only",
+        Rule::Writers => "writers",
+        Rule::Integer => "integer",
+        Rule::Min => "min",
+        Rule::Max => "max",
+        Rule::OnlyIncrease => "only_increase",
+        Rule::MaxStep => "max_step",
+        Rule::MaxSetsPerMinute => "max_sets_per_minute",
+    }
 }
 
 fn error(outbox: &mut Outbox, code: &str, why: &str, rid: Rid<'_>) {

@@ -310,6 +310,8 @@ impl Engine {
                         writer: NOBODY,
                         from_cluster: true,
                         seed: false,
+                        rule_epoch: 0,
+                        rule: None,
                     });
                     changed = true;
                 }

@@ -16,6 +16,7 @@ mod pace;
 pub mod rate;
 mod renders;
 mod room;
+pub mod rules;
 pub mod value;
 
 use std::collections::{BTreeSet, HashMap};
@@ -27,10 +28,12 @@ pub use cluster::{Remote, RemoteChanges};
 pub use durable::{Backend, Batch, Read, Reports, RoomChanges, SavedVariable, Want, Work};
 pub use fanout::{EncodeSet, Frame};
 pub use renders::{RenderCensus, RenderId};
+pub use rules::{ProjectSettings, Refusals, Rule, Rules, VariableRule};
 pub use value::{Rejection, ValueRef};
 
 use fanout::FrameCache;
 use pace::Pacer;
+use rate::TokenBucket;
 use renders::RenderBook;
 use room::{Member, Room};
 
@@ -57,6 +60,10 @@ impl RoomKey {
     }
 }
 
+/// The engine's limits. `max_clients_per_room`, `max_variables_per_room`, `allow_non_numeric`,
+/// `max_value_chars`, `enable_rename` and `enable_delete` are the server-wide settings rooms
+/// start with ([`ProjectSettings::from_limits`]); once [`Engine::set_rules`] installs rules,
+/// rooms follow those instead.
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_rooms: usize,
@@ -65,6 +72,10 @@ pub struct Limits {
     /// How long an empty room keeps its variables.
     pub empty_room_ttl: Duration,
     pub allow_non_numeric: bool,
+    /// Longest string value, in characters.
+    pub max_value_chars: usize,
+    pub enable_rename: bool,
+    pub enable_delete: bool,
     /// Budget for the heap held by room state (names, values, rooms), with the renderings only
     /// blocked connections hold ([`Engine::note_held_renders`]); 0 means no budget. Over it,
     /// empty rooms are evicted, then new rooms and variables are refused.
@@ -79,6 +90,9 @@ impl Default for Limits {
             max_variables_per_room: 128,
             empty_room_ttl: Duration::from_secs(3600),
             allow_non_numeric: false,
+            max_value_chars: value::MAX_VALUE_CHARS,
+            enable_rename: false,
+            enable_delete: false,
             max_state_bytes: 1 << 30,
         }
     }
@@ -125,6 +139,8 @@ pub struct Stats {
     pub invalid_names: u64,
     pub invalid_values: u64,
     pub too_many_variables: u64,
+    /// Refused by a rule of the project (by project and rule in [`Engine::refusals`]).
+    pub rule_violations: u64,
     pub unknown_variables: u64,
     pub frames_built: u64,
     /// Renderings of a whole room made for full-state replies (joins, `cloud.get`,
@@ -188,12 +204,21 @@ pub struct Engine {
     frames: FrameCache,
     durable: durable::DurableBook,
     cluster: cluster::ClusterBook,
+    /// Each project's settings and rules, looked up when a room is made.
+    rules: rules::Installed,
+    /// Sets refused by rules, per project and rule.
+    pub refusals: Refusals,
+    /// The time of the latest set the dialects made ([`Engine::set_at`]), for [`Engine::set`].
+    clock: Option<Instant>,
     pub stats: Stats,
 }
 
 impl Engine {
     pub fn new(limits: Limits, encode: EncodeSet) -> Self {
         Engine {
+            rules: rules::Installed::new(ProjectSettings::from_limits(&limits)),
+            refusals: Refusals::default(),
+            clock: None,
             limits,
             encode,
             rooms: Slab::new(),
@@ -222,6 +247,46 @@ impl Engine {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Installs every project's settings and rules (at start and on reload). Rooms in memory
+    /// take their project's at once: their members' next messages follow them. Rate budgets
+    /// start over.
+    pub fn set_rules(&mut self, rules: Rules) {
+        self.rules.replace(rules, &mut self.refusals);
+        for (_, room) in self.rooms.iter_mut() {
+            room.rules = self.rules.for_project(&room.id);
+            for member in &mut room.members {
+                member.rates = Vec::new();
+            }
+        }
+    }
+
+    /// The settings of `room`'s project (the server-wide ones when it has no table).
+    pub fn room_settings(&self, room: RoomKey) -> &ProjectSettings {
+        match self.rooms.get(room.0) {
+            Some(room) => &room.rules.settings,
+            None => &self.rules.default.settings,
+        }
+    }
+
+    /// Whether clients may rename variables in `room` (`enable-rename`, not `read-only`).
+    pub fn may_rename(&self, room: RoomKey) -> bool {
+        let settings = self.room_settings(room);
+        settings.enable_rename && !settings.read_only
+    }
+
+    /// Whether clients may delete variables in `room` (`enable-delete`, not `read-only`).
+    pub fn may_delete(&self, room: RoomKey) -> bool {
+        let settings = self.room_settings(room);
+        settings.enable_delete && !settings.read_only
+    }
+
+    /// The current value of `name` in `room`, if it has one.
+    pub fn current_value(&self, room: RoomKey, name: &str) -> Option<ValueRef<'_>> {
+        let room = self.rooms.get(room.0)?;
+        let index = room.variable_index(name)?;
+        room.variables.get(index).map(|v| v.value.as_ref())
     }
 
     pub fn room_count(&self) -> usize {
@@ -437,6 +502,20 @@ impl Engine {
         declared: Option<&[Declared<'_>]>,
         now: Instant,
     ) -> Result<RoomKey, JoinError> {
+        self.join_as(room_id, client, "", format, declared, now)
+    }
+
+    /// [`Engine::join`] for a client that gave a user name (`writers` rules compare it,
+    /// case-insensitively; empty: no name).
+    pub fn join_as(
+        &mut self,
+        room_id: &str,
+        client: ClientId,
+        user: &str,
+        format: Format,
+        declared: Option<&[Declared<'_>]>,
+        now: Instant,
+    ) -> Result<RoomKey, JoinError> {
         let key = match self.index.get(room_id) {
             Some(&key) => key,
             None if self.durable.loads_rooms() => {
@@ -444,15 +523,15 @@ impl Engine {
             }
             None => self.create_room(room_id, now)?,
         };
-        let limits = &self.limits;
         let Some(room) = self.rooms.get_mut(key) else {
             return Err(JoinError::TooManyRooms);
         };
-        if self.cluster.is_full(room, key, limits.max_clients_per_room) {
+        let max_clients = room.rules.settings.max_clients_per_room;
+        if self.cluster.is_full(room, key, max_clients) {
             return Err(JoinError::RoomFull);
         }
         if let Some(declared) = declared {
-            check_declaration(room, declared, limits)?;
+            check_declaration(room, declared)?;
             if room.variables.is_empty() && !declared.is_empty() {
                 let before = room.state_bytes();
                 for (name, value) in declared {
@@ -471,6 +550,8 @@ impl Engine {
             seen: room.version,
             waiting: false,
             resend_own: false,
+            user: user.to_ascii_lowercase().into(),
+            rates: Vec::new(),
         });
         if let Some(at) = room.emptied_at.take() {
             self.empty_rooms.remove(&(at, key));
@@ -534,13 +615,41 @@ impl Engine {
         value: ValueRef<'_>,
         create: bool,
     ) -> SetOutcome {
-        let outcome = self.apply_set(room, client, name, value, create);
+        self.set_checked(room, client, name, value, create, self.clock)
+    }
+
+    /// [`Engine::set`] at `now`, the time `max-sets-per-minute` rules count with; the
+    /// dialects call this.
+    pub fn set_at(
+        &mut self,
+        room: RoomKey,
+        client: ClientId,
+        name: &str,
+        value: ValueRef<'_>,
+        create: bool,
+        now: Instant,
+    ) -> SetOutcome {
+        self.clock = Some(now);
+        self.set_checked(room, client, name, value, create, Some(now))
+    }
+
+    fn set_checked(
+        &mut self,
+        room: RoomKey,
+        client: ClientId,
+        name: &str,
+        value: ValueRef<'_>,
+        create: bool,
+        now: Option<Instant>,
+    ) -> SetOutcome {
+        let outcome = self.apply_set(room, client, name, value, create, now);
         let stats = &mut self.stats;
         match outcome {
             SetOutcome::Applied => stats.sets_applied += 1,
             SetOutcome::Rejected(Rejection::InvalidName) => stats.invalid_names += 1,
             SetOutcome::Rejected(Rejection::InvalidValue) => stats.invalid_values += 1,
             SetOutcome::Rejected(Rejection::TooManyVariables) => stats.too_many_variables += 1,
+            SetOutcome::Rejected(Rejection::Rule(_)) => stats.rule_violations += 1,
             SetOutcome::Unknown => stats.unknown_variables += 1,
         }
         if outcome != SetOutcome::Applied {
@@ -556,15 +665,35 @@ impl Engine {
         name: &str,
         value: ValueRef<'_>,
         create: bool,
+        now: Option<Instant>,
     ) -> SetOutcome {
-        let limits = &self.limits;
         let Some(room) = self.rooms.get_mut(key.0) else {
             return SetOutcome::Unknown;
         };
-        if !value::is_valid_value(value, limits.allow_non_numeric) {
+        let settings = &room.rules.settings;
+        let (allow, max_chars) = (settings.allow_non_numeric, settings.max_value_chars);
+        if !value::is_valid_value_within(value, allow, max_chars) {
             return SetOutcome::Rejected(Rejection::InvalidValue);
         }
-        match room.variable_index(name) {
+        let index = room.variable_index(name);
+        match index {
+            None if !create => return SetOutcome::Unknown,
+            None if !value::is_valid_name(name) => {
+                return SetOutcome::Rejected(Rejection::InvalidName)
+            }
+            None if room.variables.len() >= settings.max_variables_per_room => {
+                return SetOutcome::Rejected(Rejection::TooManyVariables)
+            }
+            _ => {}
+        }
+        // Projects without rules pay this one branch per set.
+        if room.rules.has_rules() {
+            if let Err(rule) = check_rules(room, index, client, name, value, now) {
+                self.refusals.count(room.rules.counted_as, rule);
+                return SetOutcome::Rejected(Rejection::Rule(rule));
+            }
+        }
+        match index {
             Some(index) => {
                 if let Some(variable) = room.variables.get_mut(index) {
                     let before = variable.heap_bytes();
@@ -573,13 +702,6 @@ impl Engine {
                         (self.state_bytes + variable.heap_bytes()).saturating_sub(before);
                 }
                 room.touch(index, client);
-            }
-            None if !create => return SetOutcome::Unknown,
-            None if !value::is_valid_name(name) => {
-                return SetOutcome::Rejected(Rejection::InvalidName)
-            }
-            None if room.variables.len() >= limits.max_variables_per_room => {
-                return SetOutcome::Rejected(Rejection::TooManyVariables)
             }
             None => {
                 let extra = name.len() + value.text().len() + std::mem::size_of::<room::Variable>();
@@ -629,6 +751,8 @@ impl Engine {
             self.state_bytes =
                 (self.state_bytes + new_name.len()).saturating_sub(variable.name.len());
             variable.name = new_name.into();
+            // Its rule is that of its new name.
+            variable.rule_epoch = 0;
         }
         // A cached snapshot still shows the old name, which no later flush would take back.
         room.snapshots.clear();
@@ -748,7 +872,7 @@ impl Engine {
             return Err(JoinError::TooManyRooms);
         }
         let pace = self.pacer.new_room();
-        let room = Room::new(room_id, now, pace);
+        let room = Room::new(room_id, now, pace, self.rules.for_project(room_id));
         let bytes = room.state_bytes();
         if !self.make_space(bytes) {
             return Err(JoinError::TooManyRooms);
@@ -851,16 +975,92 @@ fn flush_room(
     }
 }
 
-fn check_declaration(
-    room: &Room,
-    declared: &[Declared<'_>],
-    limits: &Limits,
-) -> Result<(), JoinError> {
-    if declared.len() > limits.max_variables_per_room {
+/// Checks a set against the rules of `room`'s project: `read-only`, then the rule of
+/// variable `name` (at `index` when it exists): `writers`, the value checks, and last
+/// `max-sets-per-minute`, so only a set that would be applied spends the budget.
+fn check_rules(
+    room: &mut Room,
+    index: Option<usize>,
+    client: ClientId,
+    name: &str,
+    value: ValueRef<'_>,
+    now: Option<Instant>,
+) -> Result<(), Rule> {
+    let Room {
+        rules,
+        variables,
+        members,
+        ..
+    } = room;
+    if rules.settings.read_only {
+        return Err(Rule::ReadOnly);
+    }
+    let rule_index = match index.and_then(|i| variables.get_mut(i)) {
+        Some(variable) => {
+            if variable.rule_epoch != rules.epoch {
+                variable.rule = rules.rule_index(&variable.name);
+                variable.rule_epoch = rules.epoch;
+            }
+            variable.rule
+        }
+        None => rules.rule_index(name),
+    };
+    let Some((rule_index, rule)) = rule_index.and_then(|i| Some((i, rules.rule(i)?))) else {
+        return Ok(());
+    };
+    let setter = members.iter().position(|m| m.client == client);
+    let user = setter.and_then(|i| members.get(i)).map_or("", |m| &*m.user);
+    if !rules::may_write(rule, user) {
+        return Err(Rule::Writers);
+    }
+    let current = index
+        .and_then(|i| variables.get(i))
+        .map(|v| v.value.as_ref());
+    rules::check_value(rule, value, current)?;
+    let (Some(per_minute), Some(now), Some(setter)) = (rule.max_sets_per_minute, now, setter)
+    else {
+        return Ok(());
+    };
+    // A user's budget is kept on its first member in the room; a nameless client has its own.
+    let holder = if user.is_empty() {
+        setter
+    } else {
+        members
+            .iter()
+            .position(|m| *m.user == *user)
+            .unwrap_or(setter)
+    };
+    let Some(member) = members.get_mut(holder) else {
+        return Ok(());
+    };
+    let slot = match member.rates.iter().position(|(i, _)| *i == rule_index) {
+        Some(slot) => slot,
+        None => {
+            let burst = f64::from(per_minute);
+            let bucket = TokenBucket::new(burst / 60.0, burst, now);
+            member.rates.push((rule_index, bucket));
+            member.rates.len() - 1
+        }
+    };
+    let within = member
+        .rates
+        .get_mut(slot)
+        .is_none_or(|(_, bucket)| bucket.take(1.0, now));
+    if within {
+        Ok(())
+    } else {
+        Err(Rule::MaxSetsPerMinute)
+    }
+}
+
+fn check_declaration(room: &Room, declared: &[Declared<'_>]) -> Result<(), JoinError> {
+    let settings = &room.rules.settings;
+    if declared.len() > settings.max_variables_per_room {
         return Err(JoinError::InvalidDeclaration);
     }
+    let (allow, max_chars) = (settings.allow_non_numeric, settings.max_value_chars);
     let valid = declared.iter().all(|(name, value)| {
-        value::is_valid_name(name) && value::is_valid_value(*value, limits.allow_non_numeric)
+        value::is_valid_name(name) && value::is_valid_value_within(*value, allow, max_chars)
     });
     if !valid {
         return Err(JoinError::InvalidDeclaration);
@@ -890,3 +1090,6 @@ mod tests;
 
 #[cfg(test)]
 mod cluster_tests;
+
+#[cfg(test)]
+mod rules_tests;

@@ -5,11 +5,14 @@
 //! seen is older than the room's. What a member is sent is computed from that, so a slow member
 //! costs no more memory than the room's own state.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::cluster::RoomCluster;
 use super::durable::RoomDurability;
 use super::pace::RoomPace;
+use super::rate::TokenBucket;
+use super::rules::RoomRules;
 use super::value::{StoredValue, ValueRef};
 use super::{ClientId, Format, Frame};
 
@@ -26,6 +29,10 @@ pub struct Variable {
     /// Cluster: the value is a joiner's declaration seeding an empty room, not a set; another
     /// node's value for it wins, and Redis takes it only where it has none.
     pub seed: bool,
+    /// Which rule of the room's project applies to it (`rule`), as of the rules with this
+    /// epoch; 0: not looked up yet (new, renamed, or the rules were replaced since).
+    pub rule_epoch: u32,
+    pub rule: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -40,6 +47,11 @@ pub struct Member {
     /// It was sent a full-state reply older than some of its own writes (a shared rendering):
     /// its next frame carries its own values too, which it is otherwise never sent.
     pub resend_own: bool,
+    /// The name it joined with, lowercased (`writers` rules compare it); empty when unknown.
+    pub user: Box<str>,
+    /// `max-sets-per-minute` budgets its user spends (by rule index); kept on the user's first
+    /// member in the room, so memory follows members, never messages.
+    pub rates: Vec<(u16, TokenBucket)>,
 }
 
 #[derive(Debug)]
@@ -59,6 +71,9 @@ pub struct Room {
     /// The latest rendering of all variables per format, shared by every full-state reply
     /// until it is older than the reuse window (see `Engine::shared_rendering`).
     pub snapshots: Vec<Snapshot>,
+    /// Its project's settings and rules, looked up when the room was made or the rules
+    /// were replaced.
+    pub rules: Arc<RoomRules>,
 }
 
 /// Every variable of a room rendered once in one format, with the version it shows.
@@ -71,7 +86,7 @@ pub struct Snapshot {
 }
 
 impl Room {
-    pub fn new(id: &str, now: Instant, pace: RoomPace) -> Self {
+    pub fn new(id: &str, now: Instant, pace: RoomPace, rules: Arc<RoomRules>) -> Self {
         Room {
             id: id.into(),
             variables: Vec::new(),
@@ -82,6 +97,7 @@ impl Room {
             durability: RoomDurability::default(),
             cluster: RoomCluster::default(),
             snapshots: Vec::new(),
+            rules,
         }
     }
 
@@ -114,6 +130,8 @@ impl Room {
             writer,
             from_cluster: false,
             seed: false,
+            rule_epoch: 0,
+            rule: None,
         });
     }
 

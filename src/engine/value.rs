@@ -4,6 +4,8 @@
 //! the single rule set for every protocol. A value keeps its JSON type (number or string) so a
 //! Scratch client gets back exactly the type that was set.
 
+use super::rules::Rule;
+
 /// The prefixes Scratch puts in front of every cloud variable name.
 const NAME_PREFIXES: [&str; 2] = ["☁ ", ":cloud: "];
 
@@ -82,6 +84,8 @@ pub enum Rejection {
     InvalidName,
     InvalidValue,
     TooManyVariables,
+    /// A rule of the project refused it (see `rules.rs`); the setter is told which.
+    Rule(Rule),
 }
 
 impl Rejection {
@@ -90,6 +94,7 @@ impl Rejection {
             Rejection::InvalidName => "invalid variable name",
             Rejection::InvalidValue => "invalid value",
             Rejection::TooManyVariables => "too many variables in room",
+            Rejection::Rule(_) => "refused by a rule of the project",
         }
     }
 }
@@ -107,10 +112,20 @@ pub fn is_valid_name(name: &str) -> bool {
 /// at most one `.`, at least one digit unless the string is empty) unless `allow_non_numeric`,
 /// and be at most [`MAX_VALUE_CHARS`] characters.
 pub fn is_valid_value(value: ValueRef<'_>, allow_non_numeric: bool) -> bool {
+    is_valid_value_within(value, allow_non_numeric, MAX_VALUE_CHARS)
+}
+
+/// [`is_valid_value`] with a string at most `max_chars` characters long (a project's
+/// `max-value-length`).
+pub fn is_valid_value_within(
+    value: ValueRef<'_>,
+    allow_non_numeric: bool,
+    max_chars: usize,
+) -> bool {
     match value {
         ValueRef::Number(_) => true,
         ValueRef::Text(text) => {
-            !exceeds_chars(text, MAX_VALUE_CHARS) && (allow_non_numeric || is_numeric_text(text))
+            !exceeds_chars(text, max_chars) && (allow_non_numeric || is_numeric_text(text))
         }
     }
 }
@@ -185,6 +200,9 @@ mod tests {
         let over = "1".repeat(MAX_VALUE_CHARS + 1);
         assert!(!is_valid_value(ValueRef::Text(&over), false));
         assert!(!is_valid_value(ValueRef::Text(&over), true));
+        assert!(is_valid_value_within(ValueRef::Text("☁☁☁"), true, 3));
+        assert!(!is_valid_value_within(ValueRef::Text("1234"), true, 3));
+        assert!(is_valid_value_within(ValueRef::Number("1234"), true, 3));
     }
 
     #[test]

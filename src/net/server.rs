@@ -35,6 +35,7 @@ use followups::Followups;
 
 pub(super) mod durable;
 mod followups;
+mod projects;
 mod reload;
 mod renders;
 mod setup;

@@ -217,11 +217,15 @@ fn after_the_handshake_protocol_errors_close_and_invalid_sets_are_ignored() {
 
 #[test]
 fn rename_and_delete_work_when_enabled() {
-    let mut w = World::with_policy(Policy {
-        enable_rename: true,
-        enable_delete: true,
-        ..Policy::default()
-    });
+    let mut w = World::new();
+    w.engine = Engine::new(
+        Limits {
+            enable_rename: true,
+            enable_delete: true,
+            ..Limits::default()
+        },
+        super::super::encode_set,
+    );
     let mut s = w.session(1);
     w.send(&mut s, HELLO);
     w.send(&mut s, r#"{"method":"set","name":"☁ a","value":"5"}"#);

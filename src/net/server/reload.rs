@@ -1,6 +1,6 @@
 //! SIGHUP, as `systemctl reload` and logrotate send it: log files are reopened, and the
-//! configuration (file, environment and the original flags), the username filter and the
-//! project lists are read again. Every connection stays. What changed is logged; a broken new
+//! configuration (file, environment and the original flags), the username filter, the
+//! project lists and the project tables (settings and variable rules) are read again. Every connection stays. What changed is logged; a broken new
 //! configuration is logged and the running one kept. Settings outside the policy (limits of the
 //! loop, the listen address, storage) are reported as needing a restart.
 
@@ -8,6 +8,7 @@ use std::ffi::OsString;
 
 use log::{error, info, warn};
 
+use super::projects::build_rules;
 use super::setup::build_policy;
 use super::Server;
 use crate::config;
@@ -19,6 +20,11 @@ const LIVE: &[&str] = &[
     "blocked-projects",
     "enable-rename",
     "enable-delete",
+    // Per-project settings start from these (`projects.rs`), re-installed on every reload.
+    "allow-non-numeric",
+    "max-clients-per-room",
+    "max-variables-per-room",
+    "max-value-length",
     "message-rate",
     "message-burst",
     "max-rooms-per-connection",
@@ -28,13 +34,19 @@ pub(super) struct Reload {
     args: Vec<OsString>,
     /// `--print-config` of the configuration in force.
     described: String,
+    /// Its project tables, as `--print-config` shows them.
+    projects: String,
 }
 
 impl Server {
     /// Lets SIGHUP re-read the configuration from `args` (as given at start); `described` is
     /// the configuration in force.
-    pub fn enable_reload(&mut self, args: Vec<OsString>, described: String) {
-        self.reload = Some(Reload { args, described });
+    pub fn enable_reload(&mut self, args: Vec<OsString>, described: String, projects: String) {
+        self.reload = Some(Reload {
+            args,
+            described,
+            projects,
+        });
     }
 
     pub(super) fn on_hangup(&mut self) {
@@ -92,8 +104,26 @@ impl Server {
                 );
             }
         }
+        // Project tables: rooms take their new settings and rules at once (see
+        // `Engine::set_rules`); their members' next messages follow them.
+        let projects = loaded.describe_projects();
+        if projects != reload.projects {
+            info!(
+                "reload: project tables changed: {} projects, {} variable rules",
+                loaded.config.projects.len(),
+                loaded
+                    .config
+                    .projects
+                    .iter()
+                    .map(|p| p.variables.len())
+                    .sum::<usize>()
+            );
+            changed += 1;
+        }
+        self.engine.set_rules(build_rules(&loaded.config));
         self.policy = policy;
         reload.described = described;
+        reload.projects = projects;
         info!("reloaded the configuration: {changed} settings changed");
     }
 }

@@ -116,9 +116,13 @@ impl Server {
             max_variables_per_room: config.max_variables_per_room,
             empty_room_ttl: Duration::from_secs(config.empty_room_ttl),
             allow_non_numeric: config.allow_non_numeric,
+            max_value_chars: config.max_value_length,
+            enable_rename: config.enable_rename,
+            enable_delete: config.enable_delete,
             max_state_bytes: config.max_state_memory,
         };
         let mut engine = Engine::new(limits, dialect::encode_set);
+        engine.set_rules(super::projects::build_rules(config));
         let tick = match config.tick_hz {
             0 => Duration::ZERO,
             hz => Duration::from_secs_f64(1.0 / f64::from(hz)),
@@ -242,8 +246,6 @@ pub(super) fn build_policy(config: &Config) -> Result<Policy, StartError> {
             .iter()
             .map(|id| id.trim().to_owned())
             .collect(),
-        enable_rename: config.enable_rename,
-        enable_delete: config.enable_delete,
         message_rate: config.message_rate,
         message_burst: config.message_burst,
         max_rooms_per_connection: config.max_rooms_per_connection,
