@@ -208,8 +208,6 @@ pub struct Engine {
     rules: rules::Installed,
     /// Sets refused by rules, per project and rule.
     pub refusals: Refusals,
-    /// The time of the latest set the dialects made ([`Engine::set_at`]), for [`Engine::set`].
-    clock: Option<Instant>,
     pub stats: Stats,
 }
 
@@ -218,7 +216,6 @@ impl Engine {
         Engine {
             rules: rules::Installed::new(ProjectSettings::from_limits(&limits)),
             refusals: Refusals::default(),
-            clock: None,
             limits,
             encode,
             rooms: Slab::new(),
@@ -606,7 +603,8 @@ impl Engine {
     }
 
     /// Sets a variable. `create` says whether an unknown name creates the variable (Scratch) or
-    /// is reported as [`SetOutcome::Unknown`] (legacy).
+    /// is reported as [`SetOutcome::Unknown`] (legacy). For tests and tools: without a time,
+    /// `max-sets-per-minute` rules are not counted; the dialects call [`Engine::set_at`].
     pub fn set(
         &mut self,
         room: RoomKey,
@@ -615,7 +613,7 @@ impl Engine {
         value: ValueRef<'_>,
         create: bool,
     ) -> SetOutcome {
-        self.set_checked(room, client, name, value, create, self.clock)
+        self.set_checked(room, client, name, value, create, None)
     }
 
     /// [`Engine::set`] at `now`, the time `max-sets-per-minute` rules count with; the
@@ -629,7 +627,6 @@ impl Engine {
         create: bool,
         now: Instant,
     ) -> SetOutcome {
-        self.clock = Some(now);
         self.set_checked(room, client, name, value, create, Some(now))
     }
 
