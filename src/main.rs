@@ -18,7 +18,11 @@ fn main() -> ExitCode {
         }
     };
     if loaded.config.print_config {
-        print!("{}", loaded.describe());
+        if loaded.config.all {
+            print!("{}", loaded.describe_all());
+        } else {
+            print!("{}", loaded.describe());
+        }
         return ExitCode::SUCCESS;
     }
     let described = loaded.describe();
