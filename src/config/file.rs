@@ -229,13 +229,13 @@ pub fn hide_password(url: &str) -> String {
 /// A raw value as TOML: what TOML reads as a number or a boolean stays as it is (`0660` does
 /// not), anything else is quoted.
 fn toml_value(raw: &str) -> String {
-    let is_number = format!("v = {raw}").parse::<toml::Table>().is_ok_and(|t| {
+    let stays_bare = format!("v = {raw}").parse::<toml::Table>().is_ok_and(|t| {
         matches!(
             t.get("v"),
             Some(toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_))
         )
     });
-    if is_number {
+    if stays_bare {
         raw.to_owned()
     } else {
         toml::Value::String(raw.to_owned()).to_string()
