@@ -18,7 +18,11 @@ fn main() -> ExitCode {
         }
     };
     if loaded.config.print_config {
-        print!("{}{}", loaded.describe(), loaded.describe_projects());
+        if loaded.config.all {
+            print!("{}{}", loaded.describe_all(), loaded.describe_projects());
+        } else {
+            print!("{}{}", loaded.describe(), loaded.describe_projects());
+        }
         return ExitCode::SUCCESS;
     }
     let described = loaded.describe();

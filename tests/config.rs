@@ -91,7 +91,7 @@ fn a_bad_configuration_file_stops_the_server_naming_the_file_and_the_setting() {
         ("tick-burst = 0\n", "--tick-burst"),
         (
             "trust-proxy = \"maybe\"\n",
-            "trust-proxy: expected true or false",
+            "\"maybe\" is not an address or network",
         ),
         ("this is not toml", "TOML"),
     ] {

@@ -19,6 +19,8 @@ use super::Config;
 pub enum Source {
     Flag,
     Env,
+    /// The `PORT` environment variable, for `--listen`.
+    Port,
     File,
     Default,
 }
@@ -28,6 +30,7 @@ impl Source {
         match self {
             Source::Flag => "flag",
             Source::Env => "env",
+            Source::Port => "env PORT",
             Source::File => "file",
             Source::Default => "default",
         }
@@ -48,6 +51,8 @@ pub struct Loaded {
     pub config: Config,
     matches: ArgMatches,
     from_file: Vec<String>,
+    /// `--listen` came from the `PORT` environment variable.
+    from_port: bool,
 }
 
 /// Reads the configuration from `args` (the program name first), the environment and the
@@ -77,7 +82,7 @@ pub fn load(args: impl IntoIterator<Item = OsString>) -> Result<Loaded, LoadErro
         let arg = command
             .get_arguments()
             .find(|arg| arg.get_id().as_str() == id && arg.get_long().is_some())
-            .filter(|_| !matches!(id.as_str(), "config" | "print_config"))
+            .filter(|_| !matches!(id.as_str(), "config" | "print_config" | "all"))
             .ok_or_else(|| {
                 LoadError::File(format!("{}: unknown setting {key:?}", path.display()))
             })?;
@@ -100,6 +105,7 @@ pub fn load(args: impl IntoIterator<Item = OsString>) -> Result<Loaded, LoadErro
                 continue;
             }
             _ if is_switch => return Err(bad("expected true or false")),
+            toml::Value::Boolean(on) => vec![on.to_string()],
             toml::Value::String(text) => vec![text.clone()],
             toml::Value::Integer(n) => vec![n.to_string()],
             toml::Value::Float(x) => vec![x.to_string()],
@@ -108,6 +114,7 @@ pub fn load(args: impl IntoIterator<Item = OsString>) -> Result<Loaded, LoadErro
                 .map(|item| match item {
                     toml::Value::String(text) => Ok(text.clone()),
                     toml::Value::Integer(n) => Ok(n.to_string()),
+                    toml::Value::Boolean(b) => Ok(b.to_string()),
                     _ => Err(bad("list items must be strings or numbers")),
                 })
                 .collect::<Result<_, _>>()?,
@@ -140,16 +147,26 @@ fn finish(
 ) -> Result<Loaded, LoadError> {
     let mut config = Config::from_arg_matches(&matches).map_err(LoadError::Args)?;
     config.projects = projects;
+    let listen_given = from_file.iter().any(|f| f == "listen")
+        || matches!(
+            matches.value_source("listen"),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+    let from_port = !listen_given && super::port::apply(&mut config)?;
     Ok(Loaded {
         config,
         matches,
         from_file,
+        from_port,
     })
 }
 
 impl Loaded {
     /// Where the value of setting `id` (the field name) came from.
     pub fn source(&self, id: &str) -> Source {
+        if id == "listen" && self.from_port {
+            return Source::Port;
+        }
         if self.from_file.iter().any(|f| f == id) {
             return Source::File;
         }
@@ -183,7 +200,7 @@ impl Loaded {
             let (Some(long), false) = (arg.get_long(), arg.is_hide_set()) else {
                 continue;
             };
-            if matches!(id, "config" | "print_config" | "help" | "version") {
+            if matches!(id, "config" | "print_config" | "all" | "help" | "version") {
                 continue;
             }
             let values: Vec<String> = self
@@ -193,6 +210,7 @@ impl Loaded {
                 .unwrap_or_default();
             let values: Vec<String> = match id {
                 "cluster" => values.iter().map(|url| hide_password(url)).collect(),
+                "listen" if self.from_port => vec![self.config.listen.clone()],
                 _ => values,
             };
             let is_switch = matches!(arg.get_action(), ArgAction::SetTrue);
@@ -231,16 +249,16 @@ pub fn hide_password(url: &str) -> String {
     }
 }
 
-/// A raw value as TOML: what TOML reads as a number stays as it is (`0660` does not), anything
-/// else is quoted.
+/// A raw value as TOML: what TOML reads as a number or a boolean stays as it is (`0660` does
+/// not), anything else is quoted.
 fn toml_value(raw: &str) -> String {
-    let is_number = format!("v = {raw}").parse::<toml::Table>().is_ok_and(|t| {
+    let stays_bare = format!("v = {raw}").parse::<toml::Table>().is_ok_and(|t| {
         matches!(
             t.get("v"),
-            Some(toml::Value::Integer(_) | toml::Value::Float(_))
+            Some(toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_))
         )
     });
-    if is_number {
+    if stays_bare {
         raw.to_owned()
     } else {
         toml::Value::String(raw.to_owned()).to_string()

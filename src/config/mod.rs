@@ -7,11 +7,15 @@ use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
 
 mod file;
+mod port;
 pub mod projects;
+mod proxies;
+mod template;
 mod units;
 
 pub use file::{load, LoadError, Loaded, Source};
 pub use projects::{ProjectTable, VariableTable};
+pub use proxies::{parse_trusted_proxies, TrustedProxies};
 pub use units::{
     parse_bytes, parse_duration, parse_mode, parse_positive, parse_seconds, parse_size,
 };
@@ -39,6 +43,11 @@ pub struct Config {
     /// default), as TOML, and exit.
     #[arg(long)]
     pub print_config: bool,
+
+    /// With `--print-config`: every option, unset ones commented out, each after its help: a
+    /// complete configuration file to start from.
+    #[arg(long, requires = "print_config")]
+    pub all: bool,
 
     /// Where variables are stored (a SQLite database, `stratus.db`), created if missing. Only
     /// one server may use a directory at a time.
@@ -76,8 +85,10 @@ pub struct Config {
     #[arg(long, env = "STRATUS_STORE_DELAY", default_value = "0s", value_parser = parse_duration, hide = true)]
     pub store_delay: Duration,
 
-    /// Address to listen on: HOST:PORT for TCP, or a path starting with `/` for a unix socket.
-    /// Port 0 picks a free port; the chosen address is logged.
+    /// Address to listen on: HOST:PORT for TCP, a port alone (loopback), or a path starting
+    /// with `/` for a unix socket. Port 0 picks a free port; the chosen address is logged.
+    /// Without this flag, `STRATUS_LISTEN` or a `listen` line in the file, the `PORT`
+    /// environment variable is used as a port.
     #[arg(long, env = "STRATUS_LISTEN", default_value = "127.0.0.1:9080")]
     pub listen: String,
 
@@ -96,9 +107,13 @@ pub struct Config {
     #[arg(long, env = "STRATUS_TLS_LISTEN", value_name = "HOST:PORT")]
     pub tls_listen: Option<String>,
 
-    /// Take the client's address from the last X-Forwarded-For entry (behind a reverse proxy).
-    #[arg(long, env = "STRATUS_TRUST_PROXY", value_parser = BoolishValueParser::new())]
-    pub trust_proxy: bool,
+    /// Behind a reverse proxy: the proxies' addresses or networks, comma-separated
+    /// (`127.0.0.1`, `10.0.0.0/8`). A connection from one of them is the client named by the
+    /// last `X-Forwarded-For` entry; anyone else's header is ignored. A bare `--trust-proxy`
+    /// (or `true`) trusts loopback, a proxy on this machine.
+    #[arg(long, env = "STRATUS_TRUST_PROXY", value_name = "ADDRESSES", num_args = 0..=1,
+          default_missing_value = "true", value_parser = parse_trusted_proxies)]
+    pub trust_proxy: Option<TrustedProxies>,
 
     /// Log client addresses with their last part zeroed (IPv4 /24, IPv6 /48).
     #[arg(long, env = "STRATUS_ANONYMIZE_IPS", value_parser = BoolishValueParser::new())]
@@ -314,5 +329,10 @@ impl Config {
     /// The defaults, as if run with no arguments and no environment; for tests and benches.
     pub fn defaults() -> Self {
         Config::parse_from(["stratus"])
+    }
+
+    /// The peers whose `X-Forwarded-For` is believed (`--trust-proxy`); none when unset.
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        self.trust_proxy.clone().unwrap_or_default()
     }
 }

@@ -27,6 +27,8 @@ pub(super) struct Admission {
     metrics_allowed: bool,
     /// Plain pages only (the metrics listener): no WebSocket upgrade.
     pages_only: bool,
+    /// The peer is a trusted proxy (`--trust-proxy`): the request names the client.
+    from_proxy: bool,
 }
 
 /// What to do with a request.
@@ -49,6 +51,7 @@ impl Admission {
             counted_ip: None,
             metrics_allowed: ip.is_none_or(|ip| ip.is_loopback()),
             pages_only: false,
+            from_proxy: settings.trusted_proxies.trusts(ip),
         }
     }
 
@@ -88,7 +91,7 @@ impl Admission {
         ctx: &mut LoopContext<'_>,
     ) -> Verdict<'r> {
         let settings = ctx.settings;
-        if settings.trust_proxy {
+        if self.from_proxy {
             let ip = http::client_ip(self.ip, request.forwarded_for.as_deref(), true);
             if !self.pages_only {
                 // Behind a proxy every request comes from loopback: ask who sent it.

@@ -29,8 +29,11 @@ pub fn fit_connections(wanted: usize, reserved: u64) -> usize {
         "open-file limit: soft {} (was {before}), hard {}",
         limit.rlim_cur, limit.rlim_max
     );
+    // rlim_t is u64 on 64-bit targets but u32 on 32-bit ARM (armv7): widen it.
+    #[allow(clippy::useless_conversion)]
+    let soft = u64::from(limit.rlim_cur);
     // At least one connection is always served, however low the limit.
-    let room = usize::try_from(limit.rlim_cur.saturating_sub(reserved))
+    let room = usize::try_from(soft.saturating_sub(reserved))
         .unwrap_or(usize::MAX)
         .max(1);
     if room < wanted {

@@ -9,7 +9,7 @@ use tungstenite::protocol::WebSocketConfig;
 
 use super::per_ip::PerIp;
 use super::write_budget::TurnBudget;
-use crate::config::Config;
+use crate::config::{Config, TrustedProxies};
 use crate::dialect::json::JsonParser;
 use crate::dialect::{Reconnects, Users};
 use crate::engine::Engine;
@@ -30,7 +30,8 @@ pub struct ConnSettings {
     pub close_linger: Duration,
     pub byte_rate: f64,
     pub byte_burst: f64,
-    pub trust_proxy: bool,
+    /// Peers whose `X-Forwarded-For` names the client (`--trust-proxy`).
+    pub trusted_proxies: TrustedProxies,
     pub anonymize_ips: bool,
     pub allowed_origins: Option<Vec<String>>,
     pub require_user_agent: bool,
@@ -55,7 +56,7 @@ impl ConnSettings {
             close_linger: Duration::from_secs(2),
             byte_rate: config.byte_rate,
             byte_burst: config.byte_burst,
-            trust_proxy: config.trust_proxy,
+            trusted_proxies: config.trusted_proxies(),
             anonymize_ips: config.anonymize_ips,
             allowed_origins: config.allowed_origins.clone(),
             require_user_agent: config.require_user_agent,

@@ -122,7 +122,6 @@ pub struct Server {
     /// with `--no-persist`.
     durable: Option<Durable>,
     per_ip: PerIp,
-    trust_proxy: bool,
     /// Whether the listener has connections left to accept: served in the next turn without
     /// waiting for an event, since edge-triggered readiness will not announce them again (as
     /// for connections with input left, `followups.still_ready`).
@@ -401,8 +400,8 @@ impl Server {
         ip: Option<IpAddr>,
         now: Instant,
     ) -> Option<usize> {
-        // Behind a trusted proxy the address is known only from the request head.
-        let counted_ip = ip.filter(|_| !self.trust_proxy);
+        // From a trusted proxy the client's address is known only from the request head.
+        let counted_ip = ip.filter(|ip| !self.settings.trusted_proxies.trusts(Some(*ip)));
         if let Some(ip) = counted_ip {
             let (mut ctx, _, _) = self.context(now);
             if !ctx.admit_address(ip) {

@@ -30,6 +30,54 @@ const LIVE: &[&str] = &[
     "max-rooms-per-connection",
 ];
 
+/// How a setting without a value shows in a reload's log line.
+const UNSET: &str = "(unset)";
+
+/// The settings whose values differ between two `--print-config` texts, as (key, old value,
+/// new value), `None` where a text has no line for the key (an option that gained or lost its
+/// value). Lines are matched by key, under their `[table]` heading if any: a setting that
+/// appears or disappears does not shift the others.
+fn changed_settings<'a>(
+    old: &'a str,
+    new: &'a str,
+) -> Vec<(String, Option<&'a str>, Option<&'a str>)> {
+    let old = settings_by_key(old);
+    let new = settings_by_key(new);
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|key| {
+            let (before, after) = (old.get(key).copied(), new.get(key).copied());
+            (before != after).then(|| (key.clone(), before, after))
+        })
+        .collect()
+}
+
+/// Each `key = value  # source` line's value (without the source), by `table.key`.
+fn settings_by_key(text: &str) -> std::collections::BTreeMap<String, &str> {
+    let mut table = "";
+    let mut settings = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            table = line;
+            continue;
+        }
+        let Some((key, rest)) = line.split_once(" = ") else {
+            continue;
+        };
+        let value = rest.split("  #").next().unwrap_or_default();
+        let key = if table.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{table}.{key}")
+        };
+        settings.insert(key, value);
+    }
+    settings
+}
+
 pub(super) struct Reload {
     args: Vec<OsString>,
     /// `--print-config` of the configuration in force.
@@ -83,25 +131,15 @@ impl Server {
             Err(e) => return error!("reload failed, keeping the running configuration: {e}"),
         };
         let described = loaded.describe();
-        let mut changed = 0;
-        for (old, new) in reload.described.lines().zip(described.lines()) {
-            if old == new {
-                continue;
-            }
-            changed += 1;
-            let key = new.split(" = ").next().unwrap_or_default();
-            let value = |line: &str| {
-                let value = line.split(" = ").nth(1).unwrap_or_default();
-                value.split("  #").next().unwrap_or_default().to_owned()
-            };
-            if LIVE.contains(&key) {
-                info!("reload: {key} {} -> {}", value(old), value(new));
+        let changes = changed_settings(&reload.described, &described);
+        let mut changed = changes.len();
+        for (key, old, new) in changes {
+            let old = old.unwrap_or(UNSET);
+            let new = new.unwrap_or(UNSET);
+            if LIVE.contains(&key.as_str()) {
+                info!("reload: {key} {old} -> {new}");
             } else {
-                warn!(
-                    "reload: {key} {} -> {} takes effect after a restart",
-                    value(old),
-                    value(new)
-                );
+                warn!("reload: {key} {old} -> {new} takes effect after a restart");
             }
         }
         // Project tables: rooms take their new settings and rules at once (see

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::info;
+use log::{info, warn};
 use mio::net::{TcpListener, UnixListener};
 use mio::{Interest, Poll};
 use slab::Slab;
@@ -22,7 +22,7 @@ use super::{
     Bound, Listener, Server, CLUSTER, HOUSEKEEPING_PERIOD, LISTENERS, METRICS_LISTENER,
     OVERFLOW_SLOTS, RELOAD, SIGNALS, STORE,
 };
-use crate::config::Config;
+use crate::config::{Config, TrustedProxies};
 use crate::dialect;
 use crate::dialect::json::JsonParser;
 use crate::dialect::{Reconnects, Users};
@@ -97,6 +97,7 @@ impl Server {
             }
             .map_err(|e| StartError(format!("cannot register listener: {e}")))?;
         }
+        warn_if_trusted_proxies_are_bypassable(&config.trusted_proxies(), &listeners);
         let metrics_listener = match &config.metrics_listen {
             Some(listen) => Some(bind_metrics(listen, &poll)?),
             None => None,
@@ -191,7 +192,6 @@ impl Server {
             next_log_prune: now,
             durable,
             per_ip: PerIp::new(config.max_connections_per_ip),
-            trust_proxy: config.trust_proxy,
             listener_ready: false,
             write_budget: TurnBudget::new(),
             last_warned: (None, None),
@@ -211,6 +211,32 @@ impl Server {
                 Ok((address, bound.tls))
             })
             .collect()
+    }
+}
+
+/// `--trust-proxy` with a listener other machines can reach: whoever connects from a trusted
+/// address without going through the proxy chooses the address it is logged, limited and
+/// admitted to `/metrics` as. Said once at start, for each such listener.
+fn warn_if_trusted_proxies_are_bypassable(trusted: &TrustedProxies, listeners: &[Bound]) {
+    if !trusted.is_enabled() {
+        return;
+    }
+    for bound in listeners {
+        let Listener::Tcp(listener) = &bound.listener else {
+            continue;
+        };
+        let Ok(address) = listener.local_addr() else {
+            continue;
+        };
+        if address.ip().is_loopback() {
+            continue;
+        }
+        warn!(
+            "--trust-proxy with a listener on {address}, which other machines can reach: \
+             X-Forwarded-For is believed from {trusted}; a client connecting from there \
+             directly picks the address it is counted and logged as. Listen on 127.0.0.1 \
+             behind the proxy, or let only the proxy reach this port"
+        );
     }
 }
 
@@ -311,15 +337,29 @@ fn tcp_address(listen: &str) -> Result<SocketAddr, StartError> {
     if let Ok(addr) = listen.parse() {
         return Ok(addr);
     }
-    listen
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| {
+    let not_an_address = || {
+        StartError(format!(
+            "--listen {listen:?} is not HOST:PORT, a port, or a /path for a unix socket"
+        ))
+    };
+    // A well-formed HOST:PORT whose name does not resolve is a different mistake (a typo in
+    // the name, no DNS yet at boot) from a malformed value: say which.
+    let Some((host, port)) = listen.rsplit_once(':') else {
+        return Err(not_an_address());
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(not_an_address());
+    }
+    match listen.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| {
             StartError(format!(
-                "--listen {listen:?} is not HOST:PORT, a port, or a /path for a unix socket"
+                "--listen {listen:?}: the name {host:?} resolves to no address"
             ))
-        })
+        }),
+        Err(e) => Err(StartError(format!(
+            "--listen {listen:?}: the name {host:?} does not resolve ({e})"
+        ))),
+    }
 }
 
 /// The TLS certificate and key, when both are given.
