@@ -181,6 +181,10 @@ fn a_slow_reader_costs_bounded_memory_and_then_gets_the_latest_value() {
     );
     // The writer was never held up or closed.
     writer.set("☁ after", "1");
+    // The server has handled that set before the slow client reads a byte: the catch-up it is
+    // then sent carries both latest values (otherwise the room's token could send the big value
+    // alone the moment the client drains, before the server reads the writer's set).
+    writer.sync();
     // Now the slow client reads everything there is: what the kernel buffered, then the
     // latest values in one frame.
     let frames = slow.drain(Duration::from_millis(1500));
