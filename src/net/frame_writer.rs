@@ -87,64 +87,15 @@ fn text_header(length: usize, out: &mut [u8; MAX_HEADER]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::test_pipe::{Pipe, Wire};
     use smallvec::smallvec;
     use std::cell::RefCell;
     use std::rc::Rc;
     use tungstenite::protocol::Role;
 
-    /// What the client's side of the socket has taken, and how much it will take in total.
-    #[derive(Default)]
-    struct Wire {
-        taken: Vec<u8>,
-        room: usize,
-    }
-
-    /// A socket that takes at most `room` bytes in total, then says `WouldBlock`.
-    struct Pipe(Rc<RefCell<Wire>>);
-
-    impl Read for Pipe {
-        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-            Err(io::ErrorKind::WouldBlock.into())
-        }
-    }
-
-    impl Write for Pipe {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let mut wire = self.0.borrow_mut();
-            let n = buf.len().min(wire.room - wire.taken.len());
-            if n == 0 && !buf.is_empty() {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            wire.taken.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-
-        fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-            let mut total = 0;
-            for buf in bufs.iter().filter(|b| !b.is_empty()) {
-                match self.write(buf) {
-                    Ok(n) if n < buf.len() => return Ok(total + n),
-                    Ok(n) => total += n,
-                    Err(e) if total == 0 => return Err(e),
-                    Err(_) => break,
-                }
-            }
-            Ok(total)
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl HalfClose for Pipe {}
-
     fn websocket(room: usize) -> (WebSocket<Transport<Pipe>>, Rc<RefCell<Wire>>) {
-        let wire = Rc::new(RefCell::new(Wire {
-            taken: Vec::new(),
-            room,
-        }));
-        let transport = Transport::new(Pipe(wire.clone()));
+        let (pipe, wire) = Pipe::with_room(room);
+        let transport = Transport::new(pipe);
         let ws = WebSocket::from_raw_socket(transport, Role::Server, None);
         (ws, wire)
     }

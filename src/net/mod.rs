@@ -11,6 +11,8 @@ mod loop_context;
 pub mod per_ip;
 mod server;
 mod socket;
+#[cfg(test)]
+mod test_pipe;
 pub mod tls;
 pub mod tls_config;
 pub mod transport;

@@ -501,54 +501,19 @@ fn frame_length(bytes: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Accepts at most `room` bytes in total, then says `WouldBlock`.
-    struct Pipe {
-        taken: Vec<u8>,
-        room: usize,
-    }
-
-    impl Write for Pipe {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let n = buf.len().min(self.room - self.taken.len());
-            if n == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            self.taken.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-
-        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-            let mut total = 0;
-            for buf in bufs.iter().filter(|b| !b.is_empty()) {
-                match self.write(buf) {
-                    Ok(n) if n < buf.len() => return Ok(total + n),
-                    Ok(n) => total += n,
-                    Err(e) if total == 0 => return Err(e),
-                    Err(_) => break,
-                }
-            }
-            Ok(total)
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::net::test_pipe::Pipe;
 
     #[test]
     fn a_partly_sent_frame_is_finished_before_anything_else() {
-        let mut transport = Transport::new(Pipe {
-            taken: Vec::new(),
-            room: 3,
-        });
+        let (pipe, wire) = Pipe::with_room(3);
+        let mut transport = Transport::new(pipe);
         let sent = transport.send_frame(b"HH", b"payload");
         assert_eq!(sent.map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
         assert!(transport.is_blocked());
         // Later output (a pong from tungstenite, say) must wait for the frame's rest.
-        transport.stream.room = 100;
+        wire.borrow_mut().room = 100;
         transport.write_all(b"|next").expect("write");
-        assert_eq!(transport.stream.taken, b"HHpayload|next");
+        assert_eq!(wire.borrow().taken, b"HHpayload|next");
         assert!(!transport.is_blocked());
         assert_eq!(
             transport.pending.capacity(),
@@ -564,13 +529,11 @@ mod tests {
         let pong = [0x8a, 4, b'p', b'o', b'n', b'g'];
         let close = [0x88, 2, 3, 0xe8];
         let tungstenite_holds = [&pong[..], &close[..]].concat();
-        let mut transport = Transport::new(Pipe {
-            taken: Vec::new(),
-            room: 3,
-        });
+        let (pipe, wire) = Pipe::with_room(3);
+        let mut transport = Transport::new(pipe);
         assert_eq!(transport.write(&tungstenite_holds).expect("part"), 3);
         transport.queue_parts(&[Part::Borrowed(b"HHreply")]);
-        transport.stream.room = 100;
+        wire.borrow_mut().room = 100;
         // Tungstenite goes on with what it holds: the pong's rest alone, then (after the
         // reply, which was queued before) the close frame.
         let mut left = &tungstenite_holds[3..];
@@ -580,7 +543,7 @@ mod tests {
         }
         transport.flush().expect("flush");
         assert_eq!(
-            transport.stream.taken,
+            wire.borrow().taken,
             [&pong[..], b"HHreply", &close[..]].concat()
         );
     }
@@ -593,37 +556,31 @@ mod tests {
         let slices: Vec<Part<'_>> = parts.iter().map(|p| p.as_slice().into()).collect();
         let all: Vec<u8> = parts.concat();
         for room in [0, 1, 7, 3000, all.len() - 1, all.len(), all.len() + 5] {
-            let mut transport = Transport::new(Pipe {
-                taken: Vec::new(),
-                room,
-            });
+            let (pipe, wire) = Pipe::with_room(room);
+            let mut transport = Transport::new(pipe);
             let sent = transport.send_parts(&slices);
             assert_eq!(sent.is_ok(), room >= all.len(), "room {room}");
-            transport.stream.room = usize::MAX / 2;
+            wire.borrow_mut().room = usize::MAX / 2;
             transport.flush_prefix().expect("flush");
-            assert_eq!(transport.stream.taken, all, "room {room}");
+            assert_eq!(wire.borrow().taken, all, "room {room}");
         }
     }
 
     #[test]
     fn frames_queue_behind_pending_bytes() {
-        let mut transport = Transport::new(Pipe {
-            taken: Vec::new(),
-            room: 0,
-        });
+        let (pipe, wire) = Pipe::with_room(0);
+        let mut transport = Transport::new(pipe);
         transport.set_prefix(b"101 ".to_vec());
         assert!(transport.send_frame(b"H", b"x").is_err());
-        transport.stream.room = 100;
+        wire.borrow_mut().room = 100;
         transport.flush_prefix().expect("flush");
-        assert_eq!(transport.stream.taken, b"101 Hx");
+        assert_eq!(wire.borrow().taken, b"101 Hx");
     }
 
     #[test]
     fn the_unsent_rest_of_a_shared_frame_is_a_reference_not_a_copy() {
-        let mut transport = Transport::new(Pipe {
-            taken: Vec::new(),
-            room: 5,
-        });
+        let (pipe, wire) = Pipe::with_room(5);
+        let mut transport = Transport::new(pipe);
         let frame = Bytes::from(vec![b'x'; 100_000]);
         let sent = transport.send_parts(&[Part::Borrowed(b"HH"), Part::Shared(frame.clone())]);
         assert!(sent.is_err());
@@ -632,9 +589,9 @@ mod tests {
         let kept = transport.pending.front().expect("kept").as_ptr();
         // SAFETY-free pointer comparison: the kept rest points into the shared frame itself.
         assert_eq!(kept, frame.get(3..).expect("rest").as_ptr());
-        transport.stream.room = usize::MAX / 2;
+        wire.borrow_mut().room = usize::MAX / 2;
         transport.flush_prefix().expect("flush");
-        assert_eq!(transport.stream.taken.len(), 100_002);
+        assert_eq!(wire.borrow().taken.len(), 100_002);
         assert_eq!(transport.pending_bytes(), 0);
     }
 }
