@@ -54,9 +54,7 @@ pub(super) fn on_message(doc: Value<'_, '_>, peer: &mut Peer, env: &mut Env<'_>)
                 SetOutcome::Rejected(Rejection::Rule(rule)) => {
                     peer.log_rule_refusal(env, name, rule);
                     // No error message in this protocol: the setter gets the current value.
-                    if let Some(current) = env.engine.current_value(room, name) {
-                        peer.outbox.push_with(|out| encode_set(name, current, out));
-                    }
+                    env.engine.resend(room, peer.client, name);
                     Outcome::Continue
                 }
                 SetOutcome::Rejected(why) => {

@@ -307,6 +307,7 @@ fn cloud_edit(request: &Request<'_, '_>, peer: &mut Peer, env: &mut Env<'_>) {
         }
         Err(EditError::NameTaken) => error(&mut peer.outbox, request.id, "cloud.name_taken"),
         Err(EditError::InvalidName) => error(&mut peer.outbox, request.id, "cloud.invalid_name"),
+        Err(EditError::Protected) => error(&mut peer.outbox, request.id, "cloud.disabled"),
     }
 }
 

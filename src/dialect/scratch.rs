@@ -71,9 +71,7 @@ fn on_set(doc: Value<'_, '_>, peer: &mut Peer, env: &mut Env<'_>) {
             peer.log_rule_refusal(env, name, rule);
             // Scratch has no error message: the setter gets the value everyone else has, so
             // its project does not go on showing one nobody else sees.
-            if let Some(current) = env.engine.current_value(room, name) {
-                peer.outbox.push_with(|out| encode_set(name, current, out));
-            }
+            env.engine.resend(room, peer.client, name);
         }
         SetOutcome::Rejected(why) => peer.log_ignored(engine, "set", why.as_str()),
         SetOutcome::Applied | SetOutcome::Unknown => {}
@@ -88,6 +86,8 @@ fn edit_outcome(result: Result<(), EditError>) -> Outcome {
         }
         Err(EditError::InvalidName) => Outcome::Close(Reason::Protocol("invalid new name")),
         Err(EditError::NameTaken) => Outcome::Close(Reason::Protocol("new name is taken")),
+        // As when renaming and deleting are disabled: ignored, the connection stays.
+        Err(EditError::Protected) => Outcome::Continue,
     }
 }
 

@@ -127,6 +127,10 @@ pub enum EditError {
     UnknownVariable,
     InvalidName,
     NameTaken,
+    /// The variable, or the new name, is governed by a variable rule: a rename would carry a
+    /// value no rule checked onto it, a delete then create would skip `only-increase` and
+    /// `max-step`, and either would let anyone take it from its `writers`.
+    Protected,
 }
 
 /// Counters for logs and benches.
@@ -279,11 +283,43 @@ impl Engine {
         settings.enable_delete && !settings.read_only
     }
 
-    /// The current value of `name` in `room`, if it has one.
+    /// The current value of `name` in `room`, if it has one (for tests and tools).
     pub fn current_value(&self, room: RoomKey, name: &str) -> Option<ValueRef<'_>> {
         let room = self.rooms.get(room.0)?;
         let index = room.variable_index(name)?;
         room.variables.get(index).map(|v| v.value.as_ref())
+    }
+
+    /// Whether `name` in `room` is governed by a variable rule (see [`EditError::Protected`]).
+    fn is_protected(&self, room: RoomKey, name: &str) -> bool {
+        self.rooms
+            .get(room.0)
+            .is_some_and(|room| room.rules.rule_index(name).is_some())
+    }
+
+    /// `client`'s set of `name` in `room` was refused by a rule: its next frame from the room
+    /// carries the variable's current value (a Scratch or `kind` client has no error message,
+    /// and would go on showing a value nobody else sees). Kept as state like any catch-up:
+    /// nothing is queued, a client that does not read gets it when it reads again, and a
+    /// burst of refusals comes back as one frame.
+    pub fn resend(&mut self, room: RoomKey, client: ClientId, name: &str) {
+        let Some(room_state) = self.rooms.get_mut(room.0) else {
+            return;
+        };
+        let Some(changed_at) = room_state
+            .variable_index(name)
+            .and_then(|index| room_state.variables.get(index))
+            .map(|variable| variable.changed_at)
+        else {
+            return;
+        };
+        let Some(member) = room_state.members.iter_mut().find(|m| m.client == client) else {
+            return;
+        };
+        member.seen = member.seen.min(changed_at.saturating_sub(1));
+        // The current value may be its own earlier write, which it is otherwise never sent.
+        member.resend_own = true;
+        self.pacer.mark_dirty(room.0, &mut room_state.pace);
     }
 
     pub fn room_count(&self) -> usize {
@@ -728,6 +764,9 @@ impl Engine {
         name: &str,
         new_name: &str,
     ) -> Result<(), EditError> {
+        if self.is_protected(key, name) || self.is_protected(key, new_name) {
+            return Err(EditError::Protected);
+        }
         let (room, index) = find_variable(&mut self.rooms, key, name)?;
         if !value::is_valid_name(new_name) {
             return Err(EditError::InvalidName);
@@ -761,6 +800,9 @@ impl Engine {
     }
 
     pub fn delete(&mut self, key: RoomKey, name: &str) -> Result<(), EditError> {
+        if self.is_protected(key, name) {
+            return Err(EditError::Protected);
+        }
         let (room, index) = find_variable(&mut self.rooms, key, name)?;
         let removed = room.variables.remove(index);
         room.snapshots.clear();

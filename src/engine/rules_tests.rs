@@ -165,26 +165,33 @@ fn new_rules_apply_to_rooms_and_variables_already_in_memory() {
     e.set_rules(rules(vec![("1", with_rule("☁ s", cap.clone()))]));
     assert_eq!(set(&mut e, room, 1, "60", now), refused(Rule::Max));
     assert_eq!(set(&mut e, room, 1, "50", now), SetOutcome::Applied);
-    // A renamed variable follows the rule of its new name.
+    // A variable under a rule keeps it: it can be neither renamed nor deleted, and no other
+    // variable can be renamed onto its name (each would carry a value no rule checked).
     e.set_rules(rules(vec![(
         "1",
         ProjectSettings {
             enable_rename: true,
+            enable_delete: true,
             ..with_rule("☁ s", cap)
         },
     )]));
     assert!(e.may_rename(room));
-    e.rename(room, ClientId(1), "☁ s", "☁ free")
-        .expect("rename");
-    let free = e.set_at(
+    let protected = Err(EditError::Protected);
+    assert_eq!(e.rename(room, ClientId(1), "☁ s", "☁ free"), protected);
+    assert_eq!(e.delete(room, "☁ s"), protected);
+    let other = e.set_at(
         room,
         ClientId(1),
-        "☁ free",
+        "☁ other",
         ValueRef::Number("99"),
         true,
         now,
     );
-    assert_eq!(free, SetOutcome::Applied);
+    assert_eq!(other, SetOutcome::Applied);
+    assert_eq!(e.rename(room, ClientId(1), "☁ other", "☁ s"), protected);
+    assert_eq!(e.rename(room, ClientId(1), "☁ other", "☁ free"), Ok(()));
+    assert_eq!(e.delete(room, "☁ free"), Ok(()));
+    assert_eq!(set(&mut e, room, 1, "60", now), refused(Rule::Max));
     // Removing the table gives the room the server-wide settings back.
     e.set_rules(rules(vec![]));
     assert_eq!(set(&mut e, room, 1, "1000", now), SetOutcome::Applied);
@@ -237,4 +244,41 @@ fn a_read_only_project_refuses_every_change() {
     assert!(!e.may_rename(room));
     assert!(!e.may_delete(room));
     assert_eq!(e.variable_count(room), 0);
+}
+
+/// The frames each client got from one flush of every room.
+fn flush_frames(e: &mut Engine) -> Vec<(u64, String)> {
+    let mut frames = Vec::new();
+    e.flush(|_, client, frame| {
+        frames.push((client.0, frame.as_str().to_owned()));
+        true
+    });
+    frames
+}
+
+#[test]
+fn a_refused_setter_gets_the_current_value_at_the_next_flush_and_nobody_else_does() {
+    let cap = VariableRule {
+        max: Some(50.0),
+        ..VariableRule::default()
+    };
+    let mut e = engine_with(vec![("1", with_rule("☁ s", cap))]);
+    let now = Instant::now();
+    let room = join_as(&mut e, "1", 1, "a");
+    join_as(&mut e, "1", 2, "b");
+    // Someone else's value: the refused setter had been sent it already.
+    assert_eq!(set(&mut e, room, 2, "40", now), SetOutcome::Applied);
+    assert_eq!(flush_frames(&mut e), vec![(1, "☁ s=40".to_owned())]);
+    assert_eq!(set(&mut e, room, 1, "60", now), refused(Rule::Max));
+    assert_eq!(set(&mut e, room, 1, "70", now), refused(Rule::Max));
+    e.resend(room, ClientId(1), "☁ s");
+    e.resend(room, ClientId(1), "☁ s");
+    assert_eq!(flush_frames(&mut e), vec![(1, "☁ s=40".to_owned())]);
+    assert_eq!(flush_frames(&mut e), vec![], "once");
+    // Its own earlier value, which it is otherwise never sent.
+    assert_eq!(set(&mut e, room, 1, "45", now), SetOutcome::Applied);
+    assert_eq!(flush_frames(&mut e), vec![(2, "☁ s=45".to_owned())]);
+    assert_eq!(set(&mut e, room, 1, "80", now), refused(Rule::Max));
+    e.resend(room, ClientId(1), "☁ s");
+    assert_eq!(flush_frames(&mut e), vec![(1, "☁ s=45".to_owned())]);
 }
