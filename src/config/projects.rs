@@ -15,6 +15,10 @@ use toml::Spanned;
 use crate::engine::value::is_valid_name;
 use crate::policy::{MAX_ROOM_ID_CHARS, MAX_USERNAME_CHARS};
 
+/// Most variable rules one project may have: rooms index their rules with 16 bits, and a
+/// room holds far fewer variables (`--max-variables-per-room`, 128 by default).
+const MAX_RULES_PER_PROJECT: usize = 4096;
+
 /// One `[projects."ID"]` table.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProjectTable {
@@ -165,6 +169,15 @@ impl File<'_> {
                         }
                         let entries = self.table(rules, &label, name.span())?;
                         let rule = self.rule(name.get_ref(), entries, name.span(), &label)?;
+                        if table.variables.len() >= MAX_RULES_PER_PROJECT {
+                            return Err(self.error(
+                                name.span(),
+                                &format!(
+                                    "{label}: at most {MAX_RULES_PER_PROJECT} variable rules \
+                                     per project"
+                                ),
+                            ));
+                        }
                         table.variables.push(rule);
                     }
                 }
@@ -449,6 +462,21 @@ max-sets-per-minute = 60
         let described = describe(&tables, &global);
         assert!(described.contains("# max-clients-per-room = 128  # global"));
         assert_eq!(parse(&described).expect("reads back"), tables);
+    }
+
+    #[test]
+    fn a_project_has_at_most_so_many_rules() {
+        let mut text = String::from("[projects.\"1\".variables]\n");
+        for i in 0..MAX_RULES_PER_PROJECT {
+            text.push_str(&format!("\"☁ v{i}\" = {{ min = 0 }}\n"));
+        }
+        assert_eq!(
+            parse(&text).expect("the most allowed")[0].variables.len(),
+            4096
+        );
+        text.push_str("\"☁ one more\" = { min = 0 }\n");
+        let error = parse(&text).expect_err("one too many");
+        assert!(error.contains("at most 4096 variable rules"), "{error}");
     }
 
     #[test]
