@@ -199,7 +199,7 @@ fn shared() -> &'static Shared {
         let editing_policy = hostile_policy.clone();
         let settings = conn_settings(&config);
         let hostile_settings = ConnSettings {
-            trust_proxy: true,
+            trusted_proxies: stratus::config::TrustedProxies::loopback(),
             anonymize_ips: true,
             allowed_origins: Some(vec!["https://turbowarp.org".to_owned()]),
             byte_burst: 2048.0,
