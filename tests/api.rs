@@ -96,19 +96,6 @@ impl Conn {
     }
 }
 
-trait Headers {
-    fn header(&self, name: &str) -> Option<&str>;
-}
-
-impl Headers for HttpResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 fn assert_public_json(response: &HttpResponse) {
     assert_eq!(response.header("content-type"), Some("application/json"));
     assert_eq!(response.header("cache-control"), Some("no-store"));
