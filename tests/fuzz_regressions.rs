@@ -18,6 +18,7 @@ use stratus::dialect::json::JsonParser;
 use stratus::dialect::{Reconnects, Route, Session, SessionContext, Users};
 use stratus::engine::{ClientId, Engine, Format, Limits, ValueRef};
 use stratus::metrics::Metrics;
+use stratus::net::api::ApiState;
 use stratus::net::conn::{Conn, ConnSettings, LoopContext};
 use stratus::net::per_ip::PerIp;
 use stratus::net::transport::HalfClose;
@@ -91,6 +92,7 @@ struct Fixture {
     metrics: Metrics,
     scratch: Vec<u8>,
     per_ip: PerIp,
+    api: ApiState,
     turn: TurnBudget,
     now: Instant,
 }
@@ -107,6 +109,7 @@ impl Fixture {
             metrics: Metrics::default(),
             scratch: vec![0u8; 16 * 1024],
             per_ip: PerIp::default(),
+            api: ApiState::default(),
             turn: TurnBudget::new(),
             now: Instant::now(),
         }
@@ -127,6 +130,7 @@ impl Fixture {
             scratch: &mut self.scratch,
             per_ip: &mut self.per_ip,
             write_budget: &self.turn,
+            api: &mut self.api,
         }
     }
 }

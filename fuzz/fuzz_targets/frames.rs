@@ -30,6 +30,7 @@ use stratus::engine::{ClientId, Engine, Limits};
 use stratus::metrics::Metrics;
 use stratus::net::conn::{Conn, ConnSettings, LoopContext, Status};
 use stratus::net::http::{parse_head, Head};
+use stratus::net::api::ApiState;
 use stratus::net::per_ip::PerIp;
 use stratus::net::transport::HalfClose;
 use stratus::net::write_budget::TurnBudget;
@@ -227,6 +228,7 @@ struct World<'a> {
     settings: &'a ConnSettings,
     scratch: Vec<u8>,
     per_ip: PerIp,
+    api: ApiState,
     /// The loop's per-turn write budget; each `ctx()` is one turn.
     turn: TurnBudget,
     now: Instant,
@@ -248,6 +250,7 @@ impl World<'_> {
             scratch: &mut self.scratch,
             per_ip: &mut self.per_ip,
             write_budget: &self.turn,
+            api: &mut self.api,
         }
     }
 
@@ -303,6 +306,7 @@ fn run(data: &[u8], hostile: bool) {
         settings,
         scratch: vec![0; 16 * 1024],
         per_ip: PerIp::default(),
+        api: ApiState::default(),
         turn: TurnBudget::new(),
         now: Instant::now(),
     };

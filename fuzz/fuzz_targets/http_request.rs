@@ -2,13 +2,15 @@
 //! (`page`, `switching_protocols`) and the client address it would log (`client_ip`,
 //! `anonymize`). Must never panic; a complete head never claims more bytes than it was given,
 //! and answers are well-formed HTTP. The server reads heads through `HeadReader`, which must
-//! answer the same however the bytes are split, and as `parse_head` does.
+//! answer the same however the bytes are split, and as `parse_head` does. A request to the
+//! HTTP API is routed and validated (`api::route`) and its answer rendered, kept alive or not.
 
 #![no_main]
 
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
+use stratus::net::api::{self, Body, Endpoint, Routed};
 use stratus::net::head_reader::HeadReader;
 use stratus::net::http::{
     anonymize, client_ip, page, parse_head, switching_protocols, Head, Request, Response,
@@ -29,7 +31,47 @@ fn check_response(response: &Response, include_body: bool) {
     assert_eq!(body, if include_body { response.body } else { "" });
 }
 
+/// The API's routing never panics, and what it answers is well-formed HTTP.
+fn check_api(request: &Request) {
+    let Some(endpoint) = Endpoint::of(&request.path) else {
+        return;
+    };
+    let policy = stratus::policy::Policy {
+        blocked_projects: ["7".to_owned()].into_iter().collect(),
+        ..Default::default()
+    };
+    match api::route(endpoint, &request.method, &request.path, &policy) {
+        Routed::Query(query) => {
+            let (stratus::query::Query::Logs { project, .. }
+            | stratus::query::Query::Variables { project }) = &query;
+            assert!(!project.is_empty() && policy.project_allowed(project));
+            if let stratus::query::Query::Logs { limit, .. } = query {
+                assert!((1..=api::MAX_LIMIT).contains(&limit));
+            }
+        }
+        Routed::Reply(reply) => {
+            for (include_body, keep_alive) in [(true, true), (false, false)] {
+                let bytes = reply.to_bytes(include_body, keep_alive);
+                let text = std::str::from_utf8(&bytes).expect("answers are text");
+                let (head, body) = text
+                    .split_once("\r\n\r\n")
+                    .expect("a blank line ends the head");
+                assert!(head.starts_with(&format!("HTTP/1.1 {} ", reply.status)));
+                assert!(head.contains(if keep_alive {
+                    "Connection: keep-alive"
+                } else {
+                    "Connection: close"
+                }));
+                if !include_body || reply.body == Body::Preflight {
+                    assert_eq!(body, "");
+                }
+            }
+        }
+    }
+}
+
 fn check_request(request: &Request, head: &[u8]) {
+    check_api(request);
     // Parsed strings come from the head.
     let text = String::from_utf8_lossy(head);
     assert!(text.contains(&request.method) || request.method.is_empty());

@@ -29,6 +29,7 @@ use stratus::dialect::json::JsonParser;
 use stratus::engine::{ClientId, Engine, Limits};
 use stratus::metrics::Metrics;
 use stratus::net::conn::{Conn, ConnSettings, LoopContext, Status};
+use stratus::net::api::ApiState;
 use stratus::net::per_ip::PerIp;
 use stratus::net::tls::TlsStream;
 use stratus::net::transport::HalfClose;
@@ -200,6 +201,7 @@ fuzz_target!(|data: &[u8]| {
     let mut reconnects = Reconnects::new(Duration::from_secs(config.reconnect_window), 64);
     let mut metrics = Metrics::default();
     let mut per_ip = PerIp::default();
+    let mut api = ApiState::default();
     let mut scratch = vec![0u8; 16 * 1024];
     let turn = TurnBudget::new();
     let mut now = Instant::now();
@@ -220,6 +222,7 @@ fuzz_target!(|data: &[u8]| {
                 over_capacity: false,
                 scratch: &mut scratch,
                 write_budget: &turn,
+                api: &mut api,
             }
         }};
     }

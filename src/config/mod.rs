@@ -283,6 +283,16 @@ pub struct Config {
     #[arg(long, env = "STRATUS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
 
+    /// HTTP API requests (`/logs`, `/api/…`, `/cloudmonitor/…`) per second per client address
+    /// (with `--trust-proxy`, the forwarded one; IPv6 by /64), sustained; beyond the burst they
+    /// get 429. 0 = unlimited.
+    #[arg(long, env = "STRATUS_API_RATE", default_value_t = 10.0)]
+    pub api_rate: f64,
+
+    /// HTTP API requests one address may send at once before `--api-rate` applies.
+    #[arg(long, env = "STRATUS_API_BURST", default_value_t = 20.0)]
+    pub api_burst: f64,
+
     /// Comma-separated project ids allowed to connect; others get 4004. Default: all.
     #[arg(long, env = "STRATUS_ALLOWED_PROJECTS", value_delimiter = ',')]
     pub allowed_projects: Option<Vec<String>>,

@@ -11,9 +11,11 @@ use std::net::IpAddr;
 
 use log::{debug, info};
 
+use super::api::{self, Endpoint, Reply, Routed};
 use super::http::{self, Request, Response};
 use super::loop_context::{ConnSettings, LoopContext};
 use crate::dialect::{Need, Reason};
+use crate::query::Query;
 
 /// Who a connection's client is, as far as admission goes.
 #[derive(Debug)]
@@ -23,6 +25,11 @@ pub(super) struct Admission {
     ip: Option<IpAddr>,
     /// The address counted against `--max-connections-per-ip`, released at removal.
     counted_ip: Option<IpAddr>,
+    /// The socket's peer address (`None` for a unix socket).
+    socket_ip: Option<IpAddr>,
+    /// The client's real address (behind a trusted proxy, the one the last request named):
+    /// the one the API's rate limit counts.
+    client_ip: Option<IpAddr>,
     /// Whether this client may read `/metrics` (a local address, or the metrics listener).
     metrics_allowed: bool,
     /// Plain pages only (the metrics listener): no WebSocket upgrade.
@@ -36,11 +43,33 @@ pub(super) struct Admission {
 pub(super) enum Verdict<'r> {
     /// Answer with a plain response (its body unless `false`) and close.
     Respond(Response, bool),
+    /// Answer a request of the HTTP API now (with the body, unless HEAD); the connection may
+    /// stay open for more (keep-alive).
+    Api {
+        reply: Reply,
+        endpoint: Endpoint,
+        include_body: bool,
+    },
+    /// Something only the loop can answer: `/metrics`, or a read of the HTTP API.
+    Ask(Ask),
+    /// Upgrade to WebSocket, answering this `Sec-WebSocket-Key`.
+    Upgrade(&'r str),
+}
+
+/// A request only the loop can answer; the connection holds it until the loop takes it
+/// (`Status::Asks`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ask {
     /// A client allowed to read `/metrics` asked for it (with the body, unless HEAD): the loop
     /// renders the page.
     Metrics { include_body: bool },
-    /// Upgrade to WebSocket, answering this `Sec-WebSocket-Key`.
-    Upgrade(&'r str),
+    /// A read of the HTTP API, validated and allowed: the loop starts answering it
+    /// (`start_query`). The connection remembers how to send the answer.
+    Query {
+        query: Query,
+        endpoint: Endpoint,
+        include_body: bool,
+    },
 }
 
 impl Admission {
@@ -49,6 +78,8 @@ impl Admission {
         Admission {
             ip: logged_ip(ip, settings),
             counted_ip: None,
+            socket_ip: ip,
+            client_ip: ip,
             metrics_allowed: ip.is_none_or(|ip| ip.is_loopback()),
             pages_only: false,
             from_proxy: settings.trusted_proxies.trusts(ip),
@@ -84,7 +115,8 @@ impl Admission {
     }
 
     /// Decides what a complete request gets, in order: the proxy's client address and its
-    /// place, `/metrics`, plain pages, then the origin of an upgrade.
+    /// place, `/metrics`, plain pages, the HTTP API, then the origin of an upgrade. Called for
+    /// each request of a kept-alive connection.
     pub(super) fn decide<'r>(
         &mut self,
         request: &'r Request,
@@ -92,13 +124,16 @@ impl Admission {
     ) -> Verdict<'r> {
         let settings = ctx.settings;
         if self.from_proxy {
-            let ip = http::client_ip(self.ip, request.forwarded_for.as_deref(), true);
+            let ip = http::client_ip(self.socket_ip, request.forwarded_for.as_deref(), true);
             if !self.pages_only {
                 // Behind a proxy every request comes from loopback: ask who sent it.
                 self.metrics_allowed = ip.is_none_or(|ip| ip.is_loopback());
             }
             self.ip = logged_ip(ip, settings);
-            if let Some(ip) = ip {
+            self.client_ip = ip;
+            // A proxy may send several clients' requests over one kept-alive connection: the
+            // connection counts as its latest client's.
+            if let Some(ip) = ip.filter(|&ip| self.counted_ip != Some(ip)) {
                 if !ctx.admit_address(ip) {
                     info!(
                         "[{}] too many connections from this address",
@@ -106,7 +141,9 @@ impl Admission {
                     );
                     return Verdict::Respond(Response::TOO_MANY_CONNECTIONS, true);
                 }
-                self.counted_ip = Some(ip);
+                if let Some(previous) = self.counted_ip.replace(ip) {
+                    ctx.per_ip.release(previous);
+                }
             }
         }
         if request.path.split('?').next() == Some("/metrics")
@@ -114,9 +151,9 @@ impl Admission {
         {
             if self.metrics_allowed {
                 debug!("[{}] {} /metrics", self.ip_text(), request.method);
-                return Verdict::Metrics {
+                return Verdict::Ask(Ask::Metrics {
                     include_body: request.method != "HEAD",
-                };
+                });
             }
             info!("[{}] /metrics refused: not a local client", self.ip_text());
             return Verdict::Respond(Response::METRICS_FORBIDDEN, request.method != "HEAD");
@@ -130,6 +167,10 @@ impl Admission {
                 request.path
             );
             return Verdict::Respond(response, request.method != "HEAD");
+        }
+        let upgrade = request.websocket_key.is_some() || request.bad_upgrade.is_some();
+        if let Some(endpoint) = Endpoint::of(&request.path).filter(|_| !upgrade) {
+            return self.api(endpoint, request, ctx);
         }
         let Some(key) = request.websocket_key.as_deref() else {
             let response = request
@@ -159,6 +200,42 @@ impl Admission {
             }
         }
         Verdict::Upgrade(key)
+    }
+}
+
+impl Admission {
+    /// A request of the HTTP API: the address's rate first (bad requests count too), then
+    /// routing and validation. `--allowed-origins` does not apply: these are public reads.
+    fn api<'r>(
+        &mut self,
+        endpoint: Endpoint,
+        request: &Request,
+        ctx: &mut LoopContext<'_>,
+    ) -> Verdict<'r> {
+        let include_body = request.method != "HEAD";
+        if let Some(ip) = self.client_ip {
+            if let Err(retry_after) = ctx.api.rate.admit(ip, ctx.now) {
+                debug!("[{}] API rate exceeded: 429", self.ip_text());
+                return Verdict::Api {
+                    reply: Reply::too_many_requests(retry_after),
+                    endpoint,
+                    include_body,
+                };
+            }
+        }
+        debug!("[{}] {} {}", self.ip_text(), request.method, request.path);
+        match api::route(endpoint, &request.method, &request.path, ctx.policy) {
+            Routed::Query(query) => Verdict::Ask(Ask::Query {
+                query,
+                endpoint,
+                include_body,
+            }),
+            Routed::Reply(reply) => Verdict::Api {
+                reply,
+                endpoint,
+                include_body,
+            },
+        }
     }
 }
 

@@ -20,23 +20,25 @@ use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::time::Instant;
 
-use log::{debug, info};
+use log::info;
 use tungstenite::error::Error as WsError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::WebSocket;
 
-use super::admission::Admission;
+use super::admission::{Admission, Ask};
 use super::head_reader::HeadReader;
-use super::http::Response;
 use super::transport::{HalfClose, Transport};
 use crate::dialect::{Outcome, Reason, Session, SessionContext};
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Engine, Frame};
 
 mod census;
+mod keep_alive;
 mod messages;
 mod upgrade;
+
+use keep_alive::Requests;
 
 pub use super::loop_context::{ConnSettings, LoopContext};
 
@@ -49,9 +51,10 @@ pub enum Status {
     /// Its turn's read budget ran out with input left: serve it again next turn without
     /// waiting for an event (edge-triggered readiness will not announce that input again).
     MoreInput,
-    /// It asked for `/metrics` (with the body, unless HEAD): the loop renders the page and
-    /// hands it to [`Conn::answer_metrics`].
-    WantsMetrics { include_body: bool },
+    /// It asked for something only the loop can answer (`/metrics`, a read of the HTTP API):
+    /// the loop takes it ([`Conn::take_ask`]) and answers ([`Conn::answer_metrics`],
+    /// [`Conn::answer_query`]).
+    Asks,
     /// Remove the connection: everything that could be said has been said.
     Done,
 }
@@ -104,9 +107,10 @@ pub struct Conn<S> {
     broken: bool,
     /// The session joined: a close after this is not a refused handshake.
     joined: bool,
-    /// A local client asked for `/metrics` (with the body, unless HEAD): the loop renders the
-    /// page ([`Conn::answer_metrics`]).
-    wants_metrics: Option<bool>,
+    /// A request only the loop can answer, until the loop takes it ([`Conn::take_ask`]).
+    ask: Option<Ask>,
+    /// The HTTP API requests of a kept-alive connection: how many, and the one waiting.
+    requests: Requests,
     /// A fan-out frame was refused because the client is behind: its rooms were told to skip
     /// it, and are told to resume once its output drains.
     refused_frames: bool,
@@ -166,7 +170,8 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             bytes: TokenBucket::new(settings.byte_rate, settings.byte_burst, ctx.now),
             broken: false,
             joined: false,
-            wants_metrics: None,
+            ask: None,
+            requests: Requests::default(),
         }
     }
 
@@ -176,11 +181,8 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.admission.for_metrics_only();
     }
 
-    /// Sends the rendered metrics page it asked for ([`Status::WantsMetrics`]) and closes.
+    /// Sends the rendered metrics page it asked for ([`Ask::Metrics`]) and closes.
     pub fn answer_metrics(&mut self, page: Vec<u8>, ctx: &mut LoopContext<'_>) -> Status {
-        if self.wants_metrics.take().is_none() {
-            return self.status();
-        }
         let Phase::Http { mut transport, .. } = std::mem::replace(&mut self.phase, Phase::Done)
         else {
             return self.status();
@@ -236,10 +238,10 @@ impl<S: Read + Write + HalfClose> Conn<S> {
 
     /// What the loop is to do next; entry points return it.
     fn status(&self) -> Status {
-        match (&self.phase, self.wants_metrics) {
+        match (&self.phase, &self.ask) {
             (Phase::Done, _) => Status::Done,
             _ if self.broken => Status::Done,
-            (_, Some(include_body)) => Status::WantsMetrics { include_body },
+            (_, Some(_)) => Status::Asks,
             _ if self.more_input => Status::MoreInput,
             _ => Status::Open,
         }
@@ -305,7 +307,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         }
         self.more_input = false;
         match &self.phase {
-            Phase::Http { .. } => self.read_http(ctx),
+            Phase::Http { .. } => self.serve_http(ctx),
             Phase::Open { .. } => {
                 if writable {
                     self.flush(ctx.now);
@@ -497,10 +499,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         let now = ctx.now;
         let expired = self.deadline.is_some_and(|d| now >= d);
         match &self.phase {
-            Phase::Http { .. } if expired => {
-                debug!("[{}] no request in time", self.ip_text());
-                self.respond(&Response::TIMEOUT, true, ctx);
-            }
+            Phase::Http { .. } if expired => self.http_deadline(ctx),
             Phase::Open { .. } if expired => {
                 self.close(Reason::HandshakeTimeout, ctx);
             }

@@ -30,6 +30,8 @@ pub struct Request {
     /// The `Cookie` header holds a Scratch session id anywhere in it.
     pub leaks_scratch_session: bool,
     pub forwarded_for: Option<String>,
+    /// The connection ends after this request: `Connection: close`, or HTTP/1.0.
+    pub closes: bool,
 }
 
 /// The result of looking at the bytes received so far.
@@ -152,6 +154,7 @@ fn read_request(request: &httparse::Request<'_, '_>) -> Request {
     let mut parsed = Request {
         method: request.method.unwrap_or_default().to_owned(),
         path: request.path.unwrap_or_default().to_owned(),
+        closes: request.version != Some(1),
         ..Request::default()
     };
     let mut upgrade_websocket = false;
@@ -168,6 +171,7 @@ fn read_request(request: &httparse::Request<'_, '_>) -> Request {
             upgrade_websocket |= has_token(value, "websocket");
         } else if name.eq_ignore_ascii_case("connection") {
             connection_upgrade |= has_token(value, "upgrade");
+            parsed.closes |= has_token(value, "close");
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             version_13 = value == "13";
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {

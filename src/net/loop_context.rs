@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tungstenite::protocol::WebSocketConfig;
 
+use super::api::ApiState;
 use super::per_ip::PerIp;
 use super::write_budget::TurnBudget;
 use crate::config::{Config, TrustedProxies};
@@ -18,6 +19,9 @@ use crate::policy::Policy;
 
 /// Bounds tungstenite's buffer for control frames; see `ConnSettings::from_config`.
 const CONTROL_BUFFER_BYTES: usize = 1024;
+
+/// Most HTTP API requests on one kept-alive connection.
+pub const MAX_REQUESTS_PER_CONNECTION: u32 = 100;
 
 /// Connection settings that come from the configuration.
 #[derive(Clone, Debug)]
@@ -35,6 +39,9 @@ pub struct ConnSettings {
     pub anonymize_ips: bool,
     pub allowed_origins: Option<Vec<String>>,
     pub require_user_agent: bool,
+    /// Most HTTP API requests one connection may send (keep-alive); the last is answered with
+    /// `Connection: close`.
+    pub max_requests_per_connection: u32,
 }
 
 impl ConnSettings {
@@ -60,6 +67,7 @@ impl ConnSettings {
             anonymize_ips: config.anonymize_ips,
             allowed_origins: config.allowed_origins.clone(),
             require_user_agent: config.require_user_agent,
+            max_requests_per_connection: MAX_REQUESTS_PER_CONNECTION,
         }
     }
 }
@@ -82,4 +90,6 @@ pub struct LoopContext<'a> {
     pub per_ip: &'a mut PerIp,
     /// Bytes this turn may still write, shared by every connection's transport.
     pub write_budget: &'a TurnBudget,
+    /// The HTTP API's per-address rate limit and request counts.
+    pub api: &'a mut ApiState,
 }

@@ -1,6 +1,7 @@
 //! The I/O layer: the mio event loop and everything that touches sockets.
 
 mod admission;
+pub mod api;
 pub mod conn;
 mod fd_limit;
 mod frame_boundary;

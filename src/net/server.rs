@@ -19,6 +19,8 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use super::admission::Ask;
+use super::api::ApiState;
 use super::conn::{Conn, Status};
 use super::loop_context::{ConnSettings, LoopContext};
 use super::per_ip::PerIp;
@@ -36,6 +38,7 @@ use followups::Followups;
 pub(super) mod durable;
 mod followups;
 mod projects;
+mod queries;
 mod reload;
 mod renders;
 mod setup;
@@ -131,6 +134,10 @@ pub struct Server {
     /// When refusals were last logged: (per address, for memory).
     last_warned: (Option<Instant>, Option<Instant>),
     refused_for_memory_logged: u64,
+    /// The HTTP API's per-address rate limit and request counts.
+    api: ApiState,
+    /// STUB state of `queries.rs` (answers it gives one iteration late); goes with it.
+    stub_query_answers: Vec<(ClientId, crate::query::Answer)>,
 }
 
 impl Server {
@@ -186,6 +193,7 @@ impl Server {
                 }
             }
             now = Instant::now();
+            self.deliver_query_answers(now);
             self.replace_connections(now);
             self.durable_work(now);
             if self.engine.has_pending() {
@@ -271,6 +279,7 @@ impl Server {
                 scratch: &mut self.scratch,
                 per_ip: &mut self.per_ip,
                 write_budget: &self.write_budget,
+                api: &mut self.api,
             },
             &mut self.conns,
             &mut self.followups,
@@ -451,15 +460,42 @@ impl Server {
 
     fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
         self.serve(key, now, |conn, ctx| conn.on_event(readable, writable, ctx));
-        self.answer_metrics_requests(now);
+        self.answer_asks(now);
     }
 
-    /// Renders the `/metrics` page for each connection that asked for it.
-    fn answer_metrics_requests(&mut self, now: Instant) {
-        while let Some((key, include_body)) = self.followups.wants_metrics.pop() {
-            let page = crate::net::http::metrics_page(&self.render_metrics(now), include_body);
-            self.serve(key, now, |conn, ctx| conn.answer_metrics(page, ctx));
+    /// Answers what connections asked of the loop: renders the `/metrics` page, or starts a
+    /// read of the HTTP API (answered now, or later by `deliver_query_answers`).
+    fn answer_asks(&mut self, now: Instant) {
+        while let Some(key) = self.followups.asks.pop() {
+            let Some(entry) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let client = entry.conn.client();
+            match entry.conn.take_ask() {
+                None => {}
+                Some(Ask::Metrics { include_body }) => {
+                    let page =
+                        crate::net::http::metrics_page(&self.render_metrics(now), include_body);
+                    self.serve(key, now, |conn, ctx| conn.answer_metrics(page, ctx));
+                }
+                Some(Ask::Query { query, .. }) => {
+                    if let Some(answer) = self.start_query(client, query, now) {
+                        self.serve(key, now, |conn, ctx| conn.answer_query(answer, ctx));
+                    }
+                }
+            }
         }
+    }
+
+    /// Writes the answers of reads that finished since the last turn to the connections that
+    /// asked; an answer for a connection that is gone (its slot perhaps reused) is dropped.
+    fn deliver_query_answers(&mut self, now: Instant) {
+        for (client, answer) in self.take_query_answers() {
+            if !self.serve_client(client, now, |conn, ctx| conn.answer_query(answer, ctx)) {
+                debug!("dropped a query answer: its connection is gone");
+            }
+        }
+        self.answer_asks(now);
     }
 
     /// Warns about refusals at most every WARN_EVERY, with counts, so an attack cannot flood
@@ -505,7 +541,9 @@ impl Server {
             .as_ref()
             .and_then(|d| d.store_snapshot(&self.engine, now));
         snapshot.cluster = self.durable.as_ref().and_then(Durable::cluster_stats);
-        metrics::render(&self.metrics, &snapshot)
+        let mut page = metrics::render(&self.metrics, &snapshot);
+        self.api.counts.render(&mut page);
+        page
     }
 
     fn flush_engine(&mut self, now: Instant) {
@@ -583,6 +621,7 @@ impl Server {
             followups.apply(key, entry.conn.on_timer(&mut ctx));
         }
         self.reconnects.expire(now);
+        self.api.rate.forget_idle(now);
         let expired = self.engine.expire(now);
         if expired > 0 {
             debug!("dropped {expired} rooms that were empty for too long");

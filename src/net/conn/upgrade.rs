@@ -13,7 +13,7 @@ use tungstenite::WebSocket;
 
 use super::{Conn, LoopContext, Phase};
 use crate::dialect::{Outcome, Reason, Route, Session};
-use crate::net::admission::{self, Verdict};
+use crate::net::admission::{self, Ask, Verdict};
 use crate::net::http::{self, Head, Request, Response};
 use crate::net::transport::{HalfClose, Transport};
 
@@ -22,7 +22,12 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         let Phase::Http { transport, head } = &mut self.phase else {
             return;
         };
+        // A kept-alive connection may hold the next request already (pipelined).
+        let buffered = head.receive(&[]);
         let parsed = loop {
+            if buffered != Head::Partial {
+                break buffered;
+            }
             match transport.read(ctx.scratch) {
                 Ok(0) => {
                     debug!("[{}] left before sending a request", self.ip_text());
@@ -59,8 +64,32 @@ impl<S: Read + Write + HalfClose> Conn<S> {
             Verdict::Respond(response, include_body) => {
                 return self.respond(&response, include_body, ctx)
             }
-            Verdict::Metrics { include_body } => {
-                self.wants_metrics = Some(include_body);
+            Verdict::Api {
+                reply,
+                endpoint,
+                include_body,
+            } => {
+                let keep_alive = self.keeps_alive(&request, ctx);
+                return self.send_api_reply(
+                    &reply,
+                    endpoint,
+                    include_body,
+                    keep_alive,
+                    head_length,
+                    ctx,
+                );
+            }
+            Verdict::Ask(ask) => {
+                if let Ask::Query {
+                    endpoint,
+                    include_body,
+                    ..
+                } = &ask
+                {
+                    let keep_alive = self.keeps_alive(&request, ctx);
+                    self.await_answer(*endpoint, *include_body, keep_alive, head_length, ctx);
+                }
+                self.ask = Some(ask);
                 return;
             }
             Verdict::Upgrade(key) => key,

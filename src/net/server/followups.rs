@@ -4,7 +4,7 @@
 //! Every entry point of a connection ([`Conn`](crate::net::conn::Conn): an event, the timer, a
 //! close, a resumed session, a delivered frame…) returns its `Status`; the loop passes it to
 //! [`Followups::apply`] and never asks the connection again. What is owed is then done at its
-//! point in the turn: metrics pages are answered right after the event that asked, connections
+//! point in the turn: what only the loop answers (metrics pages, API reads) is started right after the event that asked, connections
 //! with input left are served first next turn, finished ones are removed at the end of the
 //! turn.
 
@@ -17,8 +17,9 @@ pub(super) struct Followups {
     /// Slab keys of connections whose turn ended with input left; served in the next turn
     /// without waiting for an event (may repeat).
     pub(super) still_ready: Vec<usize>,
-    /// Connections that asked for `/metrics`, and whether with the body.
-    pub(super) wants_metrics: Vec<(usize, bool)>,
+    /// Slab keys of connections that asked for something only the loop answers (`/metrics`,
+    /// reads of the HTTP API).
+    pub(super) asks: Vec<usize>,
 }
 
 impl Followups {
@@ -27,7 +28,7 @@ impl Followups {
         match status {
             Status::Open => {}
             Status::MoreInput => self.still_ready.push(key),
-            Status::WantsMetrics { include_body } => self.wants_metrics.push((key, include_body)),
+            Status::Asks => self.asks.push(key),
             Status::Done => self.finished.push(key),
         }
     }
@@ -42,15 +43,10 @@ mod tests {
         let mut followups = Followups::default();
         followups.apply(1, Status::Open);
         followups.apply(2, Status::MoreInput);
-        followups.apply(
-            3,
-            Status::WantsMetrics {
-                include_body: false,
-            },
-        );
+        followups.apply(3, Status::Asks);
         followups.apply(4, Status::Done);
         assert_eq!(followups.still_ready, [2]);
-        assert_eq!(followups.wants_metrics, [(3, false)]);
+        assert_eq!(followups.asks, [3]);
         assert_eq!(followups.finished, [4]);
     }
 }

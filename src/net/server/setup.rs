@@ -28,6 +28,7 @@ use crate::dialect::json::JsonParser;
 use crate::dialect::{Reconnects, Users};
 use crate::engine::{Engine, Limits};
 use crate::metrics::Metrics;
+use crate::net::api::{ApiRate, ApiState};
 use crate::net::fd_limit;
 use crate::net::loop_context::ConnSettings;
 use crate::net::per_ip::PerIp;
@@ -196,6 +197,11 @@ impl Server {
             write_budget: TurnBudget::new(),
             last_warned: (None, None),
             refused_for_memory_logged: 0,
+            api: ApiState {
+                rate: ApiRate::new(config.api_rate, config.api_burst),
+                ..ApiState::default()
+            },
+            stub_query_answers: Vec::new(),
         })
     }
 
