@@ -31,7 +31,12 @@ fn skip(require: &str, why: &str) {
         std::env::var_os(require).is_none(),
         "{require} is set but {why}"
     );
-    eprintln!("\n!!!!! SKIPPED: {why} (set {require}=1 to make this a failure) !!!!!\n");
+    // Written to the stderr handle itself, not with eprintln!, which the test harness
+    // captures and shows only for failing tests: a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!!!! SKIPPED: {why} (set {require}=1 to make this a failure) !!!!!\n"
+    );
 }
 
 impl PythonScript {
