@@ -18,6 +18,7 @@
     clippy::panic
 )]
 
+pub mod python;
 pub mod redis;
 
 use std::collections::VecDeque;
