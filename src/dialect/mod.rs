@@ -219,9 +219,11 @@ impl Peer {
             return Err(Reason::ServerFault.into());
         }
         let format = dialect.format();
+        // History shows the name the dialect knows (`peer.user`), in its original case.
+        let shown = self.user.as_deref().unwrap_or(user);
         let mut joined = env
             .engine
-            .join_as(room, self.client, user, format, declared, env.now);
+            .join_shown(room, self.client, user, shown, format, declared, env.now);
         // A live client comes before a parked session: the oldest one holding a place in the
         // full room gives it up. (Parked sessions cannot hold every room: their budget times
         // `--max-rooms-per-connection` is far below `--max-rooms`.)
@@ -230,7 +232,7 @@ impl Peer {
                 env.engine.leave_rooms(client, rooms, env.now);
                 joined = env
                     .engine
-                    .join_as(room, self.client, user, format, declared, env.now);
+                    .join_shown(room, self.client, user, shown, format, declared, env.now);
             }
         }
         let key = joined?;

@@ -61,16 +61,8 @@ pub fn import(dir: &Path, json: &str) -> Result<(usize, usize), String> {
         let mut saved = Vec::with_capacity(variables.len());
         for (name, value) in variables {
             let variable = match value {
-                Value::Number(n) => SavedVariable {
-                    name: name.as_str().into(),
-                    value: n.to_string(),
-                    is_number: true,
-                },
-                Value::String(text) => SavedVariable {
-                    name: name.as_str().into(),
-                    value: text.clone(),
-                    is_number: false,
-                },
+                Value::Number(n) => SavedVariable::new(name, &n.to_string(), true),
+                Value::String(text) => SavedVariable::new(name, text, false),
                 _ => return Err(format!("room {room:?}, {name:?}: not a number or string")),
             };
             if !is_valid_name(name) || !is_valid_value(variable.value(), true) {

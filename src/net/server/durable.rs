@@ -319,7 +319,7 @@ impl BackendLink {
             BackendLink::Store(store) => match store.wait_reply(timeout) {
                 Some(Reply::Saved(batch)) => Waited::Saved(batch, true),
                 Some(Reply::SaveFailed(batch)) => Waited::Saved(batch, false),
-                Some(Reply::Loaded(..) | Reply::LoadFailed(_)) => Waited::Other,
+                Some(Reply::Loaded(..) | Reply::LoadFailed(_) | Reply::Read(..)) => Waited::Other,
                 None => Waited::Nothing,
             },
             // Reading the other events keeps the subscriber (and so the command thread) from

@@ -148,11 +148,18 @@ impl Server {
                 data_dir: config.data_dir.clone(),
                 retention: (!config.retention.is_zero()).then_some(config.retention),
                 delay: config.store_delay,
+                history: config.history,
             };
             let interval = config.persist_interval;
             Some(Durable::open_store(settings, interval, waker, &mut engine).map_err(StartError)?)
         };
         let now = Instant::now();
+        engine.set_history(config.history);
+        // The one wall-clock reading history timestamps count from.
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        engine.set_clock(now, unix_ms);
         if config.tick_hz > 0 {
             // The beats every room shares count from the start.
             engine.set_pace(tick, config.tick_burst, now);
