@@ -17,4 +17,5 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod policy;
+pub mod query;
 pub mod store;

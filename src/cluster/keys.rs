@@ -83,7 +83,8 @@ mod tests {
     #[test]
     fn values_keep_their_kind() {
         let number = SavedVariable {
- user: Default::default(), changed_ms: 0,
+            user: Default::default(),
+            changed_ms: 0,
             name: "x".into(),
             value: "12".into(),
             is_number: true,

@@ -84,7 +84,12 @@ pub struct Config {
     /// History entries kept per room (project): every accepted set, create, rename and delete,
     /// with its user and time, newest kept, stored with the variables (SQLite, or Redis in a
     /// cluster) and pruned by `--retention`. 0 records nothing. Takes effect after a restart.
-    #[arg(long, env = "STRATUS_HISTORY", default_value_t = 1000, value_name = "N")]
+    #[arg(
+        long,
+        env = "STRATUS_HISTORY",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
     pub history: usize,
 
     /// Test only: the storage thread waits this long before each request (a slow disk).

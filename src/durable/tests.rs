@@ -70,7 +70,8 @@ fn read(room: &str, version: u64) -> RoomState {
         room: room.into(),
         version,
         variables: vec![SavedVariable {
- user: Default::default(), changed_ms: 0,
+            user: Default::default(),
+            changed_ms: 0,
             name: "☁ v".into(),
             value: version.to_string(),
             is_number: true,

@@ -266,7 +266,9 @@ impl Engine {
 
     /// How many entries of `room` are in memory.
     pub fn history_len(&self, room: RoomKey) -> usize {
-        self.rooms.get(room.0).map_or(0, |r| r.history.entries.len())
+        self.rooms
+            .get(room.0)
+            .map_or(0, |r| r.history.entries.len())
     }
 
     /// Every variable of `room` as it would be stored, with its last writer and time.
@@ -282,7 +284,10 @@ impl Engine {
         room.members
             .iter()
             .find(|m| m.client == client)
-            .map_or_else(|| Arc::clone(&self.history.nobody), |m| Arc::clone(&m.shown))
+            .map_or_else(
+                || Arc::clone(&self.history.nobody),
+                |m| Arc::clone(&m.shown),
+            )
     }
 
     /// Records a change in room `key`'s history (nothing with `--history 0`). `ms` is its
@@ -313,7 +318,8 @@ impl Engine {
                 }
                 let before = oldest.budget_bytes();
                 fill(&mut oldest, user, verb, name, value, ms, seq);
-                self.state_bytes = (self.state_bytes + oldest.budget_bytes()).saturating_sub(before);
+                self.state_bytes =
+                    (self.state_bytes + oldest.budget_bytes()).saturating_sub(before);
                 room.history.entries.push_back(oldest);
             }
             return;

@@ -79,8 +79,10 @@ fn every_verb_is_recorded_with_its_user_and_time() {
     let a = "☁ a";
     e.set_at(room, ClientId(1), a, ValueRef::Number("1"), true, at(5));
     e.set_at(room, ClientId(1), a, ValueRef::Number("2"), true, at(6));
-    e.rename_at(room, ClientId(1), a, "☁ b", at(7)).expect("rename");
-    e.delete_at(room, ClientId(1), "☁ b", at(8)).expect("delete");
+    e.rename_at(room, ClientId(1), a, "☁ b", at(7))
+        .expect("rename");
+    e.delete_at(room, ClientId(1), "☁ b", at(8))
+        .expect("delete");
     // Refused changes are not recorded.
     e.set_at(room, ClientId(1), "bad", ValueRef::Number("1"), true, at(9));
     let base = 1_700_000_000_000u64;
@@ -176,7 +178,10 @@ fn a_written_batch_drops_its_entries_and_a_failed_one_keeps_them() {
     e.set_at(room, ClientId(1), "☁ x", ValueRef::Number("3"), true, t0);
     let bytes_before = e.state_bytes();
     e.handle_saved(&out, true);
-    assert!(e.state_bytes() < bytes_before, "stored entries free their budget");
+    assert!(
+        e.state_bytes() < bytes_before,
+        "stored entries free their budget"
+    );
     let left = e.history_in_memory(room);
     assert_eq!(summary(&left).len(), 1);
     assert_eq!(left[0].value, "3");
@@ -225,7 +230,10 @@ fn history_zero_records_nothing() {
     assert_eq!(e.history_len(room), 0);
     assert_eq!(e.history_dropped(), 0);
     let out = batch(&mut e);
-    assert!(out.rooms.iter().all(|r| r.history.is_empty() && r.history_seq == 0));
+    assert!(out
+        .rooms
+        .iter()
+        .all(|r| r.history.is_empty() && r.history_seq == 0));
     assert_eq!(e.state_bytes(), before);
 }
 
@@ -259,11 +267,23 @@ fn merging_unsaved_and_stored_pages_without_gap_or_duplicate() {
     let stored: Vec<HistoryEntry> = (1..=5).rev().map(|s| entry(s, 100 + s)).collect();
     let unsaved: Vec<HistoryEntry> = (6..=8).rev().map(|s| entry(s, 100 + s)).collect();
     let seqs = |v: Vec<HistoryEntry>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
-    assert_eq!(seqs(merge_newest(&unsaved, stored.clone(), 0, 3)), [8, 7, 6]);
-    assert_eq!(seqs(merge_newest(&unsaved, stored.clone(), 2, 3)), [6, 5, 4]);
+    assert_eq!(
+        seqs(merge_newest(&unsaved, stored.clone(), 0, 3)),
+        [8, 7, 6]
+    );
+    assert_eq!(
+        seqs(merge_newest(&unsaved, stored.clone(), 2, 3)),
+        [6, 5, 4]
+    );
     assert_eq!(seqs(merge_newest(&unsaved, stored.clone(), 6, 5)), [2, 1]);
-    assert_eq!(seqs(merge_newest(&unsaved, stored.clone(), 9, 5)), Vec::<u64>::new());
+    assert_eq!(
+        seqs(merge_newest(&unsaved, stored.clone(), 9, 5)),
+        Vec::<u64>::new()
+    );
     // A save processed after the read: the entry is both stored and unsaved, kept once.
     let overlap: Vec<HistoryEntry> = (5..=8).rev().map(|s| entry(s, 100 + s)).collect();
-    assert_eq!(seqs(merge_newest(&overlap, stored, 0, 10)), [8, 7, 6, 5, 4, 3, 2, 1]);
+    assert_eq!(
+        seqs(merge_newest(&overlap, stored, 0, 10)),
+        [8, 7, 6, 5, 4, 3, 2, 1]
+    );
 }

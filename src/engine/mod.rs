@@ -769,7 +769,10 @@ impl Engine {
             .members
             .iter()
             .find(|m| m.client == client)
-            .map_or_else(|| Arc::clone(&self.history.nobody), |m| Arc::clone(&m.shown));
+            .map_or_else(
+                || Arc::clone(&self.history.nobody),
+                |m| Arc::clone(&m.shown),
+            );
         let recorded = (self.history.cap > 0).then(|| Arc::clone(&user));
         let verb = match index {
             Some(index) => {
@@ -870,8 +873,16 @@ impl Engine {
             .members
             .iter()
             .find(|m| m.client == client)
-            .map_or_else(|| Arc::clone(&self.history.nobody), |m| Arc::clone(&m.shown));
-        room.touch(index, if current { client } else { NOBODY }, Arc::clone(&user), ms);
+            .map_or_else(
+                || Arc::clone(&self.history.nobody),
+                |m| Arc::clone(&m.shown),
+            );
+        room.touch(
+            index,
+            if current { client } else { NOBODY },
+            Arc::clone(&user),
+            ms,
+        );
         self.pacer.mark_dirty(key.0, &mut room.pace);
         room.durability.rewrite = true;
         self.durable.note_change(room, key.0);
@@ -913,10 +924,10 @@ impl Engine {
         self.durable.note_change(room, key.0);
         if self.history.cap > 0 {
             let ms = self.history.stamp(now);
-            let user = self
-                .rooms
-                .get(key.0)
-                .map_or_else(|| Arc::clone(&self.history.nobody), |r| self.shown_user(r, client));
+            let user = self.rooms.get(key.0).map_or_else(
+                || Arc::clone(&self.history.nobody),
+                |r| self.shown_user(r, client),
+            );
             self.record(key, user, Verb::Delete, name, "", ms);
         }
         Ok(())

@@ -53,7 +53,11 @@ pub(super) fn reports(e: &mut Engine, all: bool) -> Vec<(Box<str>, u32)> {
 
 /// A room read from the backend at `version` (0 for the store).
 pub(super) fn read(version: u64, variables: &[SavedVariable]) -> Read<'_> {
-    Read { version, variables, history_seq: 0 }
+    Read {
+        version,
+        variables,
+        history_seq: 0,
+    }
 }
 
 fn engine() -> Engine {
@@ -804,7 +808,8 @@ fn joins_wait_for_a_load_and_a_failed_load_is_refused_once() {
         "the next join asks the store again"
     );
     let stored = [SavedVariable {
- user: Default::default(), changed_ms: 0,
+        user: Default::default(),
+        changed_ms: 0,
         name: "☁ x".into(),
         value: "5".into(),
         is_number: true,

@@ -36,6 +36,11 @@ use followups::Followups;
 pub(super) mod durable;
 mod followups;
 mod projects;
+// The HTTP routing calls `start_query` and `take_query_answers`: until it is merged in, only
+// tests do.
+#[allow(dead_code)]
+mod queries;
+mod query_json;
 mod reload;
 mod renders;
 mod setup;
@@ -121,6 +126,8 @@ pub struct Server {
     /// Where rooms come from and changes go: the store, or with `--cluster` Redis; `None`
     /// with `--no-persist`.
     durable: Option<Durable>,
+    /// HTTP API reads waiting for the backend, and answers ready (`queries.rs`).
+    queries: queries::Queries,
     per_ip: PerIp,
     /// Whether the listener has connections left to accept: served in the next turn without
     /// waiting for an event, since edge-triggered readiness will not announce them again (as

@@ -167,7 +167,10 @@ impl Database {
                 let _ = db.execute_batch("ROLLBACK;");
                 return Err(self.error("cannot migrate the schema from version 1", e));
             }
-            log::info!("{}: schema migrated from version 1 to 2", self.path.display());
+            log::info!(
+                "{}: schema migrated from version 1 to 2",
+                self.path.display()
+            );
             return Ok(());
         }
         if version != SCHEMA_VERSION {
@@ -451,3 +454,7 @@ fn read_entry_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<History
         timestamp_ms: to_u64(row.get(at + 5)?),
     })
 }
+
+#[cfg(test)]
+#[path = "db_tests.rs"]
+mod tests;

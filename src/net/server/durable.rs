@@ -220,6 +220,14 @@ impl Server {
             return;
         };
         for answer in durable.take_answers() {
+            // A query's read is answered here, in order with the replies around it.
+            let answer = match answer {
+                Answer::Store(Reply::Read(id, read)) => {
+                    self.finish_read(id, read);
+                    continue;
+                }
+                other => other,
+            };
             let Some(durable) = &mut self.durable else {
                 return;
             };

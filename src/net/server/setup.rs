@@ -198,6 +198,7 @@ impl Server {
                 .map(|dir| (dir, config.log_keep_days)),
             next_log_prune: now,
             durable,
+            queries: Default::default(),
             per_ip: PerIp::new(config.max_connections_per_ip),
             listener_ready: false,
             write_budget: TurnBudget::new(),

@@ -1,0 +1,24 @@
+//! A read of the HTTP API, already validated, and its answer.
+
+/// A validated read request of the HTTP API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Query {
+    /// `GET /logs?projectid=<project>&limit=<limit>&offset=<offset>`: history, newest first.
+    Logs {
+        project: String,
+        offset: usize,
+        limit: usize,
+    },
+    /// `GET /api/v1/projects/<project>/variables`: current values with last writer and time.
+    Variables { project: String },
+}
+
+/// What a query is answered with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// 200 with this JSON body.
+    Json(String),
+    /// The backend could not answer (store failing, Redis unreachable, its channel full):
+    /// 503 with a JSON error.
+    Unavailable,
+}
