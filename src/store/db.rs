@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::engine::{Batch, HistoryEntry, SavedVariable, Verb};
+use crate::engine::{Batch, HistoryEntry, RoomChanges, SavedVariable, Verb};
 
 /// The database file inside the data directory.
 pub const FILE_NAME: &str = "stratus.db";
@@ -234,7 +234,6 @@ impl Database {
     /// Writes a batch in one transaction: values, then history entries, each room's history
     /// trimmed to the newest `--history` entries.
     pub fn save(&mut self, batch: &Batch) -> Result<(), String> {
-        let now = unix_seconds();
         let cap = i64::try_from(self.history_cap).unwrap_or(i64::MAX);
         let path = self.path.clone();
         let fail = |what: &str, e: rusqlite::Error| format!("{}: {what}: {e}", path.display());
@@ -242,8 +241,16 @@ impl Database {
             .connection
             .transaction()
             .map_err(|e| fail("cannot write", e))?;
+        Database::write_batch(&transaction, &path, batch, cap)?;
+        transaction.commit().map_err(|e| fail("cannot commit", e))
+    }
+
+    /// Writes `batch` with `db` (inside the caller's transaction), history trimmed to `cap`.
+    fn write_batch(db: &Connection, path: &Path, batch: &Batch, cap: i64) -> Result<(), String> {
+        let now = unix_seconds();
+        let fail = |what: &str, e: rusqlite::Error| format!("{}: {what}: {e}", path.display());
         {
-            let mut upsert = transaction
+            let mut upsert = db
                 .prepare_cached(
                     "INSERT INTO variables (room, name, value, is_number, updated_at, user,
                        changed_ms)
@@ -254,16 +261,16 @@ impl Database {
                        changed_ms = excluded.changed_ms",
                 )
                 .map_err(|e| fail("cannot write", e))?;
-            let mut clear = transaction
+            let mut clear = db
                 .prepare_cached("DELETE FROM variables WHERE room = ?1")
                 .map_err(|e| fail("cannot write", e))?;
-            let mut insert = transaction
+            let mut insert = db
                 .prepare_cached(
                     "INSERT OR REPLACE INTO history (room, seq, user, verb, name, value, ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(|e| fail("cannot write", e))?;
-            let mut trim = transaction
+            let mut trim = db
                 .prepare_cached(
                     "DELETE FROM history WHERE room = ?1 AND seq < (
                        SELECT seq FROM history WHERE room = ?1
@@ -310,6 +317,45 @@ impl Database {
                     .map_err(|e| fail("cannot write", e))?;
             }
         }
+        Ok(())
+    }
+
+    /// Writes an import: `batch` (every history entry kept), and each room of `histories`
+    /// gets exactly those entries, all in one transaction. The server trims to `--history`
+    /// at its next save of the room.
+    pub fn import(
+        &mut self,
+        batch: &Batch,
+        histories: &[(String, Vec<HistoryEntry>)],
+    ) -> Result<(), String> {
+        let mut batch_with_history = Batch::default();
+        for room in &batch.rooms {
+            let mut changes = RoomChanges::replacing(room.room.clone(), room.variables.clone());
+            if let Some((_, entries)) = histories.iter().find(|(id, _)| **id == *room.room) {
+                changes.history_seq = entries.iter().map(|e| e.seq).max().unwrap_or(0);
+                changes.history = entries.clone();
+            }
+            batch_with_history.rooms.push(changes);
+        }
+        for (room, entries) in histories {
+            if !batch.rooms.iter().any(|r| *r.room == **room) {
+                let mut changes = RoomChanges::upserting(room.as_str().into(), Vec::new());
+                changes.history = entries.clone();
+                batch_with_history.rooms.push(changes);
+            }
+        }
+        let path = self.path.clone();
+        let fail = |what: &str, e: rusqlite::Error| format!("{}: {what}: {e}", path.display());
+        let transaction = self
+            .connection
+            .transaction()
+            .map_err(|e| fail("cannot write", e))?;
+        for (room, _) in histories {
+            transaction
+                .execute("DELETE FROM history WHERE room = ?1", [room])
+                .map_err(|e| fail("cannot write", e))?;
+        }
+        Database::write_batch(&transaction, &path, &batch_with_history, i64::MAX)?;
         transaction.commit().map_err(|e| fail("cannot commit", e))
     }
 
