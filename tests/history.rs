@@ -82,7 +82,10 @@ fn every_verb_from_every_dialect_is_stored_with_its_user() {
         json!(["authenticate", {"client_id": "secret-1", "username": "Rita"}]),
     );
     named.recv();
-    send_json(&mut named, json!(["cloud.set", 1, {"name": "☁ r", "value": 1}]));
+    send_json(
+        &mut named,
+        json!(["cloud.set", 1, {"name": "☁ r", "value": 1}]),
+    );
     named.recv();
     send_json(
         &mut named,
@@ -90,9 +93,15 @@ fn every_verb_from_every_dialect_is_stored_with_its_user() {
     );
     named.recv();
     let mut anonymous = server.try_connect_with(&url, &[]).expect("upgrade");
-    send_json(&mut anonymous, json!(["authenticate", {"client_id": "cid-7"}]));
+    send_json(
+        &mut anonymous,
+        json!(["authenticate", {"client_id": "cid-7"}]),
+    );
     anonymous.recv();
-    send_json(&mut anonymous, json!(["cloud.set", 1, {"name": "☁ q", "value": 2}]));
+    send_json(
+        &mut anonymous,
+        json!(["cloud.set", 1, {"name": "☁ q", "value": 2}]),
+    );
     anonymous.recv();
     send_json(&mut anonymous, json!(["cloud.delete", 2, {"name": "☁ q"}]));
     anonymous.recv();
@@ -137,7 +146,12 @@ fn every_verb_from_every_dialect_is_stored_with_its_user() {
     assert_eq!(history(&exported, "4"), ["Stu create_var ☁ s 5"]);
     // Each variable keeps its last writer and time.
     assert_eq!(exported["writers"]["2"]["☁ k"]["user"], "OldTimer");
-    assert!(exported["writers"]["2"]["☁ k"]["timestamp"].as_u64().unwrap() > 1_600_000_000_000);
+    assert!(
+        exported["writers"]["2"]["☁ k"]["timestamp"]
+            .as_u64()
+            .unwrap()
+            > 1_600_000_000_000
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -192,7 +206,12 @@ fn an_export_carries_history_into_another_data_directory_and_old_exports_still_i
     std::fs::write(&file, exported.to_string()).expect("write");
     let other = unique_path(".data");
     let imported = stratus_command()
-        .args(["import", file.to_str().unwrap(), "--data-dir", other.to_str().unwrap()])
+        .args([
+            "import",
+            file.to_str().unwrap(),
+            "--data-dir",
+            other.to_str().unwrap(),
+        ])
         .output()
         .expect("import");
     assert!(imported.status.success(), "{imported:?}");
@@ -205,7 +224,12 @@ fn an_export_carries_history_into_another_data_directory_and_old_exports_still_i
     std::fs::write(&old, r#"{"rooms": {"9": {"☁ y": 4}}}"#).expect("write");
     let third = unique_path(".data");
     let imported = stratus_command()
-        .args(["import", old.to_str().unwrap(), "--data-dir", third.to_str().unwrap()])
+        .args([
+            "import",
+            old.to_str().unwrap(),
+            "--data-dir",
+            third.to_str().unwrap(),
+        ])
         .output()
         .expect("import");
     assert!(imported.status.success(), "{imported:?}");
@@ -215,4 +239,28 @@ fn an_export_carries_history_into_another_data_directory_and_old_exports_still_i
     }
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_file(&old);
+}
+
+#[test]
+fn entries_waiting_for_a_slow_store_are_capped_oldest_first_and_counted() {
+    let dir = unique_path(".data");
+    // The first change goes out at once; the next batch only after a minute.
+    let mut server = start_on(&dir, &["--persist-interval", "60s", "--history", "2"]);
+    let mut a = server.join_synced("1", "Alice");
+    a.set("☁ x", "1");
+    a.sync();
+    wait_until("the first batch saved", || {
+        server.metric("stratus_store_variables_saved_total") >= 1
+    });
+    for v in 2..=6 {
+        a.set("☁ x", &v.to_string());
+    }
+    a.sync();
+    assert_eq!(server.metric("stratus_history_dropped_total"), 3);
+    assert!(server.terminate().success());
+    assert_eq!(
+        history(&export(&dir), "1"),
+        ["Alice set_var ☁ x 5", "Alice set_var ☁ x 6"]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
