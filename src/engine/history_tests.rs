@@ -13,9 +13,11 @@ fn encode(_format: Format, _room: &str, name: &str, value: ValueRef<'_>, out: &m
 const F: Format = Format(0);
 
 fn engine_with(history: usize, backend: Backend) -> (Engine, Instant) {
-    let mut limits = Limits::default();
-    limits.enable_rename = true;
-    limits.enable_delete = true;
+    let limits = Limits {
+        enable_rename: true,
+        enable_delete: true,
+        ..Limits::default()
+    };
     let mut e = Engine::new(limits, encode);
     e.set_backend(backend);
     e.set_history(history);
