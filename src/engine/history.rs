@@ -325,8 +325,8 @@ impl Engine {
             return;
         }
         let bytes = std::mem::size_of::<HistoryEntry>() + name.len() + value.len();
-        if !self.make_space(bytes) {
-            // History gives way to values: the entry is lost, and counted.
+        if !self.fit_by_history(key.0, bytes) {
+            // History never evicts a room: the entry is lost, and counted.
             self.history.dropped += 1;
             return;
         }
@@ -335,6 +335,27 @@ impl Engine {
             self.state_bytes += entry.budget_bytes();
             room.history.entries.push_back(entry);
         }
+    }
+
+    /// Drops the oldest history entries of room `key` (counted) until `extra` more bytes fit
+    /// the state budget; whether they do. History gives way to values and to newer history.
+    pub(super) fn fit_by_history(&mut self, key: usize, extra: usize) -> bool {
+        let budget = self.limits.max_state_bytes;
+        if budget == 0 {
+            return true;
+        }
+        let Some(room) = self.rooms.get_mut(key) else {
+            return false;
+        };
+        while self.state_bytes + self.renders.held_bytes + extra > budget {
+            let Some(oldest) = room.history.entries.pop_front() else {
+                return false;
+            };
+            self.state_bytes = self.state_bytes.saturating_sub(oldest.budget_bytes());
+            self.history.dropped += 1;
+            self.history.give_back(oldest);
+        }
+        true
     }
 
     /// The backend stored `room_id`'s entries up to `seq`: they leave memory.

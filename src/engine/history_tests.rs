@@ -204,7 +204,8 @@ fn entries_count_against_the_state_budget() {
     let entry = std::mem::size_of::<HistoryEntry>() + "☁ x".len() + 1;
     assert_eq!(e.state_bytes(), one_set + 10 * entry);
 
-    // Over the budget, entries are not kept (and counted), values still change.
+    // At the budget the room's oldest entries give way to newer ones (counted), values
+    // still change.
     let (mut e, t0) = engine_with(1000, Backend::Memory);
     let room = join(&mut e, "r", 1, "u", t0);
     e.set_at(room, ClientId(1), "☁ x", ValueRef::Number("1"), true, t0);
@@ -213,10 +214,22 @@ fn entries_count_against_the_state_budget() {
         let outcome = e.set_at(room, ClientId(1), "☁ x", ValueRef::Number(v), true, t0);
         assert_eq!(outcome, SetOutcome::Applied);
     }
-    assert_eq!(e.history_len(room), 3);
+    let values: Vec<String> = e
+        .history_in_memory(room)
+        .into_iter()
+        .map(|e| e.value)
+        .collect();
+    assert_eq!(values, ["5", "4", "3"]);
     assert_eq!(e.history_dropped(), 2);
     assert!(e.state_bytes() <= e.limits.max_state_bytes);
     assert_eq!(e.value("r", "☁ x"), Some(ValueRef::Number("5")));
+    // A new variable takes the space of the room's history before it is refused.
+    let big = "1".repeat(200);
+    e.limits.max_state_bytes = e.state_bytes() + 150;
+    let outcome = e.set_at(room, ClientId(1), "☁ y", ValueRef::Number(&big), true, t0);
+    assert_eq!(outcome, SetOutcome::Applied);
+    assert!(e.state_bytes() <= e.limits.max_state_bytes);
+    assert!(e.history_len(room) < 3);
 }
 
 #[test]

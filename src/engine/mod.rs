@@ -789,7 +789,8 @@ impl Engine {
             }
             None => {
                 let extra = name.len() + value.text().len() + std::mem::size_of::<room::Variable>();
-                if !self.make_space(extra) {
+                // The room's own history gives way first, then empty rooms.
+                if !self.fit_by_history(key.0, extra) && !self.make_space(extra) {
                     return SetOutcome::Rejected(Rejection::TooManyVariables);
                 }
                 let Some(room) = self.rooms.get_mut(key.0) else {
