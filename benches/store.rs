@@ -38,6 +38,8 @@ fn main() {
         for room in 0..rooms {
             let changed = (0..per_room)
                 .map(|i| SavedVariable {
+                    user: Default::default(),
+                    changed_ms: 0,
                     name: format!("☁ v{i}").into(),
                     value: value.clone(),
                     is_number: true,

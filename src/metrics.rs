@@ -139,6 +139,9 @@ pub struct Snapshot {
     pub writes_deferred: u64,
     /// Renderings of a whole room made for full-state replies.
     pub full_renders: u64,
+    /// History entries dropped: more than `--history` waited for the backend, or the state
+    /// budget had no room for them.
+    pub history_dropped: u64,
     /// Bytes of renderings that only blocked connections held at the last census.
     pub render_bytes_held: u64,
     pub store: Option<StoreSnapshot>,
@@ -197,6 +200,7 @@ impl Snapshot {
             .map(|(project, rule, n)| (project.to_owned(), rule.name(), n))
             .collect();
         snapshot.full_renders = stats.full_renders;
+        snapshot.history_dropped = engine.history_dropped();
         snapshot.render_bytes_held = engine.held_render_bytes() as u64;
         snapshot
     }
@@ -351,6 +355,12 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
         "stratus_full_renders_total",
         "Renderings of a whole room made for joins, cloud.get and JOIN_ROOM (the others were shared).",
         snapshot.full_renders.to_string(),
+    );
+    counter(
+        &mut out,
+        "stratus_history_dropped_total",
+        "History entries dropped before they were stored: more than --history waited, or room state was at its memory budget.",
+        snapshot.history_dropped.to_string(),
     );
     counter(
         &mut out,

@@ -21,17 +21,19 @@ use serde_json::json;
 const REQUIRE: &str = "STRATUS_REQUIRE_BROWSER";
 const PROJECT: &str = "4242";
 
-/// Asks the page to show `name` = `value` set by `user`, and checks it shows it as plain
-/// text: in the variables table and the history, with no element or alert from the value.
-fn assert_shown(page: &mut PythonScript, name: &str, value: &str, user: &str) {
-    let seen = page.ask(&json!({"expect": {"name": name, "value": value, "user": user}}));
+/// Asks the page to show `name` = `value` written by `user` (the history's `action`: "set",
+/// or "create" for a set that made the variable), and checks it shows it as plain text: in the
+/// variables table and the history, with no element or alert from the value.
+fn assert_shown(page: &mut PythonScript, name: &str, value: &str, user: &str, action: &str) {
+    let seen = page
+        .ask(&json!({"expect": {"name": name, "value": value, "user": user, "action": action}}));
     assert_eq!(
         seen["variable"], true,
         "variables table lacks {name}={value}: {seen}"
     );
     assert_eq!(
         seen["history"], true,
-        "history lacks {user} set {name}={value}: {seen}"
+        "history lacks {user} {action} {name}={value}: {seen}"
     );
     assert_eq!(seen["img_elements"], 0, "an <img> on the page: {seen}");
     assert_eq!(
@@ -57,11 +59,14 @@ fn monitor_shows_live_sets_and_values_as_text() {
     // Set after the page loaded: it must arrive by the page's own polling.
     alice.set("☁ score", "12");
     alice.sync();
-    assert_shown(&mut page, "☁ score", "12", "alice");
+    assert_shown(&mut page, "☁ score", "12", "alice", "create");
+    alice.set("☁ score", "13");
+    alice.sync();
+    assert_shown(&mut page, "☁ score", "13", "alice", "set");
 
     let attack = "<img src=x onerror=alert(1)>";
     let mut mallory = server.join_synced(PROJECT, "mallory");
     mallory.set("☁ note", &json_str(attack));
     mallory.sync();
-    assert_shown(&mut page, "☁ note", attack, "mallory");
+    assert_shown(&mut page, "☁ note", attack, "mallory", "create");
 }

@@ -142,6 +142,8 @@ fn settings(url: &str, id: &str) -> ClusterSettings {
 
 fn number(name: &str, value: &str) -> SavedVariable {
     SavedVariable {
+        user: Default::default(),
+        changed_ms: 0,
         name: name.into(),
         value: value.into(),
         is_number: true,
@@ -150,6 +152,8 @@ fn number(name: &str, value: &str) -> SavedVariable {
 
 fn text(name: &str, value: &str) -> SavedVariable {
     SavedVariable {
+        user: Default::default(),
+        changed_ms: 0,
         name: name.into(),
         value: value.into(),
         is_number: false,

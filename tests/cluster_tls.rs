@@ -133,6 +133,8 @@ fn a_rediss_url_with_a_password_saves_publishes_and_loads() {
     assert!(cluster.subscribe("secure".into()));
     wait_for(&mut cluster, &|e| matches!(e, Event::Subscribed(_)));
     let variable = SavedVariable {
+        user: Default::default(),
+        changed_ms: 0,
         name: "☁ s".into(),
         value: "42".into(),
         is_number: true,

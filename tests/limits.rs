@@ -151,7 +151,9 @@ fn a_slow_reader_costs_bounded_memory_and_then_gets_the_latest_value() {
     // buffer (which stays near tcp_rmem's default while the client does not read).
     let kernel_buffers = sysctl_max("/proc/sys/net/ipv4/tcp_wmem") + 256 * 1024;
     let flood_bytes = (64 * 1024 * 1024).max(8 * kernel_buffers);
-    let server = Server::start(&["--message-rate", "0", "--byte-rate", "0"]);
+    // History off: it is room state of its own (up to `--history` values per room, counted
+    // against `--max-state-memory`), not what a slow reader costs.
+    let server = Server::start(&["--message-rate", "0", "--byte-rate", "0", "--history", "0"]);
     let mut writer = server.join_synced("1", "writer");
     let mut slow = server.join_synced("1", "slow");
     let baseline = server.rss_kib();

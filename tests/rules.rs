@@ -383,7 +383,7 @@ fn a_broken_project_table_stops_the_start_with_one_line_naming_its_line() {
     let (status, output) = run_to_exit(&["--config", file.to_str().expect("utf-8")]);
     assert_eq!(status.code(), Some(2), "{output}");
     assert!(output.contains("line 2:"), "{output}");
-    assert!(output.contains("history is not available"), "{output}");
+    assert!(output.contains("history is kept server-wide"), "{output}");
 }
 
 #[test]

@@ -77,8 +77,9 @@ fn scratchattach_parses_our_logs_and_finds_the_requester() {
                 "bob",
                 true
             ]),
+            // The set that made the variable is logged as its creation.
             json!([
-                "set",
+                "create",
                 "☁ TO_HOST",
                 "☁ TO_HOST",
                 "1234.5678901",

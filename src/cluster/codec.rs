@@ -120,11 +120,15 @@ mod tests {
             replace_all: true,
             variables: vec![
                 SavedVariable {
+                    user: Default::default(),
+                    changed_ms: 0,
                     name: "☁ a:b".into(),
                     value: "1e3".into(),
                     is_number: true,
                 },
                 SavedVariable {
+                    user: Default::default(),
+                    changed_ms: 0,
                     name: "t".into(),
                     value: "line\none 12:".into(),
                     is_number: false,

@@ -61,11 +61,11 @@ pub fn decode_variable(name: &[u8], stored: &[u8]) -> Option<SavedVariable> {
         b't' => false,
         _ => return None,
     };
-    Some(SavedVariable {
-        name: std::str::from_utf8(name).ok()?.into(),
-        value: std::str::from_utf8(text).ok()?.to_owned(),
+    Some(SavedVariable::new(
+        std::str::from_utf8(name).ok()?,
+        std::str::from_utf8(text).ok()?,
         is_number,
-    })
+    ))
 }
 
 #[cfg(test)]
@@ -83,6 +83,8 @@ mod tests {
     #[test]
     fn values_keep_their_kind() {
         let number = SavedVariable {
+            user: Default::default(),
+            changed_ms: 0,
             name: "x".into(),
             value: "12".into(),
             is_number: true,

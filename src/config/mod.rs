@@ -81,6 +81,18 @@ pub struct Config {
     #[arg(long, env = "STRATUS_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub retention: Duration,
 
+    /// History entries kept per room (project): every accepted set, create, rename and delete,
+    /// with its user and time, newest kept, stored with the variables in `--data-dir` and
+    /// pruned by `--retention` (with `--cluster`, not yet written to Redis). 0 records nothing.
+    /// Takes effect after a restart.
+    #[arg(
+        long,
+        env = "STRATUS_HISTORY",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
+    pub history: usize,
+
     /// Test only: the storage thread waits this long before each request (a slow disk).
     #[arg(long, env = "STRATUS_STORE_DELAY", default_value = "0s", value_parser = parse_duration, hide = true)]
     pub store_delay: Duration,

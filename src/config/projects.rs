@@ -152,8 +152,8 @@ impl File<'_> {
                     return Err(self.error(
                         key.span(),
                         &format!(
-                            "{label}: variable history is not available in this version; \
-                             remove the key"
+                            "{label}: history is kept server-wide, up to `--history` entries \
+                             per project; remove the key"
                         ),
                     ))
                 }

@@ -219,18 +219,26 @@ impl Peer {
             return Err(Reason::ServerFault.into());
         }
         let format = dialect.format();
-        let mut joined = env
-            .engine
-            .join_as(room, self.client, user, format, declared, env.now);
+        // History shows the name the dialect knows (`peer.user`), in its original case.
+        let shown = self.user.as_deref().unwrap_or(user);
+        let mut joined =
+            env.engine
+                .join_shown(room, self.client, user, shown, format, declared, env.now);
         // A live client comes before a parked session: the oldest one holding a place in the
         // full room gives it up. (Parked sessions cannot hold every room: their budget times
         // `--max-rooms-per-connection` is far below `--max-rooms`.)
         if let (Err(JoinError::RoomFull), Some(key)) = (joined, env.engine.room_key(room)) {
             if let Some((client, rooms)) = env.reconnects.end_oldest_for(Need::Place(key)) {
                 env.engine.leave_rooms(client, rooms, env.now);
-                joined = env
-                    .engine
-                    .join_as(room, self.client, user, format, declared, env.now);
+                joined = env.engine.join_shown(
+                    room,
+                    self.client,
+                    user,
+                    shown,
+                    format,
+                    declared,
+                    env.now,
+                );
             }
         }
         let key = joined?;

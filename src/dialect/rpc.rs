@@ -292,9 +292,12 @@ fn cloud_edit(request: &Request<'_, '_>, peer: &mut Peer, env: &mut Env<'_>) {
         .and_then(|n| n.into_string());
     let result = match (name, new_name, peer.room()) {
         (Some(name), Some(new_name), Some(room)) if rename => {
-            env.engine.rename(room, peer.client, name, new_name)
+            env.engine
+                .rename_at(room, peer.client, name, new_name, env.now)
         }
-        (Some(name), _, Some(room)) if !rename => env.engine.delete(room, name),
+        (Some(name), _, Some(room)) if !rename => {
+            env.engine.delete_at(room, peer.client, name, env.now)
+        }
         _ => {
             error(&mut peer.outbox, request.id, "protocol.invalid");
             return;

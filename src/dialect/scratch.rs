@@ -37,13 +37,13 @@ pub(super) fn on_message(doc: Value<'_, '_>, peer: &mut Peer, env: &mut Env<'_>)
             else {
                 return Outcome::Close(Reason::Protocol("rename needs name and new_name"));
             };
-            edit_outcome(engine.rename(room, peer.client, name, new_name))
+            edit_outcome(engine.rename_at(room, peer.client, name, new_name, env.now))
         }
         Some("delete") if engine.may_delete(room) => {
             let Some(name) = json::get_str(doc, "name") else {
                 return Outcome::Close(Reason::Protocol("delete needs a name"));
             };
-            edit_outcome(engine.delete(room, name))
+            edit_outcome(engine.delete_at(room, peer.client, name, env.now))
         }
         Some("rename" | "delete") => {
             peer.log_ignored(engine, "rename/delete", "disabled for this project");

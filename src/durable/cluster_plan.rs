@@ -212,6 +212,7 @@ impl ClusterPlan {
                     let read = Read {
                         version: state.version,
                         variables: &state.variables,
+                        history_seq: 0,
                     };
                     waiters.extend(engine.handle_loaded(&state.room, read, now));
                 }

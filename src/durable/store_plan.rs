@@ -79,10 +79,11 @@ impl StorePlan {
         now: Instant,
     ) -> Vec<ClientId> {
         match reply {
-            Reply::Loaded(room, variables) => {
+            Reply::Loaded(room, variables, history_seq) => {
                 let read = Read {
                     version: 0,
                     variables: &variables,
+                    history_seq,
                 };
                 engine.handle_loaded(&room, read, now)
             }
@@ -101,6 +102,8 @@ impl StorePlan {
                 engine.handle_saved(&batch, false);
                 Vec::new()
             }
+            // The loop answers its queries before handing replies here.
+            Reply::Read(..) => Vec::new(),
         }
     }
 

@@ -70,6 +70,8 @@ fn read(room: &str, version: u64) -> RoomState {
         room: room.into(),
         version,
         variables: vec![SavedVariable {
+            user: Default::default(),
+            changed_ms: 0,
             name: "☁ v".into(),
             value: version.to_string(),
             is_number: true,
@@ -275,7 +277,7 @@ fn store_with_room(t0: Instant) -> (StorePlan, Engine) {
     let mut out = Vec::new();
     plan.poll(&mut e, t0, &mut out);
     assert!(matches!(&out[..], [Command::Load(room)] if &**room == "r"));
-    let resumed = plan.handle_reply(&mut e, Reply::Loaded("r".into(), Vec::new()), t0);
+    let resumed = plan.handle_reply(&mut e, Reply::Loaded("r".into(), Vec::new(), 0), t0);
     assert_eq!(resumed, [ClientId(1)]);
     join(&mut e, "r", 1, t0).expect("join");
     (plan, e)

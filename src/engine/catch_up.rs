@@ -136,6 +136,8 @@ mod tests {
 
     fn var(name: &str, value: &str) -> SavedVariable {
         SavedVariable {
+            user: Default::default(),
+            changed_ms: 0,
             name: name.into(),
             value: value.into(),
             is_number: true,

@@ -10,6 +10,7 @@
 //! after everything it has published so far. Changes that came from the cluster are marked
 //! (`Variable::from_cluster`) and never sent back.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use std::collections::HashMap;
@@ -294,6 +295,8 @@ impl Engine {
                     room.version += 1;
                     variable.changed_at = room.version;
                     variable.writer = NOBODY;
+                    variable.user = Arc::clone(&saved.user);
+                    variable.changed_ms = saved.changed_ms;
                     variable.from_cluster = true;
                     variable.seed = false;
                     changed = true;
@@ -308,6 +311,8 @@ impl Engine {
                         value: StoredValue::new(value),
                         changed_at: room.version,
                         writer: NOBODY,
+                        user: Arc::clone(&saved.user),
+                        changed_ms: saved.changed_ms,
                         from_cluster: true,
                         seed: false,
                         rule_epoch: 0,
@@ -333,7 +338,9 @@ impl Engine {
         read: Read<'_>,
         now: Instant,
     ) -> Vec<ClientId> {
-        let Read { version, variables } = read;
+        let Read {
+            version, variables, ..
+        } = read;
         if let Some(&key) = self.index.get(room_id) {
             self.refresh_room(key, version, variables);
             return self.durable.take_waiters(room_id);
@@ -349,7 +356,7 @@ impl Engine {
             load.requested = false;
             return Vec::new();
         };
-        let waiters = self.install_loaded(room_id, variables, now);
+        let waiters = self.install_loaded(room_id, read, now);
         let Some(&key) = self.index.get(room_id) else {
             // Refused (room or memory limit): its channel is left.
             self.cluster.removed(room_id.into());

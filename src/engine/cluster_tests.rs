@@ -20,6 +20,8 @@ fn node() -> Engine {
 
 fn var(name: &str, value: &str) -> SavedVariable {
     SavedVariable {
+        user: Default::default(),
+        changed_ms: 0,
         name: name.into(),
         value: value.into(),
         is_number: true,
@@ -240,6 +242,8 @@ fn values_from_the_cluster_are_kept_beyond_this_nodes_limits() {
     e.handle_remote(remote("r", 2, &[var("☁ c", "3")]));
     assert_eq!(value(&e, "r", "☁ c").as_deref(), Some("3"));
     let text = SavedVariable {
+        user: Default::default(),
+        changed_ms: 0,
         name: "☁ d".into(),
         value: "hello".into(),
         is_number: false,

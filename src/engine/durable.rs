@@ -13,12 +13,14 @@
 //! [`Engine`]'s documentation for the call order).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use slab::Slab;
 
 use super::catch_up::CatchUp;
-use super::room::Room;
+use super::history::HistoryEntry;
+use super::room::{Room, Variable};
 use super::value::ValueRef;
 use super::{ClientId, Engine, JoinError};
 
@@ -50,19 +52,49 @@ pub struct RoomChanges {
     /// only where the store has no value of that name yet, since in a cluster another node's
     /// declaration, or sets after it, may have reached the store first.
     pub seeds: Vec<SavedVariable>,
+    /// The room's history entries not yet stored, oldest first (`engine/history.rs`).
+    pub history: Vec<HistoryEntry>,
+    /// The sequence number of the newest of them (0: none); stored, they leave memory.
+    pub history_seq: u64,
     /// The room version these changes bring the store to.
     version: u64,
 }
 
-/// A variable as stored: the value's text and whether it is a number.
+/// A variable as stored: the value's text and whether it is a number, with its last writer
+/// (empty when unknown) and when it wrote (Unix milliseconds; 0 when unknown).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SavedVariable {
     pub name: Box<str>,
     pub value: String,
     pub is_number: bool,
+    pub user: Arc<str>,
+    pub changed_ms: u64,
+}
+
+/// `variable` as it is stored.
+pub(super) fn saved(variable: &Variable) -> SavedVariable {
+    let value = variable.value.as_ref();
+    SavedVariable {
+        name: variable.name.clone(),
+        value: value.text().to_owned(),
+        is_number: value.is_number(),
+        user: Arc::clone(&variable.user),
+        changed_ms: variable.changed_ms,
+    }
 }
 
 impl SavedVariable {
+    /// A variable with no known writer or time.
+    pub fn new(name: &str, value: &str, is_number: bool) -> Self {
+        SavedVariable {
+            name: name.into(),
+            value: value.to_owned(),
+            is_number,
+            user: Arc::from(""),
+            changed_ms: 0,
+        }
+    }
+
     pub fn value(&self) -> ValueRef<'_> {
         if self.is_number {
             ValueRef::Number(&self.value)
@@ -80,6 +112,8 @@ impl RoomChanges {
             replace_all: false,
             variables,
             seeds: Vec::new(),
+            history: Vec::new(),
+            history_seq: 0,
             version: 0,
         }
     }
@@ -91,6 +125,8 @@ impl RoomChanges {
             replace_all: true,
             variables,
             seeds: Vec::new(),
+            history: Vec::new(),
+            history_seq: 0,
             version: 0,
         }
     }
@@ -112,6 +148,11 @@ impl Batch {
             .map(|r| r.variables.len() + r.seeds.len())
             .sum()
     }
+
+    /// History entries the batch carries.
+    pub fn history_count(&self) -> usize {
+        self.rooms.iter().map(|r| r.history.len()).sum()
+    }
 }
 
 /// A room as the backend read it.
@@ -120,6 +161,9 @@ pub struct Read<'a> {
     /// The room's version in Redis; the store has none (0).
     pub version: u64,
     pub variables: &'a [SavedVariable],
+    /// The sequence number of the room's newest stored history entry (0: none); the room's
+    /// next entry follows it.
+    pub history_seq: u64,
 }
 
 /// Which member counts [`Engine::poll_work`] is to report (cluster).
@@ -250,19 +294,15 @@ impl DurableBook {
                 if !replace_all && !owed {
                     continue;
                 }
-                let value = v.value.as_ref();
-                let saved = SavedVariable {
-                    name: v.name.clone(),
-                    value: value.text().to_owned(),
-                    is_number: value.is_number(),
-                };
+                let saved = saved(v);
                 if v.seed && !replace_all {
                     seeds.push(saved);
                 } else {
                     variables.push(saved);
                 }
             }
-            if variables.is_empty() && seeds.is_empty() && !replace_all {
+            let history: Vec<HistoryEntry> = room.history.entries.iter().cloned().collect();
+            if variables.is_empty() && seeds.is_empty() && !replace_all && history.is_empty() {
                 continue;
             }
             batch.rooms.push(RoomChanges {
@@ -270,6 +310,8 @@ impl DurableBook {
                 replace_all,
                 variables,
                 seeds,
+                history_seq: history.last().map_or(0, |e| e.seq),
+                history,
                 version: room.version,
             });
         }
@@ -406,6 +448,7 @@ impl Engine {
     /// Where rooms come from and changes go; called once, before serving.
     pub fn set_backend(&mut self, backend: Backend) {
         self.durable.backend = backend;
+        self.history.until_stored = backend != Backend::Memory;
         self.cluster.enabled = backend == Backend::Cluster;
     }
 
@@ -454,10 +497,18 @@ impl Engine {
         self.cluster.give_back(work.reloads, work.removed);
     }
 
-    /// The backend wrote `batch` (`written`), or could not: then its rooms are owed again.
+    /// The backend wrote `batch` (`written`): its history entries leave memory; or could not:
+    /// then its rooms are owed again, entries included.
     pub fn handle_saved(&mut self, batch: &Batch, written: bool) {
         self.durable
             .saved(&mut self.rooms, &self.index, batch, written);
+        if written {
+            for changes in &batch.rooms {
+                if changes.history_seq > 0 {
+                    self.history_stored(&changes.room, changes.history_seq);
+                }
+            }
+        }
     }
 
     /// Installs (or, in a cluster, refreshes) a room the backend read, with no variables when
@@ -466,7 +517,7 @@ impl Engine {
     pub fn handle_loaded(&mut self, room_id: &str, read: Read<'_>, now: Instant) -> Vec<ClientId> {
         match self.durable.backend {
             Backend::Cluster => self.install_cluster_room(room_id, read, now),
-            Backend::Store | Backend::Memory => self.install_loaded(room_id, read.variables, now),
+            Backend::Store | Backend::Memory => self.install_loaded(room_id, read, now),
         }
     }
 
@@ -492,7 +543,7 @@ impl Engine {
     pub(super) fn install_loaded(
         &mut self,
         room_id: &str,
-        variables: &[SavedVariable],
+        read: Read<'_>,
         now: Instant,
     ) -> Vec<ClientId> {
         let waiters = self.durable.take_waiters(room_id);
@@ -504,9 +555,16 @@ impl Engine {
             Ok(key) => {
                 if let Some(room) = self.rooms.get_mut(key) {
                     let before = room.state_bytes();
-                    for variable in variables {
-                        room.add_variable(&variable.name, variable.value(), super::NOBODY);
+                    for variable in read.variables {
+                        room.add_variable(
+                            &variable.name,
+                            variable.value(),
+                            super::NOBODY,
+                            Arc::clone(&variable.user),
+                            variable.changed_ms,
+                        );
                     }
+                    room.history.last_seq = read.history_seq;
                     room.durability.durable = room.version;
                     self.state_bytes += room.state_bytes().saturating_sub(before);
                 }

@@ -12,6 +12,7 @@ mod catch_up;
 mod cluster;
 mod durable;
 mod fanout;
+pub mod history;
 mod pace;
 pub mod rate;
 mod renders;
@@ -20,6 +21,7 @@ pub mod rules;
 pub mod value;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -27,6 +29,7 @@ use slab::Slab;
 pub use cluster::{Remote, RemoteChanges};
 pub use durable::{Backend, Batch, Read, Reports, RoomChanges, SavedVariable, Want, Work};
 pub use fanout::{EncodeSet, Frame};
+pub use history::{HistoryEntry, StoredRead, Verb};
 pub use renders::{RenderCensus, RenderId};
 pub use rules::{ProjectSettings, Refusals, Rule, Rules, VariableRule};
 pub use value::{Rejection, ValueRef};
@@ -208,6 +211,8 @@ pub struct Engine {
     frames: FrameCache,
     durable: durable::DurableBook,
     cluster: cluster::ClusterBook,
+    /// Every room's recorded changes (`history.rs`).
+    history: history::HistoryBook,
     /// Each project's settings and rules, looked up when a room is made.
     rules: rules::Installed,
     /// Sets refused by rules, per project and rule.
@@ -233,6 +238,7 @@ impl Engine {
             frames: FrameCache::default(),
             durable: durable::DurableBook::default(),
             cluster: cluster::ClusterBook::default(),
+            history: history::HistoryBook::default(),
             stats: Stats::default(),
         }
     }
@@ -549,6 +555,22 @@ impl Engine {
         declared: Option<&[Declared<'_>]>,
         now: Instant,
     ) -> Result<RoomKey, JoinError> {
+        self.join_shown(room_id, client, user, user, format, declared, now)
+    }
+
+    /// [`Engine::join_as`] for a client shown as `shown` in history (the name as its dialect
+    /// knows it, original case; array-RPC: the username, else the client id).
+    #[allow(clippy::too_many_arguments)]
+    pub fn join_shown(
+        &mut self,
+        room_id: &str,
+        client: ClientId,
+        user: &str,
+        shown: &str,
+        format: Format,
+        declared: Option<&[Declared<'_>]>,
+        now: Instant,
+    ) -> Result<RoomKey, JoinError> {
         let key = match self.index.get(room_id) {
             Some(&key) => key,
             None if self.durable.loads_rooms() => {
@@ -563,20 +585,35 @@ impl Engine {
         if self.cluster.is_full(room, key, max_clients) {
             return Err(JoinError::RoomFull);
         }
+        let shown: Arc<str> = Arc::from(shown);
+        let mut seeded = false;
         if let Some(declared) = declared {
             check_declaration(room, declared)?;
             if room.variables.is_empty() && !declared.is_empty() {
+                let ms = self.history.stamp(Some(now));
                 let before = room.state_bytes();
                 for (name, value) in declared {
-                    room.add_variable(name, *value, client);
+                    room.add_variable(name, *value, client, Arc::clone(&shown), ms);
                     if let Some(variable) = room.variables.last_mut() {
                         variable.seed = self.cluster.enabled;
                     }
                 }
                 self.state_bytes += room.state_bytes().saturating_sub(before);
                 self.durable.note_change(room, key);
+                seeded = true;
             }
         }
+        if seeded && self.history.cap > 0 {
+            // A declaration that seeds an empty room creates its variables.
+            let ms = self.history.stamp(Some(now));
+            for (name, value) in declared.unwrap_or_default() {
+                let user = Arc::clone(&shown);
+                self.record(RoomKey(key), user, Verb::Create, name, value.text(), ms);
+            }
+        }
+        let Some(room) = self.rooms.get_mut(key) else {
+            return Err(JoinError::TooManyRooms);
+        };
         room.members.push(Member {
             client,
             format,
@@ -584,6 +621,7 @@ impl Engine {
             waiting: false,
             resend_own: false,
             user: user.to_ascii_lowercase().into(),
+            shown,
             rates: Vec::new(),
         });
         if let Some(at) = room.emptied_at.take() {
@@ -726,7 +764,17 @@ impl Engine {
                 return SetOutcome::Rejected(Rejection::Rule(rule));
             }
         }
-        match index {
+        let ms = self.history.stamp(now);
+        let user = room
+            .members
+            .iter()
+            .find(|m| m.client == client)
+            .map_or_else(
+                || Arc::clone(&self.history.nobody),
+                |m| Arc::clone(&m.shown),
+            );
+        let recorded = (self.history.cap > 0).then(|| Arc::clone(&user));
+        let verb = match index {
             Some(index) => {
                 if let Some(variable) = room.variables.get_mut(index) {
                     let before = variable.heap_bytes();
@@ -734,35 +782,64 @@ impl Engine {
                     self.state_bytes =
                         (self.state_bytes + variable.heap_bytes()).saturating_sub(before);
                 }
-                room.touch(index, client);
+                room.touch(index, client, user, ms);
+                self.pacer.mark_dirty(key.0, &mut room.pace);
+                self.durable.note_change(room, key.0);
+                Verb::Set
             }
             None => {
                 let extra = name.len() + value.text().len() + std::mem::size_of::<room::Variable>();
-                if !self.make_space(extra) {
+                // The room's own history gives way first, then empty rooms.
+                if !self.fit_by_history(key.0, extra) && !self.make_space(extra) {
                     return SetOutcome::Rejected(Rejection::TooManyVariables);
                 }
                 let Some(room) = self.rooms.get_mut(key.0) else {
                     return SetOutcome::Unknown;
                 };
-                room.add_variable(name, value, client);
+                room.add_variable(name, value, client, user, ms);
                 self.state_bytes += room.variables.last().map_or(0, room::Variable::heap_bytes);
                 self.pacer.mark_dirty(key.0, &mut room.pace);
                 self.durable.note_change(room, key.0);
-                return SetOutcome::Applied;
+                Verb::Create
             }
+        };
+        if let Some(user) = recorded {
+            self.record(key, user, verb, name, value.text(), ms);
         }
-        self.pacer.mark_dirty(key.0, &mut room.pace);
-        self.durable.note_change(room, key.0);
         SetOutcome::Applied
     }
 
     /// Renames a variable, keeping its value; the other members get it under the new name.
+    /// For tests and tools; the dialects call [`Engine::rename_at`].
     pub fn rename(
         &mut self,
         key: RoomKey,
         client: ClientId,
         name: &str,
         new_name: &str,
+    ) -> Result<(), EditError> {
+        self.rename_checked(key, client, name, new_name, None)
+    }
+
+    /// [`Engine::rename`] at `now` (the time history records).
+    pub fn rename_at(
+        &mut self,
+        key: RoomKey,
+        client: ClientId,
+        name: &str,
+        new_name: &str,
+        now: Instant,
+    ) -> Result<(), EditError> {
+        self.rename_checked(key, client, name, new_name, Some(now))
+    }
+
+    fn rename_checked(
+        &mut self,
+        key: RoomKey,
+        client: ClientId,
+        name: &str,
+        new_name: &str,
+        now: Option<Instant>,
     ) -> Result<(), EditError> {
         if self.is_protected(key, name) || self.is_protected(key, new_name) {
             return Err(EditError::Protected);
@@ -792,14 +869,51 @@ impl Engine {
         }
         // A cached snapshot still shows the old name, which no later flush would take back.
         room.snapshots.clear();
-        room.touch(index, if current { client } else { NOBODY });
+        let ms = self.history.stamp(now);
+        let user = room
+            .members
+            .iter()
+            .find(|m| m.client == client)
+            .map_or_else(
+                || Arc::clone(&self.history.nobody),
+                |m| Arc::clone(&m.shown),
+            );
+        room.touch(
+            index,
+            if current { client } else { NOBODY },
+            Arc::clone(&user),
+            ms,
+        );
         self.pacer.mark_dirty(key.0, &mut room.pace);
         room.durability.rewrite = true;
         self.durable.note_change(room, key.0);
+        self.record(key, user, Verb::Rename, name, new_name, ms);
         Ok(())
     }
 
+    /// Deletes a variable; for tests and tools (the dialects call [`Engine::delete_at`]).
     pub fn delete(&mut self, key: RoomKey, name: &str) -> Result<(), EditError> {
+        self.delete_checked(key, NOBODY, name, None)
+    }
+
+    /// `client` deletes variable `name` of `key` at `now` (the time history records).
+    pub fn delete_at(
+        &mut self,
+        key: RoomKey,
+        client: ClientId,
+        name: &str,
+        now: Instant,
+    ) -> Result<(), EditError> {
+        self.delete_checked(key, client, name, Some(now))
+    }
+
+    fn delete_checked(
+        &mut self,
+        key: RoomKey,
+        client: ClientId,
+        name: &str,
+        now: Option<Instant>,
+    ) -> Result<(), EditError> {
         if self.is_protected(key, name) {
             return Err(EditError::Protected);
         }
@@ -809,6 +923,14 @@ impl Engine {
         self.state_bytes = self.state_bytes.saturating_sub(removed.heap_bytes());
         room.durability.rewrite = true;
         self.durable.note_change(room, key.0);
+        if self.history.cap > 0 {
+            let ms = self.history.stamp(now);
+            let user = self.rooms.get(key.0).map_or_else(
+                || Arc::clone(&self.history.nobody),
+                |r| self.shown_user(r, client),
+            );
+            self.record(key, user, Verb::Delete, name, "", ms);
+        }
         Ok(())
     }
 
@@ -1132,3 +1254,6 @@ mod cluster_tests;
 
 #[cfg(test)]
 mod rules_tests;
+
+#[cfg(test)]
+mod history_tests;

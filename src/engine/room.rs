@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use super::cluster::RoomCluster;
 use super::durable::RoomDurability;
+use super::history::RoomHistory;
 use super::pace::RoomPace;
 use super::rate::TokenBucket;
 use super::rules::RoomRules;
@@ -24,6 +25,10 @@ pub struct Variable {
     pub changed_at: u64,
     /// Who made that change; they are not sent their own value back.
     pub writer: ClientId,
+    /// That writer's name as its dialect knows it (empty when unknown), and when it wrote
+    /// (Unix milliseconds; 0 when unknown): the variables query and the stored row.
+    pub user: Arc<str>,
+    pub changed_ms: u64,
     /// The latest change came from another node through the cluster (it is not sent back).
     pub from_cluster: bool,
     /// Cluster: the value is a joiner's declaration seeding an empty room, not a set; another
@@ -49,6 +54,9 @@ pub struct Member {
     pub resend_own: bool,
     /// The name it joined with, lowercased (`writers` rules compare it); empty when unknown.
     pub user: Box<str>,
+    /// The name as its dialect shows it (original case; array-RPC: the username, else the
+    /// client id), shared by the history entries and variables it writes.
+    pub shown: Arc<str>,
     /// `max-sets-per-minute` budgets its user spends (by rule index); kept on the user's first
     /// member in the room, so memory follows members, never messages.
     pub rates: Vec<(u16, TokenBucket)>,
@@ -74,6 +82,8 @@ pub struct Room {
     /// Its project's settings and rules, looked up when the room was made or the rules
     /// were replaced.
     pub rules: Arc<RoomRules>,
+    /// Its recorded changes held in memory (`engine/history.rs`).
+    pub history: RoomHistory,
 }
 
 /// Every variable of a room rendered once in one format, with the version it shows.
@@ -98,6 +108,7 @@ impl Room {
             cluster: RoomCluster::default(),
             snapshots: Vec::new(),
             rules,
+            history: RoomHistory::default(),
         }
     }
 
@@ -109,25 +120,37 @@ impl Room {
         self.members.iter().position(|m| m.client == client)
     }
 
-    /// Records a change to variable `index` by `writer` and returns the new room version.
-    pub fn touch(&mut self, index: usize, writer: ClientId) -> u64 {
+    /// Records a change to variable `index` by `writer` (`user`, at `ms`) and returns the new
+    /// room version.
+    pub fn touch(&mut self, index: usize, writer: ClientId, user: Arc<str>, ms: u64) -> u64 {
         self.version += 1;
         if let Some(variable) = self.variables.get_mut(index) {
             variable.changed_at = self.version;
             variable.writer = writer;
+            variable.user = user;
+            variable.changed_ms = ms;
             variable.from_cluster = false;
             variable.seed = false;
         }
         self.version
     }
 
-    pub fn add_variable(&mut self, name: &str, value: ValueRef<'_>, writer: ClientId) {
+    pub fn add_variable(
+        &mut self,
+        name: &str,
+        value: ValueRef<'_>,
+        writer: ClientId,
+        user: Arc<str>,
+        ms: u64,
+    ) {
         self.version += 1;
         self.variables.push(Variable {
             name: name.into(),
             value: StoredValue::new(value),
             changed_at: self.version,
             writer,
+            user,
+            changed_ms: ms,
             from_cluster: false,
             seed: false,
             rule_epoch: 0,
@@ -153,6 +176,7 @@ impl Room {
     pub fn heap_bytes(&self) -> usize {
         let variables: usize = self.variables.iter().map(Variable::heap_bytes).sum();
         variables
+            + self.history.budget_bytes()
             + self.members.capacity() * std::mem::size_of::<Member>()
             + self.id.len()
             + std::mem::size_of::<Room>()
@@ -164,7 +188,7 @@ impl Room {
     /// the state memory budget.
     pub fn state_bytes(&self) -> usize {
         let variables: usize = self.variables.iter().map(Variable::heap_bytes).sum();
-        variables + self.id.len() + std::mem::size_of::<Room>()
+        variables + self.history.budget_bytes() + self.id.len() + std::mem::size_of::<Room>()
     }
 }
 

@@ -39,6 +39,7 @@ pub(super) mod durable;
 mod followups;
 mod projects;
 mod queries;
+mod query_json;
 mod reload;
 mod renders;
 mod setup;
@@ -124,6 +125,8 @@ pub struct Server {
     /// Where rooms come from and changes go: the store, or with `--cluster` Redis; `None`
     /// with `--no-persist`.
     durable: Option<Durable>,
+    /// HTTP API reads waiting for the backend, and answers ready (`queries.rs`).
+    queries: queries::Queries,
     per_ip: PerIp,
     /// Whether the listener has connections left to accept: served in the next turn without
     /// waiting for an event, since edge-triggered readiness will not announce them again (as
@@ -136,8 +139,6 @@ pub struct Server {
     refused_for_memory_logged: u64,
     /// The HTTP API's per-address rate limit and request counts.
     api: ApiState,
-    /// STUB state of `queries.rs` (answers it gives one iteration late); goes with it.
-    stub_query_answers: Vec<(ClientId, crate::query::Answer)>,
 }
 
 impl Server {

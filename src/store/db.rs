@@ -1,14 +1,17 @@
-//! The SQLite database under `--data-dir`: one row per variable, schema versioned, WAL mode.
+//! The SQLite database under `--data-dir`: one row per variable (with its last writer and
+//! time) and one per history entry, schema versioned (a version-1 file is migrated in place),
+//! WAL mode.
 //!
 //! Used only by the storage thread and by the `export`/`import` commands, never by the event
 //! loop. Opening refuses anything that is not a stratus database rather than touching it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::engine::{Batch, SavedVariable};
+use crate::engine::{Batch, HistoryEntry, RoomChanges, SavedVariable, Verb};
 
 /// The database file inside the data directory.
 pub const FILE_NAME: &str = "stratus.db";
@@ -17,9 +20,53 @@ pub const FILE_NAME: &str = "stratus.db";
 const APPLICATION_ID: i64 = 0x5354_5254;
 
 /// The schema this release writes; later releases migrate from it.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
+    CREATE TABLE variables (
+        room TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        is_number INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        user TEXT NOT NULL DEFAULT '',
+        changed_ms INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (room, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE history (
+        room TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        verb TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        ms INTEGER NOT NULL,
+        PRIMARY KEY (room, seq)
+    ) WITHOUT ROWID;
+";
+
+/// Version 1 to 2: variables gain their writer and time (the time of rows written before is
+/// their `updated_at`), and history gets its table. Run in one transaction.
+const MIGRATE_1_TO_2: &str = "
+    ALTER TABLE variables ADD COLUMN user TEXT NOT NULL DEFAULT '';
+    ALTER TABLE variables ADD COLUMN changed_ms INTEGER NOT NULL DEFAULT 0;
+    UPDATE variables SET changed_ms = updated_at * 1000;
+    CREATE TABLE history (
+        room TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        verb TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        ms INTEGER NOT NULL,
+        PRIMARY KEY (room, seq)
+    ) WITHOUT ROWID;
+    PRAGMA user_version = 2;
+";
+
+/// The schema of version 1, as the previous release created it (for the migration's tests).
+#[cfg(test)]
+pub(crate) const SCHEMA_V1: &str = "
     CREATE TABLE variables (
         room TEXT NOT NULL,
         name TEXT NOT NULL,
@@ -33,6 +80,8 @@ const SCHEMA: &str = "
 pub struct Database {
     connection: Connection,
     path: PathBuf,
+    /// `--history`: entries kept per room; a save trims to it.
+    history_cap: usize,
 }
 
 impl Database {
@@ -61,7 +110,11 @@ impl Database {
         connection
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| fail("cannot configure", e))?;
-        let database = Database { connection, path };
+        let database = Database {
+            connection,
+            path,
+            history_cap: 0,
+        };
         database.check_schema(read_only)?;
         if !read_only {
             database
@@ -108,6 +161,18 @@ impl Database {
                 self.path.display()
             ));
         }
+        if version == 1 && !read_only {
+            let migrate = format!("BEGIN; {MIGRATE_1_TO_2} COMMIT;");
+            if let Err(e) = db.execute_batch(&migrate) {
+                let _ = db.execute_batch("ROLLBACK;");
+                return Err(self.error("cannot migrate the schema from version 1", e));
+            }
+            log::info!(
+                "{}: schema migrated from version 1 to 2",
+                self.path.display()
+            );
+            return Ok(());
+        }
         if version != SCHEMA_VERSION {
             return Err(format!(
                 "{}: schema version {version}, this release knows {SCHEMA_VERSION}; \
@@ -118,46 +183,99 @@ impl Database {
         Ok(())
     }
 
-    /// The stored variables of `room` (none when it was never stored).
-    pub fn load(&self, room: &str) -> Result<Vec<SavedVariable>, String> {
+    /// `--history`: how many entries per room a save keeps (0: history is not written).
+    pub fn set_history_cap(&mut self, cap: usize) {
+        self.history_cap = cap;
+    }
+
+    /// The stored variables of `room` (none when it was never stored), with the sequence
+    /// number of its newest history entry (0: none).
+    pub fn load(&self, room: &str) -> Result<(Vec<SavedVariable>, u64), String> {
         let mut statement = self
             .connection
-            .prepare_cached("SELECT name, value, is_number FROM variables WHERE room = ?1")
+            .prepare_cached(
+                "SELECT name, value, is_number, user, changed_ms FROM variables WHERE room = ?1",
+            )
             .map_err(|e| self.error("cannot read", e))?;
         let rows = statement
-            .query_map([room], |row| {
-                Ok(SavedVariable {
-                    name: row.get::<_, String>(0)?.into(),
-                    value: row.get(1)?,
-                    is_number: row.get(2)?,
-                })
-            })
+            .query_map([room], read_variable)
+            .map_err(|e| self.error("cannot read", e))?;
+        let variables = rows
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.error("cannot read", e))?;
+        let seq: Option<i64> = self
+            .connection
+            .query_row(
+                "SELECT max(seq) FROM history WHERE room = ?1",
+                [room],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.error("cannot read", e))?;
+        Ok((variables, seq.map_or(0, to_u64)))
+    }
+
+    /// The newest `count` history entries of `room`, newest first.
+    pub fn history(&self, room: &str, count: usize) -> Result<Vec<HistoryEntry>, String> {
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT seq, user, verb, name, value, ms FROM history WHERE room = ?1
+                 ORDER BY seq DESC LIMIT ?2",
+            )
+            .map_err(|e| self.error("cannot read", e))?;
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(params![room, count], read_entry)
             .map_err(|e| self.error("cannot read", e))?;
         rows.collect::<Result<_, _>>()
             .map_err(|e| self.error("cannot read", e))
     }
 
-    /// Writes a batch in one transaction.
+    /// Writes a batch in one transaction: values, then history entries, each room's history
+    /// trimmed to the newest `--history` entries.
     pub fn save(&mut self, batch: &Batch) -> Result<(), String> {
-        let now = unix_seconds();
+        let cap = i64::try_from(self.history_cap).unwrap_or(i64::MAX);
         let path = self.path.clone();
         let fail = |what: &str, e: rusqlite::Error| format!("{}: {what}: {e}", path.display());
         let transaction = self
             .connection
             .transaction()
             .map_err(|e| fail("cannot write", e))?;
+        Database::write_batch(&transaction, &path, batch, cap)?;
+        transaction.commit().map_err(|e| fail("cannot commit", e))
+    }
+
+    /// Writes `batch` with `db` (inside the caller's transaction), history trimmed to `cap`.
+    fn write_batch(db: &Connection, path: &Path, batch: &Batch, cap: i64) -> Result<(), String> {
+        let now = unix_seconds();
+        let fail = |what: &str, e: rusqlite::Error| format!("{}: {what}: {e}", path.display());
         {
-            let mut upsert = transaction
+            let mut upsert = db
                 .prepare_cached(
-                    "INSERT INTO variables (room, name, value, is_number, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO variables (room, name, value, is_number, updated_at, user,
+                       changed_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (room, name) DO UPDATE SET
                        value = excluded.value, is_number = excluded.is_number,
-                       updated_at = excluded.updated_at",
+                       updated_at = excluded.updated_at, user = excluded.user,
+                       changed_ms = excluded.changed_ms",
                 )
                 .map_err(|e| fail("cannot write", e))?;
-            let mut clear = transaction
+            let mut clear = db
                 .prepare_cached("DELETE FROM variables WHERE room = ?1")
+                .map_err(|e| fail("cannot write", e))?;
+            let mut insert = db
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO history (room, seq, user, verb, name, value, ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(|e| fail("cannot write", e))?;
+            let mut trim = db
+                .prepare_cached(
+                    "DELETE FROM history WHERE room = ?1 AND seq < (
+                       SELECT seq FROM history WHERE room = ?1
+                       ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                )
                 .map_err(|e| fail("cannot write", e))?;
             for room in &batch.rooms {
                 if room.replace_all {
@@ -173,24 +291,131 @@ impl Database {
                             &*variable.name,
                             variable.value,
                             variable.is_number,
-                            now
+                            now,
+                            &*variable.user,
+                            to_i64(variable.changed_ms),
                         ])
                         .map_err(|e| fail("cannot write", e))?;
                 }
+                if cap == 0 || room.history.is_empty() {
+                    continue;
+                }
+                for entry in &room.history {
+                    insert
+                        .execute(params![
+                            &*room.room,
+                            to_i64(entry.seq),
+                            &*entry.user,
+                            entry.verb.as_str(),
+                            entry.name,
+                            entry.value,
+                            to_i64(entry.timestamp_ms),
+                        ])
+                        .map_err(|e| fail("cannot write", e))?;
+                }
+                trim.execute(params![&*room.room, cap - 1])
+                    .map_err(|e| fail("cannot write", e))?;
             }
         }
+        Ok(())
+    }
+
+    /// Writes an import: `batch` (every history entry kept), and each room of `histories`
+    /// gets exactly those entries, all in one transaction. The server trims to `--history`
+    /// at its next save of the room.
+    pub fn import(
+        &mut self,
+        batch: &Batch,
+        histories: &[(String, Vec<HistoryEntry>)],
+    ) -> Result<(), String> {
+        let mut batch_with_history = Batch::default();
+        for room in &batch.rooms {
+            let mut changes = RoomChanges::replacing(room.room.clone(), room.variables.clone());
+            if let Some((_, entries)) = histories.iter().find(|(id, _)| **id == *room.room) {
+                changes.history_seq = entries.iter().map(|e| e.seq).max().unwrap_or(0);
+                changes.history = entries.clone();
+            }
+            batch_with_history.rooms.push(changes);
+        }
+        for (room, entries) in histories {
+            if !batch.rooms.iter().any(|r| *r.room == **room) {
+                let mut changes = RoomChanges::upserting(room.as_str().into(), Vec::new());
+                changes.history = entries.clone();
+                batch_with_history.rooms.push(changes);
+            }
+        }
+        let path = self.path.clone();
+        let fail = |what: &str, e: rusqlite::Error| format!("{}: {what}: {e}", path.display());
+        let transaction = self
+            .connection
+            .transaction()
+            .map_err(|e| fail("cannot write", e))?;
+        for (room, _) in histories {
+            transaction
+                .execute("DELETE FROM history WHERE room = ?1", [room])
+                .map_err(|e| fail("cannot write", e))?;
+        }
+        Database::write_batch(&transaction, &path, &batch_with_history, i64::MAX)?;
         transaction.commit().map_err(|e| fail("cannot commit", e))
     }
 
-    /// Deletes rooms nobody wrote since `cutoff` (Unix seconds); returns how many.
+    /// Deletes rooms nobody wrote since `cutoff` (Unix seconds) with their history, and history
+    /// entries older than it; returns how many variables were deleted.
     pub fn delete_rooms_older_than(&mut self, cutoff: i64) -> Result<usize, String> {
-        self.connection
+        let path = self.path.clone();
+        let fail = |e: rusqlite::Error| format!("{}: cannot delete old rooms: {e}", path.display());
+        let transaction = self.connection.transaction().map_err(fail)?;
+        transaction
+            .execute(
+                "DELETE FROM history WHERE room IN (
+                   SELECT room FROM variables GROUP BY room HAVING max(updated_at) < ?1)",
+                [cutoff],
+            )
+            .map_err(fail)?;
+        let deleted = transaction
             .execute(
                 "DELETE FROM variables WHERE room IN (
                    SELECT room FROM variables GROUP BY room HAVING max(updated_at) < ?1)",
                 [cutoff],
             )
-            .map_err(|e| self.error("cannot delete old rooms", e))
+            .map_err(fail)?;
+        transaction
+            .execute(
+                "DELETE FROM history WHERE ms < ?1",
+                [cutoff.saturating_mul(1000)],
+            )
+            .map_err(fail)?;
+        transaction.commit().map_err(fail)?;
+        Ok(deleted)
+    }
+
+    /// Every stored room's history (or only `room`'s), oldest first per room, for exports.
+    pub fn all_history(
+        &self,
+        room: Option<&str>,
+    ) -> Result<Vec<(String, Vec<HistoryEntry>)>, String> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT room, seq, user, verb, name, value, ms FROM history
+                 WHERE ?1 IS NULL OR room = ?1 ORDER BY room, seq",
+            )
+            .map_err(|e| self.error("cannot read", e))?;
+        let mut rows = statement
+            .query([room])
+            .map_err(|e| self.error("cannot read", e))?;
+        let mut rooms: Vec<(String, Vec<HistoryEntry>)> = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.error("cannot read", e))? {
+            let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(String, HistoryEntry)> {
+                Ok((row.get(0)?, read_entry_at(row, 1)?))
+            };
+            let (room, entry) = read(row).map_err(|e| self.error("cannot read", e))?;
+            match rooms.last_mut() {
+                Some((last, entries)) if *last == room => entries.push(entry),
+                _ => rooms.push((room, vec![entry])),
+            }
+        }
+        Ok(rooms)
     }
 
     /// Every stored room (or only `room`), each with its variables, ordered by room and name.
@@ -198,7 +423,7 @@ impl Database {
         let mut statement = self
             .connection
             .prepare(
-                "SELECT room, name, value, is_number FROM variables
+                "SELECT room, name, value, is_number, user, changed_ms FROM variables
                  WHERE ?1 IS NULL OR room = ?1 ORDER BY room, name",
             )
             .map_err(|e| self.error("cannot read", e))?;
@@ -208,14 +433,7 @@ impl Database {
         let mut rooms: Vec<(String, Vec<SavedVariable>)> = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.error("cannot read", e))? {
             let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(String, SavedVariable)> {
-                Ok((
-                    row.get(0)?,
-                    SavedVariable {
-                        name: row.get::<_, String>(1)?.into(),
-                        value: row.get(2)?,
-                        is_number: row.get(3)?,
-                    },
-                ))
+                Ok((row.get(0)?, read_variable_at(row, 1)?))
             };
             let (room, variable) = read(row).map_err(|e| self.error("cannot read", e))?;
             match rooms.last_mut() {
@@ -241,3 +459,48 @@ pub fn unix_seconds() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn read_variable(row: &rusqlite::Row<'_>) -> rusqlite::Result<SavedVariable> {
+    read_variable_at(row, 0)
+}
+
+/// A variable from columns `name, value, is_number, user, changed_ms` starting at `at`.
+fn read_variable_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SavedVariable> {
+    Ok(SavedVariable {
+        name: row.get::<_, String>(at)?.into(),
+        value: row.get(at + 1)?,
+        is_number: row.get(at + 2)?,
+        user: Arc::from(row.get::<_, String>(at + 3)?),
+        changed_ms: to_u64(row.get(at + 4)?),
+    })
+}
+
+fn read_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
+    read_entry_at(row, 0)
+}
+
+/// An entry from columns `seq, user, verb, name, value, ms` starting at `at`; an unknown verb
+/// reads as a set.
+fn read_entry_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<HistoryEntry> {
+    let verb: String = row.get(at + 2)?;
+    Ok(HistoryEntry {
+        seq: to_u64(row.get(at)?),
+        user: Arc::from(row.get::<_, String>(at + 1)?),
+        verb: Verb::parse(&verb).unwrap_or(Verb::Set),
+        name: row.get(at + 3)?,
+        value: row.get(at + 4)?,
+        timestamp_ms: to_u64(row.get(at + 5)?),
+    })
+}
+
+#[cfg(test)]
+#[path = "db_tests.rs"]
+mod tests;

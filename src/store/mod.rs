@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
-use crate::engine::{Batch, SavedVariable};
+use crate::engine::{Batch, SavedVariable, StoredRead};
 use crate::error_log::ErrorLog;
 use db::Database;
 use lock::DirLock;
@@ -38,18 +38,33 @@ pub struct StoreSettings {
     pub retention: Option<Duration>,
     /// Test only: how long the thread sleeps before each request, to play a slow disk.
     pub delay: Duration,
+    /// `--history`: entries kept per room.
+    pub history: usize,
+}
+
+/// A read for a query of the HTTP API, named by the loop's `id`.
+#[derive(Debug)]
+pub enum ReadRequest {
+    /// The newest `count` history entries of `room`.
+    History { room: Box<str>, count: usize },
+    /// The variables of `room`, with writer and time.
+    Variables { room: Box<str> },
 }
 
 pub enum Request {
     Load(Box<str>),
     Save(Batch),
+    Read(u64, ReadRequest),
 }
 
 pub enum Reply {
-    Loaded(Box<str>, Vec<SavedVariable>),
+    /// A room's variables and the sequence number of its newest history entry.
+    Loaded(Box<str>, Vec<SavedVariable>, u64),
     LoadFailed(Box<str>),
     Saved(Batch),
     SaveFailed(Batch),
+    /// The answer to `Request::Read` with this id.
+    Read(u64, StoredRead),
 }
 
 /// Counters for logs and metrics.
@@ -81,7 +96,8 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
         let lock = DirLock::acquire(dir)?;
-        let database = Database::open(dir)?;
+        let mut database = Database::open(dir)?;
+        database.set_history_cap(settings.history);
         info!("storing variables in {}", dir.join(db::FILE_NAME).display());
         let (request_tx, request_rx) = mpsc::sync_channel(REQUEST_CAPACITY);
         let (reply_tx, reply_rx) = mpsc::channel();
@@ -104,6 +120,11 @@ impl Store {
         self.send(Request::Load(room)).is_ok()
     }
 
+    /// Asks for a read of the HTTP API; false when the thread has too much to do right now.
+    pub fn request_read(&mut self, id: u64, read: ReadRequest) -> bool {
+        self.send(Request::Read(id, read)).is_ok()
+    }
+
     /// Whether a batch is out; the next one waits for its answer.
     pub fn is_saving(&self) -> bool {
         self.saving.is_some()
@@ -124,7 +145,7 @@ impl Store {
                 Ok(())
             }
             Err(Request::Save(batch)) => Err(batch),
-            Err(Request::Load(_)) => Err(Batch::default()),
+            Err(Request::Load(_) | Request::Read(..)) => Err(Batch::default()),
         }
     }
 
@@ -150,6 +171,7 @@ impl Store {
             }
             Reply::Loaded(..) => self.stats.rooms_loaded += 1,
             Reply::LoadFailed(_) => self.stats.load_failures += 1,
+            Reply::Read(..) => {}
         }
     }
 
@@ -175,7 +197,7 @@ impl Store {
                 Ok(())
             }
             Err(mpsc::SendError(Request::Save(batch))) => Err(batch),
-            Err(mpsc::SendError(Request::Load(_))) => Err(Batch::default()),
+            Err(mpsc::SendError(Request::Load(_) | Request::Read(..))) => Err(Batch::default()),
         }
     }
 
@@ -250,8 +272,9 @@ impl Worker {
                 std::thread::sleep(self.settings.delay);
             }
             let reply = match request {
+                Request::Read(id, read) => Reply::Read(id, self.read(read)),
                 Request::Load(room) => match self.database.load(&room) {
-                    Ok(variables) => Reply::Loaded(room, variables),
+                    Ok((variables, seq)) => Reply::Loaded(room, variables, seq),
                     Err(e) => {
                         self.errors.log(
                             Instant::now(),
@@ -276,6 +299,22 @@ impl Worker {
             }
             let _ = self.waker.wake();
         }
+    }
+
+    fn read(&mut self, read: ReadRequest) -> StoredRead {
+        let result = match read {
+            ReadRequest::History { room, count } => {
+                self.database.history(&room, count).map(StoredRead::History)
+            }
+            ReadRequest::Variables { room } => self
+                .database
+                .load(&room)
+                .map(|(variables, _)| StoredRead::Variables(variables)),
+        };
+        result.unwrap_or_else(|e| {
+            self.errors.log(Instant::now(), &e);
+            StoredRead::Failed
+        })
     }
 
     fn sweep(&mut self, retention: Duration) {

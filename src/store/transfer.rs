@@ -1,17 +1,22 @@
 //! `stratus export` and `stratus import`: stored rooms as JSON, for backups and moving hosts.
 //!
 //! The format is `{"rooms": {"<room>": {"<name>": <value>, ...}, ...}}`, values keeping their
-//! JSON type. Export reads next to a running server; import takes the data directory's lock,
-//! so the server must be stopped (it would otherwise overwrite what was imported).
+//! JSON type, with since history two more objects: `"writers"` (`{"<room>": {"<name>":
+//! {"user", "timestamp"}}}`, each variable's last writer and time) and `"history"`
+//! (`{"<room>": [{"seq", "user", "verb", "name", "value", "timestamp"}, ...]}`, oldest first).
+//! An export without them (an earlier release's) imports as before. Export reads next to a
+//! running server; import takes the data directory's lock, so the server must be stopped (it
+//! would otherwise overwrite what was imported).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::{Map, Number, Value};
 
 use super::db::Database;
 use super::lock::DirLock;
 use crate::engine::value::{is_valid_name, is_valid_value};
-use crate::engine::{Batch, RoomChanges, SavedVariable};
+use crate::engine::{Batch, HistoryEntry, RoomChanges, SavedVariable, Verb};
 
 /// Every stored room (or only `room`) as JSON.
 pub fn export(dir: &Path, room: Option<&str>) -> Result<String, String> {
@@ -23,9 +28,15 @@ pub fn export(dir: &Path, room: Option<&str>) -> Result<String, String> {
     }
     let database = Database::open_read_only(dir)?;
     let mut rooms = Map::new();
+    let mut writers = Map::new();
     for (id, variables) in database.rooms(room)? {
         let mut values = Map::new();
+        let mut room_writers = Map::new();
         for variable in variables {
+            let mut writer = Map::new();
+            writer.insert("user".into(), Value::String(variable.user.to_string()));
+            writer.insert("timestamp".into(), Value::from(variable.changed_ms));
+            room_writers.insert(variable.name.to_string(), Value::Object(writer));
             let value = if variable.is_number {
                 variable
                     .value
@@ -37,15 +48,49 @@ pub fn export(dir: &Path, room: Option<&str>) -> Result<String, String> {
             };
             values.insert(variable.name.into(), value);
         }
+        writers.insert(id.clone(), Value::Object(room_writers));
         rooms.insert(id, Value::Object(values));
+    }
+    let mut history = Map::new();
+    for (id, entries) in database.all_history(room)? {
+        let entries = entries.iter().map(entry_json).collect();
+        history.insert(id, Value::Array(entries));
     }
     let mut document = Map::new();
     document.insert("rooms".into(), Value::Object(rooms));
+    document.insert("writers".into(), Value::Object(writers));
+    document.insert("history".into(), Value::Object(history));
     serde_json::to_string_pretty(&Value::Object(document)).map_err(|e| e.to_string())
 }
 
-/// Loads the rooms of an export into the database, replacing those rooms' stored variables.
-/// Returns how many rooms and variables were written.
+fn entry_json(entry: &HistoryEntry) -> Value {
+    let mut object = Map::new();
+    object.insert("seq".into(), Value::from(entry.seq));
+    object.insert("user".into(), Value::String(entry.user.to_string()));
+    object.insert("verb".into(), Value::String(entry.verb.as_str().into()));
+    object.insert("name".into(), Value::String(entry.name.clone()));
+    object.insert("value".into(), Value::String(entry.value.clone()));
+    object.insert("timestamp".into(), Value::from(entry.timestamp_ms));
+    Value::Object(object)
+}
+
+fn entry_from_json(room: &str, value: &Value) -> Result<HistoryEntry, String> {
+    let bad = || format!("history of room {room:?}: not a history entry: {value}");
+    let text = |key: &str| value.get(key).and_then(Value::as_str).ok_or_else(bad);
+    let number = |key: &str| value.get(key).and_then(Value::as_u64).ok_or_else(bad);
+    Ok(HistoryEntry {
+        seq: number("seq")?,
+        user: Arc::from(text("user")?),
+        verb: Verb::parse(text("verb")?).ok_or_else(bad)?,
+        name: text("name")?.to_owned(),
+        value: text("value")?.to_owned(),
+        timestamp_ms: number("timestamp")?,
+    })
+}
+
+/// Loads the rooms of an export into the database, replacing those rooms' stored variables
+/// (and the history of rooms the export has history for). Returns how many rooms and
+/// variables were written.
 pub fn import(dir: &Path, json: &str) -> Result<(usize, usize), String> {
     let document: Value =
         serde_json::from_str(json).map_err(|e| format!("not an export file: {e}"))?;
@@ -61,16 +106,8 @@ pub fn import(dir: &Path, json: &str) -> Result<(usize, usize), String> {
         let mut saved = Vec::with_capacity(variables.len());
         for (name, value) in variables {
             let variable = match value {
-                Value::Number(n) => SavedVariable {
-                    name: name.as_str().into(),
-                    value: n.to_string(),
-                    is_number: true,
-                },
-                Value::String(text) => SavedVariable {
-                    name: name.as_str().into(),
-                    value: text.clone(),
-                    is_number: false,
-                },
+                Value::Number(n) => SavedVariable::new(name, &n.to_string(), true),
+                Value::String(text) => SavedVariable::new(name, text, false),
                 _ => return Err(format!("room {room:?}, {name:?}: not a number or string")),
             };
             if !is_valid_name(name) || !is_valid_value(variable.value(), true) {
@@ -78,6 +115,18 @@ pub fn import(dir: &Path, json: &str) -> Result<(usize, usize), String> {
                     "room {room:?}, {name:?}: not a valid cloud variable"
                 ));
             }
+            let writer = document
+                .get("writers")
+                .and_then(|w| w.get(room.as_str()))
+                .and_then(|w| w.get(name.as_str()));
+            let variable = match writer {
+                Some(writer) => SavedVariable {
+                    user: Arc::from(writer.get("user").and_then(Value::as_str).unwrap_or("")),
+                    changed_ms: writer.get("timestamp").and_then(Value::as_u64).unwrap_or(0),
+                    ..variable
+                },
+                None => variable,
+            };
             saved.push(variable);
         }
         batch
@@ -87,7 +136,20 @@ pub fn import(dir: &Path, json: &str) -> Result<(usize, usize), String> {
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
     let _lock = DirLock::acquire(dir)?;
+    let mut histories = Vec::new();
+    if let Some(history) = document.get("history").and_then(Value::as_object) {
+        for (room, entries) in history {
+            let entries = entries
+                .as_array()
+                .ok_or_else(|| format!("history of room {room:?}: not an array"))?;
+            let entries = entries
+                .iter()
+                .map(|entry| entry_from_json(room, entry))
+                .collect::<Result<Vec<_>, _>>()?;
+            histories.push((room.clone(), entries));
+        }
+    }
     let mut database = Database::open(dir)?;
-    database.save(&batch)?;
+    database.import(&batch, &histories)?;
     Ok((batch.rooms.len(), batch.variable_count()))
 }

@@ -96,7 +96,7 @@ def main():
         for line in sys.stdin:
             want = json.loads(line)["expect"]
             var_row = [want["name"], want["value"], want["user"]]
-            log_row = [want["user"], "set", want["name"], want["value"]]
+            log_row = [want["user"], want.get("action", "set"), want["name"], want["value"]]
             deadline = time.monotonic() + PATIENCE_S
             while True:
                 snap = driver.execute_script(SNAPSHOT)

@@ -220,6 +220,14 @@ impl Server {
             return;
         };
         for answer in durable.take_answers() {
+            // A query's read is answered here, in order with the replies around it.
+            let answer = match answer {
+                Answer::Store(Reply::Read(id, read)) => {
+                    self.finish_read(id, read);
+                    continue;
+                }
+                other => other,
+            };
             let Some(durable) = &mut self.durable else {
                 return;
             };
@@ -319,7 +327,7 @@ impl BackendLink {
             BackendLink::Store(store) => match store.wait_reply(timeout) {
                 Some(Reply::Saved(batch)) => Waited::Saved(batch, true),
                 Some(Reply::SaveFailed(batch)) => Waited::Saved(batch, false),
-                Some(Reply::Loaded(..) | Reply::LoadFailed(_)) => Waited::Other,
+                Some(Reply::Loaded(..) | Reply::LoadFailed(_) | Reply::Read(..)) => Waited::Other,
                 None => Waited::Nothing,
             },
             // Reading the other events keeps the subscriber (and so the command thread) from

@@ -1,12 +1,80 @@
-//! STUB of the read queries of the HTTP API (the history side replaces this file): `Variables`
-//! is answered at once with no variables, `Logs` one loop iteration later with no entries, so
-//! that both the immediate and the waiting path of the connections are exercised.
+//! Answers to the HTTP API's reads (`/logs`, the variables read): from memory when the engine
+//! holds all that is asked, otherwise through a read of the durable backend that comes back
+//! with its other replies, in order, and is merged with what memory holds at that moment. The
+//! loop never waits: a read the backend's channel refuses is answered `Unavailable`.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
+use super::durable::Durable;
+use super::query_json;
 use super::Server;
-use crate::engine::ClientId;
+use crate::engine::history::merge_newest;
+use crate::engine::{ClientId, StoredRead};
 use crate::query::{Answer, Query};
+use crate::store::ReadRequest;
+
+/// A query waiting for the backend's read.
+#[derive(Debug)]
+enum Waiting {
+    /// The backend reads the newest `offset + limit` entries of `room`.
+    Logs {
+        room: Box<str>,
+        offset: usize,
+        limit: usize,
+    },
+    /// The backend reads the variables of `project`, a room not in memory.
+    Variables { project: Box<str> },
+}
+
+/// Queries out to the backend, and answers ready to be taken.
+#[derive(Debug, Default)]
+pub(super) struct Queries {
+    next_id: u64,
+    waiting: HashMap<u64, (ClientId, Waiting)>,
+    ready: Vec<(ClientId, Answer)>,
+}
+
+/// What answering a `/logs` query takes, given the room's entries in memory.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LogsPlan {
+    /// Nothing to read: an empty page.
+    Empty,
+    /// Entries `offset..offset + limit` of those in memory, newest first.
+    Memory { offset: usize, limit: usize },
+    /// Read the newest `count` stored entries, then merge.
+    Read {
+        offset: usize,
+        limit: usize,
+        count: usize,
+    },
+}
+
+/// How a `/logs` page is answered: `cap` is `--history` (it bounds `offset + limit`),
+/// `in_memory` the room's entries held in memory, `all_in_memory` whether those are the whole
+/// history (no backend).
+pub(crate) fn plan_logs(
+    offset: usize,
+    limit: usize,
+    cap: usize,
+    in_memory: usize,
+    all_in_memory: bool,
+) -> LogsPlan {
+    let end = offset.saturating_add(limit).min(cap);
+    if end <= offset {
+        return LogsPlan::Empty;
+    }
+    let limit = end - offset;
+    if all_in_memory || end <= in_memory {
+        LogsPlan::Memory { offset, limit }
+    } else {
+        LogsPlan::Read {
+            offset,
+            limit,
+            count: end,
+        }
+    }
+}
 
 impl Server {
     /// Starts answering `query` for the connection of `client`. Returns the answer at once
@@ -19,38 +87,178 @@ impl Server {
         _now: Instant,
     ) -> Option<Answer> {
         match query {
-            Query::Variables { project } => Some(Answer::Json(format!(
-                "{{\"project\":{},\"variables\":{{}}}}",
-                json_string(&project)
-            ))),
-            Query::Logs { .. } => {
-                self.stub_query_answers
-                    .push((client, Answer::Json("[]".to_owned())));
-                None
-            }
+            Query::Logs {
+                project,
+                offset,
+                limit,
+            } => self.start_logs(client, &project, offset, limit),
+            Query::Variables { project } => self.start_variables(client, &project),
         }
     }
 
     /// Answers finished since the last call, for connections that asked.
     pub(super) fn take_query_answers(&mut self) -> Vec<(ClientId, Answer)> {
-        std::mem::take(&mut self.stub_query_answers)
+        std::mem::take(&mut self.queries.ready)
+    }
+
+    fn start_logs(
+        &mut self,
+        client: ClientId,
+        project: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Option<Answer> {
+        // A Scratch project's id is its room's id, as the Scratch dialect joins it.
+        let room = self.engine.room_key(project);
+        let in_memory = room.map_or(0, |room| self.engine.history_len(room));
+        let cap = self.engine.history_cap();
+        match plan_logs(offset, limit, cap, in_memory, self.durable.is_none()) {
+            LogsPlan::Empty => Some(Answer::Json(query_json::logs([]))),
+            LogsPlan::Memory { offset, limit } => {
+                let entries = room.map(|r| self.engine.history_in_memory(r));
+                let entries = entries.unwrap_or_default();
+                Some(Answer::Json(query_json::logs(
+                    entries.iter().skip(offset).take(limit),
+                )))
+            }
+            LogsPlan::Read {
+                offset,
+                limit,
+                count,
+            } => {
+                let read = ReadRequest::History {
+                    room: project.into(),
+                    count,
+                };
+                let waiting = Waiting::Logs {
+                    room: project.into(),
+                    offset,
+                    limit,
+                };
+                self.send_read(client, read, waiting)
+            }
+        }
+    }
+
+    fn start_variables(&mut self, client: ClientId, project: &str) -> Option<Answer> {
+        if let Some(room) = self.engine.room_key(project) {
+            let variables = self.engine.saved_variables(room);
+            return Some(Answer::Json(query_json::variables(project, &variables)));
+        }
+        if self.durable.is_none() {
+            return Some(Answer::Json(query_json::variables(project, &[])));
+        }
+        let read = ReadRequest::Variables {
+            room: project.into(),
+        };
+        let waiting = Waiting::Variables {
+            project: project.into(),
+        };
+        self.send_read(client, read, waiting)
+    }
+
+    /// Hands `read` to the backend; `Unavailable` at once when it cannot take it.
+    fn send_read(
+        &mut self,
+        client: ClientId,
+        read: ReadRequest,
+        waiting: Waiting,
+    ) -> Option<Answer> {
+        let id = self.queries.next_id;
+        let sent = match &mut self.durable {
+            Some(Durable::Store(store, _)) => store.request_read(id, read),
+            // Redis reads are not wired yet: a node answers from memory only.
+            Some(Durable::Cluster(..)) | None => false,
+        };
+        if !sent {
+            return Some(Answer::Unavailable);
+        }
+        self.queries.next_id += 1;
+        self.queries.waiting.insert(id, (client, waiting));
+        None
+    }
+
+    /// The backend's read `id` came back (in order with its other replies): the answer is
+    /// made now, from it and what memory holds now.
+    pub(super) fn finish_read(&mut self, id: u64, read: StoredRead) {
+        let Some((client, waiting)) = self.queries.waiting.remove(&id) else {
+            return;
+        };
+        let answer = match (waiting, read) {
+            (
+                Waiting::Logs {
+                    room,
+                    offset,
+                    limit,
+                },
+                StoredRead::History(stored),
+            ) => {
+                let unsaved = self
+                    .engine
+                    .room_key(&room)
+                    .map(|key| self.engine.history_in_memory(key))
+                    .unwrap_or_default();
+                let page = merge_newest(&unsaved, stored, offset, limit);
+                Answer::Json(query_json::logs(&page))
+            }
+            (Waiting::Variables { project }, StoredRead::Variables(variables)) => {
+                // The room may have come into memory since: its values are the newer.
+                let variables = match self.engine.room_key(&project) {
+                    Some(room) => self.engine.saved_variables(room),
+                    None => variables,
+                };
+                Answer::Json(query_json::variables(&project, &variables))
+            }
+            _ => Answer::Unavailable,
+        };
+        self.queries.ready.push((client, answer));
     }
 }
 
-/// `text` as a JSON string literal.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_come_from_memory_only_when_it_holds_the_whole_page() {
+        // No backend: memory is the history.
+        assert_eq!(
+            plan_logs(0, 100, 1000, 3, true),
+            LogsPlan::Memory {
+                offset: 0,
+                limit: 100
             }
-            c => out.push(c),
-        }
+        );
+        // With a backend: 5 unsaved entries answer a page within them.
+        assert_eq!(
+            plan_logs(2, 3, 1000, 5, false),
+            LogsPlan::Memory {
+                offset: 2,
+                limit: 3
+            }
+        );
+        assert_eq!(
+            plan_logs(2, 4, 1000, 5, false),
+            LogsPlan::Read {
+                offset: 2,
+                limit: 4,
+                count: 6
+            }
+        );
+        // `--history` bounds the read, and a page past it is empty.
+        assert_eq!(
+            plan_logs(900, 1000, 1000, 0, false),
+            LogsPlan::Read {
+                offset: 900,
+                limit: 100,
+                count: 1000
+            }
+        );
+        assert_eq!(plan_logs(1000, 10, 1000, 0, false), LogsPlan::Empty);
+        assert_eq!(plan_logs(0, 10, 0, 0, false), LogsPlan::Empty);
+        assert_eq!(
+            plan_logs(usize::MAX, usize::MAX, 1000, 0, true),
+            LogsPlan::Empty
+        );
     }
-    out.push('"');
-    out
 }

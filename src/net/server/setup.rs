@@ -149,11 +149,18 @@ impl Server {
                 data_dir: config.data_dir.clone(),
                 retention: (!config.retention.is_zero()).then_some(config.retention),
                 delay: config.store_delay,
+                history: config.history,
             };
             let interval = config.persist_interval;
             Some(Durable::open_store(settings, interval, waker, &mut engine).map_err(StartError)?)
         };
         let now = Instant::now();
+        engine.set_history(config.history);
+        // The one wall-clock reading history timestamps count from.
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        engine.set_clock(now, unix_ms);
         if config.tick_hz > 0 {
             // The beats every room shares count from the start.
             engine.set_pace(tick, config.tick_burst, now);
@@ -192,6 +199,7 @@ impl Server {
                 .map(|dir| (dir, config.log_keep_days)),
             next_log_prune: now,
             durable,
+            queries: Default::default(),
             per_ip: PerIp::new(config.max_connections_per_ip),
             listener_ready: false,
             write_budget: TurnBudget::new(),
@@ -201,7 +209,6 @@ impl Server {
                 rate: ApiRate::new(config.api_rate, config.api_burst),
                 ..ApiState::default()
             },
-            stub_query_answers: Vec::new(),
         })
     }
 

@@ -1,0 +1,384 @@
+//! The history book: every accepted set, create, rename and delete of a room, as entries
+//! `{user, verb, name, value, timestamp_ms, seq}`, kept per room in memory.
+//!
+//! With no backend the latest `--history` entries of a room are its history (lost at restart
+//! like the values). With a backend only those not yet confirmed stored are kept, at most
+//! `--history` of them: a batch carries them, `Engine::handle_saved` drops those it wrote, and
+//! when more arrive before a batch is written the oldest are dropped and counted
+//! (`stratus_history_dropped_total`). Entries count against `--max-state-memory`. Timestamps are
+//! wall-clock milliseconds computed from the loop's `now` and a base the loop gives once: the
+//! engine reads no clock. `--history 0` records nothing and allocates nothing.
+//!
+//! The book keeps its own logic; `impl Engine` at the bottom is what the engine and the loop
+//! call.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::room::Room;
+use super::{ClientId, Engine, RoomKey, SavedVariable};
+
+/// What a history entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Set,
+    Create,
+    /// The entry's value is the new name.
+    Rename,
+    /// The entry's value is empty.
+    Delete,
+}
+
+impl Verb {
+    /// Scratch's name of the action (`/logs`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Set => "set_var",
+            Verb::Create => "create_var",
+            Verb::Rename => "rename_var",
+            Verb::Delete => "del_var",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Verb> {
+        match text {
+            "set_var" => Some(Verb::Set),
+            "create_var" => Some(Verb::Create),
+            "rename_var" => Some(Verb::Rename),
+            "del_var" => Some(Verb::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// One recorded change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The writer as its dialect knows it (original case); empty when unknown.
+    pub user: Arc<str>,
+    pub verb: Verb,
+    /// The variable's name (before a rename), `☁ ` prefix included.
+    pub name: String,
+    /// The value as stored (a rename: the new name; a delete: empty).
+    pub value: String,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The room's sequence number of the entry (1, 2, …; continues after a reload).
+    pub seq: u64,
+}
+
+impl HistoryEntry {
+    /// Bytes this entry counts against the state budget (fixed once recorded).
+    pub fn budget_bytes(&self) -> usize {
+        std::mem::size_of::<HistoryEntry>() + self.name.len() + self.value.len()
+    }
+}
+
+/// A room's entries not yet stored (with a backend), or its latest ones (memory only).
+#[derive(Debug, Default)]
+pub struct RoomHistory {
+    /// Oldest first.
+    pub entries: VecDeque<HistoryEntry>,
+    /// The sequence number of the room's latest entry (stored or not).
+    pub last_seq: u64,
+}
+
+impl RoomHistory {
+    /// Entries newest first.
+    pub fn newest_first(&self) -> impl Iterator<Item = &HistoryEntry> {
+        self.entries.iter().rev()
+    }
+
+    /// Bytes the entries count against the state budget.
+    pub fn budget_bytes(&self) -> usize {
+        self.entries.iter().map(HistoryEntry::budget_bytes).sum()
+    }
+}
+
+/// Spare entries kept for reuse (their strings' buffers): bounded in number and size, so a
+/// set after a saved batch does not allocate.
+const SPARE_ENTRIES: usize = 1024;
+/// A spare entry's strings are kept only up to this capacity.
+const SPARE_BYTES: usize = 256;
+
+/// The engine's side of history: the cap, the wall-clock base, the drop counter.
+#[derive(Debug)]
+pub(super) struct HistoryBook {
+    /// `--history`: entries kept per room; 0 records nothing.
+    pub cap: usize,
+    /// Whether entries are only kept until stored (a backend), or are the history (memory).
+    pub until_stored: bool,
+    /// The loop's instant and the Unix milliseconds it corresponds to.
+    base: Option<(Instant, u64)>,
+    /// The latest timestamp handed out, for changes made without a time (tests, tools).
+    last_ms: u64,
+    /// Unsaved entries dropped because more than `cap` waited for the backend.
+    pub dropped: u64,
+    spare: Vec<HistoryEntry>,
+    /// The user of changes with no member behind them.
+    pub nobody: Arc<str>,
+}
+
+impl Default for HistoryBook {
+    fn default() -> Self {
+        HistoryBook {
+            cap: 0,
+            until_stored: false,
+            base: None,
+            last_ms: 0,
+            dropped: 0,
+            spare: Vec::new(),
+            nobody: Arc::from(""),
+        }
+    }
+}
+
+impl HistoryBook {
+    /// Milliseconds since the epoch at `now` (the latest one handed out without a time).
+    pub fn stamp(&mut self, now: Option<Instant>) -> u64 {
+        let Some(now) = now else {
+            return self.last_ms;
+        };
+        let (at, ms) = *self.base.get_or_insert((now, 0));
+        let elapsed = now.saturating_duration_since(at).as_millis();
+        let stamped = ms.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX));
+        self.last_ms = self.last_ms.max(stamped);
+        self.last_ms
+    }
+
+    /// Makes a new entry, from a spare one when there is one.
+    fn entry(
+        &mut self,
+        user: Arc<str>,
+        verb: Verb,
+        name: &str,
+        value: &str,
+        timestamp_ms: u64,
+        seq: u64,
+    ) -> HistoryEntry {
+        let mut entry = self.spare.pop().unwrap_or_else(|| HistoryEntry {
+            user: Arc::clone(&self.nobody),
+            verb,
+            name: String::new(),
+            value: String::new(),
+            timestamp_ms,
+            seq,
+        });
+        fill(&mut entry, user, verb, name, value, timestamp_ms, seq);
+        entry
+    }
+
+    /// Keeps `entry`'s buffers for a later entry, if they are small and spares are few.
+    fn give_back(&mut self, mut entry: HistoryEntry) {
+        if self.spare.len() < SPARE_ENTRIES
+            && entry.name.capacity() <= SPARE_BYTES
+            && entry.value.capacity() <= SPARE_BYTES
+        {
+            entry.user = Arc::clone(&self.nobody);
+            self.spare.push(entry);
+        }
+    }
+
+    /// Drops `room`'s entries up to `seq` (they are stored); returns the bytes freed.
+    pub fn stored(&mut self, room: &mut RoomHistory, seq: u64) -> usize {
+        let mut freed = 0;
+        while room.entries.front().is_some_and(|e| e.seq <= seq) {
+            if let Some(entry) = room.entries.pop_front() {
+                freed += entry.budget_bytes();
+                self.give_back(entry);
+            }
+        }
+        freed
+    }
+}
+
+fn fill(
+    entry: &mut HistoryEntry,
+    user: Arc<str>,
+    verb: Verb,
+    name: &str,
+    value: &str,
+    timestamp_ms: u64,
+    seq: u64,
+) {
+    entry.user = user;
+    entry.verb = verb;
+    entry.name.clear();
+    entry.name.push_str(name);
+    entry.value.clear();
+    entry.value.push_str(value);
+    entry.timestamp_ms = timestamp_ms;
+    entry.seq = seq;
+}
+
+/// The newest `offset..offset + limit` of a room's history, newest first: the entries still
+/// unsaved in memory (`unsaved`, newest first) merged with those read from the backend
+/// (`stored`, newest first), by time then sequence number. An entry in both (the same room
+/// sequence number and time, as when a save was processed after the read) is kept once.
+pub fn merge_newest(
+    unsaved: &[HistoryEntry],
+    stored: Vec<HistoryEntry>,
+    offset: usize,
+    limit: usize,
+) -> Vec<HistoryEntry> {
+    let mut all: Vec<HistoryEntry> = unsaved.iter().cloned().chain(stored).collect();
+    all.sort_by(|a, b| {
+        (b.timestamp_ms, b.seq)
+            .cmp(&(a.timestamp_ms, a.seq))
+            .then_with(|| a.user.cmp(&b.user))
+    });
+    all.dedup_by(|a, b| a == b);
+    all.into_iter().skip(offset).take(limit).collect()
+}
+
+impl Engine {
+    /// `--history`: entries kept per room; 0 (the default of [`super::Limits`]) records
+    /// nothing. Called once, before serving, after [`Engine::set_backend`].
+    pub fn set_history(&mut self, cap: usize) {
+        self.history.cap = cap;
+    }
+
+    /// The wall clock: `now` is `unix_ms` milliseconds since the epoch. Called once, at start.
+    pub fn set_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.history.base = Some((now, unix_ms));
+        self.history.last_ms = self.history.last_ms.max(unix_ms);
+    }
+
+    /// `--history`.
+    pub fn history_cap(&self) -> usize {
+        self.history.cap
+    }
+
+    /// Unsaved entries dropped because more than `--history` waited for the backend.
+    pub fn history_dropped(&self) -> u64 {
+        self.history.dropped
+    }
+
+    /// The entries of `room` held in memory, newest first: its history without a backend,
+    /// the unsaved ones with one.
+    pub fn history_in_memory(&self, room: RoomKey) -> Vec<HistoryEntry> {
+        self.rooms
+            .get(room.0)
+            .map(|room| room.history.newest_first().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many entries of `room` are in memory.
+    pub fn history_len(&self, room: RoomKey) -> usize {
+        self.rooms
+            .get(room.0)
+            .map_or(0, |r| r.history.entries.len())
+    }
+
+    /// Every variable of `room` as it would be stored, with its last writer and time.
+    pub fn saved_variables(&self, room: RoomKey) -> Vec<SavedVariable> {
+        self.rooms
+            .get(room.0)
+            .map(|room| room.variables.iter().map(super::durable::saved).collect())
+            .unwrap_or_default()
+    }
+
+    /// The display name of `client` in `room` (shared, no copy), or nobody's.
+    pub(super) fn shown_user(&self, room: &Room, client: ClientId) -> Arc<str> {
+        room.members
+            .iter()
+            .find(|m| m.client == client)
+            .map_or_else(
+                || Arc::clone(&self.history.nobody),
+                |m| Arc::clone(&m.shown),
+            )
+    }
+
+    /// Records a change in room `key`'s history (nothing with `--history 0`). `ms` is its
+    /// time, `user` its writer.
+    pub(super) fn record(
+        &mut self,
+        key: RoomKey,
+        user: Arc<str>,
+        verb: Verb,
+        name: &str,
+        value: &str,
+        ms: u64,
+    ) {
+        let cap = self.history.cap;
+        if cap == 0 {
+            return;
+        }
+        let Some(room) = self.rooms.get_mut(key.0) else {
+            return;
+        };
+        room.history.last_seq += 1;
+        let seq = room.history.last_seq;
+        if room.history.entries.len() >= cap {
+            // At the cap the oldest goes, and its buffers carry the new entry.
+            if let Some(mut oldest) = room.history.entries.pop_front() {
+                if self.history.until_stored {
+                    self.history.dropped += 1;
+                }
+                let before = oldest.budget_bytes();
+                fill(&mut oldest, user, verb, name, value, ms, seq);
+                self.state_bytes =
+                    (self.state_bytes + oldest.budget_bytes()).saturating_sub(before);
+                room.history.entries.push_back(oldest);
+            }
+            return;
+        }
+        let bytes = std::mem::size_of::<HistoryEntry>() + name.len() + value.len();
+        if !self.fit_by_history(key.0, bytes) {
+            // History never evicts a room: the entry is lost, and counted.
+            self.history.dropped += 1;
+            return;
+        }
+        let entry = self.history.entry(user, verb, name, value, ms, seq);
+        if let Some(room) = self.rooms.get_mut(key.0) {
+            self.state_bytes += entry.budget_bytes();
+            room.history.entries.push_back(entry);
+        }
+    }
+
+    /// Drops the oldest history entries of room `key` (counted) until `extra` more bytes fit
+    /// the state budget; whether they do. History gives way to values and to newer history.
+    pub(super) fn fit_by_history(&mut self, key: usize, extra: usize) -> bool {
+        let budget = self.limits.max_state_bytes;
+        if budget == 0 {
+            return true;
+        }
+        let Some(room) = self.rooms.get_mut(key) else {
+            return false;
+        };
+        while self.state_bytes + self.renders.held_bytes + extra > budget {
+            let Some(oldest) = room.history.entries.pop_front() else {
+                return false;
+            };
+            self.state_bytes = self.state_bytes.saturating_sub(oldest.budget_bytes());
+            self.history.dropped += 1;
+            self.history.give_back(oldest);
+        }
+        true
+    }
+
+    /// The backend stored `room_id`'s entries up to `seq`: they leave memory.
+    pub(super) fn history_stored(&mut self, room_id: &str, seq: u64) {
+        if !self.history.until_stored {
+            return;
+        }
+        let Some(room) = self.index.get(room_id).and_then(|&k| self.rooms.get_mut(k)) else {
+            return;
+        };
+        let freed = self.history.stored(&mut room.history, seq);
+        self.state_bytes = self.state_bytes.saturating_sub(freed);
+    }
+}
+
+/// What the backend read for a query of the HTTP API (answered through the backend's reply
+/// channel, in order with its other replies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredRead {
+    /// A room's newest entries, newest first.
+    History(Vec<HistoryEntry>),
+    /// A room's variables with their last writer and time.
+    Variables(Vec<SavedVariable>),
+    /// The backend could not read.
+    Failed,
+}

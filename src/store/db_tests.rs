@@ -1,0 +1,166 @@
+//! The database's history rules: entries written in the batch's transaction and trimmed in it,
+//! retention, and the migration of a version-1 file.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use super::*;
+use crate::engine::RoomChanges;
+
+fn temp_dir() -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("stratus-db-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+fn entry(seq: u64, ms: u64, value: &str) -> HistoryEntry {
+    HistoryEntry {
+        user: Arc::from("Alice"),
+        verb: Verb::Set,
+        name: "☁ x".into(),
+        value: value.into(),
+        timestamp_ms: ms,
+        seq,
+    }
+}
+
+fn variable(value: &str) -> SavedVariable {
+    SavedVariable {
+        user: Arc::from("Alice"),
+        changed_ms: 1234,
+        ..SavedVariable::new("☁ x", value, true)
+    }
+}
+
+fn batch(room: &str, value: &str, history: Vec<HistoryEntry>) -> Batch {
+    let mut changes = RoomChanges::upserting(room.into(), vec![variable(value)]);
+    changes.history_seq = history.last().map_or(0, |e| e.seq);
+    changes.history = history;
+    Batch {
+        rooms: vec![changes],
+    }
+}
+
+fn seqs(entries: &[HistoryEntry]) -> Vec<u64> {
+    entries.iter().map(|e| e.seq).collect()
+}
+
+#[test]
+fn entries_are_written_with_the_values_and_trimmed_to_the_cap() {
+    let dir = temp_dir();
+    let mut db = Database::open(&dir).expect("open");
+    db.set_history_cap(3);
+    let history = (1..=5)
+        .map(|s| entry(s, 1000 + s, &s.to_string()))
+        .collect();
+    db.save(&batch("r", "5", history)).expect("save");
+    assert_eq!(seqs(&db.history("r", 10).expect("read")), [5, 4, 3]);
+    assert_eq!(seqs(&db.history("r", 2).expect("read")), [5, 4]);
+    let (variables, last_seq) = db.load("r").expect("load");
+    assert_eq!(last_seq, 5);
+    assert_eq!(&*variables[0].user, "Alice");
+    assert_eq!(variables[0].changed_ms, 1234);
+    db.save(&batch("r", "6", vec![entry(6, 1006, "6")]))
+        .expect("save");
+    assert_eq!(seqs(&db.history("r", 10).expect("read")), [6, 5, 4]);
+}
+
+#[test]
+fn a_failed_batch_writes_neither_values_nor_entries() {
+    let dir = temp_dir();
+    let mut db = Database::open(&dir).expect("open");
+    db.set_history_cap(10);
+    db.save(&batch("r", "1", vec![entry(1, 1, "1")]))
+        .expect("save");
+    // A second room in the same batch whose insert fails (a NOT NULL column made to fail
+    // by a trigger) rolls the whole batch back.
+    db.connection
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON history WHEN NEW.room = 'bad'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .expect("trigger");
+    let mut both = batch("r", "2", vec![entry(2, 2, "2")]);
+    both.rooms
+        .extend(batch("bad", "9", vec![entry(1, 3, "9")]).rooms);
+    assert!(db.save(&both).is_err());
+    assert_eq!(seqs(&db.history("r", 10).expect("read")), [1]);
+    let (variables, _) = db.load("r").expect("load");
+    assert_eq!(
+        variables[0].value, "1",
+        "the values rolled back with the entries"
+    );
+}
+
+#[test]
+fn retention_deletes_old_rooms_history_and_old_entries() {
+    let dir = temp_dir();
+    let mut db = Database::open(&dir).expect("open");
+    db.set_history_cap(10);
+    db.save(&batch(
+        "old",
+        "1",
+        vec![entry(1, unix_seconds() as u64 * 1000, "1")],
+    ))
+    .expect("save");
+    db.save(&batch(
+        "live",
+        "1",
+        vec![
+            entry(1, 5_000, "1"),
+            entry(2, unix_seconds() as u64 * 1000, "2"),
+        ],
+    ))
+    .expect("save");
+    db.connection
+        .execute("UPDATE variables SET updated_at = 0 WHERE room = 'old'", [])
+        .expect("age");
+    let cutoff = 10; // seconds: `old`'s row (0) is older, and so is live's entry at 5 s.
+    assert_eq!(db.delete_rooms_older_than(cutoff).expect("sweep"), 1);
+    assert!(db.history("old", 10).expect("read").is_empty());
+    assert_eq!(seqs(&db.history("live", 10).expect("read")), [2]);
+}
+
+#[test]
+fn a_version_1_file_is_migrated_in_place() {
+    let dir = temp_dir();
+    {
+        let old = Connection::open(dir.join(FILE_NAME)).expect("create");
+        old.execute_batch(&format!(
+            "BEGIN; {SCHEMA_V1} PRAGMA application_id = {APPLICATION_ID};
+             PRAGMA user_version = 1; COMMIT;"
+        ))
+        .expect("v1 schema");
+        old.execute(
+            "INSERT INTO variables (room, name, value, is_number, updated_at)
+             VALUES ('r', '☁ x', '7', 1, 1700000000)",
+            [],
+        )
+        .expect("v1 row");
+    }
+    let mut db = Database::open(&dir).expect("migrate");
+    let version: i64 = db
+        .connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .expect("version");
+    assert_eq!(version, 2);
+    let (variables, last_seq) = db.load("r").expect("load");
+    assert_eq!(last_seq, 0);
+    assert_eq!(variables[0].value, "7");
+    assert_eq!(&*variables[0].user, "");
+    assert_eq!(
+        variables[0].changed_ms, 1_700_000_000_000,
+        "from updated_at"
+    );
+    db.set_history_cap(10);
+    db.save(&batch("r", "8", vec![entry(1, 1, "8")]))
+        .expect("save after migration");
+    assert_eq!(seqs(&db.history("r", 10).expect("read")), [1]);
+    drop(db);
+    // Opened again: version 2 as it is.
+    Database::open(&dir).expect("reopen");
+}
