@@ -137,6 +137,7 @@ fn settings(url: &str, id: &str) -> ClusterSettings {
         url: url.into(),
         node_id: id.into(),
         retention: Some(Duration::from_secs(3600)),
+        history: 1000,
     }
 }
 
