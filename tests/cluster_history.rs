@@ -156,14 +156,18 @@ fn a_set_on_one_node_is_in_the_other_nodes_logs_newest_first_across_pages() {
     // A room in memory on B knows A's writer from the channel.
     alice.set("☁ score", "7");
     alice.sync();
-    wait_until_equal("A's writer on B", ("7".to_owned(), "Alice".to_owned()), || {
-        let (_, body) = get_json(&b, "/api/v1/projects/101/variables");
-        let score = &body["variables"]["☁ score"];
-        (
-            score["value"].as_str().unwrap_or_default().to_owned(),
-            score["user"].as_str().unwrap_or_default().to_owned(),
-        )
-    });
+    wait_until_equal(
+        "A's writer on B",
+        ("7".to_owned(), "Alice".to_owned()),
+        || {
+            let (_, body) = get_json(&b, "/api/v1/projects/101/variables");
+            let score = &body["variables"]["☁ score"];
+            (
+                score["value"].as_str().unwrap_or_default().to_owned(),
+                score["user"].as_str().unwrap_or_default().to_owned(),
+            )
+        },
+    );
 }
 
 #[test]
@@ -178,7 +182,9 @@ fn the_variables_of_a_room_another_node_wrote_are_read_without_loading_it() {
     alice.set("☁ x", "7");
     alice.sync();
     wait_until_equal("A's write in Redis", true, || {
-        redis.query(&["HGET", &room_key("202", "meta"), "☁ x"]).is_some()
+        redis
+            .query(&["HGET", &room_key("202", "meta"), "☁ x"])
+            .is_some()
     });
     let rooms_before = b.metric("stratus_rooms");
     let (status, body) = get_json(&b, "/api/v1/projects/202/variables");
@@ -187,8 +193,15 @@ fn the_variables_of_a_room_another_node_wrote_are_read_without_loading_it() {
     let x = &body["variables"]["☁ x"];
     assert_eq!(x["value"], "7", "{body}");
     assert_eq!(x["user"], "Alice", "{body}");
-    assert!(x["timestamp"].as_u64().unwrap() > 1_600_000_000_000, "{body}");
-    assert_eq!(b.metric("stratus_rooms"), rooms_before, "the read loads no room");
+    assert!(
+        x["timestamp"].as_u64().unwrap() > 1_600_000_000_000,
+        "{body}"
+    );
+    assert_eq!(
+        b.metric("stratus_rooms"),
+        rooms_before,
+        "the read loads no room"
+    );
 
     // A project nobody wrote: no variables.
     let (status, body) = get_json(&b, "/api/v1/projects/203/variables");
