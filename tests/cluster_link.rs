@@ -23,7 +23,8 @@ use mio::{Events, Poll, Token, Waker};
 use stratus::cluster::{Cluster, ClusterSettings, Event, RemoteBatch, Round, RoundResult};
 use stratus::dialect::encode_set;
 use stratus::engine::{
-    Backend, Batch, ClientId, Engine, Format, Limits, RoomChanges, SavedVariable, ValueRef, Want,
+    Backend, Batch, ClientId, Engine, Format, HistoryEntry, Limits, ReadRequest, RoomChanges,
+    SavedVariable, StoredRead, ValueRef, Verb, Want,
 };
 use stratus::net::{drain, BackendLink};
 
@@ -137,6 +138,7 @@ fn settings(url: &str, id: &str) -> ClusterSettings {
         url: url.into(),
         node_id: id.into(),
         retention: Some(Duration::from_secs(3600)),
+        history: 1000,
     }
 }
 
@@ -904,4 +906,82 @@ fn a_new_connection_subscribes_every_room_again_many_per_command() {
         );
         assert!(!seen.is_empty());
     }
+}
+
+fn entry(user: &str, value: &str, seq: u64) -> HistoryEntry {
+    HistoryEntry {
+        user: user.into(),
+        verb: Verb::Set,
+        name: "☁ h".into(),
+        value: value.into(),
+        timestamp_ms: 1_733_400_000_000 + seq,
+        seq,
+    }
+}
+
+fn written_by(mut variable: SavedVariable, user: &str, ms: u64) -> SavedVariable {
+    variable.user = user.into();
+    variable.changed_ms = ms;
+    variable
+}
+
+#[test]
+fn reads_come_after_the_rounds_sent_before_them_with_entries_and_writers() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut a = Node::start(&redis.url(), "node-a");
+    let mut changes = RoomChanges::upserting(
+        "logged".into(),
+        vec![written_by(number("☁ h", "2"), "Al:ice", 7)],
+    );
+    changes.history = vec![entry("Al:ice", "1", 1), entry("Bob", "2", 2)];
+    changes.history_seq = 2;
+    assert!(a.cluster().send_round(write(changes)).is_ok());
+    // Asked before the round is answered: it still sees what the round wrote.
+    let history = ReadRequest::History {
+        room: "logged".into(),
+        count: 10,
+    };
+    assert!(a.cluster().request_read(7, history));
+    let seen = a.wait_for("Read", |e| matches!(e, Event::Read(..)));
+    assert!(
+        matches!(&seen[0], Event::RoundDone(result) if result.saved),
+        "the round's answer first: {seen:?}"
+    );
+    let Some(Event::Read(7, StoredRead::History(entries))) = seen.last() else {
+        panic!("{seen:?}");
+    };
+    assert_eq!(entries, &[entry("Bob", "2", 2), entry("Al:ice", "1", 1)]);
+
+    // The variables read has the writers; replacing every variable drops the old writers.
+    let variables = || ReadRequest::Variables {
+        room: "logged".into(),
+    };
+    assert!(a.cluster().request_read(8, variables()));
+    let seen = a.wait_for("Read", |e| matches!(e, Event::Read(..)));
+    let Some(Event::Read(8, StoredRead::Variables(read))) = seen.last() else {
+        panic!("{seen:?}");
+    };
+    assert_eq!(read, &[written_by(number("☁ h", "2"), "Al:ice", 7)]);
+    let replacing = RoomChanges::replacing("logged".into(), vec![number("☁ z", "1")]);
+    assert!(a.round(write(replacing)).saved);
+    // Redis lost its scripts meanwhile: the read loads them again.
+    assert_eq!(redis.query(&["SCRIPT", "FLUSH"]).as_deref(), Some("OK"));
+    assert!(a.cluster().request_read(9, variables()));
+    let seen = a.wait_for("Read", |e| matches!(e, Event::Read(..)));
+    let Some(Event::Read(9, StoredRead::Variables(read))) = seen.last() else {
+        panic!("{seen:?}");
+    };
+    assert_eq!(read, &[number("☁ z", "1")]);
+    assert_eq!(
+        redis.query(&["HGET", "stratus:{logged}:meta", "☁ h"]),
+        None,
+        "the old variable's writer went with it"
+    );
+    let ttl: u64 = redis
+        .query(&["TTL", "stratus:{logged}:history"])
+        .and_then(|ttl| ttl.parse().ok())
+        .expect("the history follows the retention");
+    assert!((3000..=3600).contains(&ttl), "{ttl}");
 }

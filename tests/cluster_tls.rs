@@ -113,6 +113,7 @@ fn a_rediss_url_with_a_password_saves_publishes_and_loads() {
         url: format!("rediss://:s3cret@127.0.0.1:{}/0", redis.port),
         node_id: "tls-node".into(),
         retention: None,
+        history: 1000,
     };
     let mut cluster = Cluster::start(settings, waker).expect("start");
     let mut poll = poll;

@@ -5,6 +5,9 @@
 //! counts below count), one `WRITE` script call per room of the batch, one `LOAD` per room to
 //! read, one `MEMBERS` per member count. While Redis is unreachable every round is answered at
 //! once as failed; the loop keeps its changes as state and sends their latest values later.
+//! The HTTP API's reads come on the same channel and are answered in turn (one command each:
+//! `LRANGE` of the history list, or `LOAD` for the variables), so a read sent after a round
+//! sees what the round wrote and its answer reaches the loop after the round's.
 
 use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -14,10 +17,12 @@ use std::time::{Duration, Instant};
 use log::info;
 use redis::{Client, Connection, Value};
 
-use super::keys::{self, decode_variable, encode_value};
+use super::entries;
+use super::keys::{self, apply_meta, decode_variable, encode_meta, encode_value};
 use super::retry::Backoff;
 use super::scripts::{LuaScript, Scripts};
-use super::{ClusterSettings, Event, RoomState, Round, RoundResult, SharedStats};
+use super::{ClusterSettings, Event, Request, RoomState, Round, RoundResult, SharedStats};
+use crate::engine::{HistoryEntry, ReadRequest, StoredRead};
 use crate::error_log::ErrorLog;
 
 /// How long a connection attempt may take.
@@ -85,7 +90,7 @@ impl CommandThread {
     }
 
     /// Serves rounds until the loop drops its sender; then says goodbye to Redis.
-    pub fn run(mut self, rounds: Receiver<Round>) {
+    pub fn run(mut self, requests: Receiver<Request>) {
         self.connect();
         loop {
             let now = Instant::now();
@@ -93,13 +98,16 @@ impl CommandThread {
                 Some(_) => (self.last_heartbeat + HEARTBEAT_PERIOD).saturating_duration_since(now),
                 None => self.next_attempt.saturating_duration_since(now),
             };
-            match rounds.recv_timeout(wait) {
-                Ok(round) => {
+            match requests.recv_timeout(wait) {
+                Ok(request) => {
                     if self.connection.is_none() && Instant::now() >= self.next_attempt {
                         self.connect();
                     }
-                    let result = self.round(round);
-                    if !self.emit(Event::RoundDone(result)) {
+                    let event = match request {
+                        Request::Round(round) => Event::RoundDone(self.round(round)),
+                        Request::Read(id, read) => Event::Read(id, self.read(read)),
+                    };
+                    if !self.emit(event) {
                         break;
                     }
                 }
@@ -249,6 +257,7 @@ impl CommandThread {
         let mut pipe = redis::pipe();
         let node = &*self.settings.node_id;
         let retention = self.settings.retention.map_or(0, |r| r.as_secs().max(1));
+        let history = self.settings.history;
         for op in ops {
             match *op {
                 Op::Heartbeat => {
@@ -259,27 +268,40 @@ impl CommandThread {
                         continue;
                     };
                     let call = evalsha(&mut pipe, &self.scripts.write);
-                    call.arg(2)
-                        .arg(keys::vars_key(&changes.room))
-                        .arg(keys::version_key(&changes.room))
-                        .arg(keys::channel(&changes.room))
+                    let room = &changes.room;
+                    // With history off, entries are neither recorded nor trimmed.
+                    let entries = if history > 0 {
+                        &changes.history[..]
+                    } else {
+                        &[]
+                    };
+                    call.arg(4)
+                        .arg(keys::vars_key(room))
+                        .arg(keys::meta_key(room))
+                        .arg(keys::version_key(room))
+                        .arg(keys::history_key(room))
+                        .arg(keys::channel(room))
                         .arg(node)
                         .arg(changes.local_version())
                         .arg(u8::from(changes.replace_all))
                         .arg(retention)
-                        .arg(changes.seeds.len());
+                        .arg(changes.seeds.len())
+                        .arg(history)
+                        .arg(entries.len());
                     for variable in changes.variables.iter().chain(&changes.seeds) {
-                        call.arg(&*variable.name).arg(encode_value(variable));
+                        call.arg(&*variable.name)
+                            .arg(encode_value(variable))
+                            .arg(encode_meta(variable));
+                    }
+                    for entry in entries {
+                        call.arg(entries::encode(entry));
                     }
                 }
                 Op::Load(i) => {
                     let Some(room) = round.loads.get(i) else {
                         continue;
                     };
-                    evalsha(&mut pipe, &self.scripts.load)
-                        .arg(2)
-                        .arg(keys::vars_key(room))
-                        .arg(keys::version_key(room));
+                    pipe.add_command(load_command(&self.scripts.load, room));
                 }
                 Op::Members(i) => {
                     let Some((room, count)) = round.members.get(i) else {
@@ -359,6 +381,63 @@ impl CommandThread {
         result
     }
 
+    /// Answers a read of the HTTP API with one command; `Failed` when Redis cannot be asked
+    /// or its answer is not what it should be.
+    fn read(&mut self, read: ReadRequest) -> StoredRead {
+        let (cmd, room) = match &read {
+            ReadRequest::History { room, count } => {
+                let mut cmd = redis::cmd("LRANGE");
+                let last = i64::try_from(*count).unwrap_or(i64::MAX).saturating_sub(1);
+                cmd.arg(keys::history_key(room)).arg(0).arg(last);
+                (cmd, room)
+            }
+            ReadRequest::Variables { room } => (load_command(&self.scripts.load, room), room),
+        };
+        let mut reply = self.ask(&cmd);
+        if matches!(&reply, Ok(reply) if is_noscript(reply)) {
+            // Redis restarted or flushed its scripts: load them and ask once more.
+            reply = match &mut self.connection {
+                Some(connection) => self.scripts.load_into(connection),
+                None => Ok(()),
+            }
+            .and_then(|()| self.ask(&cmd));
+        }
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                if self.connection.is_some() {
+                    self.lost(&e);
+                }
+                return StoredRead::Failed;
+            }
+        };
+        let answer = match read {
+            ReadRequest::History { .. } => history_entries(reply).map(StoredRead::History),
+            ReadRequest::Variables { .. } => {
+                room_state(room, reply).map(|state| StoredRead::Variables(state.variables))
+            }
+        };
+        answer.unwrap_or_else(|| {
+            self.errors.log(
+                Instant::now(),
+                &format!("reading {room:?} for a query: bad reply"),
+            );
+            StoredRead::Failed
+        })
+    }
+
+    /// One command's reply (a server error is a reply); an error when Redis cannot be asked.
+    fn ask(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
+        let Some(connection) = &mut self.connection else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "not connected",
+            )));
+        };
+        connection.send_packed_command(&cmd.get_packed_command())?;
+        connection.recv_response()
+    }
+
     /// At shutdown: this node's member entries and heartbeat go, so other nodes stop counting
     /// its members at once rather than when the heartbeat expires.
     fn farewell(&mut self) {
@@ -389,6 +468,17 @@ fn heartbeat_command(node: &str) -> redis::Cmd {
     cmd
 }
 
+/// `LOAD` of `room`: its version, variables and their writers.
+fn load_command(script: &LuaScript, room: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(&script.sha)
+        .arg(3)
+        .arg(keys::vars_key(room))
+        .arg(keys::meta_key(room))
+        .arg(keys::version_key(room));
+    cmd
+}
+
 fn evalsha<'a>(pipe: &'a mut redis::Pipeline, script: &LuaScript) -> &'a mut redis::Pipeline {
     pipe.cmd("EVALSHA").arg(&script.sha)
 }
@@ -408,32 +498,33 @@ fn failed(round: Round) -> RoundResult {
     }
 }
 
-/// A `LOAD` reply: `[version, [name, value, …]]`.
+/// A `LOAD` reply: `[version, [name, value, …], [name, meta, …]]`.
 fn room_state(room: &str, reply: Value) -> Option<RoomState> {
-    let Value::Array(mut parts) = reply else {
+    let Value::Array(parts) = reply else {
         return None;
     };
-    if parts.len() != 2 {
-        return None;
-    }
-    let hash = parts.pop()?;
-    let Value::Int(version) = parts.pop()? else {
+    let mut parts = parts.into_iter();
+    let (Some(Value::Int(version)), Some(hash), Some(metas), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return None;
     };
-    let entries = match hash {
-        Value::Array(entries) => entries,
-        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        _ => return None,
-    };
-    let mut variables = Vec::with_capacity(entries.len() / 2);
-    let mut entries = entries.into_iter();
-    while let (Some(name), Some(stored)) = (entries.next(), entries.next()) {
-        let (Value::BulkString(name), Value::BulkString(stored)) = (name, stored) else {
-            return None;
-        };
+    let mut variables = Vec::new();
+    for (name, stored) in pairs(hash)? {
         // A value this node cannot read is skipped, not the whole room.
         if let Some(variable) = decode_variable(&name, &stored) {
             variables.push(variable);
+        }
+    }
+    // Variables written before writers were kept have none (unknown writer, time 0). In name
+    // order, to find each writer's variable.
+    variables.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    for (name, meta) in pairs(metas)? {
+        let found = std::str::from_utf8(&name)
+            .ok()
+            .and_then(|name| variables.binary_search_by(|v| (*v.name).cmp(name)).ok());
+        if let Some(variable) = found.and_then(|i| variables.get_mut(i)) {
+            apply_meta(variable, &meta);
         }
     }
     Some(RoomState {
@@ -441,4 +532,37 @@ fn room_state(room: &str, reply: Value) -> Option<RoomState> {
         version: u64::try_from(version).unwrap_or(0),
         variables,
     })
+}
+
+/// The field/value pairs of a `HGETALL` reply; `None` when it is not one.
+fn pairs(hash: Value) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let entries = match hash {
+        Value::Array(entries) => entries,
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => return None,
+    };
+    let mut pairs = Vec::with_capacity(entries.len() / 2);
+    let mut entries = entries.into_iter();
+    while let (Some(name), Some(stored)) = (entries.next(), entries.next()) {
+        let (Value::BulkString(name), Value::BulkString(stored)) = (name, stored) else {
+            return None;
+        };
+        pairs.push((name, stored));
+    }
+    Some(pairs)
+}
+
+/// An `LRANGE` reply of a history list: its entries, newest first (those not ours skipped).
+fn history_entries(reply: Value) -> Option<Vec<HistoryEntry>> {
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    let mut entries = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::BulkString(stored) = item else {
+            return None;
+        };
+        entries.extend(entries::decode(&stored));
+    }
+    Some(entries)
 }

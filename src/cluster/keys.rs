@@ -14,6 +14,17 @@ pub fn vars_key(room: &str) -> String {
     format!("{ROOM_PREFIX}{room}}}:vars")
 }
 
+/// Hash of the room's variables' last writers: name → [`encode_meta`]. Written and removed
+/// with the vars hash, by the same script.
+pub fn meta_key(room: &str) -> String {
+    format!("{ROOM_PREFIX}{room}}}:meta")
+}
+
+/// List of the room's history entries, newest first (`entries.rs`), trimmed to `--history`.
+pub fn history_key(room: &str) -> String {
+    format!("{ROOM_PREFIX}{room}}}:history")
+}
+
 /// The room's version: bumped by every batch.
 pub fn version_key(room: &str) -> String {
     format!("{ROOM_PREFIX}{room}}}:version")
@@ -51,6 +62,33 @@ pub fn encode_value(variable: &SavedVariable) -> String {
     stored.push(if variable.is_number { 'n' } else { 't' });
     stored.push_str(&variable.value);
     stored
+}
+
+/// A variable's last writer as stored in the meta hash: its time in Unix milliseconds, `:`,
+/// then the user (which may contain anything, `:` included).
+pub fn encode_meta(variable: &SavedVariable) -> String {
+    let mut stored = String::with_capacity(variable.user.len() + 14);
+    stored.push_str(&variable.changed_ms.to_string());
+    stored.push(':');
+    stored.push_str(&variable.user);
+    stored
+}
+
+/// Sets `variable`'s writer and time from its stored meta; false (left as is) when the meta is
+/// not ours.
+pub fn apply_meta(variable: &mut SavedVariable, stored: &[u8]) -> bool {
+    let Some(colon) = stored.iter().take(21).position(|&b| b == b':') else {
+        return false;
+    };
+    let (ms, user) = stored.split_at(colon);
+    let ms = std::str::from_utf8(ms).ok().and_then(|ms| ms.parse().ok());
+    let user = std::str::from_utf8(user.get(1..).unwrap_or_default()).ok();
+    let (Some(ms), Some(user)) = (ms, user) else {
+        return false;
+    };
+    variable.changed_ms = ms;
+    variable.user = user.into();
+    true
 }
 
 /// A stored variable back from its name and stored value; `None` when it is not ours.
@@ -97,5 +135,23 @@ mod tests {
         );
         assert_eq!(decode_variable(b"x", b"q1"), None);
         assert_eq!(decode_variable(b"x", b""), None);
+    }
+
+    #[test]
+    fn meta_keeps_writer_and_time_whatever_the_user_holds() {
+        let mut written = SavedVariable::new("x", "1", true);
+        written.user = "a:b\n".into();
+        written.changed_ms = 1_733_400_000_000;
+        let stored = encode_meta(&written);
+        assert_eq!(stored, "1733400000000:a:b\n");
+        let mut read = SavedVariable::new("x", "1", true);
+        assert!(apply_meta(&mut read, stored.as_bytes()));
+        assert_eq!(read, written);
+        for hostile in [&b""[..], b"12", b"x:u", b":u", b"99999999999999999999999:u"] {
+            assert!(!apply_meta(&mut read, hostile), "{hostile:?}");
+        }
+        assert_eq!(read, written);
+        assert_eq!(meta_key("a}b"), "stratus:{a}b}:meta");
+        assert_eq!(history_key("a}b"), "stratus:{a}b}:history");
     }
 }

@@ -13,6 +13,11 @@
 //! Redis layout (a room id is used as is, binary-safe):
 //! - `stratus:{ROOM}:vars`: hash, variable name → `n` or `t` followed by the value's text
 //!   (number or text).
+//! - `stratus:{ROOM}:meta`: hash, variable name → its last writer (`MS:USER`, `keys.rs`),
+//!   written and removed with the vars hash.
+//! - `stratus:{ROOM}:history`: list of the room's history entries, newest first (`entries.rs`),
+//!   trimmed to `--history` by the node that writes (so every node should run with the same
+//!   `--history`). The vars, meta and history keys get the retention's expiry at every write.
 //! - `stratus:{ROOM}:version`: the room's version, bumped by every batch.
 //! - `stratus:{ROOM}:members`: hash, node id → that node's member count; a node's entry counts
 //!   only while its heartbeat key `stratus:node:NODE` exists (it expires if the node dies).
@@ -21,10 +26,13 @@
 //!
 //! The braces are literal characters (`stratus:{lobby}:vars` for room `lobby`): see
 //! `keys.rs`. The scripts are in `scripts.rs`, the threads in `commands.rs` and
-//! `subscriber.rs`.
+//! `subscriber.rs`. The HTTP API's reads (a room's newest history entries, the variables of a
+//! room not in memory) go to the command thread on the rounds' channel and come back as
+//! [`Event::Read`] in order with the rounds' answers.
 
 mod codec;
 mod commands;
+mod entries;
 mod keys;
 mod retry;
 mod scripts;
@@ -38,7 +46,7 @@ use std::time::Duration;
 
 use redis::IntoConnectionInfo;
 
-use crate::engine::{Batch, SavedVariable};
+use crate::engine::{Batch, ReadRequest, SavedVariable, StoredRead};
 use commands::CommandThread;
 use stats::SharedStats;
 use subscriber::Subscriber;
@@ -48,6 +56,9 @@ const SUBSCRIBE_CAPACITY: usize = 1024;
 /// Events waiting for the loop; when full, the subscriber thread waits (and Redis may drop
 /// it, which ends in [`Event::Resubscribed`]).
 const EVENT_CAPACITY: usize = 1024;
+/// The HTTP API's reads waiting for the command thread besides the round (more: answered
+/// unavailable).
+const READ_CAPACITY: usize = 64;
 
 /// What the loop knows about the cluster at start.
 #[derive(Clone, Debug)]
@@ -58,6 +69,8 @@ pub struct ClusterSettings {
     pub node_id: Box<str>,
     /// Room keys expire this long after the room's last write; `None` keeps them.
     pub retention: Option<Duration>,
+    /// `--history`: the length a room's history list is trimmed to (0: history is off).
+    pub history: usize,
 }
 
 /// A batch some node (this one included) applied to a room, as received on the room's channel.
@@ -107,10 +120,20 @@ pub struct RoundResult {
     pub member_totals: Vec<(Box<str>, u32)>,
 }
 
+/// What the command thread is asked for, in order.
+#[derive(Debug)]
+pub enum Request {
+    Round(Round),
+    /// A read of the HTTP API, named by the loop's id.
+    Read(u64, ReadRequest),
+}
+
 /// What the threads tell the loop.
 #[derive(Debug)]
 pub enum Event {
     RoundDone(RoundResult),
+    /// The answer to [`Request::Read`] with this id (after the rounds sent before it).
+    Read(u64, StoredRead),
     /// Batches of this room published from now on will arrive.
     Subscribed(Box<str>),
     Message(RemoteBatch),
@@ -145,7 +168,7 @@ pub struct ClusterStats {
 
 /// The loop's side of the Redis threads.
 pub struct Cluster {
-    rounds: Option<SyncSender<Round>>,
+    rounds: Option<SyncSender<Request>>,
     subscriptions: Option<SyncSender<subscriber::Request>>,
     events: Receiver<Event>,
     threads: Vec<JoinHandle<()>>,
@@ -161,8 +184,9 @@ impl Cluster {
         let client = client(&settings.url)?;
         let shared = Arc::new(SharedStats::default());
         let (event_tx, event_rx) = mpsc::sync_channel(EVENT_CAPACITY);
-        // One round at a time is out; the channel holds it while the thread is busy.
-        let (round_tx, round_rx) = mpsc::sync_channel(1);
+        // One round at a time is out; the channel holds it while the thread is busy, with the
+        // reads asked for meanwhile.
+        let (round_tx, round_rx) = mpsc::sync_channel(1 + READ_CAPACITY);
         let (sub_tx, sub_rx) = mpsc::sync_channel(SUBSCRIBE_CAPACITY);
         let worker = CommandThread::new(
             client.clone(),
@@ -219,15 +243,31 @@ impl Cluster {
         let Some(rounds) = &self.rounds else {
             return Err(round);
         };
-        match rounds.try_send(round) {
+        match rounds.try_send(Request::Round(round)) {
             Ok(()) => {
                 self.busy = Some(variables);
                 Ok(())
             }
-            Err(TrySendError::Full(round)) => Err(round),
-            Err(TrySendError::Disconnected(round)) => {
+            Err(TrySendError::Full(request)) => Err(round_of(request)),
+            Err(TrySendError::Disconnected(request)) => {
                 self.rounds = None;
-                Err(round)
+                Err(round_of(request))
+            }
+        }
+    }
+
+    /// Asks for a read of the HTTP API (answered by [`Event::Read`] with `id`, after the rounds
+    /// sent before it); false when the command thread has too many to do or is gone.
+    pub fn request_read(&mut self, id: u64, read: ReadRequest) -> bool {
+        let Some(rounds) = &self.rounds else {
+            return false;
+        };
+        match rounds.try_send(Request::Read(id, read)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => false,
+            Err(TrySendError::Disconnected(_)) => {
+                self.rounds = None;
+                false
             }
         }
     }
@@ -284,12 +324,12 @@ impl Cluster {
             return Err(round);
         };
         let variables = round.batch.variable_count();
-        match rounds.send(round) {
+        match rounds.send(Request::Round(round)) {
             Ok(()) => {
                 self.busy = Some(variables);
                 Ok(())
             }
-            Err(mpsc::SendError(round)) => Err(round),
+            Err(mpsc::SendError(request)) => Err(round_of(request)),
         }
     }
 
@@ -323,6 +363,14 @@ impl Cluster {
         for thread in threads {
             let _ = thread.join();
         }
+    }
+}
+
+/// The round a refused [`Request::Round`] carried.
+fn round_of(request: Request) -> Round {
+    match request {
+        Request::Round(round) => round,
+        Request::Read(..) => Round::default(),
     }
 }
 

@@ -4,50 +4,75 @@
 
 use redis::Script;
 
-/// Applies one room's batch and publishes it.
+/// Applies one room's batch, stores its history entries and publishes it.
 ///
-/// KEYS: vars, version. ARGV: channel, node id, local version, replace_all (`0`/`1`),
-/// retention in seconds (`0`: keep), number of seed pairs, then name/stored-value pairs: the
-/// variables, then the seeds (declarations, written only where the room has no such name).
-/// Publishes what it wrote (seeds that found a value are left out). Returns the new version.
-/// The payload is the format of `codec.rs`.
+/// KEYS: vars, meta, version, history. ARGV: channel, node id, local version, replace_all
+/// (`0`/`1`), retention in seconds (`0`: keep), number of seed triples, `--history` (the cap of
+/// the history list; `0` leaves it alone), number of history entries, then name/stored-value/
+/// meta triples: the variables, then the seeds (declarations, written only where the room has
+/// no such name), then the history entries oldest first (`entries.rs`). The vars and meta
+/// hashes are written (and, with replace_all, replaced) together; an entry is pushed at the
+/// head of the list, so it is newest first, and the list is trimmed to the cap. Every key of the
+/// room gets the retention. Publishes what it wrote (seeds that found a value are left out).
+/// Returns the new version. The payload is the format of `codec.rs`.
 const WRITE: &str = r#"
-local version = redis.call('INCR', KEYS[2])
-if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) end
-local n = #ARGV
-local plain_end = n - 2 * (tonumber(ARGV[6]) or 0)
--- HSET in chunks: unpack() has a limit on how many values it returns.
-for i = 7, plain_end, 1000 do
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, plain_end)))
-end
+local version = redis.call('INCR', KEYS[3])
+if ARGV[4] == '1' then redis.call('DEL', KEYS[1], KEYS[2]) end
+local entries = tonumber(ARGV[8]) or 0
+local triples_end = #ARGV - entries
+local plain_end = triples_end - 3 * (tonumber(ARGV[6]) or 0)
 local written = {}
-for i = 7, plain_end, 2 do written[#written + 1] = i end
-for i = plain_end + 1, n, 2 do
+-- HSET in chunks: unpack() has a limit on how many values it returns.
+local values, metas = {}, {}
+local function flush()
+  if #values > 0 then
+    redis.call('HSET', KEYS[1], unpack(values))
+    redis.call('HSET', KEYS[2], unpack(metas))
+    values, metas = {}, {}
+  end
+end
+for i = 9, plain_end, 3 do
+  values[#values + 1] = ARGV[i]
+  values[#values + 1] = ARGV[i + 1]
+  metas[#metas + 1] = ARGV[i]
+  metas[#metas + 1] = ARGV[i + 2]
+  written[#written + 1] = i
+  if #values >= 1000 then flush() end
+end
+flush()
+for i = plain_end + 1, triples_end, 3 do
   if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
     written[#written + 1] = i
   end
 end
-if ARGV[5] ~= '0' then
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
+local cap = tonumber(ARGV[7]) or 0
+if cap > 0 and entries > 0 then
+  for i = triples_end + 1, #ARGV, 1000 do
+    redis.call('LPUSH', KEYS[4], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
+  redis.call('LTRIM', KEYS[4], 0, cap - 1)
 end
-local parts = {'S1 ', string.format('%d', version), ' ', ARGV[3], ' ', ARGV[4], ' ',
+if ARGV[5] ~= '0' then
+  for k = 1, 4 do redis.call('EXPIRE', KEYS[k], ARGV[5]) end
+end
+local parts = {'S2 ', string.format('%d', version), ' ', ARGV[3], ' ', ARGV[4], ' ',
   string.format('%d', #written), '\n', #ARGV[2], ':', ARGV[2]}
 for _, i in ipairs(written) do
-  parts[#parts + 1] = #ARGV[i] .. ':'
-  parts[#parts + 1] = ARGV[i]
-  parts[#parts + 1] = #ARGV[i + 1] .. ':'
-  parts[#parts + 1] = ARGV[i + 1]
+  for j = i, i + 2 do
+    parts[#parts + 1] = #ARGV[j] .. ':'
+    parts[#parts + 1] = ARGV[j]
+  end
 end
 redis.call('PUBLISH', ARGV[1], table.concat(parts))
 return version
 "#;
 
-/// Reads a room: KEYS: vars, version. Returns `{version, {name, value, name, value, …}}`
-/// (version 0 for a room Redis does not have).
+/// Reads a room: KEYS: vars, meta, version. Returns `{version, {name, value, …}, {name, meta,
+/// …}}` (version 0 for a room Redis does not have). Also the variables read of the HTTP API.
 const LOAD: &str = r#"
-local version = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-return {version, redis.call('HGETALL', KEYS[1])}
+local version = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
+return {version, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
 "#;
 
 /// Sets this node's member count in a room and returns the room's total over live nodes.

@@ -82,9 +82,9 @@ pub struct Config {
     pub retention: Duration,
 
     /// History entries kept per room (project): every accepted set, create, rename and delete,
-    /// with its user and time, newest kept, stored with the variables in `--data-dir` and
-    /// pruned by `--retention` (with `--cluster`, not yet written to Redis). 0 records nothing.
-    /// Takes effect after a restart.
+    /// with its user and time, newest kept, stored with the variables (in `--data-dir`, or in
+    /// Redis with `--cluster`, where every node should use the same N) and pruned by
+    /// `--retention`. 0 records nothing. Takes effect after a restart.
     #[arg(
         long,
         env = "STRATUS_HISTORY",

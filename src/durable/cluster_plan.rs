@@ -251,6 +251,8 @@ impl ClusterPlan {
                 }
                 Vec::new()
             }
+            // The driver answers its query; nothing of the plan's.
+            Event::Read(..) => Vec::new(),
             Event::Resubscribed => {
                 info!("Redis subscription back: reading every room again");
                 engine.handle_resync();

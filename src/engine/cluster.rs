@@ -288,7 +288,13 @@ impl Engine {
                     let Some(variable) = room.variables.get_mut(index) else {
                         continue;
                     };
-                    if is_unpublished(variable, published) || variable.value.as_ref() == value {
+                    if is_unpublished(variable, published) {
+                        continue;
+                    }
+                    if variable.value.as_ref() == value {
+                        // The same value written again: only who wrote last, and when, is news.
+                        variable.user = Arc::clone(&saved.user);
+                        variable.changed_ms = saved.changed_ms;
                         continue;
                     }
                     variable.value.replace(value);

@@ -520,3 +520,30 @@ fn a_room_renamed_during_its_read_is_read_once() {
         assert!(!e.has_unsaved());
     }
 }
+
+#[test]
+fn other_nodes_writers_are_kept_also_when_they_write_the_same_value() {
+    let mut e = node();
+    let key = join_at(&mut e, "r", 1, 3, &[]);
+    flushed(&mut e);
+    let written = |user: &str, ms: u64| SavedVariable {
+        user: user.into(),
+        changed_ms: ms,
+        ..var("☁ a", "5")
+    };
+    e.handle_remote(remote("r", 4, &[written("Alice", 10)]));
+    e.handle_remote(remote("r", 5, &[written("Bob", 20)]));
+    let saved = e.saved_variables(key);
+    assert_eq!(
+        saved
+            .iter()
+            .map(|v| (&*v.user, v.changed_ms))
+            .collect::<Vec<_>>(),
+        [("Bob", 20)]
+    );
+    assert_eq!(
+        flushed(&mut e),
+        vec![(1, "☁ a=5".into())],
+        "one value, sent once"
+    );
+}

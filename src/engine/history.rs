@@ -371,6 +371,16 @@ impl Engine {
     }
 }
 
+/// A read for a query of the HTTP API, named by the loop's `id`, for either backend (the
+/// storage thread or the Redis command thread).
+#[derive(Debug)]
+pub enum ReadRequest {
+    /// The newest `count` history entries of `room`.
+    History { room: Box<str>, count: usize },
+    /// The variables of `room`, with writer and time.
+    Variables { room: Box<str> },
+}
+
 /// What the backend read for a query of the HTTP API (answered through the backend's reply
 /// channel, in order with its other replies).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -29,7 +29,7 @@ use slab::Slab;
 pub use cluster::{Remote, RemoteChanges};
 pub use durable::{Backend, Batch, Read, Reports, RoomChanges, SavedVariable, Want, Work};
 pub use fanout::{EncodeSet, Frame};
-pub use history::{HistoryEntry, StoredRead, Verb};
+pub use history::{HistoryEntry, ReadRequest, StoredRead, Verb};
 pub use renders::{RenderCensus, RenderId};
 pub use rules::{ProjectSettings, Refusals, Rule, Rules, VariableRule};
 pub use value::{Rejection, ValueRef};

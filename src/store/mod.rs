@@ -42,14 +42,8 @@ pub struct StoreSettings {
     pub history: usize,
 }
 
-/// A read for a query of the HTTP API, named by the loop's `id`.
-#[derive(Debug)]
-pub enum ReadRequest {
-    /// The newest `count` history entries of `room`.
-    History { room: Box<str>, count: usize },
-    /// The variables of `room`, with writer and time.
-    Variables { room: Box<str> },
-}
+/// A read for a query of the HTTP API (one kind for either backend).
+pub use crate::engine::ReadRequest;
 
 pub enum Request {
     Load(Box<str>),

@@ -79,6 +79,7 @@ impl Durable {
         url: &str,
         node: Option<&str>,
         retention: Option<Duration>,
+        history: usize,
         tick: Duration,
         waker: mio::Waker,
         engine: &mut Engine,
@@ -91,6 +92,7 @@ impl Durable {
             url: url.to_owned(),
             node_id: node.clone(),
             retention,
+            history,
         };
         let cluster = Cluster::start(settings, Arc::new(waker))?;
         engine.set_backend(Backend::Cluster);
@@ -222,7 +224,7 @@ impl Server {
         for answer in durable.take_answers() {
             // A query's read is answered here, in order with the replies around it.
             let answer = match answer {
-                Answer::Store(Reply::Read(id, read)) => {
+                Answer::Store(Reply::Read(id, read)) | Answer::Cluster(Event::Read(id, read)) => {
                     self.finish_read(id, read);
                     continue;
                 }

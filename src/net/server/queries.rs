@@ -10,9 +10,8 @@ use super::durable::Durable;
 use super::query_json;
 use super::Server;
 use crate::engine::history::merge_newest;
-use crate::engine::{ClientId, StoredRead};
+use crate::engine::{ClientId, ReadRequest, StoredRead};
 use crate::query::{Answer, Query};
-use crate::store::ReadRequest;
 
 /// A query waiting for the backend's read.
 #[derive(Debug)]
@@ -167,8 +166,8 @@ impl Server {
         let id = self.queries.next_id;
         let sent = match &mut self.durable {
             Some(Durable::Store(store, _)) => store.request_read(id, read),
-            // Redis reads are not wired yet: a node answers from memory only.
-            Some(Durable::Cluster(..)) | None => false,
+            Some(Durable::Cluster(cluster, _)) => cluster.request_read(id, read),
+            None => false,
         };
         if !sent {
             return Some(Answer::Unavailable);

@@ -136,8 +136,16 @@ impl Server {
             let retention = (!config.retention.is_zero()).then_some(config.retention);
             let node = config.cluster_node.as_deref();
             Some(
-                Durable::start_cluster(url, node, retention, tick, waker, &mut engine)
-                    .map_err(StartError)?,
+                Durable::start_cluster(
+                    url,
+                    node,
+                    retention,
+                    config.history,
+                    tick,
+                    waker,
+                    &mut engine,
+                )
+                .map_err(StartError)?,
             )
         } else if config.no_persist {
             info!("--no-persist: variables are kept in memory only");
