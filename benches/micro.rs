@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use stratus::dialect::json::{self, JsonParser};
 use stratus::dialect::{encode_set, Reconnects, Route, Session, SessionContext, Users};
-use stratus::engine::{ClientId, Engine, Format, Limits, ValueRef};
+use stratus::engine::{ClientId, Engine, Format, Limits, SetLine, ValueRef};
 use stratus::policy::Policy;
 
 const SET: &[u8] = br#"{"method":"set","name":"\u2601 score","value":"12345.5","project_id":"1234","user":"griffpatch"}"#;
@@ -144,7 +144,13 @@ fn encoding(c: &mut Criterion) {
                     if i > 0 {
                         out.push('\n');
                     }
-                    encode_set(Format(0), "1", name, ValueRef::Text("1234567.25"), &mut out);
+                    let line = SetLine {
+                        name,
+                        value: ValueRef::Text("1234567.25"),
+                        user: "",
+                        changed_ms: 0,
+                    };
+                    encode_set(Format(0), "1", line, &mut out);
                 }
                 black_box(out.len())
             })

@@ -31,6 +31,9 @@ pub struct Policy {
     pub max_rooms_per_connection: usize,
     /// Rooms whose joins fail as an internal error (fault injection for tests).
     pub fault_rooms: HashSet<String>,
+    /// Scratch-dialect clients that join are sent each variable's last writer and time of
+    /// change with its value (`--relay-user`).
+    pub relay_user: bool,
 }
 
 impl Policy {

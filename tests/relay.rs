@@ -608,3 +608,48 @@ fn a_bad_object_in_a_frame_closes_after_the_objects_before_it_apply() {
     assert_eq!(b.recv(), relayed("☁ a", "1"));
     b.expect_silence();
 }
+
+/// What Bob (Scratch) and a legacy client of room 1 read when Alice sets `☁ x` to 5, after
+/// the legacy client created it: Bob's join frame, Bob's update, the legacy client's update.
+fn writers_as_read(args: &[&str]) -> (serde_json::Value, serde_json::Value, String) {
+    let server = Server::start(args);
+    let mut legacy = server.legacy_join("1", "OldTimer", r#"{"☁ x": "0"}"#);
+    legacy.sync();
+    assert_eq!(legacy.recv(), legacy_relayed("☁ x", "0"), "its join frame");
+    let mut alice = server.join_synced("1", "Alice");
+    let mut bob = server.join("1", "Bob");
+    let joined: serde_json::Value = serde_json::from_str(&bob.recv()).expect("json");
+    bob.sync();
+    alice.recv(); // Alice's own join frame
+    alice.set("☁ x", "5");
+    let update: serde_json::Value = serde_json::from_str(&bob.recv()).expect("json");
+    let legacy_update = legacy.recv();
+    // The writer is not sent its own value, with or without its name.
+    alice.expect_silence();
+    (joined, update, legacy_update)
+}
+
+#[test]
+fn relay_user_names_the_writer_and_time_in_scratch_sets_and_only_there() {
+    let (joined, update, legacy_update) = writers_as_read(&["--relay-user"]);
+    assert_eq!(update["method"], "set");
+    assert_eq!(update["name"], "☁ x");
+    assert_eq!(update["value"], 5);
+    assert_eq!(update["user"], "Alice");
+    let set_at = update["timestamp"].as_u64().expect("a number of ms");
+    assert!(set_at > 1_600_000_000_000, "{update}");
+    // The join's full-state reply names each variable's last writer too.
+    assert_eq!(joined["user"], "OldTimer");
+    assert!(
+        joined["timestamp"].as_u64().expect("ms") <= set_at,
+        "{joined}"
+    );
+    // Other dialects read what they always did.
+    assert_eq!(legacy_update, legacy_relayed("☁ x", "5"));
+
+    // Off by default: Scratch's own shape.
+    let (joined, update, legacy_update) = writers_as_read(&[]);
+    assert_eq!(update.to_string(), relayed("☁ x", "5"));
+    assert_eq!(joined.to_string(), relayed("☁ x", "\"0\""));
+    assert_eq!(legacy_update, legacy_relayed("☁ x", "5"));
+}

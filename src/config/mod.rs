@@ -93,6 +93,13 @@ pub struct Config {
     )]
     pub history: usize,
 
+    /// Scratch-protocol clients are sent, with each value, who changed it last (`"user"`) and
+    /// when (`"timestamp"`, Unix milliseconds), as scratchattach's own server does, so its cloud
+    /// requests know their requester. Scratch's server does not send them. Applies to clients
+    /// that join after it is turned on (also by a reload).
+    #[arg(long, env = "STRATUS_RELAY_USER", value_parser = BoolishValueParser::new())]
+    pub relay_user: bool,
+
     /// Test only: the storage thread waits this long before each request (a slow disk).
     #[arg(long, env = "STRATUS_STORE_DELAY", default_value = "0s", value_parser = parse_duration, hide = true)]
     pub store_delay: Duration,

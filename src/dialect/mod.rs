@@ -36,9 +36,7 @@ use simd_json::prelude::*;
 use simd_json::tape::Value;
 use smallvec::SmallVec;
 
-use crate::engine::{
-    ClientId, Declared, Engine, Format, Frame, JoinError, RoomKey, Rule, ValueRef,
-};
+use crate::engine::{ClientId, Declared, Engine, Format, Frame, JoinError, RoomKey, Rule, SetLine};
 use crate::policy::{Policy, MAX_ROOM_ID_CHARS};
 
 /// The protocols stratus speaks.
@@ -154,14 +152,31 @@ impl Refusal {
     }
 }
 
+/// Scratch `set` lines that also name the variable's last writer and when it wrote
+/// (`--relay-user`): the format Scratch-dialect members join in while the option is on.
+const SCRATCH_WITH_WRITER: Format = Format(u8::MAX - 1);
+
+/// The format a member speaking `dialect` reads under `policy`. Members of one room in one
+/// format share their frames, so the option picks a format rather than changing lines per member.
+fn member_format(dialect: Dialect, policy: &Policy) -> Format {
+    if dialect == Dialect::Scratch && policy.relay_user {
+        SCRATCH_WITH_WRITER
+    } else {
+        dialect.format()
+    }
+}
+
 /// Writes one `set` line in the format a member reads; the engine calls this to build frames.
-pub fn encode_set(format: Format, room: &str, name: &str, value: ValueRef<'_>, out: &mut String) {
+pub fn encode_set(format: Format, room: &str, line: SetLine<'_>, out: &mut String) {
+    let SetLine { name, value, .. } = line;
     if format == Dialect::Legacy.format() {
         legacy::encode_set(name, value, out);
     } else if format == Dialect::Rpc.format() {
         rpc::encode_set(name, value, out);
     } else if format == Dialect::Studio.format() {
         studio::encode_set(room, name, value, out);
+    } else if format == SCRATCH_WITH_WRITER {
+        scratch::encode_set_with_writer(line, out);
     } else {
         scratch::encode_set(name, value, out);
     }
@@ -218,7 +233,7 @@ impl Peer {
         if env.policy.fault_rooms.contains(room) {
             return Err(Reason::ServerFault.into());
         }
-        let format = dialect.format();
+        let format = member_format(dialect, env.policy);
         // History shows the name the dialect knows (`peer.user`), in its original case.
         let shown = self.user.as_deref().unwrap_or(user);
         let mut joined =
@@ -313,10 +328,12 @@ pub(crate) fn join_with_handshake(
     check_room(&room, env.policy)?;
     env.policy.usernames.check(user).map_err(Reason::Username)?;
     let key = peer.enter(&room, user, dialect, variables.as_deref(), env)?;
-    if let Some(snapshot) = env
-        .engine
-        .snapshot_for(key, peer.client, dialect.format(), env.now)
-    {
+    if let Some(snapshot) = env.engine.snapshot_for(
+        key,
+        peer.client,
+        member_format(dialect, env.policy),
+        env.now,
+    ) {
         peer.outbox.push_frame(snapshot);
     }
     Ok(())

@@ -1,14 +1,17 @@
 //! The Scratch 3 / TurboWarp dialect: `{"method": "handshake" | "set" | "create" | "rename" |
-//! "delete", ...}` in, `{"method":"set","name":N,"value":V}` lines out.
+//! "delete", ...}` in, `{"method":"set","name":N,"value":V}` lines out (with `--relay-user`,
+//! also `"user"` and `"timestamp"` of the variable's last change).
 //!
 //! Invalid names and values are ignored (the connection stays open), as Scratch's own server
 //! does; protocol violations close with 4000. `user` and `project_id` on later messages are
 //! ignored.
 
+use std::fmt::Write as _;
+
 use simd_json::tape::Value;
 
 use super::{json, room_text, Env, Handshake, Outcome, Peer, Reason};
-use crate::engine::{EditError, Rejection, SetOutcome, ValueRef};
+use crate::engine::{EditError, Rejection, SetLine, SetOutcome, ValueRef};
 
 pub(super) fn read_handshake<'v>(doc: Value<'_, 'v>) -> Result<Handshake<'v>, Reason> {
     let room = room_text(doc.get("project_id"))?;
@@ -97,4 +100,18 @@ pub(super) fn encode_set(name: &str, value: ValueRef<'_>, out: &mut String) {
     out.push_str(r#","value":"#);
     json::push_value(out, value);
     out.push('}');
+}
+
+/// A `set` line that also carries the writer's name and the time of the change in Unix
+/// milliseconds, as scratchattach's own server sends them (`--relay-user`): its cloud requests
+/// read the requester from `user`. `user` is "" and `timestamp` 0 where they are unknown.
+pub(super) fn encode_set_with_writer(line: SetLine<'_>, out: &mut String) {
+    out.push_str(r#"{"method":"set","name":"#);
+    json::push_string(out, line.name);
+    out.push_str(r#","value":"#);
+    json::push_value(out, line.value);
+    out.push_str(r#","user":"#);
+    json::push_string(out, line.user);
+    // Writing a number into a String cannot fail.
+    let _ = write!(out, r#","timestamp":{}}}"#, line.changed_ms);
 }

@@ -6,17 +6,17 @@ use std::time::{Duration, Instant};
 use super::{ClusterPlan, Command, StorePlan};
 use crate::cluster::{Event, RoomState, Round, RoundResult};
 use crate::engine::{
-    Backend, ClientId, Engine, Format, JoinError, Limits, SavedVariable, ValueRef,
+    Backend, ClientId, Engine, Format, JoinError, Limits, SavedVariable, SetLine, ValueRef,
 };
 use crate::store::Reply;
 
 const F: Format = Format(0);
 const TICK: Duration = Duration::from_millis(100);
 
-fn encode(_format: Format, _room: &str, name: &str, value: ValueRef<'_>, out: &mut String) {
-    out.push_str(name);
+fn encode(_format: Format, _room: &str, line: SetLine<'_>, out: &mut String) {
+    out.push_str(line.name);
     out.push('=');
-    out.push_str(value.text());
+    out.push_str(line.value.text());
 }
 
 fn engine(backend: Backend) -> Engine {

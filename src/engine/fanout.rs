@@ -18,8 +18,19 @@ pub type Frame = tungstenite::Utf8Bytes;
 
 /// Writes one `set` line for a variable in a given format. Dialects provide this.
 /// The room's id is given for formats that name the room in every line.
-pub type EncodeSet =
-    fn(format: Format, room: &str, name: &str, value: ValueRef<'_>, out: &mut String);
+pub type EncodeSet = fn(format: Format, room: &str, line: SetLine<'_>, out: &mut String);
+
+/// What a `set` line may show of a variable: formats that name its last writer read `user`
+/// and `changed_ms`, the others only `name` and `value`.
+#[derive(Clone, Copy, Debug)]
+pub struct SetLine<'a> {
+    pub name: &'a str,
+    pub value: ValueRef<'a>,
+    /// The last writer as its dialect knows it ("" when unknown).
+    pub user: &'a str,
+    /// When it wrote, in Unix milliseconds (0 when unknown).
+    pub changed_ms: u64,
+}
 
 /// Identifies a frame's contents: who it is for, in terms that decide its bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -63,13 +74,7 @@ impl FrameCache {
             if !self.scratch.is_empty() {
                 self.scratch.push('\n');
             }
-            encode(
-                member.format,
-                &room.id,
-                &variable.name,
-                variable.value.as_ref(),
-                &mut self.scratch,
-            );
+            encode(member.format, &room.id, variable.line(), &mut self.scratch);
         }
         let frame = Frame::from(self.scratch.clone());
         self.frames.push((key, frame.clone()));
@@ -93,12 +98,6 @@ pub fn write_snapshot(room: &Room, format: Format, encode: EncodeSet, out: &mut 
         if i > 0 {
             out.push('\n');
         }
-        encode(
-            format,
-            &room.id,
-            &variable.name,
-            variable.value.as_ref(),
-            out,
-        );
+        encode(format, &room.id, variable.line(), out);
     }
 }

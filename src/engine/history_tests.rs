@@ -4,10 +4,10 @@
 use super::history::merge_newest;
 use super::*;
 
-fn encode(_format: Format, _room: &str, name: &str, value: ValueRef<'_>, out: &mut String) {
-    out.push_str(name);
+fn encode(_format: Format, _room: &str, line: SetLine<'_>, out: &mut String) {
+    out.push_str(line.name);
     out.push('=');
-    out.push_str(value.text());
+    out.push_str(line.value.text());
 }
 
 const F: Format = Format(0);

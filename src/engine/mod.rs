@@ -28,7 +28,7 @@ use slab::Slab;
 
 pub use cluster::{Remote, RemoteChanges};
 pub use durable::{Backend, Batch, Read, Reports, RoomChanges, SavedVariable, Want, Work};
-pub use fanout::{EncodeSet, Frame};
+pub use fanout::{EncodeSet, Frame, SetLine};
 pub use history::{HistoryEntry, ReadRequest, StoredRead, Verb};
 pub use renders::{RenderCensus, RenderId};
 pub use rules::{ProjectSettings, Refusals, Rule, Rules, VariableRule};
@@ -38,6 +38,7 @@ use fanout::FrameCache;
 use pace::Pacer;
 use rate::TokenBucket;
 use renders::RenderBook;
+pub use room::Variable;
 use room::{Member, Room};
 
 /// Identifies a client to the engine. The event loop chooses it (slot and generation) so that a

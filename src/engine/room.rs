@@ -15,7 +15,7 @@ use super::pace::RoomPace;
 use super::rate::TokenBucket;
 use super::rules::RoomRules;
 use super::value::{StoredValue, ValueRef};
-use super::{ClientId, Format, Frame};
+use super::{ClientId, Format, Frame, SetLine};
 
 #[derive(Debug)]
 pub struct Variable {
@@ -93,6 +93,18 @@ pub struct Snapshot {
     pub version: u64,
     pub made_at: Instant,
     pub frame: Frame,
+}
+
+impl Variable {
+    /// What a dialect's `set` line shows of it.
+    pub fn line(&self) -> SetLine<'_> {
+        SetLine {
+            name: &self.name,
+            value: self.value.as_ref(),
+            user: &self.user,
+            changed_ms: self.changed_ms,
+        }
+    }
 }
 
 impl Room {

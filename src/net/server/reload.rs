@@ -28,6 +28,8 @@ const LIVE: &[&str] = &[
     "message-rate",
     "message-burst",
     "max-rooms-per-connection",
+    // Scratch clients that join after the reload read the new format.
+    "relay-user",
 ];
 
 /// How a setting without a value shows in a reload's log line.

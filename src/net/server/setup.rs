@@ -297,6 +297,7 @@ pub(super) fn build_policy(config: &Config) -> Result<Policy, StartError> {
         message_burst: config.message_burst,
         max_rooms_per_connection: config.max_rooms_per_connection,
         fault_rooms: config.fault_rooms.iter().cloned().collect(),
+        relay_user: config.relay_user,
     })
 }
 
