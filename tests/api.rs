@@ -3,7 +3,11 @@
 //! (404), CORS and no-store headers whatever `--allowed-origins` says, the per-address rate
 //! limit (429), keep-alive (sequential and pipelined requests, `Connection: close`, HTTP/1.0,
 //! the per-connection cap, the idle timeout), answers the loop gives a turn later reaching the
-//! connection that asked, HEAD, and a WebSocket upgrade after API requests.
+//! connection that asked, HEAD, and a WebSocket upgrade after API requests. Also what a client
+//! must not get: a request body read as a next request, `/metrics` behind a proxy for a client
+//! it does not name as local, CORS on a refused write, one rate bucket for every IPv4 client of
+//! a dual-stack listener, a server started with a nonsense `--api-rate`, a half-written answer
+//! replaced by a 408.
 //!
 //! Servers run with `--no-persist`: a project nobody wrote has no history (`[]`) and no
 //! variables (`{}`), which is what the answers are checked against.
