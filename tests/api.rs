@@ -3,7 +3,11 @@
 //! (404), CORS and no-store headers whatever `--allowed-origins` says, the per-address rate
 //! limit (429), keep-alive (sequential and pipelined requests, `Connection: close`, HTTP/1.0,
 //! the per-connection cap, the idle timeout), answers the loop gives a turn later reaching the
-//! connection that asked, HEAD, and a WebSocket upgrade after API requests.
+//! connection that asked, HEAD, and a WebSocket upgrade after API requests. Also what a client
+//! must not get: a request body read as a next request, `/metrics` behind a proxy for a client
+//! it does not name as local, CORS on a refused write, one rate bucket for every IPv4 client of
+//! a dual-stack listener, a server started with a nonsense `--api-rate`, a half-written answer
+//! replaced by a 408.
 //!
 //! Servers run with `--no-persist`: a project nobody wrote has no history (`[]`) and no
 //! variables (`{}`), which is what the answers are checked against.
@@ -434,4 +438,183 @@ fn a_websocket_upgrade_may_follow_api_requests() {
         }
     }
     assert_eq!(server.metric("stratus_rooms"), 1);
+}
+
+/// What a proxy that reuses its connection to us would pass on from a client: a POST (or a GET)
+/// whose body is a whole second request, claiming to come from a local client.
+fn smuggling(method: &str, framing: &str, hidden: &str) -> String {
+    let body = if framing.starts_with("Transfer-Encoding") {
+        format!("{:x}\r\n{hidden}\r\n0\r\n\r\n", hidden.len())
+    } else {
+        hidden.to_owned()
+    };
+    let framing = framing.replace("LENGTH", &body.len().to_string());
+    format!(
+        "{}{body}",
+        request(
+            method,
+            "/logs?projectid=1",
+            &format!("X-Forwarded-For: 203.0.113.9\r\n{framing}")
+        )
+    )
+}
+
+#[test]
+fn a_request_with_a_body_is_answered_and_closed_never_read_as_the_next_request() {
+    let server = start(&["--trust-proxy"]);
+    let hidden = request("GET", "/metrics", "X-Forwarded-For: 127.0.0.1\r\n");
+    for (method, framing, status) in [
+        ("POST", "Content-Length: LENGTH\r\n", 405),
+        ("GET", "Content-Length: LENGTH\r\n", 200),
+        ("GET", "Transfer-Encoding: chunked\r\n", 200),
+        (
+            "OPTIONS",
+            "Expect: 100-continue\r\nContent-Length: LENGTH\r\n",
+            204,
+        ),
+        ("DELETE", "", 405),
+    ] {
+        let mut proxy = Conn::open(&server);
+        proxy.send(&smuggling(method, framing, &hidden));
+        let answer = proxy.response(status == 204);
+        assert_eq!(answer.status, status, "{method} {framing:?}");
+        assert_eq!(
+            answer.header("connection"),
+            Some("close"),
+            "{method} {framing:?}"
+        );
+        assert!(
+            proxy.closed(),
+            "{method} {framing:?}: the body is not answered as a request"
+        );
+    }
+    assert_eq!(
+        server.metric("stratus_api_requests_total{path=\"logs\",status=\"405\"}"),
+        2
+    );
+}
+
+#[test]
+fn behind_a_proxy_metrics_are_local_only_for_a_named_local_client() {
+    let server = start(&["--trust-proxy"]);
+    let mut proxy = Conn::open(&server);
+    proxy.send(&request(
+        "GET",
+        "/logs?projectid=1",
+        "X-Forwarded-For: 127.0.0.1\r\n",
+    ));
+    assert_eq!(
+        proxy.response(false).header("connection"),
+        Some("keep-alive")
+    );
+    // The next client on the same connection does not inherit the local one's right, and an
+    // address the server cannot read is not taken for the proxy's own.
+    for forwarded in [
+        "203.0.113.5",
+        "203.0.113.5:4711",
+        "unknown",
+        "127.0.0.1, [::1]:x",
+    ] {
+        let mut proxy = Conn::open(&server);
+        proxy.send(&request(
+            "GET",
+            "/logs?projectid=1",
+            "X-Forwarded-For: 127.0.0.1\r\n",
+        ));
+        assert_eq!(proxy.response(false).status, 200);
+        proxy.send(&request(
+            "GET",
+            "/metrics",
+            &format!("X-Forwarded-For: {forwarded}\r\n"),
+        ));
+        assert_eq!(proxy.response(false).status, 403, "{forwarded:?}");
+    }
+    for forwarded in ["X-Forwarded-For: 203.0.113.5, 127.0.0.1\r\n", ""] {
+        let mut local = Conn::open(&server);
+        local.send(&request("GET", "/metrics", forwarded));
+        assert_eq!(local.response(false).status, 200, "{forwarded:?}");
+    }
+}
+
+#[test]
+fn refused_writes_get_no_cors_headers() {
+    let server = start(&[]);
+    let mut conn = Conn::open(&server);
+    conn.send(&request(
+        "POST",
+        "/api/v1/projects/1/variables",
+        "Content-Length: 0\r\n",
+    ));
+    let refused = conn.response(false);
+    assert_eq!(refused.status, 405);
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+    assert_eq!(refused.header("content-type"), Some("application/json"));
+}
+
+#[test]
+fn ipv4_clients_named_in_ipv6_form_are_limited_each_on_their_own() {
+    let server = start(&["--api-rate", "0.01", "--api-burst", "1", "--trust-proxy"]);
+    let mut proxy = Conn::open(&server);
+    let mut status = |ip: &str| {
+        proxy.send(&request(
+            "GET",
+            "/logs?projectid=1",
+            &format!("X-Forwarded-For: {ip}\r\n"),
+        ));
+        proxy.response(false).status
+    };
+    assert_eq!(status("::ffff:192.0.2.1"), 200);
+    assert_eq!(status("::ffff:192.0.2.2"), 200, "not one bucket for all");
+    assert_eq!(status("::ffff:192.0.2.1"), 429);
+    assert_eq!(status("192.0.2.1"), 429, "the same client in either form");
+}
+
+#[test]
+fn api_rate_and_burst_out_of_range_are_refused_naming_the_flag() {
+    for (flag, value) in [
+        ("--api-rate", "nan"),
+        ("--api-rate", "1e-300"),
+        ("--api-rate", "-1"),
+        ("--api-burst", "inf"),
+        ("--api-burst", "0"),
+    ] {
+        let (status, output) = run_to_exit(&["--no-persist", &format!("{flag}={value}")]);
+        assert!(!status.success(), "{flag} {value}");
+        assert!(output.contains(flag), "{flag} {value}: {output}");
+    }
+}
+
+#[test]
+fn an_unread_answer_is_finished_not_replaced_when_the_deadline_passes() {
+    let server = start(&[
+        "--handshake-timeout",
+        "1",
+        "--byte-rate",
+        "1GiB",
+        "--byte-burst",
+        "1GiB",
+        "--allow-non-numeric",
+    ]);
+    // An answer larger than the socket buffers of both sides hold while the client does not
+    // read (some MiB on loopback).
+    let value = format!("\"{}\"", "x".repeat(100_000));
+    let mut client = server.join("big", "alice");
+    for n in 0..64 {
+        client.set(&format!("☁ v{n}"), &value);
+    }
+    client.sync();
+    let mut conn = Conn::open(&server);
+    // The answer, and the first byte of a next request that never completes.
+    conn.send(&format!(
+        "{}G",
+        request("GET", "/api/v1/projects/big/variables", "")
+    ));
+    server.wait_until_metric(
+        "stratus_connections_open{dialect=\"none\",phase=\"closing\"}",
+        1,
+    );
+    let answer = conn.response(false);
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.ends_with("}}"), "the whole answer");
+    assert!(conn.closed(), "and nothing after it (no 408)");
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
 
+mod api_limits;
 mod file;
 mod port;
 pub mod projects;
@@ -13,6 +14,7 @@ mod proxies;
 mod template;
 mod units;
 
+pub use api_limits::{parse_api_burst, parse_api_rate, MAX_API_LIMIT, MIN_API_RATE};
 pub use file::{load, LoadError, Loaded, Source};
 pub use projects::{ProjectTable, VariableTable};
 pub use proxies::{parse_trusted_proxies, TrustedProxies};
@@ -304,12 +306,13 @@ pub struct Config {
 
     /// HTTP API requests (`/logs`, `/api/…`, `/cloudmonitor/…`) per second per client address
     /// (with `--trust-proxy`, the forwarded one; IPv6 by /64), sustained; beyond the burst they
-    /// get 429. 0 = unlimited.
-    #[arg(long, env = "STRATUS_API_RATE", default_value_t = 10.0)]
+    /// get 429. 0 = unlimited; otherwise 0.001 to 1000000.
+    #[arg(long, env = "STRATUS_API_RATE", default_value_t = 10.0, value_parser = parse_api_rate)]
     pub api_rate: f64,
 
-    /// HTTP API requests one address may send at once before `--api-rate` applies.
-    #[arg(long, env = "STRATUS_API_BURST", default_value_t = 20.0)]
+    /// HTTP API requests one address may send at once before `--api-rate` applies (1 to
+    /// 1000000).
+    #[arg(long, env = "STRATUS_API_BURST", default_value_t = 20.0, value_parser = parse_api_burst)]
     pub api_burst: f64,
 
     /// Comma-separated project ids allowed to connect; others get 4004. Default: all.

@@ -124,10 +124,10 @@ impl Admission {
     ) -> Verdict<'r> {
         let settings = ctx.settings;
         if self.from_proxy {
-            let ip = http::client_ip(self.socket_ip, request.forwarded_for.as_deref(), true);
+            let forwarded_for = request.forwarded_for.as_deref();
+            let ip = http::client_ip(self.socket_ip, forwarded_for, true);
             if !self.pages_only {
-                // Behind a proxy every request comes from loopback: ask who sent it.
-                self.metrics_allowed = ip.is_none_or(|ip| ip.is_loopback());
+                self.metrics_allowed = local_behind_proxy(self.socket_ip, forwarded_for);
             }
             self.ip = logged_ip(ip, settings);
             self.client_ip = ip;
@@ -217,7 +217,7 @@ impl Admission {
             if let Err(retry_after) = ctx.api.rate.admit(ip, ctx.now) {
                 debug!("[{}] API rate exceeded: 429", self.ip_text());
                 return Verdict::Api {
-                    reply: Reply::too_many_requests(retry_after),
+                    reply: Reply::too_many_requests(retry_after).for_method(&request.method),
                     endpoint,
                     include_body,
                 };
@@ -231,7 +231,7 @@ impl Admission {
                 include_body,
             }),
             Routed::Reply(reply) => Verdict::Api {
-                reply,
+                reply: reply.for_method(&request.method),
                 endpoint,
                 include_body,
             },
@@ -277,6 +277,19 @@ impl LoopContext<'_> {
     }
 }
 
+/// Whether a request a trusted proxy passed on comes from a local client, decided afresh for
+/// each request of a kept-alive connection (a proxy sends many clients' requests over one).
+/// Behind a proxy every request comes from the proxy's address, so it is the address the
+/// proxy names that counts; a request that names none is the proxy's own (a health check). A
+/// name that cannot be read (`unknown`, garbage) is not local: falling back to the proxy's
+/// address would let anyone behind it pass for a local client.
+fn local_behind_proxy(socket_ip: Option<IpAddr>, forwarded_for: Option<&str>) -> bool {
+    match forwarded_for {
+        None => socket_ip.is_none_or(|ip| ip.is_loopback()),
+        Some(list) => http::forwarded_client(list).is_some_and(|ip| ip.is_loopback()),
+    }
+}
+
 /// The address a connection is logged under: anonymized when the operator asked for it.
 fn logged_ip(ip: Option<IpAddr>, settings: &ConnSettings) -> Option<IpAddr> {
     ip.map(|ip| {
@@ -292,6 +305,20 @@ fn logged_ip(ip: Option<IpAddr>, settings: &ConnSettings) -> Option<IpAddr> {
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    #[test]
+    fn behind_a_proxy_only_a_named_local_client_is_local() {
+        let proxy = Some(IpAddr::from([127, 0, 0, 1]));
+        assert!(local_behind_proxy(proxy, None), "the proxy's own request");
+        assert!(local_behind_proxy(proxy, Some("127.0.0.1")));
+        assert!(local_behind_proxy(proxy, Some("203.0.113.5, ::1")));
+        assert!(!local_behind_proxy(proxy, Some("127.0.0.1, 203.0.113.5")));
+        assert!(!local_behind_proxy(proxy, Some("203.0.113.5:4711")));
+        assert!(!local_behind_proxy(proxy, Some("unknown")));
+        assert!(!local_behind_proxy(proxy, Some("")));
+        let remote_proxy = Some(IpAddr::from([10, 0, 0, 2]));
+        assert!(!local_behind_proxy(remote_proxy, None));
+    }
 
     #[test]
     fn refusals_after_the_upgrade_come_in_order() {

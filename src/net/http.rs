@@ -3,7 +3,7 @@
 //! Pure functions over bytes. Every connection starts here; only a valid upgrade continues to
 //! WebSocket framing, everything else gets a short response and is closed.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Largest request head accepted; browsers send well under 2 KiB.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -32,6 +32,10 @@ pub struct Request {
     pub forwarded_for: Option<String>,
     /// The connection ends after this request: `Connection: close`, or HTTP/1.0.
     pub closes: bool,
+    /// A body may follow the head (`Content-Length` other than 0, any `Transfer-Encoding`), or
+    /// the client waits to send one (`Expect`). The server reads no bodies, so the connection
+    /// must close after the answer: kept open, the body would be read as the next request.
+    pub carries_body: bool,
 }
 
 /// The result of looking at the bytes received so far.
@@ -162,6 +166,8 @@ fn read_request(request: &httparse::Request<'_, '_>) -> Request {
     let mut version_13 = false;
     let mut key = None;
     for header in request.headers.iter() {
+        // Looked at before the value must be UTF-8: a body announced in any bytes is one.
+        parsed.carries_body |= announces_body(header);
         let Ok(value) = std::str::from_utf8(header.value) else {
             continue;
         };
@@ -198,6 +204,16 @@ fn read_request(request: &httparse::Request<'_, '_>) -> Request {
         }
     }
     parsed
+}
+
+/// `Content-Length` other than 0 (or not a number), any `Transfer-Encoding`, any `Expect`.
+fn announces_body(header: &httparse::Header<'_>) -> bool {
+    let name = header.name;
+    if name.eq_ignore_ascii_case("content-length") {
+        header.value.trim_ascii() != b"0"
+    } else {
+        name.eq_ignore_ascii_case("transfer-encoding") || name.eq_ignore_ascii_case("expect")
+    }
 }
 
 fn has_token(value: &str, token: &str) -> bool {
@@ -237,14 +253,22 @@ pub fn client_ip(
     trust_proxy: bool,
 ) -> Option<IpAddr> {
     if trust_proxy {
-        let forwarded = forwarded_for
-            .and_then(|list| list.rsplit(',').next())
-            .and_then(|last| last.trim().parse().ok());
+        let forwarded = forwarded_for.and_then(forwarded_client);
         if forwarded.is_some() {
             return forwarded;
         }
     }
     socket_ip
+}
+
+/// The address an `X-Forwarded-For` list ends with, the one the operator's proxy appended:
+/// a bare address, or one with a port (`1.2.3.4:5678`, `[2001:db8::1]:5678`) as some proxies
+/// write it. `None` when it is neither (`unknown`, garbage).
+pub fn forwarded_client(list: &str) -> Option<IpAddr> {
+    let last = list.rsplit(',').next()?.trim();
+    last.parse()
+        .ok()
+        .or_else(|| last.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
 }
 
 /// Hides the host part of an address for logs: the last octet of IPv4, all but the first three
@@ -341,6 +365,28 @@ mod tests {
     }
 
     #[test]
+    fn requests_that_announce_a_body_are_marked() {
+        let get = |extra: &[u8]| {
+            let mut text = b"GET /logs HTTP/1.1\r\nHost: x\r\n".to_vec();
+            text.extend_from_slice(extra);
+            text.extend_from_slice(b"\r\n");
+            match parse_head(&text) {
+                Head::Complete(request, _) => request.carries_body,
+                other => panic!("expected a complete head, got {other:?}"),
+            }
+        };
+        assert!(!get(b""));
+        assert!(!get(b"Content-Length: 0\r\n"));
+        assert!(!get(b"Content-Length:  0 \r\n"));
+        assert!(get(b"Content-Length: 5\r\n"));
+        assert!(get(b"Content-Length: 0\r\nContent-Length: 7\r\n"));
+        assert!(get(b"Content-Length: 00\r\n"), "not plainly 0: a body");
+        assert!(get(b"Transfer-Encoding: chunked\r\n"));
+        assert!(get(b"transfer-encoding: \xff\r\n"), "whatever its bytes");
+        assert!(get(b"Expect: 100-continue\r\n"));
+    }
+
+    #[test]
     fn client_addresses() {
         let socket: IpAddr = [127, 0, 0, 1].into();
         let header = Some("1.2.3.4, 5.6.7.8");
@@ -350,6 +396,15 @@ mod tests {
             Some([5, 6, 7, 8].into())
         );
         assert_eq!(client_ip(Some(socket), Some("junk"), true), Some(socket));
+        assert_eq!(
+            forwarded_client("1.1.1.1, 203.0.113.5:4711"),
+            Some([203, 0, 113, 5].into())
+        );
+        assert_eq!(
+            forwarded_client("[2001:db8::1]:80"),
+            "2001:db8::1".parse().ok()
+        );
+        assert_eq!(forwarded_client("127.0.0.1, unknown"), None);
         assert_eq!(anonymize([5, 6, 7, 8].into()), IpAddr::from([5, 6, 7, 0]));
     }
 }

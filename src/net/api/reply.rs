@@ -26,12 +26,15 @@ pub struct Reply {
     pub retry_after: Option<u64>,
     /// The methods allowed (405).
     pub allow: Option<&'static str>,
+    /// A JSON answer any page may read (CORS): the answers to reads (GET, HEAD, OPTIONS)
+    /// only, see [`Reply::for_method`].
+    pub public: bool,
 }
 
 /// What a reply carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {
-    /// A JSON document, with CORS headers.
+    /// A JSON document, with CORS headers when public.
     Json(String),
     /// The monitor page.
     Monitor,
@@ -48,6 +51,15 @@ impl Reply {
             body,
             retry_after: None,
             allow: None,
+            public: true,
+        }
+    }
+
+    /// The reply as answered to `method`: no CORS headers unless it is a read.
+    pub fn for_method(self, method: &str) -> Self {
+        Reply {
+            public: self.public && matches!(method, "GET" | "HEAD" | "OPTIONS"),
+            ..self
         }
     }
 
@@ -115,7 +127,11 @@ impl Reply {
     /// open for another request.
     pub fn to_bytes(&self, include_body: bool, keep_alive: bool) -> Vec<u8> {
         let (content_type, extra, body) = match &self.body {
-            Body::Json(json) => ("application/json", CORS_HEADERS, json.as_str()),
+            Body::Json(json) => (
+                "application/json",
+                if self.public { CORS_HEADERS } else { "" },
+                json.as_str(),
+            ),
             Body::Monitor => ("text/html; charset=utf-8", MONITOR_CSP, MONITOR_PAGE),
             Body::Text(text) => ("text/plain; charset=utf-8", "", *text),
             Body::Preflight => ("", PREFLIGHT_HEADERS, ""),
@@ -200,6 +216,10 @@ mod tests {
         assert!(preflight.starts_with("HTTP/1.1 204 No Content\r\n"));
         assert!(!preflight.contains("Content-Length"));
         assert!(preflight.contains("Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n"));
+        let refused = Reply::method_not_allowed(Endpoint::Logs).for_method("POST");
+        assert!(!text(&refused, true, false).contains("Access-Control-Allow-Origin"));
+        let read = Reply::json_error(400, "bad", None).for_method("GET");
+        assert!(text(&read, true, false).contains("Access-Control-Allow-Origin: *\r\n"));
         let page = text(&Reply::monitor_page(), true, true);
         assert!(page.contains("\r\nContent-Type: text/html; charset=utf-8\r\n"));
         assert!(page.contains("connect-src 'self'"));

@@ -2,7 +2,8 @@
 //! keep-alive.
 //!
 //! After an API answer the connection stays in the HTTP phase for its next request, unless the
-//! client asked to close (`Connection: close`, HTTP/1.0) or this was its last allowed request
+//! client asked to close (`Connection: close`, HTTP/1.0), the request was not a read (GET, HEAD,
+//! OPTIONS) or announced a body (which is never read), or this was its last allowed request
 //! (`MAX_REQUESTS_PER_CONNECTION`). One request is handled at a time: the next one (pipelined
 //! bytes after a head included) is read only once the answer is written in full, so a client
 //! that does not read holds at most one answer. A read the loop answers later keeps the
@@ -68,9 +69,15 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.status()
     }
 
-    /// Whether the connection stays open after answering `request`.
+    /// Whether the connection stays open after answering `request`. Never after a request
+    /// that has (or may have) a body, nor after a method other than the reads': no body is
+    /// read, so what follows the head would be taken for the next request — behind a proxy
+    /// that reuses its connections, a request smuggled in by the client, naming any address.
     pub(super) fn keeps_alive(&self, request: &Request, ctx: &LoopContext<'_>) -> bool {
-        !request.closes && self.requests.served + 1 < ctx.settings.max_requests_per_connection
+        !request.closes
+            && !request.carries_body
+            && matches!(request.method.as_str(), "GET" | "HEAD" | "OPTIONS")
+            && self.requests.served + 1 < ctx.settings.max_requests_per_connection
     }
 
     /// The loop answers this request later: nothing more is read until then, for at most the
@@ -154,8 +161,9 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     }
 
     /// The HTTP phase's deadline passed: a read not answered in time gets 503 and the
-    /// connection closes; an idle kept-alive connection closes quietly; a request that did
-    /// not arrive in time gets 408.
+    /// connection closes; an idle kept-alive connection, or one whose client has not read its
+    /// last answer, closes quietly (that answer finished first); a request that did not arrive
+    /// in time gets 408.
     pub(super) fn http_deadline(&mut self, ctx: &mut LoopContext<'_>) {
         if let Some(awaiting) = self.requests.awaiting.take() {
             debug!("[{}] no answer in time: 503", self.ip_text());
@@ -168,9 +176,11 @@ impl<S: Read + Write + HalfClose> Conn<S> {
                 ctx,
             );
         }
-        // (An answer the client has not read yet is still written before the close.)
-        let idle = matches!(&self.phase, Phase::Http { head, .. }
-            if self.requests.served > 0 && head.bytes().is_empty());
+        // An answer the client has not read yet is still written before the close, and is not
+        // replaced by a 408 (the bytes after it are not a late request: this one was answered).
+        let idle = matches!(&self.phase, Phase::Http { head, transport }
+            if self.requests.served > 0
+                && (head.bytes().is_empty() || transport.pending_bytes() > 0));
         if idle {
             debug!("[{}] idle keep-alive connection closed", self.ip_text());
             let Phase::Http { transport, .. } = std::mem::replace(&mut self.phase, Phase::Done)
