@@ -45,8 +45,17 @@ pub struct StoreSettings {
 /// A read for a query of the HTTP API, named by the loop's `id`.
 #[derive(Debug)]
 pub enum ReadRequest {
-    /// The newest `count` history entries of `room`.
-    History { room: Box<str>, count: usize },
+    /// A page of `room`'s history, newest first: the entries with sequence numbers in
+    /// `recent` (unsaved when the read was asked; a save may have moved some to disk since),
+    /// then the newest `count` of those older than `before` (all stored when the read was
+    /// asked) after skipping `skip` of them. See `net/server/queries.rs`.
+    History {
+        room: Box<str>,
+        recent: Option<(u64, u64)>,
+        before: u64,
+        skip: usize,
+        count: usize,
+    },
     /// The variables of `room`, with writer and time.
     Variables { room: Box<str> },
 }
@@ -303,9 +312,16 @@ impl Worker {
 
     fn read(&mut self, read: ReadRequest) -> StoredRead {
         let result = match read {
-            ReadRequest::History { room, count } => {
-                self.database.history(&room, count).map(StoredRead::History)
-            }
+            ReadRequest::History {
+                room,
+                recent,
+                before,
+                skip,
+                count,
+            } => self
+                .database
+                .history_page(&room, recent, before, skip, count)
+                .map(StoredRead::History),
             ReadRequest::Variables { room } => self
                 .database
                 .load(&room)
