@@ -44,6 +44,7 @@ const SCHEMA: &str = "
         ms INTEGER NOT NULL,
         PRIMARY KEY (room, seq)
     ) WITHOUT ROWID;
+    CREATE INDEX history_by_time ON history (ms);
 ";
 
 /// Version 1 to 2: variables gain their writer and time (the time of rows written before is
@@ -62,6 +63,7 @@ const MIGRATE_1_TO_2: &str = "
         ms INTEGER NOT NULL,
         PRIMARY KEY (room, seq)
     ) WITHOUT ROWID;
+    CREATE INDEX history_by_time ON history (ms);
     PRAGMA user_version = 2;
 ";
 
@@ -408,19 +410,29 @@ impl Database {
         let path = self.path.clone();
         let fail = |e: rusqlite::Error| format!("{}: cannot delete old rooms: {e}", path.display());
         let transaction = self.connection.transaction().map_err(fail)?;
+        // The rooms to go are found once (one pass over the variables); the old entries of
+        // the others through the index on their time.
         transaction
             .execute(
-                "DELETE FROM history WHERE room IN (
-                   SELECT room FROM variables GROUP BY room HAVING max(updated_at) < ?1)",
+                "CREATE TEMP TABLE expired AS
+                   SELECT room FROM variables GROUP BY room HAVING max(updated_at) < ?1",
                 [cutoff],
+            )
+            .map_err(fail)?;
+        transaction
+            .execute(
+                "DELETE FROM history WHERE room IN (SELECT room FROM expired)",
+                [],
             )
             .map_err(fail)?;
         let deleted = transaction
             .execute(
-                "DELETE FROM variables WHERE room IN (
-                   SELECT room FROM variables GROUP BY room HAVING max(updated_at) < ?1)",
-                [cutoff],
+                "DELETE FROM variables WHERE room IN (SELECT room FROM expired)",
+                [],
             )
+            .map_err(fail)?;
+        transaction
+            .execute("DROP TABLE expired", [])
             .map_err(fail)?;
         transaction
             .execute(
