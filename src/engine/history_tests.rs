@@ -281,6 +281,67 @@ fn entries_count_the_capacity_of_their_buffers() {
 }
 
 #[test]
+fn entries_dropped_while_their_batch_is_out_count_only_if_it_fails() {
+    for written in [true, false] {
+        let (mut e, t0) = engine_with(2, Backend::Store);
+        let room = join(&mut e, "r", 1, "u", t0);
+        e.set_at(room, ClientId(1), "☁ x", ValueRef::Number("1"), true, t0);
+        let out = batch(&mut e);
+        assert_eq!(out.rooms[0].history.len(), 1);
+        for v in ["2", "3", "4"] {
+            e.set_at(room, ClientId(1), "☁ x", ValueRef::Number(v), true, t0);
+        }
+        // The cap dropped the entry out (being written) and "2" (lost).
+        assert_eq!(e.history_dropped(), 1);
+        e.handle_saved(&out, written);
+        let expected = if written { 1 } else { 2 };
+        assert_eq!(e.history_dropped(), expected, "written: {written}");
+    }
+}
+
+#[test]
+fn a_new_variable_the_budget_refuses_leaves_the_history_alone() {
+    let (mut e, t0) = engine_with(10, Backend::Memory);
+    let room = join(&mut e, "r", 1, "u", t0);
+    for v in ["1", "2", "3"] {
+        e.set_at(room, ClientId(1), "☁ x", ValueRef::Number(v), true, t0);
+    }
+    e.limits.max_state_bytes = e.state_bytes() + 10;
+    let big = "1".repeat(5000);
+    let outcome = e.set_at(room, ClientId(1), "☁ y", ValueRef::Number(&big), true, t0);
+    assert_eq!(outcome, SetOutcome::Rejected(Rejection::TooManyVariables));
+    assert_eq!(
+        e.history_len(room),
+        3,
+        "kept: giving it up would not have made room"
+    );
+    assert_eq!(e.history_dropped(), 0);
+}
+
+#[test]
+fn the_clock_read_again_moves_timestamps_forward_never_back() {
+    let (mut e, t0) = engine_with(10, Backend::Memory);
+    let room = join(&mut e, "r", 1, "u", t0);
+    let stamp = |e: &mut Engine, at: Instant, v: &str| {
+        e.set_at(room, ClientId(1), "☁ x", ValueRef::Number(v), true, at);
+        e.history_newest(room).next().map(|h| h.timestamp_ms)
+    };
+    assert_eq!(stamp(&mut e, t0, "1"), Some(1_700_000_000_000));
+    // NTP set the clock a day later, 1 s after start.
+    let t1 = t0 + Duration::from_secs(1);
+    e.set_clock(t1, 1_700_086_400_000);
+    assert_eq!(stamp(&mut e, t1, "2"), Some(1_700_086_400_000));
+    // Stepped back by a minute: held at the latest until it catches up.
+    let t2 = t1 + Duration::from_secs(1);
+    e.set_clock(t2, 1_700_086_341_000);
+    assert_eq!(stamp(&mut e, t2, "3"), Some(1_700_086_400_000));
+    assert_eq!(
+        stamp(&mut e, t2 + Duration::from_secs(60), "4"),
+        Some(1_700_086_401_000)
+    );
+}
+
+#[test]
 fn history_zero_records_nothing() {
     let (mut e, t0) = engine_with(0, Backend::Store);
     let room = join(&mut e, "r", 1, "u", t0);
