@@ -6,8 +6,9 @@
 //! `--history` of them: a batch carries them, `Engine::handle_saved` drops those it wrote, and
 //! when more arrive before a batch is written the oldest are dropped and counted
 //! (`stratus_history_dropped_total`). Entries count against `--max-state-memory`. Timestamps are
-//! wall-clock milliseconds computed from the loop's `now` and a base the loop gives once: the
-//! engine reads no clock. `--history 0` records nothing and allocates nothing.
+//! wall-clock milliseconds computed from the loop's `now` and a base the loop gives at start and
+//! again each second (never going back): the engine reads no clock. `--history 0` records
+//! nothing and allocates nothing.
 //!
 //! The book keeps its own logic; `impl Engine` at the bottom is what the engine and the loop
 //! call.
