@@ -144,6 +144,8 @@ pub struct Snapshot {
     pub history_dropped: u64,
     /// Bytes of renderings that only blocked connections held at the last census.
     pub render_bytes_held: u64,
+    /// HTTP API reads answered 503 because as many backend reads as allowed were out.
+    pub api_reads_refused: u64,
     pub store: Option<StoreSnapshot>,
     pub cluster: Option<crate::cluster::ClusterStats>,
 }
@@ -361,6 +363,12 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
         "stratus_history_dropped_total",
         "History entries dropped before they were stored: more than --history waited, or room state was at its memory budget.",
         snapshot.history_dropped.to_string(),
+    );
+    counter(
+        &mut out,
+        "stratus_api_reads_refused_total",
+        "HTTP API reads answered 503 because 64 reads of the durable backend were already out.",
+        snapshot.api_reads_refused.to_string(),
     );
     counter(
         &mut out,

@@ -1,5 +1,11 @@
 //! A read of the HTTP API, already validated, and its answer.
 
+/// An answer's JSON body stops growing past about this many bytes: `/logs` gives fewer entries
+/// than asked (clients page by `offset`, and Scratch's shape has no "more" marker), the
+/// variables read lists fewer variables. One answer then costs the loop at most this much to
+/// render and a connection at most this much to hold. The backend's read stops there too.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
 /// A validated read request of the HTTP API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Query {

@@ -941,7 +941,11 @@ fn reads_come_after_the_rounds_sent_before_them_with_entries_and_writers() {
     // Asked before the round is answered: it still sees what the round wrote.
     let history = ReadRequest::History {
         room: "logged".into(),
+        recent: None,
+        before: u64::MAX,
+        skip: 0,
         count: 10,
+        newest: 10,
     };
     assert!(a.cluster().request_read(7, history));
     let seen = a.wait_for("Read", |e| matches!(e, Event::Read(..)));

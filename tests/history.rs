@@ -264,3 +264,146 @@ fn entries_waiting_for_a_slow_store_are_capped_oldest_first_and_counted() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The `/logs` page's values, newest first.
+fn logs_values(server: &Server, query: &str) -> Vec<String> {
+    let response = get(server, &format!("/logs?{query}"));
+    assert_eq!(response.status, 200, "{}", response.body);
+    let page: Value = serde_json::from_str(&response.body).expect("json");
+    page.as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["value"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_page_across_memory_and_disk_has_no_gap_while_a_save_crosses_its_read() {
+    let dir = unique_path(".data");
+    // The first change goes out at once; the store takes 2 s per request, so that batch is
+    // still out when the page is asked, and is written before the page's read.
+    let mut server = start_on(
+        &dir,
+        &[
+            "--persist-interval",
+            "60s",
+            "--store-delay",
+            "2s",
+            "--api-rate",
+            "0",
+        ],
+    );
+    let mut a = server.join_synced("1", "Alice");
+    for v in 1..=5 {
+        a.set("☁ x", &v.to_string());
+    }
+    a.sync();
+    assert_eq!(
+        server.metric("stratus_store_batches_saved_total"),
+        0,
+        "the first batch is still out"
+    );
+    // Entries 5..1 are in memory, 1 of them in the batch out; the page's last two positions
+    // (entries 2 and 1) are asked by sequence number, and 1 is on disk when they are read.
+    assert_eq!(
+        logs_values(&server, "projectid=1&offset=3&limit=3"),
+        ["2", "1"]
+    );
+    assert_eq!(server.metric("stratus_store_batches_saved_total"), 1);
+    assert_eq!(
+        logs_values(&server, "projectid=1&offset=0&limit=10"),
+        ["5", "4", "3", "2", "1"]
+    );
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_answer_stops_near_one_mebibyte_and_is_still_valid_json() {
+    let server = Server::start(&["--api-rate", "0", "--allow-non-numeric"]);
+    let mut a = server.join_synced("1", "Alice");
+    let big = format!("\"{}\"", "a".repeat(100_000));
+    for i in 0..30 {
+        a.set(&format!("☁ v{i}"), &big);
+    }
+    a.sync();
+    let response = get(&server, "/logs?projectid=1&limit=30");
+    assert_eq!(response.status, 200);
+    assert!(
+        response.body.len() <= 1 << 20,
+        "{} bytes",
+        response.body.len()
+    );
+    let page: Value = serde_json::from_str(&response.body).expect("json");
+    let names: Vec<&str> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!((5..30).contains(&names.len()), "{}", names.len());
+    assert_eq!(names[0], "☁ v29", "newest first");
+
+    // The variables read of a room with more than fits: the first in the room's order.
+    let response = get(&server, "/api/v1/projects/1/variables");
+    assert_eq!(response.status, 200);
+    assert!(
+        response.body.len() <= 1 << 20,
+        "{} bytes",
+        response.body.len()
+    );
+    let read: Value = serde_json::from_str(&response.body).expect("json");
+    let variables = read["variables"].as_object().unwrap();
+    assert!((5..30).contains(&variables.len()), "{}", variables.len());
+    assert!(variables.contains_key("☁ v0"));
+    assert!(!variables.contains_key("☁ v29"));
+}
+
+#[test]
+fn reads_beyond_64_out_are_refused_and_counted() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = unique_path(".data");
+    // Each read takes the store 50 ms: the 80 are all asked long before 16 are answered.
+    let server = start_on(&dir, &["--store-delay", "50ms", "--api-rate", "0"]);
+    // 80 reads of a room not in memory, all asked before the first is answered.
+    let mut conns: Vec<_> = (0..80)
+        .map(|_| {
+            let mut tcp = server.tcp();
+            // The last of 64 reads at 50 ms each comes after about 3 s.
+            tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .expect("timeout");
+            tcp.write_all(
+                b"GET /api/v1/projects/5/variables HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .expect("write");
+            tcp
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for tcp in &mut conns {
+        let mut line = String::new();
+        BufReader::new(tcp)
+            .read_line(&mut line)
+            .expect("status line");
+        statuses.push(line.split(' ').nth(1).unwrap_or_default().to_owned());
+    }
+    let refused = statuses.iter().filter(|s| *s == "503").count();
+    assert!(refused >= 1, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "200").count() + refused,
+        80,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        server.metric("stratus_api_reads_refused_total"),
+        refused as u64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn history_above_its_bound_is_refused_with_a_clear_message() {
+    let (status, output) = run_to_exit(&["--history", "100001"]);
+    assert!(!status.success());
+    assert!(output.contains("at most 100000"), "{output}");
+}

@@ -385,9 +385,9 @@ impl CommandThread {
     /// or its answer is not what it should be.
     fn read(&mut self, read: ReadRequest) -> StoredRead {
         let (cmd, room) = match &read {
-            ReadRequest::History { room, count } => {
+            ReadRequest::History { room, newest, .. } => {
                 let mut cmd = redis::cmd("LRANGE");
-                let last = i64::try_from(*count).unwrap_or(i64::MAX).saturating_sub(1);
+                let last = i64::try_from(*newest).unwrap_or(i64::MAX).saturating_sub(1);
                 cmd.arg(keys::history_key(room)).arg(0).arg(last);
                 (cmd, room)
             }

@@ -19,7 +19,8 @@ pub use file::{load, LoadError, Loaded, Source};
 pub use projects::{ProjectTable, VariableTable};
 pub use proxies::{parse_trusted_proxies, TrustedProxies};
 pub use units::{
-    parse_bytes, parse_duration, parse_mode, parse_positive, parse_seconds, parse_size,
+    parse_bytes, parse_duration, parse_history, parse_mode, parse_positive, parse_seconds,
+    parse_size, MAX_HISTORY,
 };
 
 /// stratus: a fast cloud-variable server for Scratch 3 and TurboWarp projects.
@@ -91,7 +92,8 @@ pub struct Config {
         long,
         env = "STRATUS_HISTORY",
         default_value_t = 1000,
-        value_name = "N"
+        value_name = "N",
+        value_parser = parse_history
     )]
     pub history: usize,
 

@@ -72,6 +72,22 @@ pub fn parse_positive(text: &str) -> Result<usize, String> {
     }
 }
 
+/// `--history`'s upper bound: one room's history is read, trimmed and held per room, so its
+/// cap is kept within what one save and one page can move cheaply.
+pub const MAX_HISTORY: usize = 100_000;
+
+/// `--history`: entries kept per room, 0 to [`MAX_HISTORY`].
+pub fn parse_history(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n <= MAX_HISTORY => Ok(n),
+        Ok(n) => Err(format!(
+            "{n} entries per project is more than the {MAX_HISTORY} history can keep; \
+             use at most {MAX_HISTORY} (0 turns history off)"
+        )),
+        Err(e) => Err(format!("{text:?}: {e}")),
+    }
+}
+
 /// A file mode in octal, as `chmod` takes it (`660`, `0660`).
 pub fn parse_mode(text: &str) -> Result<u32, String> {
     let digits = text.trim().trim_start_matches("0o");

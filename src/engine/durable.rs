@@ -305,6 +305,7 @@ impl DurableBook {
             if variables.is_empty() && seeds.is_empty() && !replace_all && history.is_empty() {
                 continue;
             }
+            room.history.sent_seq = history.last().map_or(0, |e| e.seq);
             batch.rooms.push(RoomChanges {
                 room: room.id.clone(),
                 replace_all,
@@ -502,11 +503,9 @@ impl Engine {
     pub fn handle_saved(&mut self, batch: &Batch, written: bool) {
         self.durable
             .saved(&mut self.rooms, &self.index, batch, written);
-        if written {
-            for changes in &batch.rooms {
-                if changes.history_seq > 0 {
-                    self.history_stored(&changes.room, changes.history_seq);
-                }
+        for changes in &batch.rooms {
+            if changes.history_seq > 0 {
+                self.history_answered(&changes.room, &changes.history, written);
             }
         }
     }

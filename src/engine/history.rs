@@ -6,8 +6,9 @@
 //! `--history` of them: a batch carries them, `Engine::handle_saved` drops those it wrote, and
 //! when more arrive before a batch is written the oldest are dropped and counted
 //! (`stratus_history_dropped_total`). Entries count against `--max-state-memory`. Timestamps are
-//! wall-clock milliseconds computed from the loop's `now` and a base the loop gives once: the
-//! engine reads no clock. `--history 0` records nothing and allocates nothing.
+//! wall-clock milliseconds computed from the loop's `now` and a base the loop gives at start and
+//! again each second (never going back): the engine reads no clock. `--history 0` records
+//! nothing and allocates nothing.
 //!
 //! The book keeps its own logic; `impl Engine` at the bottom is what the engine and the loop
 //! call.
@@ -69,9 +70,11 @@ pub struct HistoryEntry {
 }
 
 impl HistoryEntry {
-    /// Bytes this entry counts against the state budget (fixed once recorded).
+    /// Bytes this entry counts against the state budget: its buffers' capacities, not their
+    /// lengths, since a reused buffer keeps the capacity of what it held before (fixed once
+    /// recorded: an entry is never refilled in place).
     pub fn budget_bytes(&self) -> usize {
-        std::mem::size_of::<HistoryEntry>() + self.name.len() + self.value.len()
+        std::mem::size_of::<HistoryEntry>() + self.name.capacity() + self.value.capacity()
     }
 }
 
@@ -82,6 +85,9 @@ pub struct RoomHistory {
     pub entries: VecDeque<HistoryEntry>,
     /// The sequence number of the room's latest entry (stored or not).
     pub last_seq: u64,
+    /// The newest entry the batch out carries (0: none out): an older one that leaves memory
+    /// before the batch's answer is not lost, it is being written.
+    pub sent_seq: u64,
 }
 
 impl RoomHistory {
@@ -204,32 +210,61 @@ fn fill(
 ) {
     entry.user = user;
     entry.verb = verb;
+    // Exact: an entry's capacity is what it counts against the budget.
     entry.name.clear();
+    entry.name.reserve_exact(name.len());
     entry.name.push_str(name);
     entry.value.clear();
+    entry.value.reserve_exact(value.len());
     entry.value.push_str(value);
     entry.timestamp_ms = timestamp_ms;
     entry.seq = seq;
 }
 
-/// The newest `offset..offset + limit` of a room's history, newest first: the entries still
-/// unsaved in memory (`unsaved`, newest first) merged with those read from the backend
-/// (`stored`, newest first), by time then sequence number. An entry in both (the same room
-/// sequence number and time, as when a save was processed after the read) is kept once.
-pub fn merge_newest(
-    unsaved: &[HistoryEntry],
-    stored: Vec<HistoryEntry>,
+/// The display name of `client` in `room` (shared, no copy), or `nobody`.
+pub(super) fn shown_in(room: &Room, client: ClientId, nobody: &Arc<str>) -> Arc<str> {
+    room.members
+        .iter()
+        .find(|m| m.client == client)
+        .map_or_else(|| Arc::clone(nobody), |m| Arc::clone(&m.shown))
+}
+
+/// A page of a room's history, newest first: the entries still unsaved in memory
+/// (`unsaved`, newest first) merged with those read from the backend (`stored`, newest
+/// first), by the room's sequence number only (timestamps may step back with the wall clock;
+/// the store pages by sequence number too), then `offset` and `limit` applied. An entry in
+/// both (the same sequence number, as when a save was processed after the read) is kept once.
+/// Borrows, never copies an entry.
+pub fn merge_newest<'a>(
+    unsaved: impl IntoIterator<Item = &'a HistoryEntry>,
+    stored: &'a [HistoryEntry],
     offset: usize,
     limit: usize,
-) -> Vec<HistoryEntry> {
-    let mut all: Vec<HistoryEntry> = unsaved.iter().cloned().chain(stored).collect();
-    all.sort_by(|a, b| {
-        (b.timestamp_ms, b.seq)
-            .cmp(&(a.timestamp_ms, a.seq))
-            .then_with(|| a.user.cmp(&b.user))
-    });
-    all.dedup_by(|a, b| a == b);
-    all.into_iter().skip(offset).take(limit).collect()
+) -> Vec<&'a HistoryEntry> {
+    let mut unsaved = unsaved.into_iter().peekable();
+    let mut stored = stored.iter().peekable();
+    let mut page = Vec::new();
+    let mut skipped = 0;
+    while page.len() < limit {
+        let next = match (unsaved.peek(), stored.peek()) {
+            (Some(a), Some(b)) if a.seq == b.seq => {
+                stored.next();
+                unsaved.next()
+            }
+            (Some(a), Some(b)) if a.seq < b.seq => stored.next(),
+            (Some(_), _) => unsaved.next(),
+            (None, _) => stored.next(),
+        };
+        let Some(entry) = next else {
+            break;
+        };
+        if skipped < offset {
+            skipped += 1;
+        } else {
+            page.push(entry);
+        }
+    }
+    page
 }
 
 impl Engine {
@@ -239,7 +274,10 @@ impl Engine {
         self.history.cap = cap;
     }
 
-    /// The wall clock: `now` is `unix_ms` milliseconds since the epoch. Called once, at start.
+    /// The wall clock: `now` is `unix_ms` milliseconds since the epoch. Called at start and
+    /// again once a second, so that a device whose clock is set late (no real-time clock,
+    /// waiting for NTP) stamps correctly from then on; timestamps never go back (a clock
+    /// stepped back holds them at the latest one handed out until it catches up).
     pub fn set_clock(&mut self, now: Instant, unix_ms: u64) {
         self.history.base = Some((now, unix_ms));
         self.history.last_ms = self.history.last_ms.max(unix_ms);
@@ -256,12 +294,27 @@ impl Engine {
     }
 
     /// The entries of `room` held in memory, newest first: its history without a backend,
-    /// the unsaved ones with one.
-    pub fn history_in_memory(&self, room: RoomKey) -> Vec<HistoryEntry> {
+    /// the unsaved ones with one. Borrowed: an answer renders straight from them.
+    pub fn history_newest(&self, room: RoomKey) -> impl Iterator<Item = &HistoryEntry> {
         self.rooms
             .get(room.0)
-            .map(|room| room.history.newest_first().cloned().collect())
-            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|room| room.history.newest_first())
+    }
+
+    /// [`Engine::history_newest`], copied (for tests and tools).
+    pub fn history_in_memory(&self, room: RoomKey) -> Vec<HistoryEntry> {
+        self.history_newest(room).cloned().collect()
+    }
+
+    /// The sequence numbers of `room`'s newest entry and of its oldest one in memory
+    /// (`last + 1` when none is): every entry older than the latter is stored, if kept.
+    pub fn history_bounds(&self, room: RoomKey) -> (u64, u64) {
+        self.rooms.get(room.0).map_or((0, 1), |room| {
+            let last = room.history.last_seq;
+            let oldest = room.history.entries.front().map_or(last + 1, |e| e.seq);
+            (last, oldest)
+        })
     }
 
     /// How many entries of `room` are in memory.
@@ -269,6 +322,23 @@ impl Engine {
         self.rooms
             .get(room.0)
             .map_or(0, |r| r.history.entries.len())
+    }
+
+    /// Every variable of `room` as the variables read shows it, borrowed: name, value, last
+    /// writer, time (ms).
+    pub fn variables_shown(&self, room: RoomKey) -> impl Iterator<Item = (&str, &str, &str, u64)> {
+        self.rooms.get(room.0).into_iter().flat_map(|room| {
+            room.variables
+                .iter()
+                .map(|v| (&*v.name, v.value.as_ref().text(), &*v.user, v.changed_ms))
+        })
+    }
+
+    /// The sequence number of the entry of `room` in memory at `position`, newest first.
+    pub fn history_seq_at(&self, room: RoomKey, position: usize) -> Option<u64> {
+        let entries = &self.rooms.get(room.0)?.history.entries;
+        let index = entries.len().checked_sub(position.checked_add(1)?)?;
+        entries.get(index).map(|e| e.seq)
     }
 
     /// Every variable of `room` as it would be stored, with its last writer and time.
@@ -281,13 +351,7 @@ impl Engine {
 
     /// The display name of `client` in `room` (shared, no copy), or nobody's.
     pub(super) fn shown_user(&self, room: &Room, client: ClientId) -> Arc<str> {
-        room.members
-            .iter()
-            .find(|m| m.client == client)
-            .map_or_else(
-                || Arc::clone(&self.history.nobody),
-                |m| Arc::clone(&m.shown),
-            )
+        shown_in(room, client, &self.history.nobody)
     }
 
     /// Records a change in room `key`'s history (nothing with `--history 0`). `ms` is its
@@ -311,34 +375,33 @@ impl Engine {
         room.history.last_seq += 1;
         let seq = room.history.last_seq;
         if room.history.entries.len() >= cap {
-            // At the cap the oldest goes, and its buffers carry the new entry.
-            if let Some(mut oldest) = room.history.entries.pop_front() {
-                if self.history.until_stored {
+            // At the cap the oldest goes (its small buffers, through the spares, carry the new
+            // entry); the new one then fits the budget like any other.
+            if let Some(oldest) = room.history.entries.pop_front() {
+                if self.history.until_stored && oldest.seq > room.history.sent_seq {
                     self.history.dropped += 1;
                 }
-                let before = oldest.budget_bytes();
-                fill(&mut oldest, user, verb, name, value, ms, seq);
-                self.state_bytes =
-                    (self.state_bytes + oldest.budget_bytes()).saturating_sub(before);
-                room.history.entries.push_back(oldest);
+                self.state_bytes = self.state_bytes.saturating_sub(oldest.budget_bytes());
+                self.history.give_back(oldest);
             }
-            return;
         }
-        let bytes = std::mem::size_of::<HistoryEntry>() + name.len() + value.len();
+        let entry = self.history.entry(user, verb, name, value, ms, seq);
+        let bytes = entry.budget_bytes();
         if !self.fit_by_history(key.0, bytes) {
             // History never evicts a room: the entry is lost, and counted.
             self.history.dropped += 1;
+            self.history.give_back(entry);
             return;
         }
-        let entry = self.history.entry(user, verb, name, value, ms, seq);
         if let Some(room) = self.rooms.get_mut(key.0) {
-            self.state_bytes += entry.budget_bytes();
+            self.state_bytes += bytes;
             room.history.entries.push_back(entry);
         }
     }
 
     /// Drops the oldest history entries of room `key` (counted) until `extra` more bytes fit
     /// the state budget; whether they do. History gives way to values and to newer history.
+    /// When even all of them would not make room, none is dropped.
     pub(super) fn fit_by_history(&mut self, key: usize, extra: usize) -> bool {
         let budget = self.limits.max_state_bytes;
         if budget == 0 {
@@ -347,27 +410,50 @@ impl Engine {
         let Some(room) = self.rooms.get_mut(key) else {
             return false;
         };
-        while self.state_bytes + self.renders.held_bytes + extra > budget {
+        let over = (self.state_bytes + self.renders.held_bytes + extra).saturating_sub(budget);
+        if over == 0 {
+            return true;
+        }
+        if room.history.budget_bytes() < over {
+            return false;
+        }
+        let mut freed = 0;
+        while freed < over {
             let Some(oldest) = room.history.entries.pop_front() else {
-                return false;
+                break;
             };
-            self.state_bytes = self.state_bytes.saturating_sub(oldest.budget_bytes());
-            self.history.dropped += 1;
+            freed += oldest.budget_bytes();
+            if !self.history.until_stored || oldest.seq > room.history.sent_seq {
+                self.history.dropped += 1;
+            }
             self.history.give_back(oldest);
         }
-        true
+        self.state_bytes = self.state_bytes.saturating_sub(freed);
+        freed >= over
     }
 
-    /// The backend stored `room_id`'s entries up to `seq`: they leave memory.
-    pub(super) fn history_stored(&mut self, room_id: &str, seq: u64) {
+    /// The backend answered the batch that carried `sent` of `room_id`'s entries: stored
+    /// (`written`), they leave memory; not, those that left memory meanwhile (the cap, the
+    /// budget) are lost after all, and counted now.
+    pub(super) fn history_answered(&mut self, room_id: &str, sent: &[HistoryEntry], written: bool) {
         if !self.history.until_stored {
             return;
         }
         let Some(room) = self.index.get(room_id).and_then(|&k| self.rooms.get_mut(k)) else {
             return;
         };
-        let freed = self.history.stored(&mut room.history, seq);
-        self.state_bytes = self.state_bytes.saturating_sub(freed);
+        room.history.sent_seq = 0;
+        let Some(newest) = sent.last() else {
+            return;
+        };
+        if written {
+            let freed = self.history.stored(&mut room.history, newest.seq);
+            self.state_bytes = self.state_bytes.saturating_sub(freed);
+        } else {
+            let kept_from = room.history.entries.front().map_or(u64::MAX, |e| e.seq);
+            let lost = sent.iter().filter(|e| e.seq < kept_from).count();
+            self.history.dropped += lost as u64;
+        }
     }
 }
 
@@ -375,8 +461,20 @@ impl Engine {
 /// storage thread or the Redis command thread).
 #[derive(Debug)]
 pub enum ReadRequest {
-    /// The newest `count` history entries of `room`.
-    History { room: Box<str>, count: usize },
+    /// A page of `room`'s history, newest first. The store reads the entries with sequence
+    /// numbers in `recent` (unsaved when the read was asked; a save may have moved some to
+    /// disk since), then the newest `count` of those older than `before` (all stored when
+    /// the read was asked) after skipping `skip` of them. Redis, whose list mixes the entries
+    /// of every node (each numbered by its writer), reads its `newest` entries instead. See
+    /// `net/server/queries.rs`.
+    History {
+        room: Box<str>,
+        recent: Option<(u64, u64)>,
+        before: u64,
+        skip: usize,
+        count: usize,
+        newest: usize,
+    },
     /// The variables of `room`, with writer and time.
     Variables { room: Box<str> },
 }

@@ -233,6 +233,115 @@ fn entries_count_against_the_state_budget() {
 }
 
 #[test]
+fn at_the_cap_a_new_entry_still_fits_the_state_budget() {
+    let (mut e, t0) = engine_with(2, Backend::Store);
+    let room = join(&mut e, "r", 1, "u", t0);
+    e.set_at(room, ClientId(1), "☁ x", ValueRef::Number("1"), true, t0);
+    e.set_at(room, ClientId(1), "☁ x", ValueRef::Number("1"), true, t0);
+    assert_eq!(e.history_len(room), 2, "at the cap");
+    // Room for the value's growth, not for an entry of the same size as well.
+    e.limits.max_state_bytes = e.state_bytes() + 6000;
+    let big = "2".repeat(5000);
+    let outcome = e.set_at(room, ClientId(1), "☁ x", ValueRef::Number(&big), true, t0);
+    assert_eq!(outcome, SetOutcome::Applied);
+    assert!(
+        e.state_bytes() <= e.limits.max_state_bytes,
+        "{} > {}",
+        e.state_bytes(),
+        e.limits.max_state_bytes
+    );
+    assert_eq!(
+        e.history_dropped(),
+        2,
+        "the oldest at the cap, and the big one"
+    );
+}
+
+#[test]
+fn entries_count_the_capacity_of_their_buffers() {
+    // The same sets with and without history: the difference is what the entries hold.
+    let sets = |cap: usize| {
+        let (mut e, t0) = engine_with(cap, Backend::Memory);
+        let room = join(&mut e, "r", 1, "u", t0);
+        let big = "3".repeat(10_000);
+        for value in [&*big, "1", "1"] {
+            e.set_at(room, ClientId(1), "☁ x", ValueRef::Number(value), true, t0);
+        }
+        (e, room)
+    };
+    let (without, _) = sets(0);
+    let (with, room) = sets(1);
+    let held: usize = with
+        .history_newest(room)
+        .map(|h| std::mem::size_of::<HistoryEntry>() + h.name.capacity() + h.value.capacity())
+        .sum();
+    assert_eq!(with.history_len(room), 1);
+    assert_eq!(with.state_bytes(), without.state_bytes() + held);
+    assert!(held < 1000, "the 10 kB buffer is not kept: {held}");
+}
+
+#[test]
+fn entries_dropped_while_their_batch_is_out_count_only_if_it_fails() {
+    for written in [true, false] {
+        let (mut e, t0) = engine_with(2, Backend::Store);
+        let room = join(&mut e, "r", 1, "u", t0);
+        e.set_at(room, ClientId(1), "☁ x", ValueRef::Number("1"), true, t0);
+        let out = batch(&mut e);
+        assert_eq!(out.rooms[0].history.len(), 1);
+        for v in ["2", "3", "4"] {
+            e.set_at(room, ClientId(1), "☁ x", ValueRef::Number(v), true, t0);
+        }
+        // The cap dropped the entry out (being written) and "2" (lost).
+        assert_eq!(e.history_dropped(), 1);
+        e.handle_saved(&out, written);
+        let expected = if written { 1 } else { 2 };
+        assert_eq!(e.history_dropped(), expected, "written: {written}");
+    }
+}
+
+#[test]
+fn a_new_variable_the_budget_refuses_leaves_the_history_alone() {
+    let (mut e, t0) = engine_with(10, Backend::Memory);
+    let room = join(&mut e, "r", 1, "u", t0);
+    for v in ["1", "2", "3"] {
+        e.set_at(room, ClientId(1), "☁ x", ValueRef::Number(v), true, t0);
+    }
+    e.limits.max_state_bytes = e.state_bytes() + 10;
+    let big = "1".repeat(5000);
+    let outcome = e.set_at(room, ClientId(1), "☁ y", ValueRef::Number(&big), true, t0);
+    assert_eq!(outcome, SetOutcome::Rejected(Rejection::TooManyVariables));
+    assert_eq!(
+        e.history_len(room),
+        3,
+        "kept: giving it up would not have made room"
+    );
+    assert_eq!(e.history_dropped(), 0);
+}
+
+#[test]
+fn the_clock_read_again_moves_timestamps_forward_never_back() {
+    let (mut e, t0) = engine_with(10, Backend::Memory);
+    let room = join(&mut e, "r", 1, "u", t0);
+    let stamp = |e: &mut Engine, at: Instant, v: &str| {
+        e.set_at(room, ClientId(1), "☁ x", ValueRef::Number(v), true, at);
+        e.history_newest(room).next().map(|h| h.timestamp_ms)
+    };
+    assert_eq!(stamp(&mut e, t0, "1"), Some(1_700_000_000_000));
+    // NTP set the clock a day later, 1 s after start.
+    let t1 = t0 + Duration::from_secs(1);
+    e.set_clock(t1, 1_700_086_400_000);
+    assert_eq!(stamp(&mut e, t1, "2"), Some(1_700_086_400_000));
+    // Stepped back by a minute: held at the latest until it catches up.
+    let t2 = t1 + Duration::from_secs(1);
+    e.set_clock(t2, 1_700_086_341_000);
+    assert_eq!(stamp(&mut e, t2, "3"), Some(1_700_086_400_000));
+    assert_eq!(
+        stamp(&mut e, t2 + Duration::from_secs(60), "4"),
+        Some(1_700_086_401_000)
+    );
+}
+
+#[test]
 fn history_zero_records_nothing() {
     let (mut e, t0) = engine_with(0, Backend::Store);
     let room = join(&mut e, "r", 1, "u", t0);
@@ -281,24 +390,35 @@ fn merging_unsaved_and_stored_pages_without_gap_or_duplicate() {
     // Stored 1..=5, unsaved 6..=8 (newest first both).
     let stored: Vec<HistoryEntry> = (1..=5).rev().map(|s| entry(s, 100 + s)).collect();
     let unsaved: Vec<HistoryEntry> = (6..=8).rev().map(|s| entry(s, 100 + s)).collect();
-    let seqs = |v: Vec<HistoryEntry>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    let seqs = |v: Vec<&HistoryEntry>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(merge_newest(&unsaved, &stored, 0, 3)), [8, 7, 6]);
+    assert_eq!(seqs(merge_newest(&unsaved, &stored, 2, 3)), [6, 5, 4]);
+    assert_eq!(seqs(merge_newest(&unsaved, &stored, 6, 5)), [2, 1]);
     assert_eq!(
-        seqs(merge_newest(&unsaved, stored.clone(), 0, 3)),
-        [8, 7, 6]
-    );
-    assert_eq!(
-        seqs(merge_newest(&unsaved, stored.clone(), 2, 3)),
-        [6, 5, 4]
-    );
-    assert_eq!(seqs(merge_newest(&unsaved, stored.clone(), 6, 5)), [2, 1]);
-    assert_eq!(
-        seqs(merge_newest(&unsaved, stored.clone(), 9, 5)),
+        seqs(merge_newest(&unsaved, &stored, 9, 5)),
         Vec::<u64>::new()
     );
     // A save processed after the read: the entry is both stored and unsaved, kept once.
     let overlap: Vec<HistoryEntry> = (5..=8).rev().map(|s| entry(s, 100 + s)).collect();
     assert_eq!(
-        seqs(merge_newest(&overlap, stored, 0, 10)),
+        seqs(merge_newest(&overlap, &stored, 0, 10)),
         [8, 7, 6, 5, 4, 3, 2, 1]
     );
+}
+
+#[test]
+fn merging_orders_by_sequence_number_when_the_clock_stepped_back() {
+    // The wall clock stepped back after entry 3: 4 and 5 carry older times than 3.
+    let stored: Vec<HistoryEntry> = [(3, 300), (2, 200), (1, 100)]
+        .into_iter()
+        .map(|(s, ms)| entry(s, ms))
+        .collect();
+    let unsaved: Vec<HistoryEntry> = [(5, 160), (4, 150)]
+        .into_iter()
+        .map(|(s, ms)| entry(s, ms))
+        .collect();
+    let seqs = |v: Vec<&HistoryEntry>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(merge_newest(&unsaved, &stored, 0, 2)), [5, 4]);
+    assert_eq!(seqs(merge_newest(&unsaved, &stored, 2, 2)), [3, 2]);
+    assert_eq!(seqs(merge_newest(&unsaved, &stored, 0, 9)), [5, 4, 3, 2, 1]);
 }

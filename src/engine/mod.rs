@@ -766,15 +766,15 @@ impl Engine {
             }
         }
         let ms = self.history.stamp(now);
-        let user = room
-            .members
-            .iter()
-            .find(|m| m.client == client)
-            .map_or_else(
-                || Arc::clone(&self.history.nobody),
-                |m| Arc::clone(&m.shown),
-            );
-        let recorded = (self.history.cap > 0).then(|| Arc::clone(&user));
+        // A member setting again what it set last keeps its name there: no search of the
+        // members, no reference counted (the hot path of `--history 0`).
+        let last_writer = index.and_then(|i| room.variables.get(i));
+        let same_writer = client != NOBODY && last_writer.is_some_and(|v| v.writer == client);
+        let recorded = match last_writer {
+            _ if self.history.cap == 0 => None,
+            Some(v) if same_writer => Some(Arc::clone(&v.user)),
+            _ => Some(history::shown_in(room, client, &self.history.nobody)),
+        };
         let verb = match index {
             Some(index) => {
                 if let Some(variable) = room.variables.get_mut(index) {
@@ -783,7 +783,14 @@ impl Engine {
                     self.state_bytes =
                         (self.state_bytes + variable.heap_bytes()).saturating_sub(before);
                 }
-                room.touch(index, client, user, ms);
+                if same_writer {
+                    room.touch_again(index, ms);
+                } else {
+                    let user = recorded
+                        .clone()
+                        .unwrap_or_else(|| history::shown_in(room, client, &self.history.nobody));
+                    room.touch(index, client, user, ms);
+                }
                 self.pacer.mark_dirty(key.0, &mut room.pace);
                 self.durable.note_change(room, key.0);
                 Verb::Set
@@ -797,6 +804,9 @@ impl Engine {
                 let Some(room) = self.rooms.get_mut(key.0) else {
                     return SetOutcome::Unknown;
                 };
+                let user = recorded
+                    .clone()
+                    .unwrap_or_else(|| history::shown_in(room, client, &self.history.nobody));
                 room.add_variable(name, value, client, user, ms);
                 self.state_bytes += room.variables.last().map_or(0, room::Variable::heap_bytes);
                 self.pacer.mark_dirty(key.0, &mut room.pace);

@@ -147,6 +147,18 @@ impl Room {
         self.version
     }
 
+    /// [`Room::touch`] by the variable's last writer again: its writer and name stay.
+    pub fn touch_again(&mut self, index: usize, ms: u64) -> u64 {
+        self.version += 1;
+        if let Some(variable) = self.variables.get_mut(index) {
+            variable.changed_at = self.version;
+            variable.changed_ms = ms;
+            variable.from_cluster = false;
+            variable.seed = false;
+        }
+        self.version
+    }
+
     pub fn add_variable(
         &mut self,
         name: &str,

@@ -537,6 +537,7 @@ impl Server {
         snapshot.parked_sessions = self.reconnects.parked() as u64;
         snapshot.parked_sessions_ended = self.reconnects.evicted;
         snapshot.writes_deferred = self.write_budget.cuts();
+        snapshot.api_reads_refused = self.queries.refused;
         snapshot.store = self
             .durable
             .as_ref()
@@ -629,6 +630,11 @@ impl Server {
         }
         self.watch_held_renders(now);
         self.release_memory_after_a_drop();
+        // History's wall clock is read again: a device without a real-time clock may have
+        // started before NTP set it (the engine keeps its timestamps from going back).
+        if self.engine.history_cap() > 0 {
+            self.engine.set_clock(now, setup::wall_clock_ms());
+        }
     }
 
     /// After many connections have gone, hands freed heap back to the system: the allocator

@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::engine::{Batch, HistoryEntry, RoomChanges, SavedVariable, Verb};
+use crate::query::MAX_ANSWER_BYTES;
 
 /// The database file inside the data directory.
 pub const FILE_NAME: &str = "stratus.db";
@@ -43,6 +44,7 @@ const SCHEMA: &str = "
         ms INTEGER NOT NULL,
         PRIMARY KEY (room, seq)
     ) WITHOUT ROWID;
+    CREATE INDEX history_by_time ON history (ms);
 ";
 
 /// Version 1 to 2: variables gain their writer and time (the time of rows written before is
@@ -61,6 +63,7 @@ const MIGRATE_1_TO_2: &str = "
         ms INTEGER NOT NULL,
         PRIMARY KEY (room, seq)
     ) WITHOUT ROWID;
+    CREATE INDEX history_by_time ON history (ms);
     PRAGMA user_version = 2;
 ";
 
@@ -216,19 +219,61 @@ impl Database {
 
     /// The newest `count` history entries of `room`, newest first.
     pub fn history(&self, room: &str, count: usize) -> Result<Vec<HistoryEntry>, String> {
-        let mut statement = self
-            .connection
-            .prepare_cached(
-                "SELECT seq, user, verb, name, value, ms FROM history WHERE room = ?1
-                 ORDER BY seq DESC LIMIT ?2",
-            )
-            .map_err(|e| self.error("cannot read", e))?;
-        let count = i64::try_from(count).unwrap_or(i64::MAX);
-        let rows = statement
-            .query_map(params![room, count], read_entry)
-            .map_err(|e| self.error("cannot read", e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| self.error("cannot read", e))
+        self.history_page(room, None, u64::MAX, 0, count)
+    }
+
+    /// A page of `room`'s history, newest first: the entries with sequence numbers in
+    /// `recent` (inclusive), then the newest `count` older than `before` after skipping `skip`
+    /// of them. Reading stops once the entries' text passes [`MAX_ANSWER_BYTES`]: the answer
+    /// would not show more.
+    pub fn history_page(
+        &self,
+        room: &str,
+        recent: Option<(u64, u64)>,
+        before: u64,
+        skip: usize,
+        count: usize,
+    ) -> Result<Vec<HistoryEntry>, String> {
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let mut read = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<(), String> {
+            let mut statement = self
+                .connection
+                .prepare_cached(sql)
+                .map_err(|e| self.error("cannot read", e))?;
+            let mut rows = statement
+                .query(params)
+                .map_err(|e| self.error("cannot read", e))?;
+            while bytes <= MAX_ANSWER_BYTES {
+                let Some(row) = rows.next().map_err(|e| self.error("cannot read", e))? else {
+                    break;
+                };
+                let entry = read_entry(row).map_err(|e| self.error("cannot read", e))?;
+                bytes += entry.user.len() + entry.name.len() + entry.value.len();
+                entries.push(entry);
+            }
+            Ok(())
+        };
+        if let Some((low, high)) = recent {
+            read(
+                "SELECT seq, user, verb, name, value, ms FROM history
+                 WHERE room = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq DESC",
+                params![room, to_i64(low), to_i64(high)],
+            )?;
+        }
+        if count > 0 {
+            read(
+                "SELECT seq, user, verb, name, value, ms FROM history
+                 WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3 OFFSET ?4",
+                params![
+                    room,
+                    to_i64(before),
+                    i64::try_from(count).unwrap_or(i64::MAX),
+                    i64::try_from(skip).unwrap_or(i64::MAX)
+                ],
+            )?;
+        }
+        Ok(entries)
     }
 
     /// Writes a batch in one transaction: values, then history entries, each room's history
@@ -365,19 +410,29 @@ impl Database {
         let path = self.path.clone();
         let fail = |e: rusqlite::Error| format!("{}: cannot delete old rooms: {e}", path.display());
         let transaction = self.connection.transaction().map_err(fail)?;
+        // The rooms to go are found once (one pass over the variables); the old entries of
+        // the others through the index on their time.
         transaction
             .execute(
-                "DELETE FROM history WHERE room IN (
-                   SELECT room FROM variables GROUP BY room HAVING max(updated_at) < ?1)",
+                "CREATE TEMP TABLE expired AS
+                   SELECT room FROM variables GROUP BY room HAVING max(updated_at) < ?1",
                 [cutoff],
+            )
+            .map_err(fail)?;
+        transaction
+            .execute(
+                "DELETE FROM history WHERE room IN (SELECT room FROM expired)",
+                [],
             )
             .map_err(fail)?;
         let deleted = transaction
             .execute(
-                "DELETE FROM variables WHERE room IN (
-                   SELECT room FROM variables GROUP BY room HAVING max(updated_at) < ?1)",
-                [cutoff],
+                "DELETE FROM variables WHERE room IN (SELECT room FROM expired)",
+                [],
             )
+            .map_err(fail)?;
+        transaction
+            .execute("DROP TABLE expired", [])
             .map_err(fail)?;
         transaction
             .execute(

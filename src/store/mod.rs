@@ -297,9 +297,17 @@ impl Worker {
 
     fn read(&mut self, read: ReadRequest) -> StoredRead {
         let result = match read {
-            ReadRequest::History { room, count } => {
-                self.database.history(&room, count).map(StoredRead::History)
-            }
+            ReadRequest::History {
+                room,
+                recent,
+                before,
+                skip,
+                count,
+                ..
+            } => self
+                .database
+                .history_page(&room, recent, before, skip, count)
+                .map(StoredRead::History),
             ReadRequest::Variables { room } => self
                 .database
                 .load(&room)

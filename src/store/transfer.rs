@@ -15,7 +15,7 @@ use serde_json::{Map, Number, Value};
 
 use super::db::Database;
 use super::lock::DirLock;
-use crate::engine::value::{is_valid_name, is_valid_value};
+use crate::engine::value::{is_valid_name, is_valid_value, MAX_NAME_CHARS, MAX_VALUE_CHARS};
 use crate::engine::{Batch, HistoryEntry, RoomChanges, SavedVariable, Verb};
 
 /// Every stored room (or only `room`) as JSON.
@@ -74,18 +74,63 @@ fn entry_json(entry: &HistoryEntry) -> Value {
     Value::Object(object)
 }
 
+/// The largest sequence number an import may carry: a room counts on from it, so it stays
+/// far below where SQLite's integers end (and exact in any JSON reader).
+const MAX_IMPORTED_SEQ: u64 = 1 << 53;
+
 fn entry_from_json(room: &str, value: &Value) -> Result<HistoryEntry, String> {
     let bad = || format!("history of room {room:?}: not a history entry: {value}");
     let text = |key: &str| value.get(key).and_then(Value::as_str).ok_or_else(bad);
     let number = |key: &str| value.get(key).and_then(Value::as_u64).ok_or_else(bad);
-    Ok(HistoryEntry {
+    let entry = HistoryEntry {
         seq: number("seq")?,
         user: Arc::from(text("user")?),
         verb: Verb::parse(text("verb")?).ok_or_else(bad)?,
         name: text("name")?.to_owned(),
         value: text("value")?.to_owned(),
         timestamp_ms: number("timestamp")?,
-    })
+    };
+    let invalid = |why: &str| format!("history of room {room:?}, entry {}: {why}", entry.seq);
+    if entry.seq == 0 || entry.seq > MAX_IMPORTED_SEQ {
+        return Err(invalid(&format!("seq must be 1 to {MAX_IMPORTED_SEQ}")));
+    }
+    if i64::try_from(entry.timestamp_ms).is_err() {
+        return Err(invalid("timestamp out of range"));
+    }
+    if !is_valid_name(&entry.name) {
+        return Err(invalid("not a valid cloud variable name"));
+    }
+    let value_ok = match entry.verb {
+        Verb::Rename => is_valid_name(&entry.value),
+        Verb::Set | Verb::Create | Verb::Delete => entry.value.chars().count() <= MAX_VALUE_CHARS,
+    };
+    if !value_ok {
+        return Err(invalid(
+            "value too long (or, for a rename, not a valid name)",
+        ));
+    }
+    if entry.user.chars().count() > MAX_NAME_CHARS {
+        return Err(invalid(&format!(
+            "user longer than {MAX_NAME_CHARS} characters"
+        )));
+    }
+    Ok(entry)
+}
+
+/// A room's entries must come oldest first, each sequence number once.
+fn check_order(room: &str, entries: &[HistoryEntry]) -> Result<(), String> {
+    for pair in entries.windows(2) {
+        if let [older, newer] = pair {
+            if newer.seq <= older.seq {
+                return Err(format!(
+                    "history of room {room:?}: seq {} follows {}; entries must be oldest \
+                     first, each seq once",
+                    newer.seq, older.seq
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Loads the rooms of an export into the database, replacing those rooms' stored variables
@@ -146,10 +191,56 @@ pub fn import(dir: &Path, json: &str) -> Result<(usize, usize), String> {
                 .iter()
                 .map(|entry| entry_from_json(room, entry))
                 .collect::<Result<Vec<_>, _>>()?;
+            check_order(room, &entries)?;
             histories.push((room.clone(), entries));
         }
     }
     let mut database = Database::open(dir)?;
     database.import(&batch, &histories)?;
     Ok((batch.rooms.len(), batch.variable_count()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document(entries: &str) -> String {
+        format!(r#"{{"rooms": {{"r": {{"☁ x": 1}}}}, "history": {{"r": [{entries}]}}}}"#)
+    }
+
+    fn entry(seq: &str, name: &str, value: &str) -> String {
+        format!(
+            r#"{{"seq": {seq}, "user": "u", "verb": "set_var", "name": "{name}", "value": "{value}", "timestamp": 5}}"#
+        )
+    }
+
+    #[test]
+    fn an_import_refuses_history_the_server_would_not_write() {
+        let dir = std::env::temp_dir().join(format!("stratus-import-{}", std::process::id()));
+        let long_value = "1".repeat(MAX_VALUE_CHARS + 1);
+        let long_name = format!("☁ {}", "n".repeat(MAX_NAME_CHARS));
+        let cases = [
+            (
+                document(&entry("9223372036854775000", "☁ x", "1")),
+                "seq must be",
+            ),
+            (document(&entry("0", "☁ x", "1")), "seq must be"),
+            (
+                document(&format!(
+                    "{},{}",
+                    entry("2", "☁ x", "1"),
+                    entry("2", "☁ x", "2")
+                )),
+                "each seq once",
+            ),
+            (document(&entry("1", &long_name, "1")), "name"),
+            (document(&entry("1", "☁ x", &long_value)), "too long"),
+        ];
+        for (json, expected) in cases {
+            let error = import(&dir, &json).expect_err("refused");
+            assert!(error.contains(expected), "{error}");
+        }
+        assert_eq!(import(&dir, &document(&entry("3", "☁ x", "1"))), Ok((1, 1)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -13,14 +13,22 @@ use crate::engine::history::merge_newest;
 use crate::engine::{ClientId, ReadRequest, StoredRead};
 use crate::query::{Answer, Query};
 
+/// Backend reads out at once, for the store and Redis alike; a query beyond them is answered
+/// `Unavailable` (and counted) so that reads never crowd out the loads and saves sharing the
+/// backend's channel.
+pub(crate) const MAX_READS_OUT: usize = 64;
+
 /// A query waiting for the backend's read.
 #[derive(Debug)]
 enum Waiting {
-    /// The backend reads the newest `offset + limit` entries of `room`.
+    /// The backend reads a page of `room`'s history (see [`LogsPlan::Read`]): the answer is
+    /// the entries of `recent` still in memory merged with what it read, `limit` at most.
     Logs {
         room: Box<str>,
-        offset: usize,
+        recent: Option<(u64, u64)>,
         limit: usize,
+        /// Where the page starts among all entries (Redis: memory then its list).
+        offset: usize,
     },
     /// The backend reads the variables of `project`, a room not in memory.
     Variables { project: Box<str> },
@@ -32,6 +40,8 @@ pub(super) struct Queries {
     next_id: u64,
     waiting: HashMap<u64, (ClientId, Waiting)>,
     ready: Vec<(ClientId, Answer)>,
+    /// Queries answered `Unavailable` because [`MAX_READS_OUT`] reads were out.
+    pub refused: u64,
 }
 
 /// What answering a `/logs` query takes, given the room's entries in memory.
@@ -41,10 +51,14 @@ pub(crate) enum LogsPlan {
     Empty,
     /// Entries `offset..offset + limit` of those in memory, newest first.
     Memory { offset: usize, limit: usize },
-    /// Read the newest `count` stored entries, then merge.
+    /// The page's positions `recent` (newest first) are entries in memory, the rest are
+    /// stored: the newest `count` stored ones after skipping `skip`. Unsaved entries are
+    /// always newer than stored ones, so the store pages by itself; the entries of `recent`
+    /// are named by sequence number when the read is sent, since a save may move them to
+    /// disk before it comes back.
     Read {
-        offset: usize,
-        limit: usize,
+        recent: Option<(usize, usize)>,
+        skip: usize,
         count: usize,
     },
 }
@@ -65,13 +79,13 @@ pub(crate) fn plan_logs(
     }
     let limit = end - offset;
     if all_in_memory || end <= in_memory {
-        LogsPlan::Memory { offset, limit }
-    } else {
-        LogsPlan::Read {
-            offset,
-            limit,
-            count: end,
-        }
+        return LogsPlan::Memory { offset, limit };
+    }
+    let stored_from = offset.max(in_memory);
+    LogsPlan::Read {
+        recent: (offset < in_memory).then_some((offset, in_memory)),
+        skip: stored_from - in_memory,
+        count: end - stored_from,
     }
 }
 
@@ -114,25 +128,42 @@ impl Server {
         match plan_logs(offset, limit, cap, in_memory, self.durable.is_none()) {
             LogsPlan::Empty => Some(Answer::Json(query_json::logs([]))),
             LogsPlan::Memory { offset, limit } => {
-                let entries = room.map(|r| self.engine.history_in_memory(r));
-                let entries = entries.unwrap_or_default();
+                let entries = room.into_iter().flat_map(|r| self.engine.history_newest(r));
                 Some(Answer::Json(query_json::logs(
-                    entries.iter().skip(offset).take(limit),
+                    entries.skip(offset).take(limit),
                 )))
             }
             LogsPlan::Read {
-                offset,
-                limit,
+                recent: positions,
+                skip,
                 count,
             } => {
+                // Entries older than the oldest in memory are stored (or gone): the store
+                // pages through those alone. No room in memory: all of them are stored.
+                let (before, recent) = match room {
+                    Some(room) => {
+                        let (_, oldest) = self.engine.history_bounds(room);
+                        let seq = |at| self.engine.history_seq_at(room, at);
+                        let recent = positions
+                            .and_then(|(from, to)| Some((seq(to.checked_sub(1)?)?, seq(from)?)));
+                        (oldest, recent)
+                    }
+                    None => (u64::MAX, None),
+                };
+                let page = positions.map_or(0, |(from, to)| to - from) + count;
                 let read = ReadRequest::History {
                     room: project.into(),
+                    recent,
+                    before,
+                    skip,
                     count,
+                    newest: offset.saturating_add(page),
                 };
                 let waiting = Waiting::Logs {
                     room: project.into(),
+                    recent,
+                    limit: page,
                     offset,
-                    limit,
                 };
                 self.send_read(client, read, waiting)
             }
@@ -141,11 +172,11 @@ impl Server {
 
     fn start_variables(&mut self, client: ClientId, project: &str) -> Option<Answer> {
         if let Some(room) = self.engine.room_key(project) {
-            let variables = self.engine.saved_variables(room);
-            return Some(Answer::Json(query_json::variables(project, &variables)));
+            let variables = self.engine.variables_shown(room);
+            return Some(Answer::Json(query_json::variables(project, variables)));
         }
         if self.durable.is_none() {
-            return Some(Answer::Json(query_json::variables(project, &[])));
+            return Some(Answer::Json(query_json::variables(project, [])));
         }
         let read = ReadRequest::Variables {
             room: project.into(),
@@ -156,13 +187,18 @@ impl Server {
         self.send_read(client, read, waiting)
     }
 
-    /// Hands `read` to the backend; `Unavailable` at once when it cannot take it.
+    /// Hands `read` to the backend; `Unavailable` at once when it cannot take it, or when
+    /// [`MAX_READS_OUT`] reads are out already.
     fn send_read(
         &mut self,
         client: ClientId,
         read: ReadRequest,
         waiting: Waiting,
     ) -> Option<Answer> {
+        if self.queries.waiting.len() >= MAX_READS_OUT {
+            self.queries.refused += 1;
+            return Some(Answer::Unavailable);
+        }
         let id = self.queries.next_id;
         let sent = match &mut self.durable {
             Some(Durable::Store(store, _)) => store.request_read(id, read),
@@ -187,26 +223,59 @@ impl Server {
             (
                 Waiting::Logs {
                     room,
-                    offset,
                     limit,
+                    offset,
+                    ..
                 },
                 StoredRead::History(stored),
-            ) => {
+            ) if matches!(self.durable, Some(Durable::Cluster(..))) => {
+                // Redis's list holds every node's stored entries, each numbered by its own
+                // writer, so sequence numbers do not order them. What this node has not
+                // written yet is newer than its own stored entries and goes first; a round
+                // answered before this read already took its entries out of memory and into
+                // the list, one answered after it had not written them when Redis read.
                 let unsaved = self
                     .engine
                     .room_key(&room)
-                    .map(|key| self.engine.history_in_memory(key))
-                    .unwrap_or_default();
-                let page = merge_newest(&unsaved, stored, offset, limit);
-                Answer::Json(query_json::logs(&page))
+                    .into_iter()
+                    .flat_map(|key| self.engine.history_newest(key));
+                let page = unsaved.chain(&stored).skip(offset).take(limit);
+                Answer::Json(query_json::logs(page))
+            }
+            (
+                Waiting::Logs {
+                    room,
+                    recent,
+                    limit,
+                    ..
+                },
+                StoredRead::History(stored),
+            ) => {
+                // The entries of `recent` not saved since the read was sent are still here;
+                // those saved are in `stored`. Newer ones than `recent` came after the
+                // request and are not part of its page.
+                let (low, high) = recent.unwrap_or((1, 0));
+                let unsaved = self
+                    .engine
+                    .room_key(&room)
+                    .into_iter()
+                    .flat_map(|key| self.engine.history_newest(key))
+                    .skip_while(|e| e.seq > high)
+                    .take_while(|e| e.seq >= low);
+                let page = merge_newest(unsaved, &stored, 0, limit);
+                Answer::Json(query_json::logs(page))
             }
             (Waiting::Variables { project }, StoredRead::Variables(variables)) => {
                 // The room may have come into memory since: its values are the newer.
-                let variables = match self.engine.room_key(&project) {
-                    Some(room) => self.engine.saved_variables(room),
-                    None => variables,
+                let json = match self.engine.room_key(&project) {
+                    Some(room) => {
+                        query_json::variables(&project, self.engine.variables_shown(room))
+                    }
+                    None => {
+                        query_json::variables(&project, variables.iter().map(query_json::shown))
+                    }
                 };
-                Answer::Json(query_json::variables(&project, &variables))
+                Answer::Json(json)
             }
             _ => Answer::Unavailable,
         };
@@ -236,21 +305,31 @@ mod tests {
                 limit: 3
             }
         );
+        // A page across them: positions 2..5 from memory, then the newest stored one.
         assert_eq!(
             plan_logs(2, 4, 1000, 5, false),
             LogsPlan::Read {
-                offset: 2,
-                limit: 4,
-                count: 6
+                recent: Some((2, 5)),
+                skip: 0,
+                count: 1
+            }
+        );
+        // A page past them: the store pages alone, skipping what memory's entries stand for.
+        assert_eq!(
+            plan_logs(20, 10, 1000, 5, false),
+            LogsPlan::Read {
+                recent: None,
+                skip: 15,
+                count: 10
             }
         );
         // `--history` bounds the read, and a page past it is empty.
         assert_eq!(
             plan_logs(900, 1000, 1000, 0, false),
             LogsPlan::Read {
-                offset: 900,
-                limit: 100,
-                count: 1000
+                recent: None,
+                skip: 900,
+                count: 100
             }
         );
         assert_eq!(plan_logs(1000, 10, 1000, 0, false), LogsPlan::Empty);

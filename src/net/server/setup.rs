@@ -164,11 +164,8 @@ impl Server {
         };
         let now = Instant::now();
         engine.set_history(config.history);
-        // The one wall-clock reading history timestamps count from.
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        engine.set_clock(now, unix_ms);
+        // The wall-clock reading history timestamps count from (read again each second).
+        engine.set_clock(now, wall_clock_ms());
         if config.tick_hz > 0 {
             // The beats every room shares count from the start.
             engine.set_pace(tick, config.tick_burst, now);
@@ -428,4 +425,11 @@ fn ignore_file_size_signal() -> Result<(), StartError> {
     )
     .map(|_| ())
     .map_err(|e| StartError(format!("cannot handle SIGXFSZ: {e}")))
+}
+
+/// Milliseconds since the Unix epoch by the wall clock (0 before it).
+pub(super) fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
