@@ -35,6 +35,9 @@ use crate::metrics::{self, Metrics, Snapshot};
 use crate::policy::Policy;
 use followups::Followups;
 
+mod admin;
+mod admin_bans;
+mod admin_rooms;
 pub(super) mod durable;
 mod followups;
 mod projects;

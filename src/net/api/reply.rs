@@ -68,6 +68,11 @@ impl Reply {
         Reply::new(200, Body::Json(body))
     }
 
+    /// A JSON answer with another status than 200 (the admin API's).
+    pub fn with_status(status: u16, body: String) -> Self {
+        Reply::new(status, Body::Json(body))
+    }
+
     /// An error as JSON: `{"error": message, "parameter": parameter}`. The texts are ours
     /// (never a client's), so they need no escaping.
     pub fn json_error(status: u16, message: &str, parameter: Option<&str>) -> Self {

@@ -57,6 +57,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         let reply = match answer {
             Answer::Json(json) => Reply::json(json),
             Answer::Unavailable => Reply::unavailable(),
+            Answer::Status { status, json } => Reply::with_status(status, json),
         };
         self.send_api_reply(
             &reply,

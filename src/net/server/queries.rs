@@ -106,6 +106,9 @@ impl Server {
                 limit,
             } => self.start_logs(client, &project, offset, limit),
             Query::Variables { project } => self.start_variables(client, &project),
+            Query::Admin { operator, request } => {
+                self.start_admin(client, &operator, request, _now)
+            }
         }
     }
 
