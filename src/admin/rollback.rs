@@ -16,8 +16,13 @@ use crate::engine::{HistoryEntry, Verb};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// Set `name` to this value's text (as history recorded it).
-    Set { name: String, value: String },
-    Delete { name: String },
+    Set {
+        name: String,
+        value: String,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 /// Why a room cannot be rolled back to the time asked.
@@ -34,15 +39,17 @@ impl RollbackError {
     /// The text of the 409 answer.
     pub fn describe(&self) -> String {
         match self {
-            RollbackError::NotReached { oldest_ms: Some(ms) } => {
+            RollbackError::NotReached {
+                oldest_ms: Some(ms),
+            } => {
                 format!("history does not reach back to that time: its oldest entry is at {ms}")
             }
             RollbackError::NotReached { oldest_ms: None } => {
                 "history does not reach back to that time: the room has none".to_owned()
             }
-            RollbackError::Unknown { name } => format!(
-                "the value of {name:?} at that time is older than the history kept"
-            ),
+            RollbackError::Unknown { name } => {
+                format!("the value of {name:?} at that time is older than the history kept")
+            }
         }
     }
 }
@@ -191,7 +198,10 @@ mod tests {
             rollback(&current, &entries, 15),
             Ok(vec![delete("☁ b"), set("☁ a", "1")])
         );
-        assert_eq!(rollback(&current, &entries, 30), Ok(vec![delete("☁ b"), set("☁ a", "3")]));
+        assert_eq!(
+            rollback(&current, &entries, 30),
+            Ok(vec![delete("☁ b"), set("☁ a", "3")])
+        );
         // At the newest entry's time: nothing to do.
         assert_eq!(rollback(&current, &entries, 50), Ok(vec![]));
         assert_eq!(rollback(&current, &entries, 99), Ok(vec![]));

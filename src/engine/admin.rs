@@ -217,7 +217,14 @@ mod tests {
             .join_as("1", ClientId(1), "alice", Format(0), None, now)
             .expect("join");
         let set = |e: &mut Engine, value| {
-            e.set_at(room, ClientId(1), "☁ score", ValueRef::Number(value), true, now)
+            e.set_at(
+                room,
+                ClientId(1),
+                "☁ score",
+                ValueRef::Number(value),
+                true,
+                now,
+            )
         };
         assert_eq!(set(&mut e, "1000"), SetOutcome::Applied);
         assert_eq!(
@@ -228,7 +235,10 @@ mod tests {
         let operator: Arc<str> = Arc::from("@root");
         e.admin_set(room, &operator, "☁ score", ValueRef::Number("5"), now)
             .expect("an operator lowers it");
-        assert_eq!(e.current_value(room, "☁ score"), Some(ValueRef::Number("5")));
+        assert_eq!(
+            e.current_value(room, "☁ score"),
+            Some(ValueRef::Number("5"))
+        );
         assert_eq!(
             e.delete_at(room, ClientId(1), "☁ score", now),
             Err(EditError::Protected)
@@ -240,7 +250,9 @@ mod tests {
     #[test]
     fn a_room_not_in_memory_is_made_without_a_backend() {
         let mut e = engine();
-        let room = e.admin_room("7", ClientId(9), Instant::now()).expect("room");
+        let room = e
+            .admin_room("7", ClientId(9), Instant::now())
+            .expect("room");
         assert_eq!(e.room_id(room), Some("7"));
         assert_eq!(e.member_count(room), 0);
     }

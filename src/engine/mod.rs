@@ -817,8 +817,8 @@ impl Engine {
                     return SetOutcome::Unknown;
                 };
                 let user = recorded.clone().or_else(|| operator.cloned());
-                let user = user
-                    .unwrap_or_else(|| history::shown_in(room, client, &self.history.nobody));
+                let user =
+                    user.unwrap_or_else(|| history::shown_in(room, client, &self.history.nobody));
                 room.add_variable(name, value, client, user, ms);
                 self.state_bytes += room.variables.last().map_or(0, room::Variable::heap_bytes);
                 self.pacer.mark_dirty(key.0, &mut room.pace);
