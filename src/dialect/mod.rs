@@ -65,6 +65,19 @@ impl Dialect {
     fn format(self) -> Format {
         Format(self as u8)
     }
+
+    /// The name of the dialect whose members read `format` (the admin API's member list).
+    pub fn name_of(format: Format) -> &'static str {
+        [
+            Dialect::Scratch,
+            Dialect::Legacy,
+            Dialect::Rpc,
+            Dialect::Studio,
+        ]
+        .into_iter()
+        .find(|d| d.format() == format)
+        .map_or("unknown", Dialect::name)
+    }
 }
 
 /// The engine's shared rendering of a room's variables as one JSON object (`{"☁ a":1,...}`),

@@ -61,6 +61,9 @@ pub enum Reason {
     ServerFault,
     /// The room could not be loaded (its store or Redis is out); trying later may work.
     RoomUnavailable,
+    /// An operator removed the client through the admin API (4002, array-RPC
+    /// `auth.denied`, MultiStudio `USER`/`kicked`).
+    Kicked,
 }
 
 impl Reason {
@@ -74,7 +77,7 @@ impl Reason {
             | Reason::InvalidDeclaration
             | Reason::HandshakeTimeout => PROTOCOL,
             Reason::Incompatible => INCOMPATIBLE,
-            Reason::Username(_) | Reason::NoIdentity => USERNAME,
+            Reason::Username(_) | Reason::NoIdentity | Reason::Kicked => USERNAME,
             Reason::RoomFull
             | Reason::TooManyRooms
             | Reason::ServerFull
@@ -120,6 +123,7 @@ impl Reason {
             Reason::UserAtLimit => "user_at_limit",
             Reason::ServerFault => "server_fault",
             Reason::RoomUnavailable => "room_unavailable",
+            Reason::Kicked => "kicked",
         }
     }
 
@@ -153,6 +157,7 @@ impl Reason {
             Reason::UserAtLimit => "this username has as many connections to the room as allowed",
             Reason::ServerFault => "internal server error",
             Reason::RoomUnavailable => "room cannot be loaded now, try again later",
+            Reason::Kicked => "removed by an operator",
         }
     }
 }

@@ -307,6 +307,7 @@ pub(super) fn farewell(reason: Reason, studio: &mut Studio, outbox: &mut Outbox)
         Reason::Username(UsernameProblem::Length) => Some(("USER", "username_length")),
         Reason::Username(UsernameProblem::Characters) => Some(("USER", "username_characters")),
         Reason::Username(UsernameProblem::Filtered) => Some(("USER", "username_refused")),
+        Reason::Kicked => Some(("USER", "kicked")),
         Reason::ServerFull => Some(("FULL", "server_full")),
         Reason::TooManyMessages => Some(("RATE", "too_many_messages")),
         Reason::TooManyBytes => Some(("RATE", "too_many_bytes")),

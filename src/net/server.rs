@@ -37,6 +37,7 @@ use followups::Followups;
 
 mod admin;
 mod admin_bans;
+mod admin_json;
 mod admin_rooms;
 pub(super) mod durable;
 mod followups;

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::engine::{Batch, HistoryEntry, RoomChanges, SavedVariable, Verb};
+use crate::engine::{Batch, HistoryEntry, RoomChanges, RoomSummary, SavedVariable, Verb};
 use crate::query::MAX_ANSWER_BYTES;
 
 /// The database file inside the data directory.
@@ -274,6 +274,61 @@ impl Database {
             )?;
         }
         Ok(entries)
+    }
+
+    /// The admin API's page of stored rooms, by id: `count` of them after skipping `skip`,
+    /// leaving out those in `in_memory` (sorted). Each with its number of variables, the bytes
+    /// of their names and values, and the newest one's time. Stops near
+    /// [`MAX_ANSWER_BYTES`] of ids.
+    pub fn rooms_page(
+        &self,
+        skip: usize,
+        count: usize,
+        in_memory: &[Box<str>],
+    ) -> Result<Vec<RoomSummary>, String> {
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT room, count(*),
+                        sum(length(CAST(name AS BLOB)) + length(CAST(value AS BLOB))),
+                        max(changed_ms)
+                 FROM variables GROUP BY room ORDER BY room",
+            )
+            .map_err(|e| self.error("cannot read", e))?;
+        let mut rows = statement
+            .query([])
+            .map_err(|e| self.error("cannot read", e))?;
+        let (mut rooms, mut skipped, mut bytes) = (Vec::new(), 0, 0);
+        while rooms.len() < count && bytes <= MAX_ANSWER_BYTES {
+            let Some(row) = rows.next().map_err(|e| self.error("cannot read", e))? else {
+                break;
+            };
+            let id: String = row.get(0).map_err(|e| self.error("cannot read", e))?;
+            if in_memory
+                .binary_search_by(|r| (**r).cmp(id.as_str()))
+                .is_ok()
+            {
+                continue;
+            }
+            if skipped < skip {
+                skipped += 1;
+                continue;
+            }
+            let number = |at: usize| -> Result<u64, String> {
+                let n: Option<i64> = row.get(at).map_err(|e| self.error("cannot read", e))?;
+                Ok(n.map_or(0, to_u64))
+            };
+            let last = number(3)?;
+            bytes += id.len();
+            rooms.push(RoomSummary {
+                id,
+                members: 0,
+                variables: usize::try_from(number(1)?).unwrap_or(usize::MAX),
+                bytes: usize::try_from(number(2)?).unwrap_or(usize::MAX),
+                last_change: (last > 0).then_some(last),
+            });
+        }
+        Ok(rooms)
     }
 
     /// Writes a batch in one transaction: values, then history entries, each room's history

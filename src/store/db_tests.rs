@@ -210,3 +210,34 @@ fn a_page_reads_the_named_recent_entries_then_pages_below_the_boundary() {
     let page = db.history_page("r", None, u64::MAX, 3, 4).expect("read");
     assert_eq!(seqs(&page), [7, 6, 5, 4]);
 }
+
+#[test]
+fn stored_rooms_are_listed_by_id_without_those_in_memory() {
+    let dir = temp_dir();
+    let mut db = Database::open(&dir).expect("open");
+    for room in ["3", "1", "2", "4"] {
+        db.save(&batch(room, "12", Vec::new())).expect("save");
+    }
+    let ids = |rooms: Vec<RoomSummary>| rooms.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(db.rooms_page(0, 10, &[]).expect("page")),
+        ["1", "2", "3", "4"]
+    );
+    let in_memory: Vec<Box<str>> = vec!["2".into()];
+    assert_eq!(
+        ids(db.rooms_page(1, 2, &in_memory).expect("page")),
+        ["3", "4"]
+    );
+    let first = db.rooms_page(0, 1, &[]).expect("page").remove(0);
+    // "☁ x" is 5 bytes, "12" 2.
+    assert_eq!(
+        (
+            first.members,
+            first.variables,
+            first.bytes,
+            first.last_change
+        ),
+        (0, 1, 7, Some(1234))
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

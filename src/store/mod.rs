@@ -312,6 +312,14 @@ impl Worker {
                 .database
                 .load(&room)
                 .map(|(variables, _)| StoredRead::Variables(variables)),
+            ReadRequest::Rooms {
+                skip,
+                count,
+                in_memory,
+            } => self
+                .database
+                .rooms_page(skip, count, &in_memory)
+                .map(StoredRead::Rooms),
         };
         result.unwrap_or_else(|e| {
             self.errors.log(Instant::now(), &e);

@@ -250,6 +250,10 @@ impl Server {
 
     fn resume_waiters(&mut self, waiters: Vec<ClientId>, now: Instant) {
         for client in waiters {
+            // An admin request that waited for its room is carried out now.
+            if self.resume_admin(client, now) {
+                continue;
+            }
             self.serve_client(client, now, |conn, ctx| conn.resume(ctx));
         }
     }

@@ -20,7 +20,7 @@ pub(crate) const MAX_READS_OUT: usize = 64;
 
 /// A query waiting for the backend's read.
 #[derive(Debug)]
-enum Waiting {
+pub(super) enum Waiting {
     /// The backend reads a page of `room`'s history (see [`LogsPlan::Read`]): the answer is
     /// the entries of `recent` still in memory merged with what it read, `limit` at most.
     Logs {
@@ -32,6 +32,8 @@ enum Waiting {
     },
     /// The backend reads the variables of `project`, a room not in memory.
     Variables { project: Box<str> },
+    /// A request of the admin API (`admin_rooms.rs`).
+    Admin(super::admin_rooms::AdminWait),
 }
 
 /// Queries out to the backend, and answers ready to be taken.
@@ -42,6 +44,9 @@ pub(super) struct Queries {
     ready: Vec<(ClientId, Answer)>,
     /// Queries answered `Unavailable` because [`MAX_READS_OUT`] reads were out.
     pub refused: u64,
+    /// Admin requests waiting for their room to be loaded, by the connection that asked
+    /// (one request at a time each): carried out again when the loop resumes it.
+    pub admin_loads: HashMap<ClientId, (String, crate::admin::AdminRequest)>,
 }
 
 /// What answering a `/logs` query takes, given the room's entries in memory.
@@ -192,7 +197,7 @@ impl Server {
 
     /// Hands `read` to the backend; `Unavailable` at once when it cannot take it, or when
     /// [`MAX_READS_OUT`] reads are out already.
-    fn send_read(
+    pub(super) fn send_read(
         &mut self,
         client: ClientId,
         read: ReadRequest,
@@ -280,6 +285,7 @@ impl Server {
                 };
                 Answer::Json(json)
             }
+            (Waiting::Admin(wait), read) => self.finish_admin_read(wait, read),
             _ => Answer::Unavailable,
         };
         self.queries.ready.push((client, answer));

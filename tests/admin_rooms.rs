@@ -1,0 +1,294 @@
+//! The admin API's rooms side through the real binary: an operator's set reaching a Scratch
+//! and an array-RPC client, delete, reset, rollback to a time before three sets, a kick in each
+//! dialect (its close code and form), the rooms list paging over a room only on disk, and a
+//! room's members with anonymized addresses.
+//!
+//! Ignored until the admin HTTP side (tokens, routing, bodies) is merged: they are written
+//! against the documented API (`Authorization: Bearer`, `--admin-tokens FILE`).
+// A test fails by panicking: unwrap, expect, indexing and panic are how it reports.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef-root";
+
+/// A tokens file naming operator `root`.
+fn tokens_file() -> PathBuf {
+    let path = unique_path(".tokens");
+    std::fs::write(&path, format!("root {TOKEN}\n")).expect("write tokens");
+    path
+}
+
+fn start(args: &[&str]) -> Server {
+    let tokens = tokens_file();
+    let mut all = vec!["--admin-tokens", tokens.to_str().expect("utf-8")];
+    all.extend_from_slice(args);
+    Server::start(&all)
+}
+
+fn start_on(dir: &Path, args: &[&str]) -> Server {
+    let mut all = vec!["--data-dir", dir.to_str().expect("utf-8")];
+    all.extend_from_slice(args);
+    start(&all)
+}
+
+/// One admin request with `body` (JSON text, or empty); the parsed response.
+fn admin(server: &Server, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let request = format!(
+        "{method} /admin/api/v1/{path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let response = HttpResponse::parse(&http_exchange(server, &request));
+    let json = serde_json::from_str(&response.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", response.body));
+    (response.status, json)
+}
+
+fn world(server: &Server, room: &str, client_id: &str) -> Client {
+    let url = format!("ws://{}/ws/world/{room}", server.addr());
+    let mut client = server.try_connect_with(&url, &[]).expect("upgrade");
+    client.send(&json!(["authenticate", {"username": client_id}]).to_string());
+    assert!(client.recv().contains("authenticated"));
+    client
+}
+
+fn studio(server: &Server, user: &str, room: &str) -> Client {
+    let mut client = server.connect();
+    client.send(&json!({"kind": "HELLO", "username": user}).to_string());
+    assert!(client.recv().contains("HELLO"));
+    client.send(&json!({"kind": "JOIN_ROOM", "room": room}).to_string());
+    assert!(client.recv().contains("JOINED_ROOM"));
+    client
+}
+
+fn now_ms() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock");
+    u64::try_from(since.as_millis()).expect("ms")
+}
+
+#[test]
+#[ignore = "needs the admin HTTP side (merged by the lead)"]
+fn a_set_by_the_api_reaches_scratch_and_array_rpc_clients_and_is_recorded() {
+    let server = start(&[]);
+    let mut scratch = server.join_synced("123", "alice");
+    let mut rpc = world(&server, "123", "bob");
+    rpc.sync();
+    let (status, body) = admin(
+        &server,
+        "PUT",
+        "rooms/123/variables/%E2%98%81%20score",
+        r#"{"value": 42}"#,
+    );
+    assert_eq!((status, &body), (200, &json!({"ok": true})));
+    assert_eq!(scratch.recv(), set_line("☁ score", "42"));
+    let update = rpc.recv_containing("☁ score");
+    assert!(update.contains("42"), "{update}");
+    // History records the operator.
+    let logs = http_exchange(
+        &server,
+        "GET /logs?projectid=123&limit=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(logs.contains("\"user\":\"@root\""), "{logs}");
+    // A value the project refuses is a 400 with why.
+    let (status, body) = admin(
+        &server,
+        "PUT",
+        "rooms/123/variables/%E2%98%81%20score",
+        r#"{"value": "text"}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("numbers"),
+        "{body}"
+    );
+}
+
+#[test]
+#[ignore = "needs the admin HTTP side (merged by the lead)"]
+fn delete_and_reset_remove_variables() {
+    let server = start(&[]);
+    let mut client = server.join_synced("5", "alice");
+    client.set("☁ a", "1");
+    client.set("☁ b", "2");
+    client.sync();
+    let (status, _) = admin(&server, "DELETE", "rooms/5/variables/%E2%98%81%20a", "");
+    assert_eq!(status, 200);
+    let (status, _) = admin(&server, "DELETE", "rooms/5/variables/%E2%98%81%20a", "");
+    assert_eq!(status, 404);
+    let (_, room) = admin(&server, "GET", "rooms/5", "");
+    assert_eq!(room["variables"].as_array().unwrap().len(), 1);
+    let (status, body) = admin(&server, "POST", "rooms/5/reset", "");
+    assert_eq!((status, &body), (200, &json!({"ok": true, "variables": 1})));
+    let (_, room) = admin(&server, "GET", "rooms/5", "");
+    assert_eq!(room["variables"], json!([]));
+}
+
+#[test]
+#[ignore = "needs the admin HTTP side (merged by the lead)"]
+fn rollback_to_a_time_before_three_sets() {
+    let server = start(&["--history", "100", "--persist-interval", "100ms"]);
+    let mut writer = server.join_synced("9", "alice");
+    let mut watcher = server.join_synced("9", "bob");
+    writer.set("☁ hi", "10");
+    watcher.recv_containing("10");
+    std::thread::sleep(Duration::from_millis(20));
+    let before = now_ms();
+    std::thread::sleep(Duration::from_millis(20));
+    for value in ["20", "30", "99999"] {
+        writer.set("☁ hi", value);
+        watcher.recv_containing(value);
+    }
+    let (status, body) = admin(
+        &server,
+        "POST",
+        "rooms/9/rollback",
+        &json!({"to": before}).to_string(),
+    );
+    assert_eq!((status, &body), (200, &json!({"ok": true, "variables": 1})));
+    assert_eq!(watcher.recv(), set_line("☁ hi", "10"));
+    let (_, room) = admin(&server, "GET", "rooms/9", "");
+    assert_eq!(room["variables"][0]["value"], "10");
+    assert_eq!(room["variables"][0]["user"], "@root");
+    // Before the history's first entry: 409.
+    let (status, body) = admin(&server, "POST", "rooms/9/rollback", r#"{"to": 1}"#);
+    assert_eq!(status, 409, "{body}");
+}
+
+#[test]
+#[ignore = "needs the admin HTTP side (merged by the lead)"]
+fn a_kick_closes_each_dialect_in_its_denied_form() {
+    let server = start(&[]);
+    let mut scratch = server.join_synced("k", "Mallory");
+    let mut legacy = server.legacy_join("k", "mallory", "{}");
+    legacy.sync();
+    let mut rpc = world(&server, "k", "MALLORY");
+    let mut multi = studio(&server, "mallory", "k");
+    let mut innocent = server.join_synced("k", "alice");
+    let (status, body) = admin(
+        &server,
+        "POST",
+        "kick",
+        r#"{"room": "k", "user": "mallory"}"#,
+    );
+    assert_eq!((status, &body), (200, &json!({"ok": true, "kicked": 4})));
+    assert_eq!(scratch.close_code(), 4002);
+    assert_eq!(legacy.close_code(), 4002);
+    assert_eq!(
+        serde_json::from_str::<Value>(&rpc.recv()).unwrap(),
+        json!(["error", {"code": "auth.denied"}])
+    );
+    assert_eq!(rpc.close_code(), 4002);
+    assert_eq!(
+        serde_json::from_str::<Value>(&multi.recv()).unwrap(),
+        json!({"kind": "USER", "why": "kicked"})
+    );
+    assert_eq!(multi.close_code(), 4002);
+    innocent.sync();
+    // One connection by its id, as the room's member list shows it.
+    let (_, room) = admin(&server, "GET", "rooms/k", "");
+    let id = room["members"][0]["connection"].as_u64().unwrap();
+    let (status, body) = admin(
+        &server,
+        "POST",
+        "kick",
+        &json!({"connection": id}).to_string(),
+    );
+    assert_eq!((status, &body), (200, &json!({"ok": true, "kicked": 1})));
+    assert_eq!(innocent.close_code(), 4002);
+    let (status, _) = admin(
+        &server,
+        "POST",
+        "kick",
+        &json!({"connection": id}).to_string(),
+    );
+    assert_eq!(status, 404);
+}
+
+#[test]
+#[ignore = "needs the admin HTTP side (merged by the lead)"]
+fn the_rooms_list_pages_over_rooms_in_memory_and_on_disk() {
+    let dir = unique_path(".data");
+    {
+        let mut server = start_on(&dir, &["--persist-interval", "100ms"]);
+        let mut client = server.join_synced("disk", "alice");
+        client.set("☁ a", "12");
+        client.sync();
+        drop(client);
+        server.terminate();
+    }
+    let server = start_on(&dir, &[]);
+    let _a = server.join_synced("mem1", "alice");
+    let _b = server.join_synced("mem2", "bob");
+    let (status, page) = admin(&server, "GET", "rooms?offset=0&limit=2", "");
+    assert_eq!(status, 200);
+    let ids: Vec<_> = page["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("mem1"), json!("mem2")]);
+    let (_, page) = admin(&server, "GET", "rooms?offset=2&limit=2", "");
+    assert_eq!(
+        page["rooms"],
+        json!([{"id": "disk", "members": 0, "variables": 1, "bytes": 7,
+                "last_change": page["rooms"][0]["last_change"], "in_memory": false}])
+    );
+    assert_eq!(
+        (page["offset"].clone(), page["limit"].clone()),
+        (json!(2), json!(2))
+    );
+    // A room only on disk is shown from its stored variables; a change loads it first.
+    let (_, room) = admin(&server, "GET", "rooms/disk", "");
+    assert_eq!(
+        (
+            room["in_memory"].clone(),
+            room["variables"][0]["value"].clone()
+        ),
+        (json!(false), json!("12"))
+    );
+    let (status, _) = admin(
+        &server,
+        "PUT",
+        "rooms/disk/variables/%E2%98%81%20a",
+        r#"{"value": 13}"#,
+    );
+    assert_eq!(status, 200);
+    let (_, room) = admin(&server, "GET", "rooms/disk", "");
+    assert_eq!(
+        (
+            room["in_memory"].clone(),
+            room["variables"][0]["value"].clone()
+        ),
+        (json!(true), json!("13"))
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+#[ignore = "needs the admin HTTP side (merged by the lead)"]
+fn a_rooms_members_show_their_anonymized_address() {
+    let server = start(&["--anonymize-ips"]);
+    let _client = server.join_synced("m", "Alice");
+    let (status, room) = admin(&server, "GET", "rooms/m", "");
+    assert_eq!(status, 200);
+    let member = &room["members"][0];
+    assert_eq!(member["user"], "Alice");
+    assert_eq!(member["dialect"], "scratch");
+    assert_eq!(member["address"], "127.0.0.0");
+    assert!(member["since"].as_u64().unwrap() > 0);
+    let (status, _) = admin(&server, "GET", "rooms/nothing-here", "");
+    assert_eq!(status, 404);
+}
