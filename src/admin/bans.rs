@@ -164,7 +164,10 @@ impl Bans {
     /// Whether `ip` is banned, by itself or by a network holding it.
     pub fn refuses_address(&self, ip: IpAddr) -> bool {
         self.addresses.contains_key(&canonical(ip))
-            || self.networks.iter().any(|(_, network)| network.contains(ip))
+            || self
+                .networks
+                .iter()
+                .any(|(_, network)| network.contains(ip))
     }
 
     pub fn blocks_project(&self, project: &str) -> bool {

@@ -12,7 +12,10 @@ use super::bans::{Ban, Block, Change};
 pub enum Control {
     Change(Change),
     /// Close every connection of `user` in `room`.
-    Kick { room: String, user: String },
+    Kick {
+        room: String,
+        user: String,
+    },
 }
 
 /// A control message as received: who sent it and what it says.

@@ -295,6 +295,8 @@ pub(super) fn build_policy(config: &Config) -> Result<Policy, StartError> {
         max_rooms_per_connection: config.max_rooms_per_connection,
         fault_rooms: config.fault_rooms.iter().cloned().collect(),
         relay_user: config.relay_user,
+        // Filled from the store or Redis once the backend is open.
+        bans: Default::default(),
     })
 }
 
