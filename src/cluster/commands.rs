@@ -22,6 +22,8 @@ use super::keys::{self, apply_meta, decode_variable, encode_meta, encode_value};
 use super::retry::Backoff;
 use super::scripts::{LuaScript, Scripts};
 use super::{ClusterSettings, Event, Request, RoomState, Round, RoundResult, SharedStats};
+use crate::admin::bans::{Ban, Block, Change};
+use crate::admin::control::{Control, ControlMessage};
 use crate::engine::{HistoryEntry, ReadRequest, StoredRead};
 use crate::error_log::ErrorLog;
 
@@ -104,6 +106,14 @@ impl CommandThread {
                         self.connect();
                     }
                     let event = match request {
+                        Request::Control(control) => {
+                            self.control(control);
+                            continue;
+                        }
+                        Request::ReadBans => {
+                            self.read_bans();
+                            continue;
+                        }
                         Request::Round(round) => Event::RoundDone(self.round(round)),
                         Request::Read(id, read) => Event::Read(id, self.read(read)),
                     };
@@ -134,6 +144,7 @@ impl CommandThread {
                 self.last_heartbeat = Instant::now();
                 self.backoff.reset();
                 self.shared.set_connected(true);
+                self.read_bans();
                 if self.in_outage {
                     self.in_outage = false;
                     info!("cluster: redis answers again");
@@ -163,6 +174,7 @@ impl CommandThread {
             if let Ok(connection) = self.open() {
                 self.connection = Some(connection);
                 self.last_heartbeat = Instant::now();
+                self.read_bans();
                 return;
             }
         }
@@ -429,6 +441,97 @@ impl CommandThread {
         })
     }
 
+    /// Writes an admin action's change to its hash and publishes it for every node, in one
+    /// transaction; logged when Redis cannot take it (the action then stays on this node).
+    fn control(&mut self, control: Control) {
+        let message = ControlMessage {
+            node: self.settings.node_id.to_string(),
+            control,
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        match &message.control {
+            Control::Change(Change::Ban(ban)) => {
+                pipe.hset(keys::BANS_KEY, ban.id, ban.to_json().to_string())
+                    .ignore();
+            }
+            Control::Change(Change::Lift(id)) => {
+                pipe.hdel(keys::BANS_KEY, *id).ignore();
+            }
+            Control::Change(Change::Block(block)) => {
+                pipe.hset(
+                    keys::BLOCKS_KEY,
+                    &block.project,
+                    block.to_json().to_string(),
+                )
+                .ignore();
+            }
+            Control::Change(Change::Unblock(project)) => {
+                pipe.hdel(keys::BLOCKS_KEY, project).ignore();
+            }
+            Control::Kick { .. } => {}
+        }
+        pipe.publish(keys::CONTROL_CHANNEL, message.encode())
+            .ignore();
+        let Some(connection) = &mut self.connection else {
+            self.errors.log(
+                Instant::now(),
+                &"an admin action was not sent to the other nodes: redis is unreachable",
+            );
+            return;
+        };
+        if let Err(e) = pipe.exec(connection) {
+            self.lost(&e);
+        }
+    }
+
+    /// Reads the bans and blocks Redis holds and hands them to the loop; expired ones are
+    /// deleted from their hashes on the way, so the hashes stay as small as the books.
+    fn read_bans(&mut self) {
+        let Some(connection) = &mut self.connection else {
+            return;
+        };
+        let now_ms = unix_ms();
+        let read = redis::pipe()
+            .hgetall(keys::BANS_KEY)
+            .hgetall(keys::BLOCKS_KEY)
+            .query::<(Vec<(String, String)>, Vec<(String, String)>)>(connection);
+        let (ban_fields, block_fields) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                self.errors.log(Instant::now(), &e);
+                return;
+            }
+        };
+        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+        let mut expired = redis::pipe();
+        let mut bans = Vec::new();
+        for (field, text) in ban_fields {
+            match parse(&text).as_ref().and_then(Ban::from_json) {
+                Some(ban) if ban.until_ms > now_ms => bans.push(ban),
+                _ => {
+                    expired.hdel(keys::BANS_KEY, field).ignore();
+                }
+            }
+        }
+        let mut blocks = Vec::new();
+        for (field, text) in block_fields {
+            match parse(&text).as_ref().and_then(Block::from_json) {
+                Some(block) if block.until_ms.is_none_or(|until| until > now_ms) => {
+                    blocks.push(block)
+                }
+                _ => {
+                    expired.hdel(keys::BLOCKS_KEY, field).ignore();
+                }
+            }
+        }
+        bans.sort_by_key(|ban| ban.id);
+        if let Err(e) = expired.exec(connection) {
+            self.errors.log(Instant::now(), &e);
+        }
+        self.emit(Event::Bans(bans, blocks));
+    }
+
     /// One command's reply (a server error is a reply); an error when Redis cannot be asked.
     fn ask(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
         let Some(connection) = &mut self.connection else {
@@ -568,4 +671,11 @@ fn history_entries(reply: Value) -> Option<Vec<HistoryEntry>> {
         entries.extend(entries::decode(&stored));
     }
     Some(entries)
+}
+
+/// Milliseconds since the Unix epoch by the wall clock (0 before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

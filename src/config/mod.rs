@@ -17,7 +17,7 @@ mod units;
 pub use api_limits::{parse_api_burst, parse_api_rate, MAX_API_LIMIT, MIN_API_RATE};
 pub use file::{load, LoadError, Loaded, Source};
 pub use projects::{ProjectTable, VariableTable};
-pub use proxies::{parse_trusted_proxies, TrustedProxies};
+pub use proxies::{parse_trusted_proxies, Network, TrustedProxies};
 pub use units::{
     parse_bytes, parse_duration, parse_history, parse_mode, parse_positive, parse_seconds,
     parse_size, MAX_HISTORY,

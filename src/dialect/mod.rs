@@ -339,7 +339,7 @@ pub(crate) fn join_with_handshake(
     peer.user = Some(user.into());
     peer.wanted_room = Some(room.chars().take(64).collect::<String>().into());
     check_room(&room, env.policy)?;
-    env.policy.usernames.check(user).map_err(Reason::Username)?;
+    env.policy.check_username(user).map_err(Reason::Username)?;
     let key = peer.enter(&room, user, dialect, variables.as_deref(), env)?;
     if let Some(snapshot) = env.engine.snapshot_for(
         key,

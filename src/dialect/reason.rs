@@ -37,6 +37,8 @@ pub enum Reason {
     Username(UsernameProblem),
     /// The authentication payload names no usable identity (array-RPC dialect).
     NoIdentity,
+    /// The client's address is banned through the admin API.
+    AddressBanned,
     RoomFull,
     TooManyRooms,
     ServerFull,
@@ -77,7 +79,9 @@ impl Reason {
             | Reason::InvalidDeclaration
             | Reason::HandshakeTimeout => PROTOCOL,
             Reason::Incompatible => INCOMPATIBLE,
-            Reason::Username(_) | Reason::NoIdentity | Reason::Kicked => USERNAME,
+            Reason::Username(_) | Reason::NoIdentity | Reason::Kicked | Reason::AddressBanned => {
+                USERNAME
+            }
             Reason::RoomFull
             | Reason::TooManyRooms
             | Reason::ServerFull
@@ -105,6 +109,7 @@ impl Reason {
             Reason::InvalidDeclaration => "invalid_declaration",
             Reason::Username(_) => "username",
             Reason::NoIdentity => "no_identity",
+            Reason::AddressBanned => "address_banned",
             Reason::RoomFull => "room_full",
             Reason::TooManyRooms => "too_many_rooms",
             Reason::ServerFull => "server_full",
@@ -139,6 +144,7 @@ impl Reason {
             Reason::NoIdentity => {
                 "authentication needs a username or a client_id of 1-64 characters"
             }
+            Reason::AddressBanned => "address is banned",
             Reason::RoomFull => "room is full",
             Reason::TooManyRooms => "too many rooms",
             Reason::ServerFull => "server is full",

@@ -15,6 +15,7 @@ use super::api::{self, Endpoint, Reply, Routed};
 use super::http::{self, Request, Response};
 use super::loop_context::{ConnSettings, LoopContext};
 use crate::dialect::{Need, Reason};
+use crate::policy::Policy;
 use crate::query::Query;
 
 /// Who a connection's client is, as far as admission goes.
@@ -239,15 +240,28 @@ impl Admission {
     }
 }
 
+impl Admission {
+    /// Whether the client's address (behind a trusted proxy, the one it names) is banned
+    /// through the admin API: the only place a connection's address is known.
+    pub(super) fn address_banned(&self, policy: &Policy) -> bool {
+        self.client_ip
+            .is_some_and(|ip| policy.bans.refuses_address(ip))
+    }
+}
+
 /// Why an upgraded connection is closed at once, told as a close code rather than an HTTP
 /// status (the clients show close codes to their users), checked in this order.
 pub(super) fn refusal(
     request: &Request,
     settings: &ConnSettings,
     over_capacity: bool,
+    address_banned: bool,
 ) -> Option<Reason> {
     if request.leaks_scratch_session {
         return Some(Reason::ScratchCookie);
+    }
+    if address_banned {
+        return Some(Reason::AddressBanned);
     }
     let has_user_agent = request
         .user_agent
@@ -329,25 +343,33 @@ mod tests {
             ..Request::default()
         };
         assert_eq!(
-            refusal(&request, &settings, true),
+            refusal(&request, &settings, true, false),
             Some(Reason::ScratchCookie)
         );
         request.leaks_scratch_session = false;
         assert_eq!(
-            refusal(&request, &settings, true),
+            refusal(&request, &settings, true, false),
             Some(Reason::NoUserAgent)
         );
         request.user_agent = Some(String::new());
         assert_eq!(
-            refusal(&request, &settings, true),
+            refusal(&request, &settings, true, false),
             Some(Reason::NoUserAgent),
             "an empty user agent is none"
         );
         request.user_agent = Some("Scratch".to_owned());
-        assert_eq!(refusal(&request, &settings, true), Some(Reason::ServerFull));
-        assert_eq!(refusal(&request, &settings, false), None);
+        assert_eq!(
+            refusal(&request, &settings, true, false),
+            Some(Reason::ServerFull)
+        );
+        assert_eq!(refusal(&request, &settings, false, false), None);
+        assert_eq!(
+            refusal(&request, &settings, true, true),
+            Some(Reason::AddressBanned),
+            "a banned address is told so before a full server"
+        );
         settings.require_user_agent = false;
         request.user_agent = None;
-        assert_eq!(refusal(&request, &settings, false), None);
+        assert_eq!(refusal(&request, &settings, false, false), None);
     }
 }

@@ -627,6 +627,7 @@ impl Server {
             followups.apply(key, entry.conn.on_timer(&mut ctx));
         }
         self.reconnects.expire(now);
+        self.expire_bans();
         self.api.rate.forget_idle(now);
         let expired = self.engine.expire(now);
         if expired > 0 {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
+use crate::admin::bans::{Ban, Block, Change};
 use crate::engine::{Batch, SavedVariable, StoredRead};
 use crate::error_log::ErrorLog;
 use db::Database;
@@ -49,6 +50,10 @@ pub enum Request {
     Load(Box<str>),
     Save(Batch),
     Read(u64, ReadRequest),
+    /// A change to the admin API's bans or blocks; not answered (a failure is logged).
+    Bans(Change),
+    /// Bans and blocks expired by this time (Unix ms) are deleted; not answered.
+    ExpireBans(u64),
 }
 
 pub enum Reply {
@@ -79,6 +84,8 @@ pub struct Store {
     /// The batch out, by its variable count; the next one waits for its answer.
     saving: Option<usize>,
     pub stats: StoreStats,
+    /// The bans and blocks read at open, until the loop takes them.
+    loaded_bans: (Vec<Ban>, Vec<Block>),
     _lock: DirLock,
 }
 
@@ -92,6 +99,7 @@ impl Store {
         let lock = DirLock::acquire(dir)?;
         let mut database = Database::open(dir)?;
         database.set_history_cap(settings.history);
+        let loaded_bans = database.load_bans(unix_ms())?;
         info!("storing variables in {}", dir.join(db::FILE_NAME).display());
         let (request_tx, request_rx) = mpsc::sync_channel(REQUEST_CAPACITY);
         let (reply_tx, reply_rx) = mpsc::channel();
@@ -105,6 +113,7 @@ impl Store {
             thread: Some(thread),
             saving: None,
             stats: StoreStats::default(),
+            loaded_bans,
             _lock: lock,
         })
     }
@@ -117,6 +126,23 @@ impl Store {
     /// Asks for a read of the HTTP API; false when the thread has too much to do right now.
     pub fn request_read(&mut self, id: u64, read: ReadRequest) -> bool {
         self.send(Request::Read(id, read)).is_ok()
+    }
+
+    /// The bans and blocks in force when the store was opened (once; empty after).
+    pub fn take_bans(&mut self) -> (Vec<Ban>, Vec<Block>) {
+        std::mem::take(&mut self.loaded_bans)
+    }
+
+    /// Hands over a change of the bans or blocks; false when the thread has too much to do
+    /// right now (the change is then not made).
+    pub fn write_bans(&mut self, change: Change) -> bool {
+        self.send(Request::Bans(change)).is_ok()
+    }
+
+    /// Asks for the bans and blocks expired by `now_ms` to be deleted; a refusal is harmless
+    /// (they are deleted at the next start, or the next time).
+    pub fn expire_bans(&mut self, now_ms: u64) {
+        let _ = self.send(Request::ExpireBans(now_ms));
     }
 
     /// Whether a batch is out; the next one waits for its answer.
@@ -139,7 +165,7 @@ impl Store {
                 Ok(())
             }
             Err(Request::Save(batch)) => Err(batch),
-            Err(Request::Load(_) | Request::Read(..)) => Err(Batch::default()),
+            Err(_) => Err(Batch::default()),
         }
     }
 
@@ -191,7 +217,7 @@ impl Store {
                 Ok(())
             }
             Err(mpsc::SendError(Request::Save(batch))) => Err(batch),
-            Err(mpsc::SendError(Request::Load(_) | Request::Read(..))) => Err(Batch::default()),
+            Err(mpsc::SendError(_)) => Err(Batch::default()),
         }
     }
 
@@ -266,6 +292,18 @@ impl Worker {
                 std::thread::sleep(self.settings.delay);
             }
             let reply = match request {
+                Request::Bans(change) => {
+                    if let Err(e) = self.database.write_ban_change(&change) {
+                        self.errors.log(Instant::now(), &e);
+                    }
+                    continue;
+                }
+                Request::ExpireBans(now_ms) => {
+                    if let Err(e) = self.database.delete_expired_bans(now_ms) {
+                        self.errors.log(Instant::now(), &e);
+                    }
+                    continue;
+                }
                 Request::Read(id, read) => Reply::Read(id, self.read(read)),
                 Request::Load(room) => match self.database.load(&room) {
                     Ok((variables, seq)) => Reply::Loaded(room, variables, seq),
@@ -338,4 +376,11 @@ impl Worker {
             Err(e) => self.errors.log(Instant::now(), &e),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch by the wall clock (0 before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -128,7 +128,8 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.deadline = Some(ctx.now + window);
         self.next_ping = ctx.now + settings.ping_interval;
         info!("[{}] connected", self.ip_text());
-        if let Some(reason) = admission::refusal(&request, settings, ctx.over_capacity) {
+        let banned = self.admission.address_banned(ctx.policy);
+        if let Some(reason) = admission::refusal(&request, settings, ctx.over_capacity, banned) {
             return self.close(reason, ctx);
         }
         if !leftover_allowed {

@@ -394,6 +394,8 @@ impl Server {
             }
             KickTarget::User { room, user } => {
                 let kicked = self.kick_local(&room, &user, now);
+                // Every other node closes that user's connections in the room too.
+                self.publish_kick(&room, &user);
                 admin_json::ok(&[("kicked", kicked)])
             }
         }

@@ -228,6 +228,21 @@ impl Server {
                     self.finish_read(id, read);
                     continue;
                 }
+                Answer::Cluster(Event::Bans(bans, blocks)) => {
+                    self.install_bans(bans, blocks);
+                    continue;
+                }
+                Answer::Cluster(Event::Control(message)) => {
+                    self.on_control(message, now);
+                    continue;
+                }
+                Answer::Cluster(Event::Resubscribed) => {
+                    // Control messages may have been missed while the subscription was down.
+                    if let Some(Durable::Cluster(cluster, _)) = &mut self.durable {
+                        cluster.request_bans();
+                    }
+                    Answer::Cluster(Event::Resubscribed)
+                }
                 other => other,
             };
             let Some(durable) = &mut self.durable else {

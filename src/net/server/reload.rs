@@ -128,7 +128,7 @@ impl Server {
                 return error!("reload failed, keeping the running configuration: {first}");
             }
         };
-        let policy = match build_policy(&loaded.config) {
+        let mut policy = match build_policy(&loaded.config) {
             Ok(policy) => policy,
             Err(e) => return error!("reload failed, keeping the running configuration: {e}"),
         };
@@ -161,6 +161,8 @@ impl Server {
             changed += 1;
         }
         self.engine.set_rules(build_rules(&loaded.config));
+        // Bans and blocks are the admin API's state, not the file's.
+        policy.bans = std::mem::take(&mut self.policy.bans);
         self.policy = policy;
         reload.described = described;
         reload.projects = projects;

@@ -71,7 +71,7 @@ impl std::error::Error for StartError {}
 impl Server {
     /// Binds the listener and prepares the loop; does not serve until [`Server::run`].
     pub fn bind(config: &Config) -> Result<Server, StartError> {
-        let policy = build_policy(config)?;
+        let mut policy = build_policy(config)?;
         let max_connections =
             fd_limit::fit_connections(config.max_connections, RESERVED_FDS + OVERFLOW_SLOTS as u64);
         let tls = load_tls(config)?;
@@ -130,7 +130,7 @@ impl Server {
             hz => Duration::from_secs_f64(1.0 / f64::from(hz)),
         };
         // The durable backend: Redis with --cluster, else the store unless --no-persist.
-        let durable = if let Some(url) = &config.cluster {
+        let mut durable = if let Some(url) = &config.cluster {
             let waker = mio::Waker::new(poll.registry(), CLUSTER)
                 .map_err(|e| StartError(format!("cannot create waker: {e}")))?;
             let retention = (!config.retention.is_zero()).then_some(config.retention);
@@ -162,6 +162,7 @@ impl Server {
             let interval = config.persist_interval;
             Some(Durable::open_store(settings, interval, waker, &mut engine).map_err(StartError)?)
         };
+        install_stored_bans(&mut policy, durable.as_mut());
         let now = Instant::now();
         engine.set_history(config.history);
         // The wall-clock reading history timestamps count from (read again each second).
@@ -295,6 +296,8 @@ pub(super) fn build_policy(config: &Config) -> Result<Policy, StartError> {
         max_rooms_per_connection: config.max_rooms_per_connection,
         fault_rooms: config.fault_rooms.iter().cloned().collect(),
         relay_user: config.relay_user,
+        // Filled from the store or Redis once the backend is open.
+        bans: Default::default(),
     })
 }
 
@@ -425,6 +428,33 @@ fn ignore_file_size_signal() -> Result<(), StartError> {
     )
     .map(|_| ())
     .map_err(|e| StartError(format!("cannot handle SIGXFSZ: {e}")))
+}
+
+/// The admin API's bans and blocks as the backend holds them, before anything is served: the
+/// store's, read at open; Redis's arrive when its command thread connects. In a cluster, new
+/// ban ids carry a part of the node's id, so two nodes do not give the same one.
+fn install_stored_bans(policy: &mut Policy, durable: Option<&mut Durable>) {
+    match durable {
+        Some(Durable::Store(store, _)) => {
+            let (bans, blocks) = store.take_bans();
+            if !bans.is_empty() || !blocks.is_empty() {
+                info!(
+                    "{} bans and {} project blocks in force",
+                    bans.len(),
+                    blocks.len()
+                );
+            }
+            policy.bans.replace_all(bans, blocks);
+        }
+        Some(Durable::Cluster(cluster, _)) => {
+            let salt = cluster
+                .node_id()
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+            policy.bans.set_id_salt(salt);
+        }
+        None => {}
+    }
 }
 
 /// Milliseconds since the Unix epoch by the wall clock (0 before it).
