@@ -5,6 +5,8 @@
 //! (`net/server/admin*.rs`). Every request reaches the loop only from an operator whose bearer
 //! token matched (`crate::query::Query::Admin`).
 
+pub mod tokens;
+
 /// One request of the admin API (`/admin/api/v1/...`), validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AdminRequest {
