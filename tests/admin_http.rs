@@ -340,6 +340,11 @@ fn admin_on_a_public_address_or_forwarded_from_elsewhere_is_404() {
     } else {
         eprintln!("no non-loopback address: the public listener case is skipped");
     }
+    // Every address: public, even to a client on this machine.
+    let (server, _) = start_on("0.0.0.0:0", &[]);
+    let local = SocketAddr::from(([127, 0, 0, 1], server.addr().port()));
+    assert_eq!(ask(local, "GET", ROOMS, &bearer(ALICE), "").status, 404);
+    assert_eq!(ask(local, "GET", "/admin", "", "").status, 404);
     // A local proxy passing on a request from elsewhere: not a local client.
     let (server, _) = start(&["--trust-proxy"]);
     let from_afar = format!("X-Forwarded-For: 203.0.113.7\r\n{}", bearer(ALICE));
