@@ -94,7 +94,7 @@ impl Conn {
     /// True when the server closes the connection with nothing more to say.
     fn closed(&mut self) -> bool {
         let mut rest = Vec::new();
-        matches!(self.reader.read_to_end(&mut rest), Ok(_) if rest.is_empty())
+        self.reader.read_to_end(&mut rest).is_ok() && rest.is_empty()
     }
 }
 
