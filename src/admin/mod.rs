@@ -8,6 +8,7 @@
 pub mod bans;
 pub mod control;
 pub mod rollback;
+pub mod tokens;
 
 /// One request of the admin API (`/admin/api/v1/...`), validated.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -336,6 +336,18 @@ pub struct Config {
     #[arg(long, env = "STRATUS_FAULT_ROOMS", value_delimiter = ',', hide = true)]
     pub fault_rooms: Vec<String>,
 
+    /// The admin API and console (`/admin`), off without this file: one operator a line,
+    /// `name token`, tokens of 32 to 256 characters (`openssl rand -hex 32`); a bad line stops
+    /// the start. Re-read at SIGHUP (a bad file then keeps the operators in force). Served on
+    /// loopback listeners and `--admin-listen` only. See "Admin API" in the README.
+    #[arg(long, env = "STRATUS_ADMIN_TOKENS", value_name = "FILE")]
+    pub admin_tokens: Option<PathBuf>,
+
+    /// An address, HOST:PORT, that serves the admin API and console (nothing else), from any
+    /// client with a token; TLS when `--tls-cert` is set. Needs `--admin-tokens`.
+    #[arg(long, env = "STRATUS_ADMIN_LISTEN", value_name = "HOST:PORT")]
+    pub admin_listen: Option<String>,
+
     /// The file's `[projects."ID"]` tables (per-project settings and variable rules); they
     /// have no flag.
     #[arg(skip)]

@@ -33,6 +33,7 @@ use crate::dialect::{Outcome, Reason, Session, SessionContext};
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Engine, Frame};
 
+mod admin_body;
 mod census;
 mod keep_alive;
 mod messages;
@@ -179,6 +180,11 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     /// and may not upgrade to WebSocket.
     pub fn for_metrics_only(&mut self) {
         self.admission.for_metrics_only();
+    }
+
+    /// Where the listener that accepted it stands on admin paths.
+    pub fn set_admin_listener(&mut self, listener: super::admission::AdminListener) {
+        self.admission.set_admin_listener(listener);
     }
 
     /// Sends the rendered metrics page it asked for ([`Ask::Metrics`]) and closes.

@@ -17,7 +17,7 @@ const INDEX_PAGE: &str =
 Projects connect to it with WebSockets; there is nothing to see here in a browser.\n";
 
 /// A parsed request head, keeping only what the server uses.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Request {
     pub method: String,
     pub path: String,
@@ -36,6 +36,25 @@ pub struct Request {
     /// the client waits to send one (`Expect`). The server reads no bodies, so the connection
     /// must close after the answer: kept open, the body would be read as the next request.
     pub carries_body: bool,
+    /// The `Authorization: Bearer` token (the admin API's), never printed.
+    pub bearer: Option<Secret>,
+    /// The body's length (`Content-Length`), when announced and readable.
+    pub content_length: Option<usize>,
+    /// A body announced in a way the admin API does not read: `Transfer-Encoding` (chunked),
+    /// or a `Content-Length` that is not one decimal number.
+    pub unreadable_body: bool,
+    /// `Expect` (`100-continue`): the client waits before sending its body.
+    pub expects: bool,
+}
+
+/// Bytes that must not appear in logs or debug output (a bearer token).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// The result of looking at the bytes received so far.
@@ -168,6 +187,7 @@ fn read_request(request: &httparse::Request<'_, '_>) -> Request {
     for header in request.headers.iter() {
         // Looked at before the value must be UTF-8: a body announced in any bytes is one.
         parsed.carries_body |= announces_body(header);
+        read_body_header(header, &mut parsed);
         let Ok(value) = std::str::from_utf8(header.value) else {
             continue;
         };
@@ -213,6 +233,36 @@ fn announces_body(header: &httparse::Header<'_>) -> bool {
         header.value.trim_ascii() != b"0"
     } else {
         name.eq_ignore_ascii_case("transfer-encoding") || name.eq_ignore_ascii_case("expect")
+    }
+}
+
+/// What the admin API needs to read a body, and its bearer token. A repeated
+/// `Content-Length` is unreadable unless every copy says the same.
+fn read_body_header(header: &httparse::Header<'_>, parsed: &mut Request) {
+    let name = header.name;
+    if name.eq_ignore_ascii_case("content-length") {
+        let value = header.value.trim_ascii();
+        let length =
+            (!value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(value).ok()?.parse::<u64>().ok())
+                .flatten()
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        match (length, parsed.content_length) {
+            (Some(n), None) if !parsed.unreadable_body => parsed.content_length = Some(n),
+            (Some(n), Some(before)) if n == before => {}
+            _ => {
+                parsed.unreadable_body = true;
+                parsed.content_length = None;
+            }
+        }
+    } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        parsed.unreadable_body = true;
+    } else if name.eq_ignore_ascii_case("expect") {
+        parsed.expects = true;
+    } else if name.eq_ignore_ascii_case("authorization") {
+        if let Some(token) = crate::net::api::admin::bearer_token(header.value) {
+            parsed.bearer = Some(Secret(token.to_vec()));
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use log::{error, info, warn};
 use super::projects::build_rules;
 use super::setup::build_policy;
 use super::Server;
+use crate::admin::tokens::AdminTokens;
 use crate::config;
 
 /// Settings that take effect at once on reload: the ones the policy holds.
@@ -30,6 +31,8 @@ const LIVE: &[&str] = &[
     "max-rooms-per-connection",
     // Scratch clients that join after the reload read the new format.
     "relay-user",
+    // The operators are read again (`reload_admin_tokens`); `admin-listen` needs a restart.
+    "admin-tokens",
 ];
 
 /// How a setting without a value shows in a reload's log line.
@@ -78,6 +81,31 @@ fn settings_by_key(text: &str) -> std::collections::BTreeMap<String, &str> {
         settings.insert(key, value);
     }
     settings
+}
+
+impl Server {
+    /// Reads `--admin-tokens` again: a removed operator's token is refused from now on (open
+    /// connections included: every request is checked). A file that cannot be read or holds a
+    /// bad line keeps the operators in force; no file configured turns the admin API off.
+    fn reload_admin_tokens(&mut self, config: &config::Config) {
+        let Some(path) = &config.admin_tokens else {
+            if self.api.admin.tokens.take().is_some() {
+                warn!("reload: no --admin-tokens any more: the admin API is off");
+            }
+            return;
+        };
+        match AdminTokens::load(path) {
+            Ok(tokens) => {
+                super::setup::warn_if_readable_by_others(path);
+                info!(
+                    "reload: admin operators: {}",
+                    tokens.names().collect::<Vec<_>>().join(", ")
+                );
+                self.api.admin.tokens = Some(tokens);
+            }
+            Err(e) => error!("reload: keeping the admin operators in force: --admin-tokens {e}"),
+        }
+    }
 }
 
 pub(super) struct Reload {
@@ -166,6 +194,7 @@ impl Server {
         self.policy = policy;
         reload.described = described;
         reload.projects = projects;
+        self.reload_admin_tokens(&loaded.config);
         info!("reloaded the configuration: {changed} settings changed");
     }
 }

@@ -22,12 +22,15 @@ use super::{
     Bound, Listener, Server, CLUSTER, HOUSEKEEPING_PERIOD, LISTENERS, METRICS_LISTENER,
     OVERFLOW_SLOTS, RELOAD, SIGNALS, STORE,
 };
+use crate::admin::tokens::AdminTokens;
 use crate::config::{Config, TrustedProxies};
 use crate::dialect;
 use crate::dialect::json::JsonParser;
 use crate::dialect::{Reconnects, Users};
 use crate::engine::{Engine, Limits};
 use crate::metrics::Metrics;
+use crate::net::admission::AdminListener;
+use crate::net::api::admin::AdminState;
 use crate::net::api::{ApiRate, ApiState};
 use crate::net::fd_limit;
 use crate::net::loop_context::ConnSettings;
@@ -76,15 +79,24 @@ impl Server {
             fd_limit::fit_connections(config.max_connections, RESERVED_FDS + OVERFLOW_SLOTS as u64);
         let tls = load_tls(config)?;
         let poll = Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
+        let admin_tokens = load_admin_tokens(config)?;
         let mut listeners = vec![Bound {
             listener: bind_listener(&config.listen, config.unix_socket_mode)?,
             tls: tls.is_some() && config.tls_listen.is_none(),
+            admin: AdminListener::No,
         }];
         if let Some(address) = &config.tls_listen {
             listeners.push(Bound {
                 listener: bind_listener(address, config.unix_socket_mode)?,
                 tls: true,
+                admin: AdminListener::No,
             });
+        }
+        for bound in &mut listeners {
+            bound.admin = admin_on_listener(&bound.listener);
+        }
+        if let Some(address) = &config.admin_listen {
+            listeners.push(bind_admin(address, tls.is_some())?);
         }
         for (bound, token) in listeners.iter_mut().zip(LISTENERS) {
             match &mut bound.listener {
@@ -213,15 +225,21 @@ impl Server {
             refused_for_memory_logged: 0,
             api: ApiState {
                 rate: ApiRate::new(config.api_rate, config.api_burst),
+                admin: AdminState {
+                    tokens: admin_tokens,
+                    ..AdminState::default()
+                },
                 ..ApiState::default()
             },
         })
     }
 
-    /// Each listener's address, and whether it speaks TLS.
+    /// Each listener's address, and whether it speaks TLS (not `--admin-listen`'s, which is
+    /// logged on its own).
     pub fn local_addresses(&self) -> io::Result<Vec<(BoundAddress, bool)>> {
         self.listeners
             .iter()
+            .filter(|bound| bound.admin != AdminListener::Dedicated)
             .map(|bound| {
                 let address = match &bound.listener {
                     Listener::Tcp(l) => BoundAddress::Tcp(l.local_addr()?),
@@ -347,6 +365,67 @@ fn bind_metrics(listen: &str, poll: &Poll) -> Result<TcpListener, StartError> {
         info!("metrics on http://{addr}/metrics");
     }
     Ok(listener)
+}
+
+/// `--admin-tokens`, read at start: a bad file stops the start, naming the line.
+fn load_admin_tokens(config: &Config) -> Result<Option<AdminTokens>, StartError> {
+    let Some(path) = &config.admin_tokens else {
+        if config.admin_listen.is_some() {
+            return Err(StartError(
+                "--admin-listen needs --admin-tokens (the admin API is off without operators)"
+                    .to_owned(),
+            ));
+        }
+        return Ok(None);
+    };
+    let tokens = AdminTokens::load(path).map_err(|e| StartError(format!("--admin-tokens {e}")))?;
+    warn_if_readable_by_others(path);
+    info!(
+        "admin API enabled: {} operators ({})",
+        tokens.len(),
+        tokens.names().collect::<Vec<_>>().join(", ")
+    );
+    Ok(Some(tokens))
+}
+
+/// Tokens are passwords: a file others on the machine can read gives them away.
+pub(super) fn warn_if_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(path) {
+        if metadata.permissions().mode() & 0o077 != 0 {
+            warn!(
+                "--admin-tokens {}: the file can be read by other users; chmod 600 it",
+                path.display()
+            );
+        }
+    }
+}
+
+/// A TCP listener on a loopback address answers admin paths to local clients.
+fn admin_on_listener(listener: &Listener) -> AdminListener {
+    match listener {
+        Listener::Tcp(l) if l.local_addr().is_ok_and(|a| a.ip().is_loopback()) => {
+            AdminListener::Loopback
+        }
+        _ => AdminListener::No,
+    }
+}
+
+/// The `--admin-listen` listener (TLS when a certificate is configured); registered with the
+/// other listeners.
+fn bind_admin(listen: &str, tls: bool) -> Result<Bound, StartError> {
+    let addr = tcp_address(listen)?;
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| StartError(format!("cannot listen on {addr} for the admin API: {e}")))?;
+    if let Ok(addr) = listener.local_addr() {
+        let scheme = if tls { "https" } else { "http" };
+        info!("admin API on {scheme}://{addr}/admin");
+    }
+    Ok(Bound {
+        listener: Listener::Tcp(listener),
+        tls,
+        admin: AdminListener::Dedicated,
+    })
 }
 
 /// `--listen` as an operator types it: `HOST:PORT` (a name such as `localhost` is resolved),
