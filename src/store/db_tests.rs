@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::*;
-use crate::engine::RoomChanges;
+use crate::engine::{RoomChanges, Verb};
 
 fn temp_dir() -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -169,7 +169,7 @@ fn a_version_1_file_is_migrated_in_place() {
 fn sweep_uses_an_index(db: &Database) -> bool {
     let plan: Vec<String> = db
         .connection
-        .prepare("EXPLAIN QUERY PLAN DELETE FROM history WHERE ms < 5")
+        .prepare("EXPLAIN QUERY PLAN DELETE FROM history WHERE min_ms < 5 AND max_ms < 5")
         .expect("plan")
         .query_map([], |row| row.get::<_, String>(3))
         .expect("plan")
