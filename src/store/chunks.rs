@@ -8,7 +8,7 @@
 //! entries are shown newest first with strictly falling sequence numbers: a chunk overlapping a
 //! newer one (which the server never writes) cannot show an entry twice.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use crate::engine::history_codec::{self, EntryView};
 use crate::engine::HistoryEntry;
@@ -34,15 +34,11 @@ pub fn write(
     buffer: &mut Vec<u8>,
     fail: Fail<'_>,
 ) -> Result<(), String> {
-    // A chunk's floor never goes below the room's earlier one: entries a smaller `--history`
-    // trimmed stay hidden when it grows again.
     let mut insert = db
         .prepare_cached(
             "INSERT OR REPLACE INTO history
                (room, first_seq, last_seq, min_ms, max_ms, floor, entries)
-             VALUES (?1, ?2, ?3, ?4, ?5, max(?6, coalesce(
-               (SELECT floor FROM history WHERE room = ?1 ORDER BY last_seq DESC LIMIT 1), 0)),
-               ?7)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .map_err(|e| fail("cannot write", e))?;
     let mut floor = 0;
@@ -74,7 +70,6 @@ pub fn write(
         *buffer = Vec::new();
     }
     if floor > 0 {
-        // Chunks below an earlier floor went when it was set.
         db.prepare_cached("DELETE FROM history WHERE room = ?1 AND last_seq <= ?2")
             .and_then(|mut trim| trim.execute(params![room, to_i64(floor)]))
             .map_err(|e| fail("cannot write", e))?;
@@ -93,12 +88,13 @@ pub fn newest_seq(db: &Connection, room: &str) -> rusqlite::Result<u64> {
 }
 
 /// `room`'s floor: its entries numbered at or below it are trimmed (0: none; `None`: no
-/// history stored).
+/// history stored). The highest of its chunks': a smaller `--history` earlier trimmed more,
+/// and what it trimmed stays hidden. (That chunk stays until a higher floor passes it.)
 fn floor(db: &Connection, room: &str) -> rusqlite::Result<Option<u64>> {
-    db.prepare_cached("SELECT floor FROM history WHERE room = ?1 ORDER BY last_seq DESC LIMIT 1")?
-        .query_row([room], |row| row.get::<_, i64>(0))
-        .optional()
-        .map(|floor| floor.map(to_u64))
+    let floor: Option<i64> = db
+        .prepare_cached("SELECT max(floor) FROM history WHERE room = ?1")?
+        .query_row([room], |row| row.get(0))?;
+    Ok(floor.map(to_u64))
 }
 
 /// Walks `room`'s entries above `floor` newest first, in the chunks whose entries may lie in
@@ -242,40 +238,42 @@ pub fn delete_older_than(db: &Connection, cutoff_ms: i64) -> rusqlite::Result<()
 }
 
 /// Every stored room's history (or only `room`'s), oldest first per room, for exports.
-pub fn all(db: &Connection, room: Option<&str>) -> rusqlite::Result<Vec<(String, Vec<HistoryEntry>)>> {
+pub fn all(
+    db: &Connection,
+    room: Option<&str>,
+) -> rusqlite::Result<Vec<(String, Vec<HistoryEntry>)>> {
     let mut statement = db.prepare(
         "SELECT room, floor, entries FROM history
          WHERE ?1 IS NULL OR room = ?1 ORDER BY room, last_seq DESC",
     )?;
     let mut rows = statement.query([room])?;
-    // Per room, newest chunk first: its floor is the room's.
-    let mut rooms: Vec<(String, Vec<HistoryEntry>)> = Vec::new();
-    let (mut floor, mut shown_below) = (0, u64::MAX);
+    // Per room, newest first, with the room's floor (the highest of its chunks').
+    let mut rooms: Vec<(String, u64, Vec<HistoryEntry>)> = Vec::new();
     while let Some(row) = rows.next()? {
         let id: String = row.get(0)?;
-        if rooms.last().is_none_or(|(last, _)| *last != id) {
-            if let Some((_, entries)) = rooms.last_mut() {
-                entries.reverse();
-            }
-            floor = to_u64(row.get(1)?);
-            shown_below = u64::MAX;
-            rooms.push((id, Vec::new()));
+        let floor = to_u64(row.get(1)?);
+        match rooms.last_mut() {
+            Some((last, room_floor, _)) if *last == id => *room_floor = (*room_floor).max(floor),
+            _ => rooms.push((id, floor, Vec::new())),
         }
-        let Some((_, entries)) = rooms.last_mut() else {
+        let Some((_, _, entries)) = rooms.last_mut() else {
             continue;
         };
-        for view in history_codec::views(row.get_ref(2)?.as_blob()?) {
-            if view.seq < shown_below && view.seq > floor {
-                shown_below = view.seq;
-                entries.push(view.to_entry());
-            }
-        }
+        let shown_below = entries.last().map_or(u64::MAX, |e| e.seq);
+        entries.extend(
+            history_codec::views(row.get_ref(2)?.as_blob()?)
+                .filter(|view| view.seq < shown_below)
+                .map(|view| view.to_entry()),
+        );
     }
-    if let Some((_, entries)) = rooms.last_mut() {
-        entries.reverse();
-    }
-    rooms.retain(|(_, entries)| !entries.is_empty());
-    Ok(rooms)
+    Ok(rooms
+        .into_iter()
+        .filter_map(|(id, floor, mut entries)| {
+            entries.retain(|e| e.seq > floor);
+            entries.reverse();
+            (!entries.is_empty()).then_some((id, entries))
+        })
+        .collect())
 }
 
 fn to_i64(value: u64) -> i64 {

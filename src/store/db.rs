@@ -8,7 +8,9 @@
 //! cut when the chunk was written (entries numbered at or below it are gone): the save deletes
 //! the chunks wholly below it, and reads skip the older entries of the chunk straddling it, so
 //! the newest chunk's `floor` is the room's. Retention deletes chunks by their newest time and
-//! rewrites a chunk straddling its cutoff.
+//! rewrites a chunk straddling its cutoff. Chunks are a rowid table with an index on
+//! `(room, last_seq)` rather than a table without rowid: a chunk is a few kilobytes, and a
+//! b-tree keyed by whole rows that large is slow to insert into.
 //!
 //! Used only by the storage thread and by the `export`/`import` commands, never by the event
 //! loop. Opening refuses anything that is not a stratus database rather than touching it.
@@ -49,9 +51,9 @@ const SCHEMA: &str = "
         min_ms INTEGER NOT NULL,
         max_ms INTEGER NOT NULL,
         floor INTEGER NOT NULL,
-        entries BLOB NOT NULL,
-        PRIMARY KEY (room, last_seq)
-    ) WITHOUT ROWID;
+        entries BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX history_by_room ON history (room, last_seq);
     CREATE INDEX history_by_time ON history (min_ms);
 ";
 
@@ -68,9 +70,9 @@ const MIGRATE_1_TO_2: &str = "
         min_ms INTEGER NOT NULL,
         max_ms INTEGER NOT NULL,
         floor INTEGER NOT NULL,
-        entries BLOB NOT NULL,
-        PRIMARY KEY (room, last_seq)
-    ) WITHOUT ROWID;
+        entries BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX history_by_room ON history (room, last_seq);
     CREATE INDEX history_by_time ON history (min_ms);
     PRAGMA user_version = 2;
 ";

@@ -210,3 +210,4 @@ fn a_page_reads_the_named_recent_entries_then_pages_below_the_boundary() {
     let page = db.history_page("r", None, u64::MAX, 3, 4).expect("read");
     assert_eq!(seqs(&page), [7, 6, 5, 4]);
 }
+
