@@ -17,10 +17,10 @@
 //! (then it reads the room again), so a cluster is best upgraded all at once.
 
 use super::keys::{apply_meta, decode_variable};
+use super::RemoteBatch;
 pub(super) use crate::engine::history_codec::field;
 #[cfg(test)]
 use crate::engine::history_codec::push_field;
-use super::RemoteBatch;
 
 /// Format tag: a node that sees another tag knows the payload is not for it.
 pub const TAG: &str = "S2";

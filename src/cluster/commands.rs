@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use log::info;
 use redis::{Client, Connection, Value};
 
-use crate::engine::history_codec;
 use super::keys::{self, apply_meta, decode_variable, encode_meta, encode_value};
 use super::retry::Backoff;
 use super::scripts::{LuaScript, Scripts};
 use super::{ClusterSettings, Event, Request, RoomState, Round, RoundResult, SharedStats};
+use crate::engine::history_codec;
 use crate::engine::{HistoryEntry, ReadRequest, StoredRead};
 use crate::error_log::ErrorLog;
 

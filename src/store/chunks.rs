@@ -206,7 +206,9 @@ pub fn delete_older_than(db: &Connection, cutoff_ms: i64) -> rusqlite::Result<()
     )?;
     let straddling: Vec<(String, i64, Vec<u8>)> = db
         .prepare("SELECT room, last_seq, entries FROM history WHERE min_ms < ?1")?
-        .query_map([cutoff_ms], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .query_map([cutoff_ms], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
         .collect::<Result<_, _>>()?;
     let cutoff = to_u64(cutoff_ms);
     let mut update = db.prepare(

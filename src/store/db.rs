@@ -219,8 +219,8 @@ impl Database {
         let variables = rows
             .collect::<Result<_, _>>()
             .map_err(|e| self.error("cannot read", e))?;
-        let seq = chunks::newest_seq(&self.connection, room)
-            .map_err(|e| self.error("cannot read", e))?;
+        let seq =
+            chunks::newest_seq(&self.connection, room).map_err(|e| self.error("cannot read", e))?;
         Ok((variables, seq))
     }
 
