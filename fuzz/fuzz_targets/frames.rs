@@ -191,6 +191,7 @@ fn shared() -> &'static Shared {
             message_burst: config.message_burst,
             max_rooms_per_connection: config.max_rooms_per_connection,
             fault_rooms: Default::default(),
+            relay_user: false,
         };
         let hostile_policy = Policy {
             blocked_projects: ["666".to_owned()].into_iter().collect(),

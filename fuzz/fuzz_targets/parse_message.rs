@@ -20,7 +20,7 @@ use stratus::dialect::json::{JsonParser, MAX_ECHO_DEPTH};
 use stratus::dialect::{
     encode_set, Dialect, Outcome, Reason, Reconnects, Route, Session, SessionContext, Users,
 };
-use stratus::engine::{ClientId, Engine, Format, Limits, ValueRef};
+use stratus::engine::{ClientId, Engine, Format, Limits, SetLine, ValueRef};
 use stratus::policy::{Policy, UsernameFilter, DEFAULT_USERNAME_FILTER};
 
 const SCRATCH_HELLO: &[u8] = br#"{"method":"handshake","user":"griffpatch","project_id":"1234"}"#;
@@ -405,7 +405,13 @@ fn check_line(line: &str, room: &str, name: &str, value: ValueRef<'_>, dialect: 
     }
     // Our own encoder produces the same line.
     let mut again = String::new();
-    encode_set(format(dialect), room, name, value, &mut again);
+    let set = SetLine {
+        name,
+        value,
+        user: "",
+        changed_ms: 0,
+    };
+    encode_set(format(dialect), room, set, &mut again);
     assert_eq!(again, line);
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use stratus::engine::{
-    ClientId, Engine, Format, Limits, ProjectSettings, Rejection, Rule, Rules, SetOutcome,
+    ClientId, Engine, Format, Limits, ProjectSettings, Rejection, Rule, Rules, SetLine, SetOutcome,
     ValueRef, VariableRule,
 };
 
@@ -68,10 +68,10 @@ struct Input {
     ops: Vec<Op>,
 }
 
-fn encode(_format: Format, _room: &str, name: &str, value: ValueRef<'_>, out: &mut String) {
-    out.push_str(name);
+fn encode(_format: Format, _room: &str, line: SetLine<'_>, out: &mut String) {
+    out.push_str(line.name);
     out.push('=');
-    out.push_str(value.text());
+    out.push_str(line.value.text());
 }
 
 fn settings(arb: &ArbRules) -> ProjectSettings {

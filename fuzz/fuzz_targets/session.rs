@@ -745,7 +745,8 @@ impl Model {
                 // A waiting member is behind without being queued, until it drains.
                 behind |= self.clients[m].seen < room.version && !self.clients[m].waiting;
             }
-            bound += room.id.len() + 64 * 8;
+            // The room and its members (each with its shown name and history fields).
+            bound += room.id.len() + 128 * 8;
             bound += room.vars.len() * (self.longest_name + 2 * self.longest_value + 8 + 128);
         }
         if behind {

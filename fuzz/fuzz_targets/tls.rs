@@ -142,6 +142,7 @@ fn shared() -> &'static Shared {
             message_burst: config.message_burst,
             max_rooms_per_connection: config.max_rooms_per_connection,
             fault_rooms: Default::default(),
+            relay_user: false,
         };
         Shared {
             server: Arc::new(server),

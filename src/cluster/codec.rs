@@ -18,6 +18,9 @@
 
 use super::keys::{apply_meta, decode_variable};
 use super::RemoteBatch;
+pub(super) use crate::engine::history_codec::field;
+#[cfg(test)]
+use crate::engine::history_codec::push_field;
 
 /// Format tag: a node that sees another tag knows the payload is not for it.
 pub const TAG: &str = "S2";
@@ -77,31 +80,6 @@ pub fn decode(room: &str, payload: &[u8]) -> Result<RemoteBatch, &'static str> {
         replace_all,
         variables,
     })
-}
-
-/// Takes one `LEN:BYTES` field off the front of `rest`.
-pub(super) fn field<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], &'static str> {
-    let colon = rest
-        .iter()
-        .take(20)
-        .position(|&b| b == b':')
-        .ok_or("field without length")?;
-    let (len, body) = rest.split_at(colon);
-    let len: usize = std::str::from_utf8(len)
-        .ok()
-        .and_then(|l| l.parse().ok())
-        .ok_or("bad field length")?;
-    let body = body.get(1..).unwrap_or_default();
-    let value = body.get(..len).ok_or("field cut short")?;
-    *rest = body.get(len..).unwrap_or_default();
-    Ok(value)
-}
-
-/// Appends one `LEN:BYTES` field to `out`.
-pub(super) fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(bytes.len().to_string().as_bytes());
-    out.push(b':');
-    out.extend_from_slice(bytes);
 }
 
 /// What the script publishes, built in Rust (tests only: the script is the real writer).

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use log::info;
 use redis::{Client, Connection, Value};
 
-use super::entries;
 use super::keys::{self, apply_meta, decode_variable, encode_meta, encode_value};
 use super::retry::Backoff;
 use super::scripts::{LuaScript, Scripts};
 use super::{ClusterSettings, Event, Request, RoomState, Round, RoundResult, SharedStats};
 use crate::admin::bans::{Ban, Block, Change};
 use crate::admin::control::{Control, ControlMessage};
+use crate::engine::history_codec;
 use crate::engine::{HistoryEntry, ReadRequest, StoredRead};
 use crate::error_log::ErrorLog;
 
@@ -306,7 +306,7 @@ impl CommandThread {
                             .arg(encode_meta(variable));
                     }
                     for entry in entries {
-                        call.arg(entries::encode(entry));
+                        call.arg(history_codec::encode(entry));
                     }
                 }
                 Op::Load(i) => {
@@ -668,7 +668,7 @@ fn history_entries(reply: Value) -> Option<Vec<HistoryEntry>> {
         let Value::BulkString(stored) = item else {
             return None;
         };
-        entries.extend(entries::decode(&stored));
+        entries.extend(history_codec::decode(&stored));
     }
     Some(entries)
 }

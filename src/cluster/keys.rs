@@ -20,7 +20,7 @@ pub fn meta_key(room: &str) -> String {
     format!("{ROOM_PREFIX}{room}}}:meta")
 }
 
-/// List of the room's history entries, newest first (`entries.rs`), trimmed to `--history`.
+/// List of the room's history entries, newest first (`engine/history_codec.rs`), trimmed to `--history`.
 pub fn history_key(room: &str) -> String {
     format!("{ROOM_PREFIX}{room}}}:history")
 }

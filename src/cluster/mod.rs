@@ -15,7 +15,7 @@
 //!   (number or text).
 //! - `stratus:{ROOM}:meta`: hash, variable name → its last writer (`MS:USER`, `keys.rs`),
 //!   written and removed with the vars hash.
-//! - `stratus:{ROOM}:history`: list of the room's history entries, newest first (`entries.rs`),
+//! - `stratus:{ROOM}:history`: list of the room's history entries, newest first (`engine/history_codec.rs`),
 //!   trimmed to `--history` by the node that writes (so every node should run with the same
 //!   `--history`). The vars, meta and history keys get the retention's expiry at every write.
 //! - `stratus:{ROOM}:version`: the room's version, bumped by every batch.
@@ -37,7 +37,6 @@
 
 mod codec;
 mod commands;
-mod entries;
 mod keys;
 mod retry;
 mod scripts;

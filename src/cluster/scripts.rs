@@ -10,7 +10,7 @@ use redis::Script;
 /// (`0`/`1`), retention in seconds (`0`: keep), number of seed triples, `--history` (the cap of
 /// the history list; `0` leaves it alone), number of history entries, then name/stored-value/
 /// meta triples: the variables, then the seeds (declarations, written only where the room has
-/// no such name), then the history entries oldest first (`entries.rs`). The vars and meta
+/// no such name), then the history entries oldest first (`engine/history_codec.rs`). The vars and meta
 /// hashes are written (and, with replace_all, replaced) together; an entry is pushed at the
 /// head of the list, so it is newest first, and the list is trimmed to the cap. Every key of the
 /// room gets the retention. Publishes what it wrote (seeds that found a value are left out).

@@ -14,6 +14,7 @@ mod cluster;
 mod durable;
 mod fanout;
 pub mod history;
+pub mod history_codec;
 mod pace;
 pub mod rate;
 mod renders;

@@ -1,6 +1,16 @@
 //! The SQLite database under `--data-dir`: one row per variable (with its last writer and
-//! time) and one per history entry, schema versioned (a version-1 file is migrated in place),
-//! WAL mode.
+//! time) and one history chunk per room per batch, schema versioned (a version-1 file is
+//! migrated in place), WAL mode.
+//!
+//! A chunk holds the room's entries of one batch, newest first, encoded as the Redis list's
+//! entries are (`engine/history_codec.rs`), with the range of their sequence numbers and times:
+//! one b-tree insert per room and batch rather than one per entry. `floor` is the room's trim
+//! cut when the chunk was written (entries numbered at or below it are gone): the save deletes
+//! the chunks wholly below it, and reads skip the older entries of the chunk straddling it, so
+//! the newest chunk's `floor` is the room's. Retention deletes chunks by their newest time and
+//! rewrites a chunk straddling its cutoff. Chunks are a rowid table with an index on
+//! `(room, last_seq)` rather than a table without rowid: a chunk is a few kilobytes, and a
+//! b-tree keyed by whole rows that large is slow to insert into.
 //!
 //! Used only by the storage thread and by the `export`/`import` commands, never by the event
 //! loop. Opening refuses anything that is not a stratus database rather than touching it.
@@ -11,9 +21,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use super::chunks;
 use crate::admin::bans::{Ban, Banned, Block, Change};
 use crate::config::Network;
-use crate::engine::{Batch, HistoryEntry, RoomChanges, RoomSummary, SavedVariable, Verb};
+use crate::engine::{Batch, HistoryEntry, RoomChanges, RoomSummary, SavedVariable};
 use crate::query::MAX_ANSWER_BYTES;
 
 /// The database file inside the data directory.
@@ -38,15 +49,15 @@ const SCHEMA: &str = "
     ) WITHOUT ROWID;
     CREATE TABLE history (
         room TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        user TEXT NOT NULL,
-        verb TEXT NOT NULL,
-        name TEXT NOT NULL,
-        value TEXT NOT NULL,
-        ms INTEGER NOT NULL,
-        PRIMARY KEY (room, seq)
-    ) WITHOUT ROWID;
-    CREATE INDEX history_by_time ON history (ms);
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        min_ms INTEGER NOT NULL,
+        max_ms INTEGER NOT NULL,
+        floor INTEGER NOT NULL,
+        entries BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX history_by_room ON history (room, last_seq);
+    CREATE INDEX history_by_time ON history (min_ms);
 ";
 
 /// The admin API's bans and runtime project blocks (schema 2). `IF NOT EXISTS`: a version-2
@@ -75,15 +86,15 @@ const MIGRATE_1_TO_2: &str = "
     UPDATE variables SET changed_ms = updated_at * 1000;
     CREATE TABLE history (
         room TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        user TEXT NOT NULL,
-        verb TEXT NOT NULL,
-        name TEXT NOT NULL,
-        value TEXT NOT NULL,
-        ms INTEGER NOT NULL,
-        PRIMARY KEY (room, seq)
-    ) WITHOUT ROWID;
-    CREATE INDEX history_by_time ON history (ms);
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        min_ms INTEGER NOT NULL,
+        max_ms INTEGER NOT NULL,
+        floor INTEGER NOT NULL,
+        entries BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX history_by_room ON history (room, last_seq);
+    CREATE INDEX history_by_time ON history (min_ms);
     PRAGMA user_version = 2;
 ";
 
@@ -105,6 +116,8 @@ pub struct Database {
     path: PathBuf,
     /// `--history`: entries kept per room; a save trims to it.
     history_cap: usize,
+    /// The encoding buffer of history chunks, reused between saves.
+    chunk: Vec<u8>,
 }
 
 impl Database {
@@ -137,6 +150,7 @@ impl Database {
             connection,
             path,
             history_cap: 0,
+            chunk: Vec::new(),
         };
         database.check_schema(read_only)?;
         if !read_only {
@@ -339,15 +353,9 @@ impl Database {
         let variables = rows
             .collect::<Result<_, _>>()
             .map_err(|e| self.error("cannot read", e))?;
-        let seq: Option<i64> = self
-            .connection
-            .query_row(
-                "SELECT max(seq) FROM history WHERE room = ?1",
-                [room],
-                |row| row.get(0),
-            )
-            .map_err(|e| self.error("cannot read", e))?;
-        Ok((variables, seq.map_or(0, to_u64)))
+        let seq =
+            chunks::newest_seq(&self.connection, room).map_err(|e| self.error("cannot read", e))?;
+        Ok((variables, seq))
     }
 
     /// The newest `count` history entries of `room`, newest first.
@@ -367,46 +375,8 @@ impl Database {
         skip: usize,
         count: usize,
     ) -> Result<Vec<HistoryEntry>, String> {
-        let mut entries = Vec::new();
-        let mut bytes = 0;
-        let mut read = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<(), String> {
-            let mut statement = self
-                .connection
-                .prepare_cached(sql)
-                .map_err(|e| self.error("cannot read", e))?;
-            let mut rows = statement
-                .query(params)
-                .map_err(|e| self.error("cannot read", e))?;
-            while bytes <= MAX_ANSWER_BYTES {
-                let Some(row) = rows.next().map_err(|e| self.error("cannot read", e))? else {
-                    break;
-                };
-                let entry = read_entry(row).map_err(|e| self.error("cannot read", e))?;
-                bytes += entry.user.len() + entry.name.len() + entry.value.len();
-                entries.push(entry);
-            }
-            Ok(())
-        };
-        if let Some((low, high)) = recent {
-            read(
-                "SELECT seq, user, verb, name, value, ms FROM history
-                 WHERE room = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq DESC",
-                params![room, to_i64(low), to_i64(high)],
-            )?;
-        }
-        if count > 0 {
-            read(
-                "SELECT seq, user, verb, name, value, ms FROM history
-                 WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3 OFFSET ?4",
-                params![
-                    room,
-                    to_i64(before),
-                    i64::try_from(count).unwrap_or(i64::MAX),
-                    i64::try_from(skip).unwrap_or(i64::MAX)
-                ],
-            )?;
-        }
-        Ok(entries)
+        chunks::page(&self.connection, room, recent, before, skip, count)
+            .map_err(|e| self.error("cannot read", e))
     }
 
     /// The admin API's page of stored rooms, by id: `count` of them after skipping `skip`,
@@ -467,19 +437,26 @@ impl Database {
     /// Writes a batch in one transaction: values, then history entries, each room's history
     /// trimmed to the newest `--history` entries.
     pub fn save(&mut self, batch: &Batch) -> Result<(), String> {
-        let cap = i64::try_from(self.history_cap).unwrap_or(i64::MAX);
+        let cap = u64::try_from(self.history_cap).unwrap_or(u64::MAX);
         let path = self.path.clone();
         let fail = |what: &str, e: rusqlite::Error| format!("{}: {what}: {e}", path.display());
         let transaction = self
             .connection
             .transaction()
             .map_err(|e| fail("cannot write", e))?;
-        Database::write_batch(&transaction, &path, batch, cap)?;
+        Database::write_batch(&transaction, &path, batch, Some(cap), &mut self.chunk)?;
         transaction.commit().map_err(|e| fail("cannot commit", e))
     }
 
-    /// Writes `batch` with `db` (inside the caller's transaction), history trimmed to `cap`.
-    fn write_batch(db: &Connection, path: &Path, batch: &Batch, cap: i64) -> Result<(), String> {
+    /// Writes `batch` with `db` (inside the caller's transaction), history trimmed to `cap`
+    /// (`None`: kept whole, for imports; `Some(0)`: history is not written).
+    fn write_batch(
+        db: &Connection,
+        path: &Path,
+        batch: &Batch,
+        cap: Option<u64>,
+        chunk: &mut Vec<u8>,
+    ) -> Result<(), String> {
         let now = unix_seconds();
         let fail = |what: &str, e: rusqlite::Error| format!("{}: {what}: {e}", path.display());
         {
@@ -496,19 +473,6 @@ impl Database {
                 .map_err(|e| fail("cannot write", e))?;
             let mut clear = db
                 .prepare_cached("DELETE FROM variables WHERE room = ?1")
-                .map_err(|e| fail("cannot write", e))?;
-            let mut insert = db
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO history (room, seq, user, verb, name, value, ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(|e| fail("cannot write", e))?;
-            let mut trim = db
-                .prepare_cached(
-                    "DELETE FROM history WHERE room = ?1 AND seq < (
-                       SELECT seq FROM history WHERE room = ?1
-                       ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-                )
                 .map_err(|e| fail("cannot write", e))?;
             for room in &batch.rooms {
                 if room.replace_all {
@@ -530,24 +494,10 @@ impl Database {
                         ])
                         .map_err(|e| fail("cannot write", e))?;
                 }
-                if cap == 0 || room.history.is_empty() {
+                if cap == Some(0) || room.history.is_empty() {
                     continue;
                 }
-                for entry in &room.history {
-                    insert
-                        .execute(params![
-                            &*room.room,
-                            to_i64(entry.seq),
-                            &*entry.user,
-                            entry.verb.as_str(),
-                            entry.name,
-                            entry.value,
-                            to_i64(entry.timestamp_ms),
-                        ])
-                        .map_err(|e| fail("cannot write", e))?;
-                }
-                trim.execute(params![&*room.room, cap - 1])
-                    .map_err(|e| fail("cannot write", e))?;
+                chunks::write(db, &room.room, &room.history, cap, chunk, &fail)?;
             }
         }
         Ok(())
@@ -588,7 +538,13 @@ impl Database {
                 .execute("DELETE FROM history WHERE room = ?1", [room])
                 .map_err(|e| fail("cannot write", e))?;
         }
-        Database::write_batch(&transaction, &path, &batch_with_history, i64::MAX)?;
+        Database::write_batch(
+            &transaction,
+            &path,
+            &batch_with_history,
+            None,
+            &mut self.chunk,
+        )?;
         transaction.commit().map_err(|e| fail("cannot commit", e))
     }
 
@@ -622,12 +578,7 @@ impl Database {
         transaction
             .execute("DROP TABLE expired", [])
             .map_err(fail)?;
-        transaction
-            .execute(
-                "DELETE FROM history WHERE ms < ?1",
-                [cutoff.saturating_mul(1000)],
-            )
-            .map_err(fail)?;
+        chunks::delete_older_than(&transaction, cutoff.saturating_mul(1000)).map_err(fail)?;
         transaction.commit().map_err(fail)?;
         Ok(deleted)
     }
@@ -637,28 +588,7 @@ impl Database {
         &self,
         room: Option<&str>,
     ) -> Result<Vec<(String, Vec<HistoryEntry>)>, String> {
-        let mut statement = self
-            .connection
-            .prepare(
-                "SELECT room, seq, user, verb, name, value, ms FROM history
-                 WHERE ?1 IS NULL OR room = ?1 ORDER BY room, seq",
-            )
-            .map_err(|e| self.error("cannot read", e))?;
-        let mut rows = statement
-            .query([room])
-            .map_err(|e| self.error("cannot read", e))?;
-        let mut rooms: Vec<(String, Vec<HistoryEntry>)> = Vec::new();
-        while let Some(row) = rows.next().map_err(|e| self.error("cannot read", e))? {
-            let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(String, HistoryEntry)> {
-                Ok((row.get(0)?, read_entry_at(row, 1)?))
-            };
-            let (room, entry) = read(row).map_err(|e| self.error("cannot read", e))?;
-            match rooms.last_mut() {
-                Some((last, entries)) if *last == room => entries.push(entry),
-                _ => rooms.push((room, vec![entry])),
-            }
-        }
-        Ok(rooms)
+        chunks::all(&self.connection, room).map_err(|e| self.error("cannot read", e))
     }
 
     /// Every stored room (or only `room`), each with its variables, ordered by room and name.
@@ -723,24 +653,6 @@ fn read_variable_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Save
         is_number: row.get(at + 2)?,
         user: Arc::from(row.get::<_, String>(at + 3)?),
         changed_ms: to_u64(row.get(at + 4)?),
-    })
-}
-
-fn read_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
-    read_entry_at(row, 0)
-}
-
-/// An entry from columns `seq, user, verb, name, value, ms` starting at `at`; an unknown verb
-/// reads as a set.
-fn read_entry_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<HistoryEntry> {
-    let verb: String = row.get(at + 2)?;
-    Ok(HistoryEntry {
-        seq: to_u64(row.get(at)?),
-        user: Arc::from(row.get::<_, String>(at + 1)?),
-        verb: Verb::parse(&verb).unwrap_or(Verb::Set),
-        name: row.get(at + 3)?,
-        value: row.get(at + 4)?,
-        timestamp_ms: to_u64(row.get(at + 5)?),
     })
 }
 

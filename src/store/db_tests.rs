@@ -8,7 +8,9 @@ use std::sync::Arc;
 use super::*;
 use crate::admin::bans::{Ban, Banned, Block, Change};
 use crate::config::Network;
-use crate::engine::RoomChanges;
+use crate::engine::{RoomChanges, Verb};
+use crate::query::MAX_ANSWER_BYTES;
+use crate::store::chunks;
 
 fn temp_dir() -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -173,7 +175,7 @@ fn a_version_1_file_is_migrated_in_place() {
 fn sweep_uses_an_index(db: &Database) -> bool {
     let plan: Vec<String> = db
         .connection
-        .prepare("EXPLAIN QUERY PLAN DELETE FROM history WHERE ms < 5")
+        .prepare("EXPLAIN QUERY PLAN DELETE FROM history WHERE min_ms < 5 AND max_ms < 5")
         .expect("plan")
         .query_map([], |row| row.get::<_, String>(3))
         .expect("plan")
@@ -300,4 +302,169 @@ fn bans_and_blocks_survive_reopening_and_expired_ones_do_not() {
         .query_row("SELECT count(*) FROM bans", [], |row| row.get(0))
         .expect("count");
     assert_eq!(count, 2, "expired rows were deleted");
+}
+
+/// How many chunk rows `room` has on disk.
+fn chunk_rows(db: &Database, room: &str) -> i64 {
+    db.connection
+        .query_row(
+            "SELECT count(*) FROM history WHERE room = ?1",
+            [room],
+            |row| row.get(0),
+        )
+        .expect("count")
+}
+
+fn entries(seqs: std::ops::RangeInclusive<u64>) -> Vec<HistoryEntry> {
+    seqs.map(|s| entry(s, 1000 + s, &s.to_string())).collect()
+}
+
+#[test]
+fn a_chunk_straddling_the_trim_keeps_its_older_entries_on_disk_but_never_shows_them() {
+    let dir = temp_dir();
+    let mut db = Database::open(&dir).expect("open");
+    db.set_history_cap(3);
+    db.save(&batch("r", "4", entries(1..=4))).expect("save");
+    db.save(&batch("r", "6", entries(5..=6))).expect("save");
+    // The cut is at 3: the chunk 1..=4 straddles it and stays.
+    assert_eq!(chunk_rows(&db, "r"), 2);
+    assert_eq!(seqs(&db.history("r", 10).expect("read")), [6, 5, 4]);
+    let page = db.history_page("r", None, u64::MAX, 1, 10).expect("read");
+    assert_eq!(seqs(&page), [5, 4]);
+    let exported = db.all_history(Some("r")).expect("export");
+    assert_eq!(
+        seqs(&exported[0].1),
+        [4, 5, 6],
+        "an export shows what reads show"
+    );
+    // A smaller --history trims more; a larger one later does not bring those back.
+    db.set_history_cap(1);
+    db.save(&batch("r", "7", entries(7..=7))).expect("save");
+    assert_eq!(seqs(&db.history("r", 10).expect("read")), [7]);
+    db.set_history_cap(10);
+    db.save(&batch("r", "8", entries(8..=8))).expect("save");
+    assert_eq!(seqs(&db.history("r", 10).expect("read")), [8, 7]);
+    // Chunks wholly at or below the cut are deleted.
+    db.set_history_cap(2);
+    db.save(&batch("r", "9", entries(9..=9))).expect("save");
+    assert_eq!(chunk_rows(&db, "r"), 2, "only 8 and 9 are left");
+}
+
+#[test]
+fn pages_read_across_chunk_boundaries_with_the_recent_range_skip_and_count() {
+    let dir = temp_dir();
+    let mut db = Database::open(&dir).expect("open");
+    db.set_history_cap(100);
+    for range in [1..=3, 4..=6, 7..=10] {
+        db.save(&batch("r", "1", entries(range))).expect("save");
+    }
+    assert_eq!(chunk_rows(&db, "r"), 3);
+    // 5..=8 asked as recent (across two chunks), then below 5: skip 1 (4), take 2.
+    let page = db.history_page("r", Some((5, 8)), 5, 1, 2).expect("read");
+    assert_eq!(seqs(&page), [8, 7, 6, 5, 3, 2]);
+    let page = db.history_page("r", None, u64::MAX, 2, 5).expect("read");
+    assert_eq!(seqs(&page), [8, 7, 6, 5, 4]);
+    let page = db.history_page("r", None, 7, 0, 100).expect("read");
+    assert_eq!(seqs(&page), [6, 5, 4, 3, 2, 1]);
+    let page = db
+        .history_page("r", Some((9, 10)), 9, 5, 100)
+        .expect("read");
+    assert_eq!(seqs(&page), [10, 9, 3, 2, 1]);
+    assert!(db
+        .history_page("nobody", Some((1, 2)), 1, 0, 10)
+        .expect("read")
+        .is_empty());
+}
+
+#[test]
+fn retention_deletes_old_chunks_and_rewrites_the_one_straddling_the_cutoff() {
+    let dir = temp_dir();
+    let mut db = Database::open(&dir).expect("open");
+    db.set_history_cap(100);
+    let now_ms = unix_seconds() as u64 * 1000;
+    db.save(&batch(
+        "r",
+        "1",
+        vec![entry(1, 1_000, "1"), entry(2, 2_000, "2")],
+    ))
+    .expect("save");
+    db.save(&batch(
+        "r",
+        "2",
+        vec![entry(3, 3_000, "3"), entry(4, now_ms, "4")],
+    ))
+    .expect("save");
+    db.save(&batch("r", "3", vec![entry(5, now_ms, "5")]))
+        .expect("save");
+    assert_eq!(db.delete_rooms_older_than(10).expect("sweep"), 0);
+    assert_eq!(chunk_rows(&db, "r"), 2, "the chunk 1..=2 is gone");
+    assert_eq!(seqs(&db.history("r", 10).expect("read")), [5, 4]);
+    let (first, min_ms): (i64, i64) = db
+        .connection
+        .query_row(
+            "SELECT first_seq, min_ms FROM history WHERE room = 'r' AND last_seq = 4",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("chunk");
+    assert_eq!(
+        (first, min_ms),
+        (4, now_ms as i64),
+        "rewritten with its range"
+    );
+    assert_eq!(db.load("r").expect("load").1, 5);
+}
+
+#[test]
+fn an_import_writes_its_entries_as_chunks_of_bounded_size() {
+    let dir = temp_dir();
+    let mut db = Database::open(&dir).expect("open");
+    db.set_history_cap(10);
+    let count = chunks::MAX_CHUNK_ENTRIES as u64 * 2 + 5;
+    let imported = entries(1..=count);
+    let rooms = Batch {
+        rooms: vec![RoomChanges::replacing("r".into(), vec![variable("1")])],
+    };
+    db.import(&rooms, &[("r".to_owned(), imported.clone())])
+        .expect("import");
+    assert_eq!(chunk_rows(&db, "r"), 3);
+    // An import keeps every entry (the server trims at its next save of the room).
+    let exported = db.all_history(Some("r")).expect("export");
+    assert_eq!(exported, [("r".to_owned(), imported)]);
+    let page = db.history_page("r", None, u64::MAX, 1000, 3).expect("read");
+    assert_eq!(seqs(&page), [count - 1000, count - 1001, count - 1002]);
+    assert_eq!(db.load("r").expect("load").1, count);
+    db.save(&batch("r", "2", entries(count + 1..=count + 1)))
+        .expect("save");
+    assert_eq!(db.history("r", 100).expect("read").len(), 10);
+    assert_eq!(
+        chunk_rows(&db, "r"),
+        3,
+        "the oldest chunk is gone, the one straddling the cut stays"
+    );
+}
+
+#[test]
+fn a_page_from_chunks_stops_once_its_text_passes_the_answer_size() {
+    let dir = temp_dir();
+    let mut db = Database::open(&dir).expect("open");
+    db.set_history_cap(100);
+    let big = "1".repeat(100_000);
+    for first in [1, 11, 21] {
+        let history = (first..first + 10).map(|s| entry(s, s, &big)).collect();
+        db.save(&batch("r", "1", history)).expect("save");
+    }
+    // Entries are kept while the text so far is at most MAX_ANSWER_BYTES (1 MiB): the 11th
+    // passes it.
+    let limit = MAX_ANSWER_BYTES / 100_000 + 1;
+    let page = db.history_page("r", None, u64::MAX, 0, 30).expect("read");
+    assert_eq!(page.len(), limit);
+    let page = db
+        .history_page("r", Some((21, 30)), 21, 0, 20)
+        .expect("read");
+    assert_eq!(
+        page.len(),
+        limit,
+        "the recent range and the page share the bound"
+    );
 }

@@ -8,6 +8,7 @@
 //! a slow disk costs rounds, never memory. When to hand over what is `durable/store_plan.rs`'s
 //! call; at shutdown the loop's driver waits, once, for the rest to be written.
 
+pub(crate) mod chunks;
 pub mod db;
 mod lock;
 pub mod transfer;
