@@ -79,7 +79,6 @@ fn scratch_refused(server: &Server, project: &str, user: &str) -> bool {
 }
 
 #[test]
-#[ignore = "needs the admin HTTP side (merged by the lead)"]
 fn a_banned_user_is_refused_in_every_dialect_until_the_ban_is_lifted() {
     let server = admin_server(&[]);
     let id = ban_user(&server, "Bob");
@@ -115,7 +114,6 @@ fn a_banned_user_is_refused_in_every_dialect_until_the_ban_is_lifted() {
 }
 
 #[test]
-#[ignore = "needs the admin HTTP side (merged by the lead)"]
 fn an_address_ban_refuses_the_client_a_trusted_proxy_names() {
     let server = admin_server(&["--trust-proxy", "127.0.0.1"]);
     let body = json!({"address": "203.0.113.0/24", "seconds": 60});
@@ -145,7 +143,6 @@ fn an_address_ban_refuses_the_client_a_trusted_proxy_names() {
 }
 
 #[test]
-#[ignore = "needs the admin HTTP side (merged by the lead)"]
 fn bans_and_blocks_survive_a_restart() {
     let dir = unique_path("-bans");
     let data_dir = dir.to_str().unwrap();
@@ -168,7 +165,6 @@ fn bans_and_blocks_survive_a_restart() {
 }
 
 #[test]
-#[ignore = "needs the admin HTTP side (merged by the lead)"]
 fn a_blocked_project_refuses_joins_and_its_logs_until_unblocked() {
     let server = admin_server(&[]);
     let mut member = server.join("77", "alice");
@@ -201,7 +197,6 @@ fn a_blocked_project_refuses_joins_and_its_logs_until_unblocked() {
 }
 
 #[test]
-#[ignore = "needs the admin HTTP side (merged by the lead)"]
 fn a_ban_on_one_node_refuses_a_join_on_another() {
     let Some(redis) = RedisServer::start() else {
         return;

@@ -79,7 +79,6 @@ fn now_ms() -> u64 {
 }
 
 #[test]
-#[ignore = "needs the admin HTTP side (merged by the lead)"]
 fn a_set_by_the_api_reaches_scratch_and_array_rpc_clients_and_is_recorded() {
     let server = start(&[]);
     let mut scratch = server.join_synced("123", "alice");
@@ -116,7 +115,6 @@ fn a_set_by_the_api_reaches_scratch_and_array_rpc_clients_and_is_recorded() {
 }
 
 #[test]
-#[ignore = "needs the admin HTTP side (merged by the lead)"]
 fn delete_and_reset_remove_variables() {
     let server = start(&[]);
     let mut client = server.join_synced("5", "alice");
@@ -136,7 +134,6 @@ fn delete_and_reset_remove_variables() {
 }
 
 #[test]
-#[ignore = "needs the admin HTTP side (merged by the lead)"]
 fn rollback_to_a_time_before_three_sets() {
     let server = start(&["--history", "100", "--persist-interval", "100ms"]);
     let mut writer = server.join_synced("9", "alice");
@@ -167,7 +164,6 @@ fn rollback_to_a_time_before_three_sets() {
 }
 
 #[test]
-#[ignore = "needs the admin HTTP side (merged by the lead)"]
 fn a_kick_closes_each_dialect_in_its_denied_form() {
     let server = start(&[]);
     let mut scratch = server.join_synced("k", "Mallory");
@@ -217,7 +213,6 @@ fn a_kick_closes_each_dialect_in_its_denied_form() {
 }
 
 #[test]
-#[ignore = "needs the admin HTTP side (merged by the lead)"]
 fn the_rooms_list_pages_over_rooms_in_memory_and_on_disk() {
     let dir = unique_path(".data");
     {
@@ -278,7 +273,6 @@ fn the_rooms_list_pages_over_rooms_in_memory_and_on_disk() {
 }
 
 #[test]
-#[ignore = "needs the admin HTTP side (merged by the lead)"]
 fn a_rooms_members_show_their_anonymized_address() {
     let server = start(&["--anonymize-ips"]);
     let _client = server.join_synced("m", "Alice");

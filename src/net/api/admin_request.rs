@@ -188,8 +188,13 @@ pub fn parse(method: &str, target: &str, body: &[u8]) -> Result<AdminRequest, Re
                 return Err(Refusal::method("DELETE"));
             }
             no_body(body)?;
-            let id = whole_number(id, 0, usize::MAX)
-                .and_then(|id| u64::try_from(id).ok())
+            // Ban ids are milliseconds × 1000 (16 digits today), below 2^53.
+            let id = Some(*id)
+                .filter(|id| {
+                    !id.is_empty() && id.len() <= 16 && id.bytes().all(|b| b.is_ascii_digit())
+                })
+                .and_then(|id| id.parse::<u64>().ok())
+                .filter(|&id| id < 1 << 53)
                 .ok_or_else(|| Refusal::bad("id", "the ban id must be a whole number"))?;
             Ok(AdminRequest::LiftBan { id })
         }
@@ -563,6 +568,12 @@ mod tests {
         assert_eq!(
             ok("DELETE", &p("bans/3"), ""),
             AdminRequest::LiftBan { id: 3 }
+        );
+        assert_eq!(
+            ok("DELETE", &p("bans/1796500821647123"), ""),
+            AdminRequest::LiftBan {
+                id: 1_796_500_821_647_123
+            }
         );
         assert_eq!(ok("GET", &p("blocks"), ""), AdminRequest::ListBlocks);
         assert_eq!(
