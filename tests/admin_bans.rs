@@ -235,3 +235,46 @@ fn a_ban_on_one_node_refuses_a_join_on_another() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_set_and_a_kick_on_one_node_reach_clients_on_another() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let tokens = token_file();
+    let url = redis.url();
+    let node = |name: &str| {
+        Server::start(&[
+            "--cluster",
+            url.as_str(),
+            "--cluster-node",
+            name,
+            "--admin-tokens",
+            tokens.as_str(),
+        ])
+    };
+    let a = node("a");
+    let b = node("b");
+    let mut watcher = b.join_synced("43", "watcher");
+    let mut mallory = b.join_synced("43", "Mallory");
+    // A value set through node A's API reaches a member on node B.
+    let (status, answer) = admin(
+        &a,
+        "PUT",
+        "rooms/43/variables/%E2%98%81%20score",
+        Some(json!({"value": 7})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let line = watcher.recv_containing("score");
+    assert!(line.contains(r#""value":7"#), "{line}");
+    // A kick of a user on node A closes that user's connection on node B, and no other.
+    let (status, answer) = admin(
+        &a,
+        "POST",
+        "kick",
+        Some(json!({"room": "43", "user": "mallory"})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(mallory.close_code(), 4002);
+    watcher.sync();
+}
