@@ -278,3 +278,101 @@ fn a_set_and_a_kick_on_one_node_reach_clients_on_another() {
     assert_eq!(mallory.close_code(), 4002);
     watcher.sync();
 }
+
+/// A cluster node's ban is answered 200 only once Redis holds it: with Redis down the answer
+/// is 503 and the ban is not in force; once Redis is back, a ban is answered 200 and is in
+/// Redis's hash.
+#[test]
+fn a_ban_redis_cannot_take_is_answered_503_and_not_made() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let tokens = token_file();
+    let url = redis.url();
+    let a = Server::start(&[
+        "--cluster",
+        url.as_str(),
+        "--cluster-node",
+        "a",
+        "--admin-tokens",
+        tokens.as_str(),
+    ]);
+    a.join_synced("42", "alice");
+    redis.kill();
+    let body = json!({"user": "bob", "seconds": 3600});
+    let (status, answer) = admin(&a, "POST", "bans", Some(body.clone()));
+    assert_eq!(status, 503, "{answer}");
+    let (_, listed) = admin(&a, "GET", "bans", None);
+    assert_eq!(listed["bans"], json!([]), "{listed}");
+    let (status, answer) = admin(&a, "POST", "blocks", Some(json!({"project": "7"})));
+    assert_eq!(status, 503, "{answer}");
+    redis.restart();
+    // The node reconnects on its own; the first ban it can write is answered 200.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, answer) = admin(&a, "POST", "bans", Some(body.clone()));
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(Instant::now() < deadline, "redis never took the ban");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(redis.query(&["HLEN", "stratus:bans"]).unwrap(), "1");
+    assert!(scratch_refused(&a, "42", "bob"));
+}
+
+/// A ban with an id beyond 2^53 in Redis (a bad or hostile store) is dropped at reading: new
+/// bans keep ids `DELETE /bans/<id>` takes.
+#[test]
+fn a_stored_ban_id_beyond_2_pow_53_does_not_make_bans_unliftable() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let bad = json!({"id": 1u64 << 60, "user": "eve", "address": null,
+        "until": u64::MAX / 2, "reason": "", "by": "x"})
+    .to_string();
+    assert_eq!(
+        redis
+            .query(&["HSET", "stratus:bans", "1152921504606846976", &bad])
+            .unwrap(),
+        "1"
+    );
+    let tokens = token_file();
+    let url = redis.url();
+    let a = Server::start(&[
+        "--cluster",
+        url.as_str(),
+        "--cluster-node",
+        "a",
+        "--admin-tokens",
+        tokens.as_str(),
+    ]);
+    // Once the node has read Redis's hashes (the bad entry dropped from them), it bans.
+    let deadline = Instant::now() + PATIENCE;
+    while redis.query(&["HLEN", "stratus:bans"]).unwrap() != "0" {
+        assert!(Instant::now() < deadline, "the node never read the bans");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let id = ban_user(&a, "bob");
+    assert!(id < 1 << 53, "{id}");
+    let (status, answer) = admin(&a, "DELETE", &format!("bans/{id}"), None);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"ok": true, "lifted": id}));
+}
+
+/// Operator-chosen text is quoted in the audit line: a project id cannot forge a line.
+#[test]
+fn a_project_id_cannot_forge_an_audit_line() {
+    let server = admin_server(&[]);
+    let project = "x\n[1.2.3.4] admin bob block project y";
+    let (status, answer) = admin(&server, "POST", "blocks", Some(json!({"project": project})));
+    assert_eq!(status, 200, "{answer}");
+    let line = server.wait_for_log("admin alice block project");
+    assert!(
+        line.contains(r#""x\n[1.2.3.4] admin bob block project y""#),
+        "{line}"
+    );
+    let log = server.log();
+    assert!(!log.iter().any(|l| l.starts_with("[1.2.3.4]")), "{log:?}");
+}

@@ -13,7 +13,9 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
+use crate::admin::tokens::MAX_NAME_CHARS;
 use crate::config::Network;
+use crate::policy::{UsernameFilter, MAX_ROOM_ID_CHARS};
 
 /// Most bans the book holds; a ban beyond is refused (409).
 pub const MAX_BANS: usize = 10_000;
@@ -21,6 +23,9 @@ pub const MAX_BANS: usize = 10_000;
 pub const MAX_BLOCKS: usize = 10_000;
 /// Longest reason kept with a ban, in characters.
 pub const MAX_REASON_CHARS: usize = 200;
+/// The largest ban id: ids stay exact in JavaScript (below 2^53), and `DELETE /bans/<id>`
+/// takes no larger one.
+pub const MAX_BAN_ID: u64 = (1 << 53) - 1;
 
 /// Whom a ban names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,7 +135,10 @@ impl Bans {
                 None => self.networks.push((ban.id, *network)),
             },
         }
-        self.last_id = self.last_id.max(ban.id);
+        // An id beyond the bound (only from a bad store) must not push new ids past it.
+        if ban.id <= MAX_BAN_ID {
+            self.last_id = self.last_id.max(ban.id);
+        }
         self.bans.insert(ban.id, ban);
         Ok(())
     }
@@ -258,26 +266,43 @@ impl Ban {
         })
     }
 
-    /// Reads [`Ban::to_json`]'s form back; `None` when it is not one.
+    /// Reads [`Ban::to_json`]'s form back; `None` when it is not one, or not one the API
+    /// could have made ([`Ban::is_sound`]).
     pub fn from_json(value: &Value) -> Option<Ban> {
         let who = match (value.get("user"), value.get("address")) {
             (Some(Value::String(user)), _) => Banned::User(user.clone()),
             (_, Some(Value::String(address))) => Banned::Address(Network::parse(address)?),
             _ => return None,
         };
-        Some(Ban {
+        let ban = Ban {
             id: value.get("id")?.as_u64()?,
             who,
             until_ms: value.get("until")?.as_u64()?,
             reason: value.get("reason")?.as_str()?.to_owned(),
             by: value.get("by")?.as_str()?.to_owned(),
-        })
+        };
+        ban.is_sound().then_some(ban)
     }
 
-    /// What an audit line says of it: `user bob` or `address 10.0.0.0/8`.
+    /// Whether a ban read from SQLite, Redis or another node is one the API could have made:
+    /// an id from 1 to [`MAX_BAN_ID`], a user name of the form the API takes, a reason of at
+    /// most [`MAX_REASON_CHARS`] and an operator name of at most [`MAX_NAME_CHARS`]
+    /// characters. Anything else (a store edited by hand, a hostile Redis) is dropped.
+    pub fn is_sound(&self) -> bool {
+        let who = match &self.who {
+            Banned::User(name) => UsernameFilter::default().check(name).is_ok(),
+            Banned::Address(_) => true,
+        };
+        who && (1..=MAX_BAN_ID).contains(&self.id)
+            && self.reason.chars().nth(MAX_REASON_CHARS).is_none()
+            && self.by.chars().nth(MAX_NAME_CHARS).is_none()
+    }
+
+    /// What an audit line says of it: `user "bob"` (quoted: a name read from Redis or SQLite may
+    /// hold anything) or `address 10.0.0.0/8`.
     pub fn target_text(&self) -> String {
         match &self.who {
-            Banned::User(name) => format!("user {name}"),
+            Banned::User(name) => format!("user {name:?}"),
             Banned::Address(network) => format!("address {network}"),
         }
     }
@@ -289,15 +314,26 @@ impl Block {
         json!({"project": self.project, "until": self.until_ms, "by": self.by})
     }
 
+    /// Reads [`Block::to_json`]'s form back; `None` when it is not one, or not a sound one.
     pub fn from_json(value: &Value) -> Option<Block> {
-        Some(Block {
+        let block = Block {
             project: value.get("project")?.as_str()?.to_owned(),
             until_ms: match value.get("until")? {
                 Value::Null => None,
                 until => Some(until.as_u64()?),
             },
             by: value.get("by")?.as_str()?.to_owned(),
-        })
+        };
+        block.is_sound().then_some(block)
+    }
+
+    /// Whether a block read from SQLite, Redis or another node is one the API could have
+    /// made: a project of 1 to [`MAX_ROOM_ID_CHARS`] characters, an operator name of at
+    /// most [`MAX_NAME_CHARS`].
+    pub fn is_sound(&self) -> bool {
+        !self.project.is_empty()
+            && self.project.chars().nth(MAX_ROOM_ID_CHARS).is_none()
+            && self.by.chars().nth(MAX_NAME_CHARS).is_none()
     }
 }
 

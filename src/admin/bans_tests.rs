@@ -142,3 +142,29 @@ fn json_round_trip() {
     assert!(blocked.to_json()["until"].is_null());
     assert_eq!(Block::from_json(&blocked.to_json()), Some(blocked));
 }
+
+#[test]
+fn unsound_bans_and_blocks_from_a_backend_are_refused() {
+    let ban = |id: u64, user: &str, reason: &str, by: &str| json!({"id": id, "user": user, "address": null, "until": 5, "reason": reason, "by": by});
+    assert!(Ban::from_json(&ban(7, "bob", "r", "op")).is_some());
+    assert!(Ban::from_json(&ban(MAX_BAN_ID, "bob", "r", "op")).is_some());
+    // An id JavaScript cannot hold, or 0; a name the API would refuse; lengths beyond its.
+    assert!(Ban::from_json(&ban(1 << 60, "bob", "r", "op")).is_none());
+    assert!(Ban::from_json(&ban(MAX_BAN_ID + 1, "bob", "r", "op")).is_none());
+    assert!(Ban::from_json(&ban(0, "bob", "r", "op")).is_none());
+    assert!(Ban::from_json(&ban(7, "bob\n[x] admin", "r", "op")).is_none());
+    assert!(Ban::from_json(&ban(7, "bob", &"r".repeat(201), "op")).is_none());
+    assert!(Ban::from_json(&ban(7, "bob", "r", &"o".repeat(65))).is_none());
+    let block = |project: &str, by: &str| json!({"project": project, "until": null, "by": by});
+    assert!(Block::from_json(&block("p", "op")).is_some());
+    assert!(Block::from_json(&block("", "op")).is_none());
+    assert!(Block::from_json(&block(&"p".repeat(1000), "op")).is_none());
+    assert!(Block::from_json(&block("p", &"o".repeat(65))).is_none());
+}
+
+#[test]
+fn an_id_beyond_the_bound_does_not_push_new_ids_past_it() {
+    let mut bans = Bans::default();
+    bans.apply(user_ban(1 << 60, "bob", u64::MAX)).unwrap();
+    assert!(bans.next_id(1_700_000_000_000) <= MAX_BAN_ID);
+}

@@ -106,9 +106,12 @@ impl CommandThread {
                         self.connect();
                     }
                     let event = match request {
-                        Request::Control(control) => {
-                            self.control(control);
-                            continue;
+                        Request::Control(control, answer) => {
+                            let done = self.control(control);
+                            match answer {
+                                Some(id) => Event::ControlDone(id, done),
+                                None => continue,
+                            }
                         }
                         Request::ReadBans => {
                             self.read_bans();
@@ -442,8 +445,8 @@ impl CommandThread {
     }
 
     /// Writes an admin action's change to its hash and publishes it for every node, in one
-    /// transaction; logged when Redis cannot take it (the action then stays on this node).
-    fn control(&mut self, control: Control) {
+    /// transaction; logged when Redis cannot take it. Returns whether Redis took it.
+    fn control(&mut self, control: Control) -> bool {
         let message = ControlMessage {
             node: self.settings.node_id.to_string(),
             control,
@@ -478,10 +481,14 @@ impl CommandThread {
                 Instant::now(),
                 &"an admin action was not sent to the other nodes: redis is unreachable",
             );
-            return;
+            return false;
         };
-        if let Err(e) = pipe.exec(connection) {
-            self.lost(&e);
+        match pipe.exec(connection) {
+            Ok(()) => true,
+            Err(e) => {
+                self.lost(&e);
+                false
+            }
         }
     }
 
@@ -505,11 +512,15 @@ impl CommandThread {
         };
         let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
         let mut expired = redis::pipe();
+        // Entries that do not read back as sound ones are dropped from the hashes too (they
+        // could never be applied), with a warning.
+        let mut malformed = 0usize;
         let mut bans = Vec::new();
         for (field, text) in ban_fields {
             match parse(&text).as_ref().and_then(Ban::from_json) {
                 Some(ban) if ban.until_ms > now_ms => bans.push(ban),
-                _ => {
+                found => {
+                    malformed += usize::from(found.is_none());
                     expired.hdel(keys::BANS_KEY, field).ignore();
                 }
             }
@@ -520,10 +531,14 @@ impl CommandThread {
                 Some(block) if block.until_ms.is_none_or(|until| until > now_ms) => {
                     blocks.push(block)
                 }
-                _ => {
+                found => {
+                    malformed += usize::from(found.is_none());
                     expired.hdel(keys::BLOCKS_KEY, field).ignore();
                 }
             }
+        }
+        if malformed > 0 {
+            log::warn!("cluster: {malformed} malformed bans or blocks in redis were dropped");
         }
         bans.sort_by_key(|ban| ban.id);
         if let Err(e) = expired.exec(connection) {

@@ -133,8 +133,10 @@ pub enum Request {
     /// A read of the HTTP API, named by the loop's id.
     Read(u64, ReadRequest),
     /// An admin action for every node: a change is written to its hash, then published on
-    /// the control channel (in one transaction). Not answered; a failure is logged.
-    Control(Control),
+    /// the control channel (in one transaction). With an id, answered by
+    /// [`Event::ControlDone`] (so the API answers only once Redis took it); a failure is
+    /// logged either way.
+    Control(Control, Option<u64>),
     /// Read the bans and blocks again ([`Event::Bans`] follows): the subscription was lost,
     /// so control messages may have been missed.
     ReadBans,
@@ -161,6 +163,8 @@ pub enum Event {
     Bans(Vec<Ban>, Vec<Block>),
     /// A control message, from any node (this one's own included).
     Control(ControlMessage),
+    /// The answer to [`Request::Control`] with this id: whether Redis took the change.
+    ControlDone(u64, bool),
 }
 
 /// Counters for logs and `/metrics`.
@@ -248,13 +252,14 @@ impl Cluster {
         &self.node_id
     }
 
-    /// Hands an admin action over for every node (see [`Request::Control`]); false when the
-    /// command thread has too much to do or is gone.
-    pub fn send_control(&mut self, control: Control) -> bool {
+    /// Hands an admin action over for every node (see [`Request::Control`]; with `answer`,
+    /// [`Event::ControlDone`] with that id follows); false when the command thread has too
+    /// much to do or is gone.
+    pub fn send_control(&mut self, control: Control, answer: Option<u64>) -> bool {
         let Some(rounds) = &self.rounds else {
             return false;
         };
-        match rounds.try_send(Request::Control(control)) {
+        match rounds.try_send(Request::Control(control, answer)) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => false,
             Err(TrySendError::Disconnected(_)) => {
@@ -420,7 +425,7 @@ impl Cluster {
 fn round_of(request: Request) -> Round {
     match request {
         Request::Round(round) => round,
-        Request::Read(..) | Request::Control(_) | Request::ReadBans => Round::default(),
+        Request::Read(..) | Request::Control(..) | Request::ReadBans => Round::default(),
     }
 }
 

@@ -254,7 +254,9 @@ impl ClusterPlan {
             // The driver answers its query; nothing of the plan's.
             // The loop's: reads are answered, bans and control messages applied, before the
             // plan sees the events.
-            Event::Read(..) | Event::Bans(..) | Event::Control(_) => Vec::new(),
+            Event::Read(..) | Event::Bans(..) | Event::Control(_) | Event::ControlDone(..) => {
+                Vec::new()
+            }
             Event::Resubscribed => {
                 info!("Redis subscription back: reading every room again");
                 engine.handle_resync();

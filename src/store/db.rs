@@ -258,13 +258,18 @@ impl Database {
                 },
                 (None, None) => continue,
             };
-            bans.push(Ban {
+            let ban = Ban {
                 id,
                 who,
                 until_ms,
                 reason,
                 by,
-            });
+            };
+            if ban.is_sound() {
+                bans.push(ban);
+            } else {
+                log::warn!("store: ban {id} is malformed (id, name or length): left out");
+            }
         }
         let mut statement = self
             .connection
@@ -279,7 +284,15 @@ impl Database {
                 })
             })
             .map_err(fail)?;
-        let blocks = rows.collect::<Result<_, _>>().map_err(fail)?;
+        let mut blocks = Vec::new();
+        for block in rows {
+            let block: Block = block.map_err(fail)?;
+            if block.is_sound() {
+                blocks.push(block);
+            } else {
+                log::warn!("store: a project block is malformed (project or length): left out");
+            }
+        }
         Ok((bans, blocks))
     }
 

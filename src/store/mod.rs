@@ -51,8 +51,9 @@ pub enum Request {
     Load(Box<str>),
     Save(Batch),
     Read(u64, ReadRequest),
-    /// A change to the admin API's bans or blocks; not answered (a failure is logged).
-    Bans(Change),
+    /// A change to the admin API's bans or blocks, answered by [`Reply::BansWritten`] with
+    /// this id (a failure is logged too).
+    Bans(Change, u64),
     /// Bans and blocks expired by this time (Unix ms) are deleted; not answered.
     ExpireBans(u64),
 }
@@ -65,6 +66,8 @@ pub enum Reply {
     SaveFailed(Batch),
     /// The answer to `Request::Read` with this id.
     Read(u64, StoredRead),
+    /// The answer to `Request::Bans` with this id: whether the change was written.
+    BansWritten(u64, bool),
 }
 
 /// Counters for logs and metrics.
@@ -134,10 +137,10 @@ impl Store {
         std::mem::take(&mut self.loaded_bans)
     }
 
-    /// Hands over a change of the bans or blocks; false when the thread has too much to do
-    /// right now (the change is then not made).
-    pub fn write_bans(&mut self, change: Change) -> bool {
-        self.send(Request::Bans(change)).is_ok()
+    /// Hands over a change of the bans or blocks ([`Reply::BansWritten`] with `id` follows);
+    /// false when the thread has too much to do right now (the change is then not made).
+    pub fn write_bans(&mut self, change: Change, id: u64) -> bool {
+        self.send(Request::Bans(change, id)).is_ok()
     }
 
     /// Asks for the bans and blocks expired by `now_ms` to be deleted; a refusal is harmless
@@ -192,7 +195,7 @@ impl Store {
             }
             Reply::Loaded(..) => self.stats.rooms_loaded += 1,
             Reply::LoadFailed(_) => self.stats.load_failures += 1,
-            Reply::Read(..) => {}
+            Reply::Read(..) | Reply::BansWritten(..) => {}
         }
     }
 
@@ -293,12 +296,13 @@ impl Worker {
                 std::thread::sleep(self.settings.delay);
             }
             let reply = match request {
-                Request::Bans(change) => {
-                    if let Err(e) = self.database.write_ban_change(&change) {
+                Request::Bans(change, id) => match self.database.write_ban_change(&change) {
+                    Ok(()) => Reply::BansWritten(id, true),
+                    Err(e) => {
                         self.errors.log(Instant::now(), &e);
+                        Reply::BansWritten(id, false)
                     }
-                    continue;
-                }
+                },
                 Request::ExpireBans(now_ms) => {
                     if let Err(e) = self.database.delete_expired_bans(now_ms) {
                         self.errors.log(Instant::now(), &e);

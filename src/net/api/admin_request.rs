@@ -21,7 +21,7 @@ pub const MAX_SECONDS: u64 = 100 * 365 * 24 * 3600;
 /// Longest user name a kick or ban names.
 pub const MAX_USER_CHARS: usize = 100;
 /// Longest reason of a ban.
-pub const MAX_REASON_CHARS: usize = 500;
+pub const MAX_REASON_CHARS: usize = 200;
 
 /// Why a request is not carried out: its status, a message of ours, and the part at fault
 /// (a field or parameter name; from the client when it is an unknown field, so escaped when
@@ -254,7 +254,7 @@ fn ban(body: &[u8]) -> Result<AdminRequest, Refusal> {
         Some(_) => {
             return Err(Refusal::bad(
                 "reason",
-                "reason must be a string of at most 500 characters",
+                "reason must be a string of at most 200 characters",
             ))
         }
     };

@@ -228,6 +228,11 @@ impl Server {
                     self.finish_read(id, read);
                     continue;
                 }
+                Answer::Store(Reply::BansWritten(id, written))
+                | Answer::Cluster(Event::ControlDone(id, written)) => {
+                    self.finish_change(id, written);
+                    continue;
+                }
                 Answer::Cluster(Event::Bans(bans, blocks)) => {
                     self.install_bans(bans, blocks);
                     continue;
@@ -348,7 +353,12 @@ impl BackendLink {
             BackendLink::Store(store) => match store.wait_reply(timeout) {
                 Some(Reply::Saved(batch)) => Waited::Saved(batch, true),
                 Some(Reply::SaveFailed(batch)) => Waited::Saved(batch, false),
-                Some(Reply::Loaded(..) | Reply::LoadFailed(_) | Reply::Read(..)) => Waited::Other,
+                Some(
+                    Reply::Loaded(..)
+                    | Reply::LoadFailed(_)
+                    | Reply::Read(..)
+                    | Reply::BansWritten(..),
+                ) => Waited::Other,
                 None => Waited::Nothing,
             },
             // Reading the other events keeps the subscriber (and so the command thread) from

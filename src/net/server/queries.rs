@@ -34,14 +34,16 @@ pub(super) enum Waiting {
     Variables { project: Box<str> },
     /// A request of the admin API (`admin_rooms.rs`).
     Admin(super::admin_rooms::AdminWait),
+    /// A ban or block change waiting for the backend to write it (`admin_bans.rs`).
+    Change(super::admin_bans::ChangeWait),
 }
 
 /// Queries out to the backend, and answers ready to be taken.
 #[derive(Debug, Default)]
 pub(super) struct Queries {
-    next_id: u64,
-    waiting: HashMap<u64, (ClientId, Waiting)>,
-    ready: Vec<(ClientId, Answer)>,
+    pub(super) next_id: u64,
+    pub(super) waiting: HashMap<u64, (ClientId, Waiting)>,
+    pub(super) ready: Vec<(ClientId, Answer)>,
     /// Queries answered `Unavailable` because [`MAX_READS_OUT`] reads were out.
     pub refused: u64,
     /// Admin requests waiting for their room to be loaded, by the connection that asked
