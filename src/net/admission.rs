@@ -399,6 +399,9 @@ impl Admission {
             );
             return answer(Reply::unauthorized());
         }
+        if let Some(ip) = self.client_ip {
+            ctx.api.admin.attempts.succeed(ip, ctx.now);
+        }
         let refuse = |status: u16, message: &str| {
             debug!(
                 "[{}] admin request body: {message}: {status}",
