@@ -4,7 +4,10 @@
 //! file at SIGHUP keeps the operators), the failed-attempt limit per address (429, another
 //! address unaffected), 404 on a public address and for a request a local proxy forwards from
 //! elsewhere, `--admin-listen`, bodies (read to their `Content-Length`, kept alive; too large
-//! 413, chunked 400, `Expect` 417, each closed), the audit line, no CORS and no caching.
+//! 413, chunked 400, `Expect` 417, each closed), the audit line, no CORS and no caching;
+//! requests without a token never locking an address out, 421 for a non-loopback `Host` on a
+//! loopback listener (DNS rebinding), `--admin-listen` off loopback refused without TLS or
+//! `--admin-plain-http`, and SIGHUP re-reading the tokens file when the config is broken.
 //!
 //! The actions themselves are carried out elsewhere: here the loop's stubs may answer 501, so
 //! an authenticated request is recognised by not being 401/404/429.
