@@ -4,7 +4,10 @@
 //! file at SIGHUP keeps the operators), the failed-attempt limit per address (429, another
 //! address unaffected), 404 on a public address and for a request a local proxy forwards from
 //! elsewhere, `--admin-listen`, bodies (read to their `Content-Length`, kept alive; too large
-//! 413, chunked 400, `Expect` 417, each closed), the audit line, no CORS and no caching.
+//! 413, chunked 400, `Expect` 417, each closed), the audit line, no CORS and no caching;
+//! requests without a token never locking an address out, 421 for a non-loopback `Host` on a
+//! loopback listener (DNS rebinding), `--admin-listen` off loopback refused without TLS or
+//! `--admin-plain-http`, and SIGHUP re-reading the tokens file when the config is broken.
 //!
 //! The actions themselves are carried out elsewhere: here the loop's stubs may answer 501, so
 //! an authenticated request is recognised by not being 401/404/429.
@@ -426,4 +429,126 @@ fn bodies_are_read_to_their_length_and_bounded() {
     stranger.send(head("PUT", set, "Content-Length: 1000000\r\n").as_bytes());
     assert_unauthorized(&stranger.response());
     assert!(stranger.closed());
+}
+
+/// One request on a fresh connection with the given `Host` header.
+fn ask_as_host(addr: SocketAddr, host: &str, target: &str, extra: &str) -> HttpResponse {
+    let mut conn = Conn::open(addr);
+    conn.send(format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").as_bytes());
+    conn.response()
+}
+
+#[test]
+fn requests_without_a_token_never_lock_an_address_out() {
+    // What any page in the operator's browser can send to 127.0.0.1: `no-cors` fetches and
+    // CORS preflights, which carry no `Authorization`.
+    let (server, _) = start(&[]);
+    let addr = server.addr();
+    for _ in 0..15 {
+        assert_unauthorized(&ask(addr, "GET", ROOMS, "", ""));
+        let preflight = ask(
+            addr,
+            "OPTIONS",
+            ROOMS,
+            "Origin: https://evil.example\r\nAccess-Control-Request-Method: DELETE\r\n\
+             Access-Control-Request-Headers: authorization\r\n",
+            "",
+        );
+        assert_ne!(preflight.status, 429, "{preflight:?}");
+        assert_private(&preflight);
+    }
+    assert_authenticated(&ask(addr, "GET", ROOMS, &bearer(ALICE), ""));
+}
+
+#[test]
+fn loopback_admin_listeners_answer_only_loopback_host_names() {
+    let (server, _) = start(&["--admin-listen", "127.0.0.1:0"]);
+    let line = server.wait_for_log("admin API on http://");
+    let admin: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/admin"))
+        .expect("the admin address")
+        .parse()
+        .expect("an address");
+    for addr in [server.addr(), admin] {
+        let port = addr.port();
+        // A page whose name was rebound to 127.0.0.1 sends its own name as Host.
+        for host in ["evil.example".to_owned(), format!("evil.example:{port}")] {
+            for target in [ROOMS, "/admin"] {
+                let rebound = ask_as_host(addr, &host, target, &bearer(ALICE));
+                assert_eq!(rebound.status, 421, "{host} {target}: {rebound:?}");
+                assert_private(&rebound);
+            }
+        }
+        for host in [
+            "localhost".to_owned(),
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ] {
+            assert_authenticated(&ask_as_host(addr, &host, ROOMS, &bearer(ALICE)));
+        }
+    }
+    server.wait_for_log("admin GET \"/admin/api/v1/rooms\": Host is not a loopback name: 421");
+}
+
+#[test]
+fn admin_listen_off_loopback_needs_tls_or_admin_plain_http() {
+    let path = tokens_file(&format!("alice {ALICE}\n"));
+    let base = [
+        "--no-persist",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-tokens",
+        path.to_str().unwrap(),
+        "--admin-listen",
+        "0.0.0.0:0",
+    ];
+    let (status, output) = run_to_exit(&base);
+    assert!(!status.success(), "{output}");
+    assert!(
+        output.contains("--admin-listen 0.0.0.0:0") && output.contains("--admin-plain-http"),
+        "{output}"
+    );
+    assert!(!output.contains("listening on"), "{output}");
+    // Behind a proxy that terminates TLS, the operator says so.
+    let server = Server::start(&[
+        "--no-persist",
+        "--admin-tokens",
+        path.to_str().unwrap(),
+        "--admin-listen",
+        "0.0.0.0:0",
+        "--admin-plain-http",
+    ]);
+    server.wait_for_log("admin API on http://0.0.0.0:");
+}
+
+#[test]
+fn sighup_with_a_broken_config_file_still_rereads_the_tokens_file() {
+    let tokens = tokens_file(&format!("alice {ALICE}\nbob {BOB}\n"));
+    let config = unique_path(".toml");
+    std::fs::write(
+        &config,
+        format!("admin-tokens = {:?}\n", tokens.to_str().unwrap()),
+    )
+    .unwrap();
+    let server = Server::start(&["--no-persist", "--config", config.to_str().unwrap()]);
+    let addr = server.addr();
+    assert_authenticated(&ask(addr, "GET", ROOMS, &bearer(BOB), ""));
+    // Bob is revoked while the configuration file is being edited (and broken).
+    std::fs::write(
+        &config,
+        format!(
+            "admin-tokens = {:?}\nmax-connections = \n",
+            tokens.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(&tokens, format!("alice {ALICE}\n")).unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_for_log("reload failed, keeping the running configuration");
+    server.wait_for_log("reload: admin operators: alice");
+    assert_unauthorized(&ask(addr, "GET", ROOMS, &bearer(BOB), ""));
+    assert_authenticated(&ask(addr, "GET", ROOMS, &bearer(ALICE), ""));
 }

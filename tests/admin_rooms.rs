@@ -46,7 +46,7 @@ fn start_on(dir: &Path, args: &[&str]) -> Server {
 /// One admin request with `body` (JSON text, or empty); the parsed response.
 fn admin(server: &Server, method: &str, path: &str, body: &str) -> (u16, Value) {
     let request = format!(
-        "{method} /admin/api/v1/{path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+        "{method} /admin/api/v1/{path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );

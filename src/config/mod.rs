@@ -348,6 +348,12 @@ pub struct Config {
     #[arg(long, env = "STRATUS_ADMIN_LISTEN", value_name = "HOST:PORT")]
     pub admin_listen: Option<String>,
 
+    /// Let `--admin-listen` on a non-loopback address speak plain HTTP (no `--tls-cert`): only
+    /// behind a proxy that terminates TLS, since bearer tokens would otherwise cross the
+    /// network in clear. Without it such a start is refused.
+    #[arg(long, env = "STRATUS_ADMIN_PLAIN_HTTP", value_parser = BoolishValueParser::new())]
+    pub admin_plain_http: bool,
+
     /// The file's `[projects."ID"]` tables (per-project settings and variable rules); they
     /// have no flag.
     #[arg(skip)]

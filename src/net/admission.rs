@@ -52,8 +52,20 @@ pub enum AdminListener {
     /// names by `X-Forwarded-For` counts as that client: a proxied request from elsewhere is
     /// not local).
     Loopback,
-    /// `--admin-listen`: admin paths only (plain pages besides, no WebSocket).
-    Dedicated,
+    /// `--admin-listen`: admin paths only (plain pages besides, no WebSocket); `loopback`
+    /// when bound to a loopback address (then, like `Loopback`, only loopback `Host` names).
+    Dedicated { loopback: bool },
+}
+
+impl AdminListener {
+    /// Reached by any page a local browser opens, so open to DNS rebinding: admin requests
+    /// must name a loopback `Host`.
+    fn on_loopback(self) -> bool {
+        matches!(
+            self,
+            AdminListener::Loopback | AdminListener::Dedicated { loopback: true }
+        )
+    }
 }
 
 /// What to do with a request.
@@ -111,7 +123,7 @@ impl Admission {
     /// Where the listener that accepted this connection stands on admin paths.
     pub(super) fn set_admin_listener(&mut self, listener: AdminListener) {
         self.admin_listener = listener;
-        if listener == AdminListener::Dedicated {
+        if matches!(listener, AdminListener::Dedicated { .. }) {
             self.pages_only = true;
         }
     }
@@ -285,7 +297,7 @@ impl Admission {
     fn admin_reachable(&self, request: &Request) -> bool {
         match self.admin_listener {
             AdminListener::No => false,
-            AdminListener::Dedicated => true,
+            AdminListener::Dedicated { .. } => true,
             AdminListener::Loopback => {
                 self.socket_ip.is_some_and(|ip| ip.is_loopback())
                     && request.forwarded_for.as_deref().is_none_or(|list| {
@@ -325,6 +337,24 @@ impl Admission {
             endpoint: Endpoint::Admin,
             include_body,
         };
+        // A loopback listener is reached by any page the operator's browser opens, under any
+        // name that resolves to 127.0.0.1 (DNS rebinding): only loopback names are served.
+        if self.admin_listener.on_loopback() && request.host_not_loopback {
+            info!(
+                "[{}] admin {} {:?}: Host is not a loopback name: 421",
+                self.ip_text(),
+                request.method,
+                request.path
+            );
+            return answer(Reply {
+                public: false,
+                ..Reply::json_error(
+                    421,
+                    "the admin API answers only to localhost, 127.0.0.1 or [::1]",
+                    None,
+                )
+            });
+        }
         if path == AdminPath::Page {
             debug!("[{}] {} /admin", self.ip_text(), request.method);
             return answer(if matches!(request.method.as_str(), "GET" | "HEAD") {
@@ -350,7 +380,10 @@ impl Admission {
             .and_then(|(tokens, token)| tokens.operator(token))
             .is_none()
         {
-            if let Some(ip) = self.client_ip {
+            // Only a presented token is a guess: a request without one is what any page can
+            // make a browser send (`no-cors` fetches, CORS preflights), and counting it would
+            // let that page lock the operator out.
+            if let Some(ip) = self.client_ip.filter(|_| bearer.is_some()) {
                 ctx.api.admin.attempts.fail(ip, ctx.now);
             }
             info!(
@@ -365,6 +398,9 @@ impl Admission {
                 }
             );
             return answer(Reply::unauthorized());
+        }
+        if let Some(ip) = self.client_ip {
+            ctx.api.admin.attempts.succeed(ip, ctx.now);
         }
         let refuse = |status: u16, message: &str| {
             debug!(

@@ -45,6 +45,10 @@ pub struct Request {
     pub unreadable_body: bool,
     /// `Expect` (`100-continue`): the client waits before sending its body.
     pub expects: bool,
+    /// The `Host` header names something other than this machine's loopback (`localhost`,
+    /// `127.x.x.x`, `[::1]`, any port): on a loopback listener, a page whose name was rebound
+    /// to 127.0.0.1 (DNS rebinding). False without a `Host` header (no browser sends none).
+    pub host_not_loopback: bool,
 }
 
 /// Bytes that must not appear in logs or debug output (a bearer token).
@@ -210,6 +214,8 @@ fn read_request(request: &httparse::Request<'_, '_>) -> Request {
             parsed.leaks_scratch_session |= value.contains("scratchsessionsid=");
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             parsed.forwarded_for = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("host") {
+            parsed.host_not_loopback = !is_loopback_host(value);
         }
     }
     if upgrade_websocket {
@@ -224,6 +230,20 @@ fn read_request(request: &httparse::Request<'_, '_>) -> Request {
         }
     }
     parsed
+}
+
+/// Whether a `Host` value names the loopback: `localhost` or a loopback address, with or
+/// without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once(']').map_or("", |(address, _)| address),
+        None => host.split_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `Content-Length` other than 0 (or not a number), any `Transfer-Encoding`, any `Expect`.
@@ -350,6 +370,39 @@ mod tests {
             }
             other => panic!("expected a complete head, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_loopback_names_and_addresses_are_loopback_hosts() {
+        for host in [
+            "localhost",
+            "LocalHost:9080",
+            "localhost.",
+            "127.0.0.1",
+            "127.0.0.1:9080",
+            "127.1.2.3:1",
+            "[::1]",
+            "[::1]:9080",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:9080",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "192.0.2.1",
+            "[2001:db8::1]:80",
+            "[::1",
+            "::1",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+        let rebound = complete("GET / HTTP/1.1\r\nHost: evil.example:9080\r\n\r\n");
+        assert!(rebound.host_not_loopback);
+        assert!(!complete("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").host_not_loopback);
+        assert!(!complete("GET / HTTP/1.0\r\n\r\n").host_not_loopback);
     }
 
     #[test]

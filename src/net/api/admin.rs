@@ -26,6 +26,9 @@ pub const ADMIN_PAGE: &str = include_str!("../pages/admin.html");
 #[derive(Debug, Default)]
 pub struct AdminState {
     pub tokens: Option<AdminTokens>,
+    /// Where `tokens` were last read from: read again at SIGHUP even when the configuration
+    /// does not load.
+    pub tokens_path: Option<std::path::PathBuf>,
     pub attempts: AdminAttempts,
 }
 

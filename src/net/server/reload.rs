@@ -89,11 +89,32 @@ impl Server {
     /// bad line keeps the operators in force; no file configured turns the admin API off.
     fn reload_admin_tokens(&mut self, config: &config::Config) {
         let Some(path) = &config.admin_tokens else {
+            self.api.admin.tokens_path = None;
             if self.api.admin.tokens.take().is_some() {
                 warn!("reload: no --admin-tokens any more: the admin API is off");
             }
             return;
         };
+        self.api.admin.tokens_path = Some(path.clone());
+        self.reload_admin_tokens_file(path);
+    }
+
+    /// A configuration that does not load must not keep a revoked token valid until it is
+    /// fixed: the tokens file in force (its last known path) is read again all the same.
+    fn reload_last_admin_tokens(&mut self) {
+        if self.api.admin.tokens.is_none() {
+            return;
+        }
+        if let Some(path) = self.api.admin.tokens_path.clone() {
+            warn!(
+                "reload: re-reading --admin-tokens {} all the same",
+                path.display()
+            );
+            self.reload_admin_tokens_file(&path);
+        }
+    }
+
+    fn reload_admin_tokens_file(&mut self, path: &std::path::Path) {
         match AdminTokens::load(path) {
             Ok(tokens) => {
                 super::setup::warn_if_readable_by_others(path);
@@ -148,17 +169,22 @@ impl Server {
         let loaded = match config::load(reload.args.clone()) {
             Ok(loaded) => loaded,
             Err(config::LoadError::File(e)) => {
-                return error!("reload failed, keeping the running configuration: {e}");
+                error!("reload failed, keeping the running configuration: {e}");
+                return self.reload_last_admin_tokens();
             }
             Err(config::LoadError::Args(e)) => {
                 let message = e.to_string();
                 let first = message.lines().next().unwrap_or_default();
-                return error!("reload failed, keeping the running configuration: {first}");
+                error!("reload failed, keeping the running configuration: {first}");
+                return self.reload_last_admin_tokens();
             }
         };
         let mut policy = match build_policy(&loaded.config) {
             Ok(policy) => policy,
-            Err(e) => return error!("reload failed, keeping the running configuration: {e}"),
+            Err(e) => {
+                error!("reload failed, keeping the running configuration: {e}");
+                return self.reload_last_admin_tokens();
+            }
         };
         let described = loaded.describe();
         let changes = changed_settings(&reload.described, &described);

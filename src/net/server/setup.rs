@@ -96,7 +96,7 @@ impl Server {
             bound.admin = admin_on_listener(&bound.listener);
         }
         if let Some(address) = &config.admin_listen {
-            listeners.push(bind_admin(address, tls.is_some())?);
+            listeners.push(bind_admin(address, tls.is_some(), config.admin_plain_http)?);
         }
         for (bound, token) in listeners.iter_mut().zip(LISTENERS) {
             match &mut bound.listener {
@@ -227,6 +227,7 @@ impl Server {
                 rate: ApiRate::new(config.api_rate, config.api_burst),
                 admin: AdminState {
                     tokens: admin_tokens,
+                    tokens_path: config.admin_tokens.clone(),
                     ..AdminState::default()
                 },
                 ..ApiState::default()
@@ -239,7 +240,7 @@ impl Server {
     pub fn local_addresses(&self) -> io::Result<Vec<(BoundAddress, bool)>> {
         self.listeners
             .iter()
-            .filter(|bound| bound.admin != AdminListener::Dedicated)
+            .filter(|bound| !matches!(bound.admin, AdminListener::Dedicated { .. }))
             .map(|bound| {
                 let address = match &bound.listener {
                     Listener::Tcp(l) => BoundAddress::Tcp(l.local_addr()?),
@@ -413,8 +414,16 @@ fn admin_on_listener(listener: &Listener) -> AdminListener {
 
 /// The `--admin-listen` listener (TLS when a certificate is configured); registered with the
 /// other listeners.
-fn bind_admin(listen: &str, tls: bool) -> Result<Bound, StartError> {
+fn bind_admin(listen: &str, tls: bool, plain_http: bool) -> Result<Bound, StartError> {
     let addr = tcp_address(listen)?;
+    // Bearer tokens in clear over a network are anyone's on the path.
+    if !tls && !plain_http && !addr.ip().is_loopback() {
+        return Err(StartError(format!(
+            "--admin-listen {listen}: not a loopback address, and without --tls-cert the \
+             operators' tokens would cross the network in clear: configure TLS, listen on \
+             loopback, or pass --admin-plain-http if a proxy in front terminates TLS"
+        )));
+    }
     let listener = TcpListener::bind(addr)
         .map_err(|e| StartError(format!("cannot listen on {addr} for the admin API: {e}")))?;
     if let Ok(addr) = listener.local_addr() {
@@ -424,7 +433,9 @@ fn bind_admin(listen: &str, tls: bool) -> Result<Bound, StartError> {
     Ok(Bound {
         listener: Listener::Tcp(listener),
         tls,
-        admin: AdminListener::Dedicated,
+        admin: AdminListener::Dedicated {
+            loopback: addr.ip().is_loopback(),
+        },
     })
 }
 
