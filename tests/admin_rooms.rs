@@ -286,3 +286,65 @@ fn a_rooms_members_show_their_anonymized_address() {
     let (status, _) = admin(&server, "GET", "rooms/nothing-here", "");
     assert_eq!(status, 404);
 }
+
+/// Every store request waits 2 s, an answer is due within 1 s: an admin change that waits
+/// for the store is answered 503.
+fn slow_store_server(dir: &Path) -> Server {
+    start_on(dir, &["--store-delay", "2s", "--handshake-timeout", "1"])
+}
+
+#[test]
+fn a_set_answered_503_while_its_room_loads_is_not_made_later() {
+    let dir = unique_path(".data");
+    let server = slow_store_server(&dir);
+    // Room "late" is not in memory: the set waits for its load, longer than the deadline.
+    let (status, _) = admin(
+        &server,
+        "PUT",
+        "rooms/late/variables/%E2%98%81%20a",
+        r#"{"value": 7}"#,
+    );
+    assert_eq!(status, 503);
+    // The load came back (and the set that waited for it was resumed, or dropped).
+    server.wait_until_metric("stratus_store_rooms_loaded_total", 1);
+    let (status, room) = admin(&server, "GET", "rooms/late", "");
+    assert_eq!(status, 200);
+    assert_eq!(room["variables"], json!([]), "{room}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_rollback_answered_503_while_its_history_is_read_is_not_made_later() {
+    let dir = unique_path(".data");
+    // Every store request waits 1 s, an answer is due within 2 s.
+    let server = start_on(&dir, &["--store-delay", "1s", "--handshake-timeout", "2"]);
+    let mut writer = server.join_synced("r", "alice");
+    writer.set("☁ hi", "10");
+    writer.sync();
+    std::thread::sleep(Duration::from_millis(20));
+    let before = now_ms();
+    std::thread::sleep(Duration::from_millis(20));
+    writer.set("☁ hi", "20");
+    writer.sync();
+    // Two loads ahead of it in the store's queue: the history read is back after 3 s.
+    let _queued = [server.join("q1", "bob"), server.join("q2", "bob")];
+    // An ordering aid only (the joins reach the loop before the rollback does): were they
+    // late, the read would be back in time and the 503 assertion would fail, not pass.
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _) = admin(
+        &server,
+        "POST",
+        "rooms/r/rollback",
+        &json!({"to": before}).to_string(),
+    );
+    assert_eq!(status, 503);
+    // The store answers in order: a load asked after the read comes back after it.
+    let _after = server.join("after", "carol");
+    server.wait_until_metric("stratus_store_rooms_loaded_total", 4);
+    assert_eq!(server.metric("stratus_rooms"), 4);
+    let (_, room) = admin(&server, "GET", "rooms/r", "");
+    assert_eq!(room["variables"][0]["value"], "20", "{room}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -76,10 +76,26 @@ impl Server {
         let Some((operator, request)) = self.queries.admin_loads.remove(&client) else {
             return false;
         };
+        if !self.awaits_answer(client) {
+            // Its deadline answered 503 (or it closed): the operator was told it failed.
+            info!(
+                "admin: {operator}'s {} dropped: its connection stopped waiting",
+                request.action()
+            );
+            return true;
+        }
         if let Some(answer) = self.admin_rooms(client, &operator, request, now) {
             self.serve_client(client, now, |conn, ctx| conn.answer_query(answer, ctx));
         }
         true
+    }
+
+    /// Whether the connection of `client` still waits for its request's answer.
+    fn awaits_answer(&self, client: ClientId) -> bool {
+        let (slot, generation) = slot_of(client);
+        self.conns
+            .get(slot)
+            .is_some_and(|e| e.generation == generation && e.conn.awaits_answer())
     }
 
     /// Rooms in memory first (by id), then, with the store, the rooms only on disk (by id).
@@ -339,7 +355,12 @@ impl Server {
     }
 
     /// The backend's read for an admin request came back.
-    pub(super) fn finish_admin_read(&mut self, wait: AdminWait, read: StoredRead) -> Answer {
+    pub(super) fn finish_admin_read(
+        &mut self,
+        client: ClientId,
+        wait: AdminWait,
+        read: StoredRead,
+    ) -> Answer {
         match (wait, read) {
             (
                 AdminWait::Rooms {
@@ -376,6 +397,11 @@ impl Server {
                 },
                 StoredRead::History(stored),
             ) => match self.engine.room_key(&room) {
+                // Its deadline answered 503 (or it closed): the operator was told it failed.
+                _ if !self.awaits_answer(client) => {
+                    info!("admin: {operator}'s rollback dropped: its connection stopped waiting");
+                    Answer::Unavailable
+                }
                 Some(key) => self.roll_back(key, &operator, to_ms, &stored, Instant::now()),
                 None => Answer::Unavailable,
             },

@@ -285,7 +285,7 @@ impl Server {
                 };
                 Answer::Json(json)
             }
-            (Waiting::Admin(wait), read) => self.finish_admin_read(wait, read),
+            (Waiting::Admin(wait), read) => self.finish_admin_read(client, wait, read),
             _ => Answer::Unavailable,
         };
         self.queries.ready.push((client, answer));
