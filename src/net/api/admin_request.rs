@@ -160,7 +160,7 @@ pub fn parse(method: &str, target: &str, body: &[u8]) -> Result<AdminRequest, Re
                 return Err(Refusal::method("POST"));
             }
             let mut fields = object(body, &["connection", "room", "user"])?;
-            let connection = whole(fields.remove("connection"), "connection", u64::MAX)?;
+            let connection = connection_id(fields.remove("connection"))?;
             let room = fields.remove("room");
             let user = fields.remove("user");
             match (connection, room, user) {
@@ -379,6 +379,25 @@ fn whole(value: Option<Value>, parameter: &str, max: u64) -> Result<Option<u64>,
     }
 }
 
+/// A connection id: a string of digits (as the room answer gives it, exact beyond 2^53) or a
+/// whole number.
+fn connection_id(value: Option<Value>) -> Result<Option<u64>, Refusal> {
+    match value {
+        Some(Value::String(text)) => {
+            let digits =
+                !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit());
+            match text.parse::<u64>() {
+                Ok(id) if digits => Ok(Some(id)),
+                _ => Err(Refusal::bad(
+                    "connection",
+                    "must be a whole number in range, or one as a string of digits",
+                )),
+            }
+        }
+        other => whole(other, "connection", u64::MAX),
+    }
+}
+
 /// `1.2.3.4`, `2001:db8::1`, or either with `/prefix` (at most 32 or 128).
 fn is_address_or_network(text: &str) -> bool {
     let (address, prefix) = match text.split_once('/') {
@@ -530,6 +549,23 @@ mod tests {
         assert_eq!(
             ok("POST", &p("kick"), r#"{"connection":17}"#),
             AdminRequest::Kick(KickTarget::Connection(17))
+        );
+        // As the room answer gives it: a string, exact beyond 2^53.
+        assert_eq!(
+            ok("POST", &p("kick"), r#"{"connection":"17"}"#),
+            AdminRequest::Kick(KickTarget::Connection(17))
+        );
+        assert_eq!(
+            ok("POST", &p("kick"), r#"{"connection":"9007199254740993"}"#),
+            AdminRequest::Kick(KickTarget::Connection((1 << 53) + 1))
+        );
+        assert_eq!(
+            ok(
+                "POST",
+                &p("kick"),
+                r#"{"connection":"18446744073709551615"}"#
+            ),
+            AdminRequest::Kick(KickTarget::Connection(u64::MAX))
         );
         assert_eq!(
             ok("POST", &p("kick"), r#"{"room":"1","user":"bob"}"#),
@@ -687,7 +723,17 @@ mod tests {
                 "connection",
             ),
             ("POST", p("kick"), r#"{"room":"1"}"#, "connection"),
-            ("POST", p("kick"), r#"{"connection":"1"}"#, "connection"),
+            ("POST", p("kick"), r#"{"connection":""}"#, "connection"),
+            ("POST", p("kick"), r#"{"connection":"+1"}"#, "connection"),
+            ("POST", p("kick"), r#"{"connection":"1.0"}"#, "connection"),
+            ("POST", p("kick"), r#"{"connection":" 1"}"#, "connection"),
+            (
+                "POST",
+                p("kick"),
+                r#"{"connection":"18446744073709551616"}"#,
+                "connection",
+            ),
+            ("POST", p("kick"), r#"{"connection":true}"#, "connection"),
             ("POST", p("kick"), r#"{"room":"","user":"bob"}"#, "room"),
             ("POST", p("kick"), r#"{"room":"1","user":""}"#, "user"),
             ("POST", p("kick"), r#"{"room":"1","user":"a\nb"}"#, "user"),

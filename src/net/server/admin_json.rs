@@ -53,7 +53,7 @@ pub(super) type AdminVariable<'v> = (&'v str, &'v str, &'v str, u64);
 pub(super) type AdminMemberRow<'m> = (u64, &'m str, &'static str, u64, Option<String>);
 
 /// `{"id","in_memory","variables":[{name,value,user,timestamp}],"members":[{connection,user,
-/// dialect,since,address}]}`.
+/// dialect,since,address}]}`, the connection id as a string of digits.
 pub(super) fn room<'v>(
     id: &str,
     in_memory: bool,
@@ -85,7 +85,8 @@ pub(super) fn room<'v>(
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "{{\"connection\":{connection},\"user\":");
+        // A string: ids go beyond 2^53, where a JavaScript number would round them.
+        let _ = write!(out, "{{\"connection\":\"{connection}\",\"user\":");
         push_string(&mut out, user);
         out.push_str(",\"dialect\":");
         push_string(&mut out, dialect);
@@ -161,12 +162,17 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&text).expect("json");
         assert_eq!(parsed["variables"][0]["value"], value);
         assert_eq!(parsed["variables"][0]["user"], "al\"ice");
-        assert_eq!(parsed["members"][0]["connection"], 17);
+        assert_eq!(parsed["members"][0]["connection"], "17");
         assert_eq!(parsed["members"][0]["address"], "127.0.0.0");
         assert_eq!(parsed["members"][0]["since"], 4);
+        // Beyond 2^53 the id stays exact as text (a JSON number would round in a browser).
+        let big = (1u64 << 53) + 1;
+        let text = room("7", true, [], [(big, "", "scratch", 0, None)]);
+        let parsed: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(parsed["members"][0]["connection"], "9007199254740993");
         assert_eq!(
             room("7", false, [], [(1, "", "studio", 0, None)]),
-            r#"{"id":"7","in_memory":false,"variables":[],"members":[{"connection":1,"user":"","dialect":"studio","since":0,"address":null}]}"#
+            r#"{"id":"7","in_memory":false,"variables":[],"members":[{"connection":"1","user":"","dialect":"studio","since":0,"address":null}]}"#
         );
     }
 
