@@ -289,10 +289,46 @@ fn a_rooms_members_show_their_anonymized_address() {
     let member = &room["members"][0];
     assert_eq!(member["user"], "Alice");
     assert_eq!(member["dialect"], "scratch");
-    assert_eq!(member["address"], "127.0.0.0");
+    // The network the anonymized address stands for, so that a ban made from it covers it.
+    assert_eq!(member["address"], "127.0.0.0/24");
     assert!(member["since"].as_u64().unwrap() > 0);
     let (status, _) = admin(&server, "GET", "rooms/nothing-here", "");
     assert_eq!(status, 404);
+}
+
+/// The address of a member at `index` of room `room`.
+fn member_address(server: &Server, room: &str, index: usize) -> Value {
+    let (status, answer) = admin(server, "GET", &format!("rooms/{room}"), "");
+    assert_eq!(status, 200, "{answer}");
+    answer["members"][index]["address"].clone()
+}
+
+#[test]
+fn behind_a_trusted_proxy_members_show_the_client_it_names() {
+    let server = start(&["--trust-proxy", "127.0.0.1"]);
+    let mut client = server.connect_with(&[("X-Forwarded-For", "203.0.113.7")]);
+    client.handshake("p", "alice");
+    client.sync();
+    assert_eq!(member_address(&server, "p", 0), "203.0.113.7");
+}
+
+#[test]
+fn behind_a_trusted_proxy_a_ban_of_an_anonymized_member_address_covers_its_network() {
+    let server = start(&["--trust-proxy", "127.0.0.1", "--anonymize-ips"]);
+    let mut v4 = server.connect_with(&[("X-Forwarded-For", "203.0.113.7")]);
+    v4.handshake("p", "alice");
+    v4.sync();
+    let mut v6 = server.connect_with(&[("X-Forwarded-For", "2001:db8:1:2::5")]);
+    v6.handshake("p", "bob");
+    v6.sync();
+    let address = member_address(&server, "p", 0);
+    assert_eq!(address, "203.0.113.0/24");
+    assert_eq!(member_address(&server, "p", 1), "2001:db8:1::/48");
+    let body = json!({"address": address, "seconds": 60}).to_string();
+    let (status, answer) = admin(&server, "POST", "bans", &body);
+    assert_eq!(status, 200, "{answer}");
+    let mut neighbour = server.connect_with(&[("X-Forwarded-For", "203.0.113.200")]);
+    assert_eq!(neighbour.close_code(), 4002);
 }
 
 /// Every store request waits 2 s, an answer is due within 1 s: an admin change that waits
