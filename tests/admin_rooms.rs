@@ -392,3 +392,40 @@ fn a_rollback_answered_503_while_its_history_is_read_is_not_made_later() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The body of the public `/logs?{query}` as JSON, and its status.
+fn public_logs(server: &Server, query: &str) -> (u16, Value) {
+    let response = get(server, &format!("/logs?{query}"));
+    let body = serde_json::from_str(&response.body).unwrap_or(Value::Null);
+    (response.status, body)
+}
+
+#[test]
+fn a_rooms_history_pages_like_logs_and_stays_readable_for_a_blocked_project() {
+    let server = start(&["--history", "100"]);
+    let mut writer = server.join_synced("55", "alice");
+    for value in ["1", "2", "3"] {
+        writer.set("☁ hi", value);
+    }
+    writer.sync();
+    let (status, history) = admin(&server, "GET", "rooms/55/history", "");
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history.as_array().map(Vec::len), Some(3), "{history}");
+    assert_eq!(public_logs(&server, "projectid=55"), (200, history.clone()));
+    let (status, page) = admin(&server, "GET", "rooms/55/history?offset=1&limit=1", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        public_logs(&server, "projectid=55&offset=1&limit=1"),
+        (200, page.clone())
+    );
+    assert_eq!(page.as_array().map(Vec::len), Some(1), "{page}");
+    // A blocked project's `/logs` is 404; its history is still the operator's to read.
+    let body = json!({"project": "55"}).to_string();
+    let (status, answer) = admin(&server, "POST", "blocks", &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(public_logs(&server, "projectid=55").0, 404);
+    assert_eq!(
+        admin(&server, "GET", "rooms/55/history", ""),
+        (200, history)
+    );
+}

@@ -106,6 +106,19 @@ pub fn parse(method: &str, target: &str, body: &[u8]) -> Result<AdminRequest, Re
                 room: room_id(room, "room")?,
             })
         }
+        ["rooms", room, "history"] => {
+            if !reads {
+                return Err(Refusal::method(READS));
+            }
+            no_body(body)?;
+            let room = room_id(room, "room")?;
+            let (offset, limit) = paging(query)?;
+            Ok(AdminRequest::History {
+                room,
+                offset,
+                limit,
+            })
+        }
         ["rooms", room, "variables", name] => match method {
             "PUT" => {
                 let room = room_id(room, "room")?;
@@ -265,7 +278,7 @@ fn ban(body: &[u8]) -> Result<AdminRequest, Refusal> {
     })
 }
 
-/// `offset` and `limit` of the rooms list; other parameters are ignored.
+/// `offset` and `limit` of the rooms list or a room's history; other parameters are ignored.
 fn paging(query: &str) -> Result<(usize, usize), Refusal> {
     let mut offset = None;
     let mut limit = None;
@@ -491,6 +504,26 @@ mod tests {
             }
         );
         assert_eq!(
+            ok("GET", &p("rooms/caf%C3%A9%2F1/history"), ""),
+            AdminRequest::History {
+                room: "café/1".to_owned(),
+                offset: 0,
+                limit: 100
+            }
+        );
+        assert_eq!(
+            ok(
+                "HEAD",
+                &p("rooms/1/history?offset=50&limit=1000&projectid=2"),
+                ""
+            ),
+            AdminRequest::History {
+                room: "1".to_owned(),
+                offset: 50,
+                limit: 1000
+            }
+        );
+        assert_eq!(
             ok("GET", &p("rooms/caf%C3%A9%2F1"), ""),
             AdminRequest::Room {
                 room: "café/1".to_owned()
@@ -647,6 +680,7 @@ mod tests {
             "/admin/api/v1/rooms/1/variables",
             "/admin/api/v1/rooms/1/variables/a/b",
             "/admin/api/v1/rooms/1/other",
+            "/admin/api/v1/rooms/1/history/1",
             "/admin/api/v1/bans/1/2",
             "/admin/api/v1/kick/1",
         ] {
@@ -655,6 +689,7 @@ mod tests {
         for (method, path, allow) in [
             ("POST", "rooms", READS),
             ("DELETE", "rooms/1", READS),
+            ("POST", "rooms/1/history", READS),
             ("GET", "rooms/1/variables/%E2%98%81%20a", "PUT, DELETE"),
             ("POST", "rooms/1/variables/%E2%98%81%20a", "PUT, DELETE"),
             ("GET", "rooms/1/reset", "POST"),
@@ -683,6 +718,12 @@ mod tests {
             ("GET", p("rooms?limit=1&limit=2"), "", "limit"),
             ("GET", p("rooms?offset=-1"), "", "offset"),
             ("GET", p("rooms?offset=1000000001"), "", "offset"),
+            ("GET", p("rooms/1/history?limit=0"), "", "limit"),
+            ("GET", p("rooms/1/history?limit=1001"), "", "limit"),
+            ("GET", p("rooms/1/history?offset=x"), "", "offset"),
+            ("GET", p("rooms/1/history?offset=1&offset=1"), "", "offset"),
+            ("GET", p("rooms/1/history"), "{}", "body"),
+            ("GET", p("rooms/%zz/history"), "", "room"),
             ("GET", p("rooms"), "{}", "body"),
             ("GET", p("rooms/%zz"), "", "room"),
             ("GET", p(&format!("rooms/{}", "9".repeat(1000))), "", "room"),

@@ -122,7 +122,8 @@ impl Server {
         std::mem::take(&mut self.queries.ready)
     }
 
-    fn start_logs(
+    /// A `/logs` page of `project`'s room (the admin API's room history asks the same).
+    pub(super) fn start_logs(
         &mut self,
         client: ClientId,
         project: &str,
