@@ -17,7 +17,7 @@
 mod common;
 
 use common::python::PythonScript;
-use common::{json_str, relayed, temp_file, Server};
+use common::{http, json_str, relayed, temp_file, Server};
 use serde_json::{json, Value};
 
 const REQUIRE: &str = "STRATUS_REQUIRE_BROWSER";
@@ -120,6 +120,22 @@ fn console_signs_in_follows_a_room_sets_a_variable_and_shows_values_as_text() {
     alice.set("☁ note", &json_str(attack));
     alice.sync();
     assert_shown(&mut page, "☁ note", attack, "alice");
+
+    // Blocked, the project's public /logs is 404: the page reads history through the admin
+    // API, so a change made now still shows there.
+    let body = json!({"project": PROJECT}).to_string();
+    let blocked = http(
+        &server,
+        &format!(
+            "POST /admin/api/v1/blocks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(blocked.status, 200, "{}", blocked.body);
+    let set = page.ask(&json!({"set": {"name": "☁ score", "value": "7"}}));
+    assert_eq!(set["done"], true, "the page's set failed: {set}");
+    assert_shown(&mut page, "☁ score", "7", &format!("@{OPERATOR}"));
 
     let after = page.ask(&json!({"expect_room": PROJECT}));
     assert_token_not_kept(&after);

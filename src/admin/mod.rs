@@ -18,6 +18,13 @@ pub enum AdminRequest {
     ListRooms { offset: usize, limit: usize },
     /// `GET /admin/api/v1/rooms/<room>`: variables and members of one room.
     Room { room: String },
+    /// `GET /admin/api/v1/rooms/<room>/history?offset=K&limit=N`: the room's history in the
+    /// public `/logs` page's shape (limit 1..=1000, default 100), whatever the project rules.
+    History {
+        room: String,
+        offset: usize,
+        limit: usize,
+    },
     /// `PUT /admin/api/v1/rooms/<room>/variables/<name>` with `{"value": <number or string>}`:
     /// `value` is the value's JSON text as sent (a number or a string literal).
     SetVariable {
@@ -80,6 +87,7 @@ impl AdminRequest {
         match self {
             AdminRequest::ListRooms { .. } => "list-rooms",
             AdminRequest::Room { .. } => "show-room",
+            AdminRequest::History { .. } => "room-history",
             AdminRequest::SetVariable { .. } => "set-variable",
             AdminRequest::DeleteVariable { .. } => "delete-variable",
             AdminRequest::ResetRoom { .. } => "reset-room",
@@ -100,6 +108,7 @@ impl AdminRequest {
             self,
             AdminRequest::ListRooms { .. }
                 | AdminRequest::Room { .. }
+                | AdminRequest::History { .. }
                 | AdminRequest::ListBans
                 | AdminRequest::ListBlocks
         )

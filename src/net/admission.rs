@@ -145,6 +145,12 @@ impl Admission {
         self.counted_ip
     }
 
+    /// The client's real address (behind a trusted proxy, the one its latest request named);
+    /// `None` on a unix socket.
+    pub(super) fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+
     /// Hands the address charge over (to a parked session, or back to the loop at removal).
     pub(super) fn take_counted_ip(&mut self) -> Option<IpAddr> {
         self.counted_ip.take()

@@ -223,6 +223,12 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.client
     }
 
+    /// The address this connection is logged for, not anonymized (behind a trusted proxy,
+    /// the client the proxy named); `None` on a unix socket.
+    pub(in crate::net) fn client_ip(&self) -> Option<IpAddr> {
+        self.admission.client_ip()
+    }
+
     pub fn stream(&self) -> Option<&S> {
         match &self.phase {
             Phase::Http { transport, .. } | Phase::Lingering { transport, .. } => {

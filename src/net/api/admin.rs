@@ -104,6 +104,11 @@ pub fn audit_target(request: &AdminRequest) -> String {
     match request {
         AdminRequest::ListRooms { offset, limit } => format!("offset {offset} limit {limit}"),
         AdminRequest::Room { room } | AdminRequest::ResetRoom { room } => format!("room {room:?}"),
+        AdminRequest::History {
+            room,
+            offset,
+            limit,
+        } => format!("room {room:?} offset {offset} limit {limit}"),
         AdminRequest::SetVariable {
             room,
             name,

@@ -106,6 +106,19 @@ pub fn parse(method: &str, target: &str, body: &[u8]) -> Result<AdminRequest, Re
                 room: room_id(room, "room")?,
             })
         }
+        ["rooms", room, "history"] => {
+            if !reads {
+                return Err(Refusal::method(READS));
+            }
+            no_body(body)?;
+            let room = room_id(room, "room")?;
+            let (offset, limit) = paging(query)?;
+            Ok(AdminRequest::History {
+                room,
+                offset,
+                limit,
+            })
+        }
         ["rooms", room, "variables", name] => match method {
             "PUT" => {
                 let room = room_id(room, "room")?;
@@ -160,7 +173,7 @@ pub fn parse(method: &str, target: &str, body: &[u8]) -> Result<AdminRequest, Re
                 return Err(Refusal::method("POST"));
             }
             let mut fields = object(body, &["connection", "room", "user"])?;
-            let connection = whole(fields.remove("connection"), "connection", u64::MAX)?;
+            let connection = connection_id(fields.remove("connection"))?;
             let room = fields.remove("room");
             let user = fields.remove("user");
             match (connection, room, user) {
@@ -265,7 +278,7 @@ fn ban(body: &[u8]) -> Result<AdminRequest, Refusal> {
     })
 }
 
-/// `offset` and `limit` of the rooms list; other parameters are ignored.
+/// `offset` and `limit` of the rooms list or a room's history; other parameters are ignored.
 fn paging(query: &str) -> Result<(usize, usize), Refusal> {
     let mut offset = None;
     let mut limit = None;
@@ -379,6 +392,25 @@ fn whole(value: Option<Value>, parameter: &str, max: u64) -> Result<Option<u64>,
     }
 }
 
+/// A connection id: a string of digits (as the room answer gives it, exact beyond 2^53) or a
+/// whole number.
+fn connection_id(value: Option<Value>) -> Result<Option<u64>, Refusal> {
+    match value {
+        Some(Value::String(text)) => {
+            let digits =
+                !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit());
+            match text.parse::<u64>() {
+                Ok(id) if digits => Ok(Some(id)),
+                _ => Err(Refusal::bad(
+                    "connection",
+                    "must be a whole number in range, or one as a string of digits",
+                )),
+            }
+        }
+        other => whole(other, "connection", u64::MAX),
+    }
+}
+
 /// `1.2.3.4`, `2001:db8::1`, or either with `/prefix` (at most 32 or 128).
 fn is_address_or_network(text: &str) -> bool {
     let (address, prefix) = match text.split_once('/') {
@@ -472,6 +504,26 @@ mod tests {
             }
         );
         assert_eq!(
+            ok("GET", &p("rooms/caf%C3%A9%2F1/history"), ""),
+            AdminRequest::History {
+                room: "café/1".to_owned(),
+                offset: 0,
+                limit: 100
+            }
+        );
+        assert_eq!(
+            ok(
+                "HEAD",
+                &p("rooms/1/history?offset=50&limit=1000&projectid=2"),
+                ""
+            ),
+            AdminRequest::History {
+                room: "1".to_owned(),
+                offset: 50,
+                limit: 1000
+            }
+        );
+        assert_eq!(
             ok("GET", &p("rooms/caf%C3%A9%2F1"), ""),
             AdminRequest::Room {
                 room: "café/1".to_owned()
@@ -530,6 +582,23 @@ mod tests {
         assert_eq!(
             ok("POST", &p("kick"), r#"{"connection":17}"#),
             AdminRequest::Kick(KickTarget::Connection(17))
+        );
+        // As the room answer gives it: a string, exact beyond 2^53.
+        assert_eq!(
+            ok("POST", &p("kick"), r#"{"connection":"17"}"#),
+            AdminRequest::Kick(KickTarget::Connection(17))
+        );
+        assert_eq!(
+            ok("POST", &p("kick"), r#"{"connection":"9007199254740993"}"#),
+            AdminRequest::Kick(KickTarget::Connection((1 << 53) + 1))
+        );
+        assert_eq!(
+            ok(
+                "POST",
+                &p("kick"),
+                r#"{"connection":"18446744073709551615"}"#
+            ),
+            AdminRequest::Kick(KickTarget::Connection(u64::MAX))
         );
         assert_eq!(
             ok("POST", &p("kick"), r#"{"room":"1","user":"bob"}"#),
@@ -611,6 +680,7 @@ mod tests {
             "/admin/api/v1/rooms/1/variables",
             "/admin/api/v1/rooms/1/variables/a/b",
             "/admin/api/v1/rooms/1/other",
+            "/admin/api/v1/rooms/1/history/1",
             "/admin/api/v1/bans/1/2",
             "/admin/api/v1/kick/1",
         ] {
@@ -619,6 +689,7 @@ mod tests {
         for (method, path, allow) in [
             ("POST", "rooms", READS),
             ("DELETE", "rooms/1", READS),
+            ("POST", "rooms/1/history", READS),
             ("GET", "rooms/1/variables/%E2%98%81%20a", "PUT, DELETE"),
             ("POST", "rooms/1/variables/%E2%98%81%20a", "PUT, DELETE"),
             ("GET", "rooms/1/reset", "POST"),
@@ -647,6 +718,12 @@ mod tests {
             ("GET", p("rooms?limit=1&limit=2"), "", "limit"),
             ("GET", p("rooms?offset=-1"), "", "offset"),
             ("GET", p("rooms?offset=1000000001"), "", "offset"),
+            ("GET", p("rooms/1/history?limit=0"), "", "limit"),
+            ("GET", p("rooms/1/history?limit=1001"), "", "limit"),
+            ("GET", p("rooms/1/history?offset=x"), "", "offset"),
+            ("GET", p("rooms/1/history?offset=1&offset=1"), "", "offset"),
+            ("GET", p("rooms/1/history"), "{}", "body"),
+            ("GET", p("rooms/%zz/history"), "", "room"),
             ("GET", p("rooms"), "{}", "body"),
             ("GET", p("rooms/%zz"), "", "room"),
             ("GET", p(&format!("rooms/{}", "9".repeat(1000))), "", "room"),
@@ -687,7 +764,17 @@ mod tests {
                 "connection",
             ),
             ("POST", p("kick"), r#"{"room":"1"}"#, "connection"),
-            ("POST", p("kick"), r#"{"connection":"1"}"#, "connection"),
+            ("POST", p("kick"), r#"{"connection":""}"#, "connection"),
+            ("POST", p("kick"), r#"{"connection":"+1"}"#, "connection"),
+            ("POST", p("kick"), r#"{"connection":"1.0"}"#, "connection"),
+            ("POST", p("kick"), r#"{"connection":" 1"}"#, "connection"),
+            (
+                "POST",
+                p("kick"),
+                r#"{"connection":"18446744073709551616"}"#,
+                "connection",
+            ),
+            ("POST", p("kick"), r#"{"connection":true}"#, "connection"),
             ("POST", p("kick"), r#"{"room":"","user":"bob"}"#, "room"),
             ("POST", p("kick"), r#"{"room":"1","user":""}"#, "user"),
             ("POST", p("kick"), r#"{"room":"1","user":"a\nb"}"#, "user"),

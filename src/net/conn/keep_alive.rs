@@ -76,6 +76,12 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.status()
     }
 
+    /// Whether the loop's answer to this connection's request is still awaited: false once
+    /// its deadline answered 503 or it closed, so a late admin action is not carried out.
+    pub fn awaits_answer(&self) -> bool {
+        self.requests.awaiting.is_some()
+    }
+
     /// Whether the connection stays open after answering `request`. Never after a request
     /// that has (or may have) a body that was not read (`body_read`: an operator's admin
     /// request, read to its `Content-Length`), nor after a method other than the reads' outside

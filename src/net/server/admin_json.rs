@@ -53,7 +53,8 @@ pub(super) type AdminVariable<'v> = (&'v str, &'v str, &'v str, u64);
 pub(super) type AdminMemberRow<'m> = (u64, &'m str, &'static str, u64, Option<String>);
 
 /// `{"id","in_memory","variables":[{name,value,user,timestamp}],"members":[{connection,user,
-/// dialect,since,address}]}`.
+/// dialect,since,address}]}`, the connection id as a string of digits; with
+/// `"truncated":true` after them when the variables were cut at `MAX_ANSWER_BYTES`.
 pub(super) fn room<'v>(
     id: &str,
     in_memory: bool,
@@ -63,6 +64,7 @@ pub(super) fn room<'v>(
     let mut out = String::from("{\"id\":");
     push_string(&mut out, id);
     let _ = write!(out, ",\"in_memory\":{in_memory},\"variables\":[");
+    let mut truncated = false;
     for (i, (name, value, user, ms)) in variables.into_iter().enumerate() {
         let mark = out.len();
         if i > 0 {
@@ -77,6 +79,7 @@ pub(super) fn room<'v>(
         let _ = write!(out, ",\"timestamp\":{ms}}}");
         if out.len() > MAX_ANSWER_BYTES && i > 0 {
             out.truncate(mark);
+            truncated = true;
             break;
         }
     }
@@ -85,7 +88,8 @@ pub(super) fn room<'v>(
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "{{\"connection\":{connection},\"user\":");
+        // A string: ids go beyond 2^53, where a JavaScript number would round them.
+        let _ = write!(out, "{{\"connection\":\"{connection}\",\"user\":");
         push_string(&mut out, user);
         out.push_str(",\"dialect\":");
         push_string(&mut out, dialect);
@@ -96,7 +100,11 @@ pub(super) fn room<'v>(
         }
         out.push('}');
     }
-    out.push_str("]}");
+    out.push(']');
+    if truncated {
+        out.push_str(",\"truncated\":true");
+    }
+    out.push('}');
     out
 }
 
@@ -161,13 +169,34 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&text).expect("json");
         assert_eq!(parsed["variables"][0]["value"], value);
         assert_eq!(parsed["variables"][0]["user"], "al\"ice");
-        assert_eq!(parsed["members"][0]["connection"], 17);
+        assert_eq!(parsed["members"][0]["connection"], "17");
         assert_eq!(parsed["members"][0]["address"], "127.0.0.0");
         assert_eq!(parsed["members"][0]["since"], 4);
+        // Beyond 2^53 the id stays exact as text (a JSON number would round in a browser).
+        let big = (1u64 << 53) + 1;
+        let text = room("7", true, [], [(big, "", "scratch", 0, None)]);
+        let parsed: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(parsed["members"][0]["connection"], "9007199254740993");
         assert_eq!(
             room("7", false, [], [(1, "", "studio", 0, None)]),
-            r#"{"id":"7","in_memory":false,"variables":[],"members":[{"connection":1,"user":"","dialect":"studio","since":0,"address":null}]}"#
+            r#"{"id":"7","in_memory":false,"variables":[],"members":[{"connection":"1","user":"","dialect":"studio","since":0,"address":null}]}"#
         );
+    }
+
+    #[test]
+    fn a_room_whose_variables_pass_the_answer_limit_says_they_were_cut() {
+        let value = "x".repeat(100_000);
+        let names: Vec<String> = (0..20).map(|i| format!("☁ v{i}")).collect();
+        let variables = names.iter().map(|n| (n.as_str(), value.as_str(), "u", 1));
+        let text = room("1", true, variables, [(1, "u", "scratch", 0, None)]);
+        let parsed: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(parsed["truncated"], true);
+        let shown = parsed["variables"].as_array().map_or(0, Vec::len);
+        assert!((1..20).contains(&shown), "{shown} variables shown");
+        assert_eq!(parsed["members"][0]["user"], "u");
+        let whole = room("1", true, [("☁ a", "1", "u", 1)], []);
+        let parsed: serde_json::Value = serde_json::from_str(&whole).expect("json");
+        assert_eq!(parsed.get("truncated"), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! the way a join does (`Engine::admin_room`): the request is kept in `admin_loads` and
 //! carried out again when the loop resumes its connection.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +27,6 @@ use crate::engine::{
     ClientId, HistoryEntry, JoinError, ReadRequest, Rejection, RoomKey, RoomSummary, StoredRead,
     ValueRef,
 };
-use crate::net::socket::Socket;
 use crate::query::Answer;
 
 /// An admin request waiting for the backend's read.
@@ -61,6 +61,12 @@ impl Server {
         match request {
             AdminRequest::ListRooms { offset, limit } => self.list_rooms(client, offset, limit),
             AdminRequest::Room { room } => self.show_room(client, &room),
+            // The public `/logs` read without its project rules (`queries.rs`).
+            AdminRequest::History {
+                room,
+                offset,
+                limit,
+            } => self.start_logs(client, &room, offset, limit),
             AdminRequest::Kick(target) => Some(self.kick(target, now)),
             AdminRequest::SetVariable { .. }
             | AdminRequest::DeleteVariable { .. }
@@ -76,10 +82,26 @@ impl Server {
         let Some((operator, request)) = self.queries.admin_loads.remove(&client) else {
             return false;
         };
+        if !self.awaits_answer(client) {
+            // Its deadline answered 503 (or it closed): the operator was told it failed.
+            info!(
+                "admin: {operator}'s {} dropped: its connection stopped waiting",
+                request.action()
+            );
+            return true;
+        }
         if let Some(answer) = self.admin_rooms(client, &operator, request, now) {
             self.serve_client(client, now, |conn, ctx| conn.answer_query(answer, ctx));
         }
         true
+    }
+
+    /// Whether the connection of `client` still waits for its request's answer.
+    fn awaits_answer(&self, client: ClientId) -> bool {
+        let (slot, generation) = slot_of(client);
+        self.conns
+            .get(slot)
+            .is_some_and(|e| e.generation == generation && e.conn.awaits_answer())
     }
 
     /// Rooms in memory first (by id), then, with the store, the rooms only on disk (by id).
@@ -130,8 +152,7 @@ impl Server {
                     .conns
                     .get(slot)
                     .filter(|e| e.generation == generation)
-                    .and_then(|e| e.conn.stream())
-                    .map(|s| address_text(s, anonymize));
+                    .map(|e| address_text(e.conn.client_ip(), anonymize));
                 let dialect = Dialect::name_of(m.format);
                 (m.client.0, m.user, dialect, m.joined_ms, address)
             })
@@ -339,7 +360,12 @@ impl Server {
     }
 
     /// The backend's read for an admin request came back.
-    pub(super) fn finish_admin_read(&mut self, wait: AdminWait, read: StoredRead) -> Answer {
+    pub(super) fn finish_admin_read(
+        &mut self,
+        client: ClientId,
+        wait: AdminWait,
+        read: StoredRead,
+    ) -> Answer {
         match (wait, read) {
             (
                 AdminWait::Rooms {
@@ -376,6 +402,11 @@ impl Server {
                 },
                 StoredRead::History(stored),
             ) => match self.engine.room_key(&room) {
+                // Its deadline answered 503 (or it closed): the operator was told it failed.
+                _ if !self.awaits_answer(client) => {
+                    info!("admin: {operator}'s rollback dropped: its connection stopped waiting");
+                    Answer::Unavailable
+                }
                 Some(key) => self.roll_back(key, &operator, to_ms, &stored, Instant::now()),
                 None => Answer::Unavailable,
             },
@@ -476,25 +507,34 @@ fn value_of_text(text: &str) -> ValueRef<'_> {
     }
 }
 
-/// A member's address as the logs show it: anonymized when asked. It is the socket's peer
-/// (behind a trusted proxy, the proxy's: the address the proxy named is kept by the
-/// connection's admission, which does not show it).
-fn address_text(socket: &Socket, anonymize: bool) -> String {
-    let peer = match socket {
-        Socket::Tcp(stream) => stream.peer_addr(),
-        Socket::Tls(stream) => stream.socket().peer_addr(),
-        Socket::Unix(_) => return "unix".to_owned(),
-    };
-    match peer {
-        Ok(peer) if anonymize => crate::net::http::anonymize(peer.ip()).to_string(),
-        Ok(peer) => peer.ip().to_string(),
-        Err(_) => "unknown".to_owned(),
+/// A member's address as the logs name it (behind a trusted proxy, the client the proxy
+/// named). With `--anonymize-ips`, the network the logged address stands for (`a.b.c.0/24`,
+/// IPv6 `/48`), so that a ban made from it covers every address it names.
+fn address_text(ip: Option<IpAddr>, anonymize: bool) -> String {
+    match ip {
+        None => "unix".to_owned(),
+        Some(ip) if anonymize => {
+            let prefix = if ip.is_ipv4() { 24 } else { 48 };
+            format!("{}/{prefix}", crate::net::http::anonymize(ip))
+        }
+        Some(ip) => ip.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_show_as_logged_or_as_the_network_anonymized() {
+        let v4: IpAddr = [203, 0, 113, 7].into();
+        let v6: IpAddr = "2001:db8:1:2::5".parse().expect("ip");
+        assert_eq!(address_text(Some(v4), false), "203.0.113.7");
+        assert_eq!(address_text(Some(v4), true), "203.0.113.0/24");
+        assert_eq!(address_text(Some(v6), false), "2001:db8:1:2::5");
+        assert_eq!(address_text(Some(v6), true), "2001:db8:1::/48");
+        assert_eq!(address_text(None, true), "unix");
+    }
 
     #[test]
     fn values_are_numbers_or_strings() {

@@ -124,7 +124,8 @@ impl Server {
         std::mem::take(&mut self.queries.ready)
     }
 
-    fn start_logs(
+    /// A `/logs` page of `project`'s room (the admin API's room history asks the same).
+    pub(super) fn start_logs(
         &mut self,
         client: ClientId,
         project: &str,
@@ -287,7 +288,7 @@ impl Server {
                 };
                 Answer::Json(json)
             }
-            (Waiting::Admin(wait), read) => self.finish_admin_read(wait, read),
+            (Waiting::Admin(wait), read) => self.finish_admin_read(client, wait, read),
             _ => Answer::Unavailable,
         };
         self.queries.ready.push((client, answer));
