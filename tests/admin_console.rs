@@ -127,7 +127,7 @@ fn console_signs_in_follows_a_room_sets_a_variable_and_shows_values_as_text() {
     let blocked = http(
         &server,
         &format!(
-            "POST /admin/api/v1/blocks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+            "POST /admin/api/v1/blocks HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         ),
