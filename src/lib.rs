@@ -7,6 +7,7 @@
 //!   answers mean, sans-IO;
 //! - [`engine`]: rooms, variables, limits and fan-out, with no sockets and no protocol knowledge.
 
+pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod dialect;

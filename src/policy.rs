@@ -9,6 +9,8 @@ use std::fmt;
 
 use regex_lite::{Regex, RegexBuilder};
 
+use crate::admin::bans::Bans;
+
 /// The built-in username filter, used unless the operator names another file.
 pub const DEFAULT_USERNAME_FILTER: &str = include_str!("../filters/usernames.txt");
 
@@ -34,6 +36,9 @@ pub struct Policy {
     /// Scratch-dialect clients that join are sent each variable's last writer and time of
     /// change with its value (`--relay-user`).
     pub relay_user: bool,
+    /// Bans and project blocks made through the admin API: runtime state, not configuration,
+    /// so a reload carries them over (`net/server/reload.rs`).
+    pub bans: Bans,
 }
 
 impl Policy {
@@ -42,7 +47,17 @@ impl Policy {
             .allowed_projects
             .as_ref()
             .is_none_or(|allowed| allowed.contains(room));
-        listed && !self.blocked_projects.contains(room)
+        listed && !self.blocked_projects.contains(room) && !self.bans.blocks_project(room)
+    }
+
+    /// Checks a username's form, the filter, then the admin API's bans: a banned name is
+    /// refused like a filtered one, in each dialect's form.
+    pub fn check_username(&self, username: &str) -> Result<(), UsernameProblem> {
+        self.usernames.check(username)?;
+        if self.bans.refuses_user(username) {
+            return Err(UsernameProblem::Banned);
+        }
+        Ok(())
     }
 }
 
@@ -52,6 +67,8 @@ pub enum UsernameProblem {
     Length,
     Characters,
     Filtered,
+    /// Banned through the admin API.
+    Banned,
 }
 
 impl UsernameProblem {
@@ -60,6 +77,7 @@ impl UsernameProblem {
             UsernameProblem::Length => "username must be 1-20 characters",
             UsernameProblem::Characters => "username may contain only A-Z a-z 0-9 _ -",
             UsernameProblem::Filtered => "username is not allowed",
+            UsernameProblem::Banned => "username is banned",
         }
     }
 }
@@ -194,5 +212,37 @@ mod tests {
         policy.allowed_projects = Some(["2".to_string()].into_iter().collect());
         assert!(policy.project_allowed("2"));
         assert!(!policy.project_allowed("3"));
+    }
+
+    #[test]
+    fn admin_bans_and_blocks_refuse_like_the_configuration() {
+        use crate::admin::bans::{Ban, Banned, Block, Change};
+        let mut policy = Policy::default();
+        policy
+            .bans
+            .apply(Change::Ban(Ban {
+                id: 1,
+                who: Banned::User("Bob".into()),
+                until_ms: u64::MAX,
+                reason: String::new(),
+                by: "op".into(),
+            }))
+            .unwrap();
+        policy
+            .bans
+            .apply(Change::Block(Block {
+                project: "9".into(),
+                until_ms: None,
+                by: "op".into(),
+            }))
+            .unwrap();
+        assert_eq!(policy.check_username("bob"), Err(UsernameProblem::Banned));
+        assert_eq!(
+            policy.check_username("bob!"),
+            Err(UsernameProblem::Characters)
+        );
+        assert_eq!(policy.check_username("alice"), Ok(()));
+        assert!(!policy.project_allowed("9"));
+        assert!(policy.project_allowed("10"));
     }
 }

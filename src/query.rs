@@ -17,6 +17,12 @@ pub enum Query {
     },
     /// `GET /api/v1/projects/<project>/variables`: current values with last writer and time.
     Variables { project: String },
+    /// A request of the admin API, from an authenticated operator (`operator` is the name the
+    /// admin tokens file gives them; it is in the audit line and history records `@<name>`).
+    Admin {
+        operator: String,
+        request: crate::admin::AdminRequest,
+    },
 }
 
 /// What a query is answered with.
@@ -27,4 +33,6 @@ pub enum Answer {
     /// The backend could not answer (store failing, Redis unreachable, its channel full):
     /// 503 with a JSON error.
     Unavailable,
+    /// Another status with a JSON body (the admin API: 400, 404, 409, 501, ...).
+    Status { status: u16, json: String },
 }

@@ -192,6 +192,7 @@ fn shared() -> &'static Shared {
             max_rooms_per_connection: config.max_rooms_per_connection,
             fault_rooms: Default::default(),
             relay_user: false,
+            bans: Default::default(),
         };
         let hostile_policy = Policy {
             blocked_projects: ["666".to_owned()].into_iter().collect(),

@@ -42,8 +42,11 @@ fn check_api(request: &Request) {
     };
     match api::route(endpoint, &request.method, &request.path, &policy) {
         Routed::Query(query) => {
-            let (stratus::query::Query::Logs { project, .. }
-            | stratus::query::Query::Variables { project }) = &query;
+            let project = match &query {
+                stratus::query::Query::Logs { project, .. }
+                | stratus::query::Query::Variables { project } => project,
+                stratus::query::Query::Admin { .. } => panic!("the public API routed to admin"),
+            };
             assert!(!project.is_empty() && policy.project_allowed(project));
             if let stratus::query::Query::Logs { limit, .. } = query {
                 assert!((1..=api::MAX_LIMIT).contains(&limit));

@@ -143,6 +143,7 @@ fn shared() -> &'static Shared {
             max_rooms_per_connection: config.max_rooms_per_connection,
             fault_rooms: Default::default(),
             relay_user: false,
+            bans: Default::default(),
         };
         Shared {
             server: Arc::new(server),

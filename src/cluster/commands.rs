@@ -21,6 +21,8 @@ use super::keys::{self, apply_meta, decode_variable, encode_meta, encode_value};
 use super::retry::Backoff;
 use super::scripts::{LuaScript, Scripts};
 use super::{ClusterSettings, Event, Request, RoomState, Round, RoundResult, SharedStats};
+use crate::admin::bans::{Ban, Block, Change};
+use crate::admin::control::{Control, ControlMessage};
 use crate::engine::history_codec;
 use crate::engine::{HistoryEntry, ReadRequest, StoredRead};
 use crate::error_log::ErrorLog;
@@ -104,6 +106,17 @@ impl CommandThread {
                         self.connect();
                     }
                     let event = match request {
+                        Request::Control(control, answer) => {
+                            let done = self.control(control);
+                            match answer {
+                                Some(id) => Event::ControlDone(id, done),
+                                None => continue,
+                            }
+                        }
+                        Request::ReadBans => {
+                            self.read_bans();
+                            continue;
+                        }
                         Request::Round(round) => Event::RoundDone(self.round(round)),
                         Request::Read(id, read) => Event::Read(id, self.read(read)),
                     };
@@ -134,6 +147,7 @@ impl CommandThread {
                 self.last_heartbeat = Instant::now();
                 self.backoff.reset();
                 self.shared.set_connected(true);
+                self.read_bans();
                 if self.in_outage {
                     self.in_outage = false;
                     info!("cluster: redis answers again");
@@ -163,6 +177,7 @@ impl CommandThread {
             if let Ok(connection) = self.open() {
                 self.connection = Some(connection);
                 self.last_heartbeat = Instant::now();
+                self.read_bans();
                 return;
             }
         }
@@ -385,6 +400,8 @@ impl CommandThread {
     /// or its answer is not what it should be.
     fn read(&mut self, read: ReadRequest) -> StoredRead {
         let (cmd, room) = match &read {
+            // The admin API lists only the rooms in memory in a cluster.
+            ReadRequest::Rooms { .. } => return StoredRead::Rooms(Vec::new()),
             ReadRequest::History { room, newest, .. } => {
                 let mut cmd = redis::cmd("LRANGE");
                 let last = i64::try_from(*newest).unwrap_or(i64::MAX).saturating_sub(1);
@@ -416,6 +433,7 @@ impl CommandThread {
             ReadRequest::Variables { .. } => {
                 room_state(room, reply).map(|state| StoredRead::Variables(state.variables))
             }
+            ReadRequest::Rooms { .. } => Some(StoredRead::Rooms(Vec::new())),
         };
         answer.unwrap_or_else(|| {
             self.errors.log(
@@ -424,6 +442,109 @@ impl CommandThread {
             );
             StoredRead::Failed
         })
+    }
+
+    /// Writes an admin action's change to its hash and publishes it for every node, in one
+    /// transaction; logged when Redis cannot take it. Returns whether Redis took it.
+    fn control(&mut self, control: Control) -> bool {
+        let message = ControlMessage {
+            node: self.settings.node_id.to_string(),
+            control,
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        match &message.control {
+            Control::Change(Change::Ban(ban)) => {
+                pipe.hset(keys::BANS_KEY, ban.id, ban.to_json().to_string())
+                    .ignore();
+            }
+            Control::Change(Change::Lift(id)) => {
+                pipe.hdel(keys::BANS_KEY, *id).ignore();
+            }
+            Control::Change(Change::Block(block)) => {
+                pipe.hset(
+                    keys::BLOCKS_KEY,
+                    &block.project,
+                    block.to_json().to_string(),
+                )
+                .ignore();
+            }
+            Control::Change(Change::Unblock(project)) => {
+                pipe.hdel(keys::BLOCKS_KEY, project).ignore();
+            }
+            Control::Kick { .. } => {}
+        }
+        pipe.publish(keys::CONTROL_CHANNEL, message.encode())
+            .ignore();
+        let Some(connection) = &mut self.connection else {
+            self.errors.log(
+                Instant::now(),
+                &"an admin action was not sent to the other nodes: redis is unreachable",
+            );
+            return false;
+        };
+        match pipe.exec(connection) {
+            Ok(()) => true,
+            Err(e) => {
+                self.lost(&e);
+                false
+            }
+        }
+    }
+
+    /// Reads the bans and blocks Redis holds and hands them to the loop; expired ones are
+    /// deleted from their hashes on the way, so the hashes stay as small as the books.
+    fn read_bans(&mut self) {
+        let Some(connection) = &mut self.connection else {
+            return;
+        };
+        let now_ms = unix_ms();
+        let read = redis::pipe()
+            .hgetall(keys::BANS_KEY)
+            .hgetall(keys::BLOCKS_KEY)
+            .query::<(Vec<(String, String)>, Vec<(String, String)>)>(connection);
+        let (ban_fields, block_fields) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                self.errors.log(Instant::now(), &e);
+                return;
+            }
+        };
+        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+        let mut expired = redis::pipe();
+        // Entries that do not read back as sound ones are dropped from the hashes too (they
+        // could never be applied), with a warning.
+        let mut malformed = 0usize;
+        let mut bans = Vec::new();
+        for (field, text) in ban_fields {
+            match parse(&text).as_ref().and_then(Ban::from_json) {
+                Some(ban) if ban.until_ms > now_ms => bans.push(ban),
+                found => {
+                    malformed += usize::from(found.is_none());
+                    expired.hdel(keys::BANS_KEY, field).ignore();
+                }
+            }
+        }
+        let mut blocks = Vec::new();
+        for (field, text) in block_fields {
+            match parse(&text).as_ref().and_then(Block::from_json) {
+                Some(block) if block.until_ms.is_none_or(|until| until > now_ms) => {
+                    blocks.push(block)
+                }
+                found => {
+                    malformed += usize::from(found.is_none());
+                    expired.hdel(keys::BLOCKS_KEY, field).ignore();
+                }
+            }
+        }
+        if malformed > 0 {
+            log::warn!("cluster: {malformed} malformed bans or blocks in redis were dropped");
+        }
+        bans.sort_by_key(|ban| ban.id);
+        if let Err(e) = expired.exec(connection) {
+            self.errors.log(Instant::now(), &e);
+        }
+        self.emit(Event::Bans(bans, blocks));
     }
 
     /// One command's reply (a server error is a reply); an error when Redis cannot be asked.
@@ -565,4 +686,11 @@ fn history_entries(reply: Value) -> Option<Vec<HistoryEntry>> {
         entries.extend(history_codec::decode(&stored));
     }
     Some(entries)
+}
+
+/// Milliseconds since the Unix epoch by the wall clock (0 before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

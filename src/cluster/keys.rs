@@ -43,6 +43,13 @@ pub fn heartbeat_key(node: &str) -> String {
     format!("{HEARTBEAT_PREFIX}{node}")
 }
 
+/// Hash of the admin API's bans: id → the ban's JSON (`Ban::to_json`).
+pub const BANS_KEY: &str = "stratus:bans";
+/// Hash of the runtime project blocks: project → the block's JSON.
+pub const BLOCKS_KEY: &str = "stratus:blocks";
+/// Where every node's admin actions are published for the others (`admin/control.rs`).
+pub const CONTROL_CHANNEL: &str = "stratus:control";
+
 /// Where every batch applied to the room is published.
 pub fn channel(room: &str) -> String {
     format!("{ROOM_PREFIX}{room}}}")

@@ -24,6 +24,11 @@
 //! - channel `stratus:{ROOM}`: every batch applied, with the version it got (payload:
 //!   `codec.rs`).
 //!
+//! - `stratus:bans`, `stratus:blocks`: hashes of the admin API's bans (id → JSON) and runtime
+//!   project blocks (project → JSON), read by every node when it connects; channel
+//!   `stratus:control`: each ban, lift, block, unblock and kick of a user, for every node to
+//!   apply (`admin/control.rs`).
+//!
 //! The braces are literal characters (`stratus:{lobby}:vars` for room `lobby`): see
 //! `keys.rs`. The scripts are in `scripts.rs`, the threads in `commands.rs` and
 //! `subscriber.rs`. The HTTP API's reads (a room's newest history entries, the variables of a
@@ -45,6 +50,8 @@ use std::time::Duration;
 
 use redis::IntoConnectionInfo;
 
+use crate::admin::bans::{Ban, Block};
+use crate::admin::control::{Control, ControlMessage};
 use crate::engine::{Batch, ReadRequest, SavedVariable, StoredRead};
 use commands::CommandThread;
 use stats::SharedStats;
@@ -125,6 +132,14 @@ pub enum Request {
     Round(Round),
     /// A read of the HTTP API, named by the loop's id.
     Read(u64, ReadRequest),
+    /// An admin action for every node: a change is written to its hash, then published on
+    /// the control channel (in one transaction). With an id, answered by
+    /// [`Event::ControlDone`] (so the API answers only once Redis took it); a failure is
+    /// logged either way.
+    Control(Control, Option<u64>),
+    /// Read the bans and blocks again ([`Event::Bans`] follows): the subscription was lost,
+    /// so control messages may have been missed.
+    ReadBans,
 }
 
 /// What the threads tell the loop.
@@ -143,6 +158,13 @@ pub enum Event {
     Outage,
     /// Redis answers again after an outage.
     Restored,
+    /// The bans and blocks Redis holds, read at each connection (start, and after an outage:
+    /// control messages may have been missed meanwhile).
+    Bans(Vec<Ban>, Vec<Block>),
+    /// A control message, from any node (this one's own included).
+    Control(ControlMessage),
+    /// The answer to [`Request::Control`] with this id: whether Redis took the change.
+    ControlDone(u64, bool),
 }
 
 /// Counters for logs and `/metrics`.
@@ -174,6 +196,7 @@ pub struct Cluster {
     /// The round out, by the variable count of its batch; the next one waits for its answer.
     busy: Option<usize>,
     shared: Arc<SharedStats>,
+    node_id: Box<str>,
 }
 
 impl Cluster {
@@ -181,6 +204,7 @@ impl Cluster {
     /// backoff); an error says what is wrong with the URL.
     pub fn start(settings: ClusterSettings, waker: Arc<mio::Waker>) -> Result<Cluster, String> {
         let client = client(&settings.url)?;
+        let node_id = settings.node_id.clone();
         let shared = Arc::new(SharedStats::default());
         let (event_tx, event_rx) = mpsc::sync_channel(EVENT_CAPACITY);
         // One round at a time is out; the channel holds it while the thread is busy, with the
@@ -219,7 +243,39 @@ impl Cluster {
             threads,
             busy: None,
             shared,
+            node_id,
         })
+    }
+
+    /// This node's id, as its control messages name it.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Hands an admin action over for every node (see [`Request::Control`]; with `answer`,
+    /// [`Event::ControlDone`] with that id follows); false when the command thread has too
+    /// much to do or is gone.
+    pub fn send_control(&mut self, control: Control, answer: Option<u64>) -> bool {
+        let Some(rounds) = &self.rounds else {
+            return false;
+        };
+        match rounds.try_send(Request::Control(control, answer)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => false,
+            Err(TrySendError::Disconnected(_)) => {
+                self.rounds = None;
+                false
+            }
+        }
+    }
+
+    /// Asks for the bans and blocks to be read again; false when the command thread cannot
+    /// take it now.
+    pub fn request_bans(&mut self) -> bool {
+        let Some(rounds) = &self.rounds else {
+            return false;
+        };
+        rounds.try_send(Request::ReadBans).is_ok()
     }
 
     /// Whether a round is out; the next one waits for its answer.
@@ -369,7 +425,7 @@ impl Cluster {
 fn round_of(request: Request) -> Round {
     match request {
         Request::Round(round) => round,
-        Request::Read(..) => Round::default(),
+        Request::Read(..) | Request::Control(..) | Request::ReadBans => Round::default(),
     }
 }
 

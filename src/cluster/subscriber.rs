@@ -30,6 +30,7 @@ use super::commands::CONNECT_TIMEOUT;
 use super::keys;
 use super::retry::Backoff;
 use super::{codec, Event, SharedStats};
+use crate::admin::control::ControlMessage;
 use crate::error_log::ErrorLog;
 
 /// How long one read waits for a message before the thread looks at the loop's requests.
@@ -188,6 +189,20 @@ impl Subscriber {
     fn resubscribe(&mut self, connection: &mut Connection) -> RedisResult<()> {
         let rooms: Vec<Box<str>> = self.rooms.iter().cloned().collect();
         connection.set_read_timeout(Some(COMMAND_TIMEOUT))?;
+        // The admin actions' channel, on every connection (the command thread reads the
+        // bans again at its own reconnect, for what was missed meanwhile).
+        let command = redis::cmd("SUBSCRIBE")
+            .arg(keys::CONTROL_CHANNEL)
+            .get_packed_command();
+        connection.send_packed_command(&command)?;
+        loop {
+            let reply = connection.recv_response()?;
+            if is_subscribe_confirmation(&reply) {
+                break;
+            } else if let redis::Value::ServerError(error) = reply {
+                return Err(error.into());
+            }
+        }
         for chunk in rooms.chunks(SUBSCRIBE_CHUNK) {
             let mut command = redis::cmd("SUBSCRIBE");
             for room in chunk {
@@ -251,6 +266,16 @@ impl Subscriber {
                 return true;
             }
         };
+        if channel == keys::CONTROL_CHANNEL.as_bytes() {
+            return match ControlMessage::decode(message.get_payload_bytes()) {
+                Some(control) => self.emit(Event::Control(control)),
+                None => {
+                    self.bad_messages
+                        .log(Instant::now(), &"malformed control message");
+                    true
+                }
+            };
+        }
         let Some(room) = keys::room_of_channel(&channel) else {
             self.bad_messages
                 .log(Instant::now(), &"message on a channel that is not a room's");

@@ -17,7 +17,7 @@ mod units;
 pub use api_limits::{parse_api_burst, parse_api_rate, MAX_API_LIMIT, MIN_API_RATE};
 pub use file::{load, LoadError, Loaded, Source};
 pub use projects::{ProjectTable, VariableTable};
-pub use proxies::{parse_trusted_proxies, TrustedProxies};
+pub use proxies::{parse_trusted_proxies, Network, TrustedProxies};
 pub use units::{
     parse_bytes, parse_duration, parse_history, parse_mode, parse_positive, parse_seconds,
     parse_size, MAX_HISTORY,
@@ -335,6 +335,24 @@ pub struct Config {
     /// see what a client is told when something inside the server fails.
     #[arg(long, env = "STRATUS_FAULT_ROOMS", value_delimiter = ',', hide = true)]
     pub fault_rooms: Vec<String>,
+
+    /// The admin API and console (`/admin`), off without this file: one operator a line,
+    /// `name token`, tokens of 32 to 256 characters (`openssl rand -hex 32`); a bad line stops
+    /// the start. Re-read at SIGHUP (a bad file then keeps the operators in force). Served on
+    /// loopback listeners and `--admin-listen` only. See "Admin API" in the README.
+    #[arg(long, env = "STRATUS_ADMIN_TOKENS", value_name = "FILE")]
+    pub admin_tokens: Option<PathBuf>,
+
+    /// An address, HOST:PORT, that serves the admin API and console (nothing else), from any
+    /// client with a token; TLS when `--tls-cert` is set. Needs `--admin-tokens`.
+    #[arg(long, env = "STRATUS_ADMIN_LISTEN", value_name = "HOST:PORT")]
+    pub admin_listen: Option<String>,
+
+    /// Let `--admin-listen` on a non-loopback address speak plain HTTP (no `--tls-cert`): only
+    /// behind a proxy that terminates TLS, since bearer tokens would otherwise cross the
+    /// network in clear. Without it such a start is refused.
+    #[arg(long, env = "STRATUS_ADMIN_PLAIN_HTTP", value_parser = BoolishValueParser::new())]
+    pub admin_plain_http: bool,
 
     /// The file's `[projects."ID"]` tables (per-project settings and variable rules); they
     /// have no flag.

@@ -17,7 +17,19 @@ pub struct Network {
 }
 
 impl Network {
-    fn contains(&self, ip: IpAddr) -> bool {
+    /// An address (`1.2.3.4`, `::1`) or a network (`10.0.0.0/8`); `None` for anything else.
+    /// The admin API's address bans are read with it too.
+    pub fn parse(text: &str) -> Option<Network> {
+        parse_network(text).ok()
+    }
+
+    /// Whether it names one address rather than a network.
+    pub fn single_address(&self) -> Option<IpAddr> {
+        let full = if self.address.is_ipv4() { 32 } else { 128 };
+        (self.prefix == full).then_some(self.address)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
         // An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d.
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),

@@ -65,6 +65,19 @@ impl Dialect {
     fn format(self) -> Format {
         Format(self as u8)
     }
+
+    /// The name of the dialect whose members read `format` (the admin API's member list).
+    pub fn name_of(format: Format) -> &'static str {
+        [
+            Dialect::Scratch,
+            Dialect::Legacy,
+            Dialect::Rpc,
+            Dialect::Studio,
+        ]
+        .into_iter()
+        .find(|d| d.format() == format)
+        .map_or("unknown", Dialect::name)
+    }
 }
 
 /// The engine's shared rendering of a room's variables as one JSON object (`{"☁ a":1,...}`),
@@ -326,7 +339,7 @@ pub(crate) fn join_with_handshake(
     peer.user = Some(user.into());
     peer.wanted_room = Some(room.chars().take(64).collect::<String>().into());
     check_room(&room, env.policy)?;
-    env.policy.usernames.check(user).map_err(Reason::Username)?;
+    env.policy.check_username(user).map_err(Reason::Username)?;
     let key = peer.enter(&room, user, dialect, variables.as_deref(), env)?;
     if let Some(snapshot) = env.engine.snapshot_for(
         key,

@@ -37,6 +37,8 @@ pub enum Reason {
     Username(UsernameProblem),
     /// The authentication payload names no usable identity (array-RPC dialect).
     NoIdentity,
+    /// The client's address is banned through the admin API.
+    AddressBanned,
     RoomFull,
     TooManyRooms,
     ServerFull,
@@ -61,6 +63,9 @@ pub enum Reason {
     ServerFault,
     /// The room could not be loaded (its store or Redis is out); trying later may work.
     RoomUnavailable,
+    /// An operator removed the client through the admin API (4002, array-RPC
+    /// `auth.denied`, MultiStudio `USER`/`kicked`).
+    Kicked,
 }
 
 impl Reason {
@@ -74,7 +79,9 @@ impl Reason {
             | Reason::InvalidDeclaration
             | Reason::HandshakeTimeout => PROTOCOL,
             Reason::Incompatible => INCOMPATIBLE,
-            Reason::Username(_) | Reason::NoIdentity => USERNAME,
+            Reason::Username(_) | Reason::NoIdentity | Reason::Kicked | Reason::AddressBanned => {
+                USERNAME
+            }
             Reason::RoomFull
             | Reason::TooManyRooms
             | Reason::ServerFull
@@ -102,6 +109,7 @@ impl Reason {
             Reason::InvalidDeclaration => "invalid_declaration",
             Reason::Username(_) => "username",
             Reason::NoIdentity => "no_identity",
+            Reason::AddressBanned => "address_banned",
             Reason::RoomFull => "room_full",
             Reason::TooManyRooms => "too_many_rooms",
             Reason::ServerFull => "server_full",
@@ -120,6 +128,7 @@ impl Reason {
             Reason::UserAtLimit => "user_at_limit",
             Reason::ServerFault => "server_fault",
             Reason::RoomUnavailable => "room_unavailable",
+            Reason::Kicked => "kicked",
         }
     }
 
@@ -135,6 +144,7 @@ impl Reason {
             Reason::NoIdentity => {
                 "authentication needs a username or a client_id of 1-64 characters"
             }
+            Reason::AddressBanned => "address is banned",
             Reason::RoomFull => "room is full",
             Reason::TooManyRooms => "too many rooms",
             Reason::ServerFull => "server is full",
@@ -153,6 +163,7 @@ impl Reason {
             Reason::UserAtLimit => "this username has as many connections to the room as allowed",
             Reason::ServerFault => "internal server error",
             Reason::RoomUnavailable => "room cannot be loaded now, try again later",
+            Reason::Kicked => "removed by an operator",
         }
     }
 }

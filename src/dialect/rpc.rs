@@ -159,7 +159,7 @@ fn authenticate(
     let username = match request.payload.get("username") {
         None => None,
         Some(name) => match name.into_string() {
-            Some(name) => match env.policy.usernames.check(name).inspect_err(|_| {
+            Some(name) => match env.policy.check_username(name).inspect_err(|_| {
                 peer.user = Some(name.chars().take(32).collect::<String>().into());
             }) {
                 Ok(()) => Some(name),
@@ -317,7 +317,9 @@ fn cloud_edit(request: &Request<'_, '_>, peer: &mut Peer, env: &mut Env<'_>) {
 /// What the client is told before the close frame, and the close code.
 pub(super) fn farewell(reason: Reason, outbox: &mut Outbox) -> u16 {
     let code = match reason {
-        Reason::Username(_) | Reason::NoIdentity => Some("auth.denied"),
+        Reason::Username(_) | Reason::NoIdentity | Reason::Kicked | Reason::AddressBanned => {
+            Some("auth.denied")
+        }
         Reason::RoomFull | Reason::TooManyRooms | Reason::ServerFull => Some("world.full"),
         Reason::RoomRefused | Reason::InvalidRoom => Some("world.unknown_world"),
         Reason::TooManyMessages | Reason::TooManyBytes => Some("connection.rate_limited"),

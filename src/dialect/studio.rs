@@ -109,7 +109,7 @@ fn hello(
             }
         },
     };
-    if let Err(problem) = env.policy.usernames.check(username) {
+    if let Err(problem) = env.policy.check_username(username) {
         return Outcome::Close(Reason::Username(problem));
     }
     let resumed = match token {
@@ -307,6 +307,9 @@ pub(super) fn farewell(reason: Reason, studio: &mut Studio, outbox: &mut Outbox)
         Reason::Username(UsernameProblem::Length) => Some(("USER", "username_length")),
         Reason::Username(UsernameProblem::Characters) => Some(("USER", "username_characters")),
         Reason::Username(UsernameProblem::Filtered) => Some(("USER", "username_refused")),
+        Reason::Kicked => Some(("USER", "kicked")),
+        Reason::Username(UsernameProblem::Banned) => Some(("USER", "username_banned")),
+        Reason::AddressBanned => Some(("USER", "address_banned")),
         Reason::ServerFull => Some(("FULL", "server_full")),
         Reason::TooManyMessages => Some(("RATE", "too_many_messages")),
         Reason::TooManyBytes => Some(("RATE", "too_many_bytes")),

@@ -252,7 +252,11 @@ impl ClusterPlan {
                 Vec::new()
             }
             // The driver answers its query; nothing of the plan's.
-            Event::Read(..) => Vec::new(),
+            // The loop's: reads are answered, bans and control messages applied, before the
+            // plan sees the events.
+            Event::Read(..) | Event::Bans(..) | Event::Control(_) | Event::ControlDone(..) => {
+                Vec::new()
+            }
             Event::Resubscribed => {
                 info!("Redis subscription back: reading every room again");
                 engine.handle_resync();

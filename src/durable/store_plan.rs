@@ -103,7 +103,7 @@ impl StorePlan {
                 Vec::new()
             }
             // The loop answers its queries before handing replies here.
-            Reply::Read(..) => Vec::new(),
+            Reply::Read(..) | Reply::BansWritten(..) => Vec::new(),
         }
     }
 

@@ -477,6 +477,14 @@ pub enum ReadRequest {
     },
     /// The variables of `room`, with writer and time.
     Variables { room: Box<str> },
+    /// The admin API's list of rooms on disk: the stored rooms by id, leaving out those of
+    /// `in_memory` (sorted; the loop lists them itself), `count` of them after skipping
+    /// `skip`. The store only: a cluster lists the rooms in memory.
+    Rooms {
+        skip: usize,
+        count: usize,
+        in_memory: Vec<Box<str>>,
+    },
 }
 
 /// What the backend read for a query of the HTTP API (answered through the backend's reply
@@ -487,6 +495,8 @@ pub enum StoredRead {
     History(Vec<HistoryEntry>),
     /// A room's variables with their last writer and time.
     Variables(Vec<SavedVariable>),
+    /// Stored rooms, by id (members 0).
+    Rooms(Vec<super::RoomSummary>),
     /// The backend could not read.
     Failed,
 }

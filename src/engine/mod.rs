@@ -8,6 +8,7 @@
 //! grows with the message rate: memory is bounded by rooms × variables × value size and rooms ×
 //! members.
 
+mod admin;
 mod catch_up;
 mod cluster;
 mod durable;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+pub use admin::{AdminMember, RoomSummary};
 pub use cluster::{Remote, RemoteChanges};
 pub use durable::{Backend, Batch, Read, Reports, RoomChanges, SavedVariable, Want, Work};
 pub use fanout::{EncodeSet, Frame, SetLine};
@@ -613,12 +615,14 @@ impl Engine {
                 self.record(RoomKey(key), user, Verb::Create, name, value.text(), ms);
             }
         }
+        let joined_ms = self.history.stamp(Some(now));
         let Some(room) = self.rooms.get_mut(key) else {
             return Err(JoinError::TooManyRooms);
         };
         room.members.push(Member {
             client,
             format,
+            joined_ms,
             seen: room.version,
             waiting: false,
             resend_own: false,
@@ -689,7 +693,7 @@ impl Engine {
         value: ValueRef<'_>,
         create: bool,
     ) -> SetOutcome {
-        self.set_checked(room, client, name, value, create, None)
+        self.set_checked(room, client, name, value, create, None, None)
     }
 
     /// [`Engine::set`] at `now`, the time `max-sets-per-minute` rules count with; the
@@ -703,9 +707,13 @@ impl Engine {
         create: bool,
         now: Instant,
     ) -> SetOutcome {
-        self.set_checked(room, client, name, value, create, Some(now))
+        self.set_checked(room, client, name, value, create, Some(now), None)
     }
 
+    /// A set by `client`, or with `operator` by an operator of the admin API (`client` is then
+    /// [`NOBODY`], the change is recorded as the operator's and the project's rules do not
+    /// apply: they guard clients, and an operator's repair must be able to restore any value).
+    #[allow(clippy::too_many_arguments)]
     fn set_checked(
         &mut self,
         room: RoomKey,
@@ -714,8 +722,9 @@ impl Engine {
         value: ValueRef<'_>,
         create: bool,
         now: Option<Instant>,
+        operator: Option<&Arc<str>>,
     ) -> SetOutcome {
-        let outcome = self.apply_set(room, client, name, value, create, now);
+        let outcome = self.apply_set(room, client, name, value, create, now, operator);
         let stats = &mut self.stats;
         match outcome {
             SetOutcome::Applied => stats.sets_applied += 1,
@@ -731,6 +740,7 @@ impl Engine {
         outcome
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn apply_set(
         &mut self,
         key: RoomKey,
@@ -739,6 +749,7 @@ impl Engine {
         value: ValueRef<'_>,
         create: bool,
         now: Option<Instant>,
+        operator: Option<&Arc<str>>,
     ) -> SetOutcome {
         let Some(room) = self.rooms.get_mut(key.0) else {
             return SetOutcome::Unknown;
@@ -760,7 +771,7 @@ impl Engine {
             _ => {}
         }
         // Projects without rules pay this one branch per set.
-        if room.rules.has_rules() {
+        if room.rules.has_rules() && operator.is_none() {
             if let Err(rule) = check_rules(room, index, client, name, value, now) {
                 self.refusals.count(room.rules.counted_as, rule);
                 return SetOutcome::Rejected(Rejection::Rule(rule));
@@ -773,6 +784,7 @@ impl Engine {
         let same_writer = client != NOBODY && last_writer.is_some_and(|v| v.writer == client);
         let recorded = match last_writer {
             _ if self.history.cap == 0 => None,
+            _ if operator.is_some() => operator.cloned(),
             Some(v) if same_writer => Some(Arc::clone(&v.user)),
             _ => Some(history::shown_in(room, client, &self.history.nobody)),
         };
@@ -787,8 +799,8 @@ impl Engine {
                 if same_writer {
                     room.touch_again(index, ms);
                 } else {
-                    let user = recorded
-                        .clone()
+                    let user = recorded.clone().or_else(|| operator.cloned());
+                    let user = user
                         .unwrap_or_else(|| history::shown_in(room, client, &self.history.nobody));
                     room.touch(index, client, user, ms);
                 }
@@ -805,9 +817,9 @@ impl Engine {
                 let Some(room) = self.rooms.get_mut(key.0) else {
                     return SetOutcome::Unknown;
                 };
-                let user = recorded
-                    .clone()
-                    .unwrap_or_else(|| history::shown_in(room, client, &self.history.nobody));
+                let user = recorded.clone().or_else(|| operator.cloned());
+                let user =
+                    user.unwrap_or_else(|| history::shown_in(room, client, &self.history.nobody));
                 room.add_variable(name, value, client, user, ms);
                 self.state_bytes += room.variables.last().map_or(0, room::Variable::heap_bytes);
                 self.pacer.mark_dirty(key.0, &mut room.pace);
@@ -905,7 +917,7 @@ impl Engine {
 
     /// Deletes a variable; for tests and tools (the dialects call [`Engine::delete_at`]).
     pub fn delete(&mut self, key: RoomKey, name: &str) -> Result<(), EditError> {
-        self.delete_checked(key, NOBODY, name, None)
+        self.delete_checked(key, NOBODY, name, None, None)
     }
 
     /// `client` deletes variable `name` of `key` at `now` (the time history records).
@@ -916,17 +928,20 @@ impl Engine {
         name: &str,
         now: Instant,
     ) -> Result<(), EditError> {
-        self.delete_checked(key, client, name, Some(now))
+        self.delete_checked(key, client, name, Some(now), None)
     }
 
+    /// A delete by `client`, or with `operator` by an operator of the admin API (recorded as
+    /// theirs; a variable with a rule may be deleted, see [`Engine::set_checked`]).
     fn delete_checked(
         &mut self,
         key: RoomKey,
         client: ClientId,
         name: &str,
         now: Option<Instant>,
+        operator: Option<&Arc<str>>,
     ) -> Result<(), EditError> {
-        if self.is_protected(key, name) {
+        if operator.is_none() && self.is_protected(key, name) {
             return Err(EditError::Protected);
         }
         let (room, index) = find_variable(&mut self.rooms, key, name)?;
@@ -937,10 +952,13 @@ impl Engine {
         self.durable.note_change(room, key.0);
         if self.history.cap > 0 {
             let ms = self.history.stamp(now);
-            let user = self.rooms.get(key.0).map_or_else(
-                || Arc::clone(&self.history.nobody),
-                |r| self.shown_user(r, client),
-            );
+            let user = match operator {
+                Some(operator) => Arc::clone(operator),
+                None => self.rooms.get(key.0).map_or_else(
+                    || Arc::clone(&self.history.nobody),
+                    |r| self.shown_user(r, client),
+                ),
+            };
             self.record(key, user, Verb::Delete, name, "", ms);
         }
         Ok(())

@@ -44,6 +44,8 @@ pub struct Variable {
 pub struct Member {
     pub client: ClientId,
     pub format: Format,
+    /// When it joined (Unix milliseconds), for the admin API's member list.
+    pub joined_ms: u64,
     /// The room version this member has been sent everything up to.
     pub seen: u64,
     /// Its socket refused a frame: flushes skip it (no frame is built for it) until its

@@ -11,10 +11,12 @@ use std::net::IpAddr;
 
 use log::{debug, info};
 
+use super::api::admin::{self as admin_api, AdminPath, MAX_ADMIN_BODY_BYTES};
 use super::api::{self, Endpoint, Reply, Routed};
 use super::http::{self, Request, Response};
 use super::loop_context::{ConnSettings, LoopContext};
 use crate::dialect::{Need, Reason};
+use crate::policy::Policy;
 use crate::query::Query;
 
 /// Who a connection's client is, as far as admission goes.
@@ -36,6 +38,34 @@ pub(super) struct Admission {
     pages_only: bool,
     /// The peer is a trusted proxy (`--trust-proxy`): the request names the client.
     from_proxy: bool,
+    /// Whether the listener that accepted it answers admin paths.
+    admin_listener: AdminListener,
+}
+
+/// Whether a listener answers admin paths (`/admin`, `/admin/...`); elsewhere they are 404.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AdminListener {
+    /// A public address (or a unix socket, which is usually a proxy's way in): never.
+    #[default]
+    No,
+    /// A loopback listener: to local clients (a client a trusted or untrusted local proxy
+    /// names by `X-Forwarded-For` counts as that client: a proxied request from elsewhere is
+    /// not local).
+    Loopback,
+    /// `--admin-listen`: admin paths only (plain pages besides, no WebSocket); `loopback`
+    /// when bound to a loopback address (then, like `Loopback`, only loopback `Host` names).
+    Dedicated { loopback: bool },
+}
+
+impl AdminListener {
+    /// Reached by any page a local browser opens, so open to DNS rebinding: admin requests
+    /// must name a loopback `Host`.
+    fn on_loopback(self) -> bool {
+        matches!(
+            self,
+            AdminListener::Loopback | AdminListener::Dedicated { loopback: true }
+        )
+    }
 }
 
 /// What to do with a request.
@@ -54,6 +84,9 @@ pub(super) enum Verdict<'r> {
     Ask(Ask),
     /// Upgrade to WebSocket, answering this `Sec-WebSocket-Key`.
     Upgrade(&'r str),
+    /// An operator's admin request with a body of this many bytes: read it, then
+    /// [`Admission::admin_with_body`].
+    AdminBody(usize),
 }
 
 /// A request only the loop can answer; the connection holds it until the loop takes it
@@ -83,6 +116,15 @@ impl Admission {
             metrics_allowed: ip.is_none_or(|ip| ip.is_loopback()),
             pages_only: false,
             from_proxy: settings.trusted_proxies.trusts(ip),
+            admin_listener: AdminListener::No,
+        }
+    }
+
+    /// Where the listener that accepted this connection stands on admin paths.
+    pub(super) fn set_admin_listener(&mut self, listener: AdminListener) {
+        self.admin_listener = listener;
+        if matches!(listener, AdminListener::Dedicated { .. }) {
+            self.pages_only = true;
         }
     }
 
@@ -101,6 +143,12 @@ impl Admission {
     /// The address this connection is counted under, if any.
     pub(super) fn counted_ip(&self) -> Option<IpAddr> {
         self.counted_ip
+    }
+
+    /// The client's real address (behind a trusted proxy, the one its latest request named);
+    /// `None` on a unix socket.
+    pub(super) fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
     }
 
     /// Hands the address charge over (to a parked session, or back to the loop at removal).
@@ -158,6 +206,10 @@ impl Admission {
             info!("[{}] /metrics refused: not a local client", self.ip_text());
             return Verdict::Respond(Response::METRICS_FORBIDDEN, request.method != "HEAD");
         }
+        let upgrade = request.websocket_key.is_some() || request.bad_upgrade.is_some();
+        if let Some(path) = AdminPath::of(&request.path).filter(|_| !upgrade) {
+            return self.admin(path, request, ctx);
+        }
         if self.pages_only {
             let response = http::page(request);
             debug!(
@@ -168,7 +220,6 @@ impl Admission {
             );
             return Verdict::Respond(response, request.method != "HEAD");
         }
-        let upgrade = request.websocket_key.is_some() || request.bad_upgrade.is_some();
         if let Some(endpoint) = Endpoint::of(&request.path).filter(|_| !upgrade) {
             return self.api(endpoint, request, ctx);
         }
@@ -239,15 +290,208 @@ impl Admission {
     }
 }
 
+impl Admission {
+    /// Whether the client's address (behind a trusted proxy, the one it names) is banned
+    /// through the admin API: the only place a connection's address is known.
+    pub(super) fn address_banned(&self, policy: &Policy) -> bool {
+        self.client_ip
+            .is_some_and(|ip| policy.bans.refuses_address(ip))
+    }
+
+    /// Whether this request may reach the admin paths: on `--admin-listen`, or on a loopback
+    /// listener from a local client.
+    fn admin_reachable(&self, request: &Request) -> bool {
+        match self.admin_listener {
+            AdminListener::No => false,
+            AdminListener::Dedicated { .. } => true,
+            AdminListener::Loopback => {
+                self.socket_ip.is_some_and(|ip| ip.is_loopback())
+                    && request.forwarded_for.as_deref().is_none_or(|list| {
+                        http::forwarded_client(list).is_some_and(|ip| ip.is_loopback())
+                    })
+            }
+        }
+    }
+
+    /// An admin path: 404 where admin is off or not served, the console page, or the API
+    /// (the address's lockout, the token, the body's framing and size, in that order). A
+    /// request with a body is read first (`Verdict::AdminBody`) and routed then.
+    fn admin<'r>(
+        &mut self,
+        path: AdminPath,
+        request: &Request,
+        ctx: &mut LoopContext<'_>,
+    ) -> Verdict<'r> {
+        let include_body = request.method != "HEAD";
+        let enabled = ctx.api.admin.tokens.is_some();
+        if !enabled || !self.admin_reachable(request) {
+            debug!(
+                "[{}] {} {}: 404 (admin {})",
+                self.ip_text(),
+                request.method,
+                request.path,
+                if enabled {
+                    "not on this listener"
+                } else {
+                    "off"
+                }
+            );
+            return Verdict::Respond(Response::NOT_FOUND, include_body);
+        }
+        let answer = |reply: Reply| Verdict::Api {
+            reply,
+            endpoint: Endpoint::Admin,
+            include_body,
+        };
+        // A loopback listener is reached by any page the operator's browser opens, under any
+        // name that resolves to 127.0.0.1 (DNS rebinding): only loopback names are served.
+        if self.admin_listener.on_loopback() && request.host_not_loopback {
+            info!(
+                "[{}] admin {} {:?}: Host is not a loopback name: 421",
+                self.ip_text(),
+                request.method,
+                request.path
+            );
+            return answer(Reply {
+                public: false,
+                ..Reply::json_error(
+                    421,
+                    "the admin API answers only to localhost, 127.0.0.1 or [::1]",
+                    None,
+                )
+            });
+        }
+        if path == AdminPath::Page {
+            debug!("[{}] {} /admin", self.ip_text(), request.method);
+            return answer(if matches!(request.method.as_str(), "GET" | "HEAD") {
+                Reply::admin_page()
+            } else {
+                Reply::method_not_allowed(Endpoint::Admin)
+            });
+        }
+        if let Some(retry_after) = self
+            .client_ip
+            .and_then(|ip| ctx.api.admin.attempts.locked(ip, ctx.now))
+        {
+            info!(
+                "[{}] admin request refused: too many failed attempts: 429",
+                self.ip_text()
+            );
+            return answer(Reply::too_many_requests(retry_after));
+        }
+        let tokens = ctx.api.admin.tokens.as_ref();
+        let bearer = request.bearer.as_ref().map(|secret| secret.0.as_slice());
+        if tokens
+            .zip(bearer)
+            .and_then(|(tokens, token)| tokens.operator(token))
+            .is_none()
+        {
+            // Only a presented token is a guess: a request without one is what any page can
+            // make a browser send (`no-cors` fetches, CORS preflights), and counting it would
+            // let that page lock the operator out.
+            if let Some(ip) = self.client_ip.filter(|_| bearer.is_some()) {
+                ctx.api.admin.attempts.fail(ip, ctx.now);
+            }
+            info!(
+                "[{}] admin {} {:?}: {}: 401",
+                self.ip_text(),
+                request.method,
+                request.path,
+                if bearer.is_some() {
+                    "wrong token"
+                } else {
+                    "no bearer token"
+                }
+            );
+            return answer(Reply::unauthorized());
+        }
+        if let Some(ip) = self.client_ip {
+            ctx.api.admin.attempts.succeed(ip, ctx.now);
+        }
+        let refuse = |status: u16, message: &str| {
+            debug!(
+                "[{}] admin request body: {message}: {status}",
+                self.ip_text()
+            );
+            answer(Reply {
+                public: false,
+                ..Reply::json_error(status, message, None)
+            })
+        };
+        if request.expects {
+            return refuse(
+                417,
+                "Expect is not supported: send the body with the request",
+            );
+        }
+        if request.unreadable_body {
+            return refuse(
+                400,
+                "the body must come with one Content-Length (no Transfer-Encoding)",
+            );
+        }
+        match request.content_length {
+            Some(length) if length > MAX_ADMIN_BODY_BYTES => {
+                refuse(413, "the body is larger than 1 MiB")
+            }
+            Some(length) if length > 0 => Verdict::AdminBody(length),
+            _ => self.admin_with_body(request, &[], ctx),
+        }
+    }
+
+    /// An operator's admin request with its body (empty when none): the query for the loop,
+    /// or the reply to a request that does not parse (logged with its operator).
+    pub(super) fn admin_with_body<'r>(
+        &mut self,
+        request: &Request,
+        body: &[u8],
+        ctx: &mut LoopContext<'_>,
+    ) -> Verdict<'r> {
+        let include_body = request.method != "HEAD";
+        let Some(tokens) = ctx.api.admin.tokens.as_ref() else {
+            return Verdict::Respond(Response::NOT_FOUND, include_body);
+        };
+        let bearer = request.bearer.as_ref().map(|secret| secret.0.as_slice());
+        let (operator, routed) =
+            admin_api::route_admin(tokens, &request.method, &request.path, bearer, body);
+        match routed {
+            Routed::Query(query) => Verdict::Ask(Ask::Query {
+                query,
+                endpoint: Endpoint::Admin,
+                include_body,
+            }),
+            Routed::Reply(reply) => {
+                info!(
+                    "[{}] admin {} {} {:?}: {}",
+                    self.ip_text(),
+                    operator.unwrap_or("(token no longer valid)"),
+                    request.method,
+                    request.path,
+                    reply.status
+                );
+                Verdict::Api {
+                    reply,
+                    endpoint: Endpoint::Admin,
+                    include_body,
+                }
+            }
+        }
+    }
+}
+
 /// Why an upgraded connection is closed at once, told as a close code rather than an HTTP
 /// status (the clients show close codes to their users), checked in this order.
 pub(super) fn refusal(
     request: &Request,
     settings: &ConnSettings,
     over_capacity: bool,
+    address_banned: bool,
 ) -> Option<Reason> {
     if request.leaks_scratch_session {
         return Some(Reason::ScratchCookie);
+    }
+    if address_banned {
+        return Some(Reason::AddressBanned);
     }
     let has_user_agent = request
         .user_agent
@@ -329,25 +573,33 @@ mod tests {
             ..Request::default()
         };
         assert_eq!(
-            refusal(&request, &settings, true),
+            refusal(&request, &settings, true, false),
             Some(Reason::ScratchCookie)
         );
         request.leaks_scratch_session = false;
         assert_eq!(
-            refusal(&request, &settings, true),
+            refusal(&request, &settings, true, false),
             Some(Reason::NoUserAgent)
         );
         request.user_agent = Some(String::new());
         assert_eq!(
-            refusal(&request, &settings, true),
+            refusal(&request, &settings, true, false),
             Some(Reason::NoUserAgent),
             "an empty user agent is none"
         );
         request.user_agent = Some("Scratch".to_owned());
-        assert_eq!(refusal(&request, &settings, true), Some(Reason::ServerFull));
-        assert_eq!(refusal(&request, &settings, false), None);
+        assert_eq!(
+            refusal(&request, &settings, true, false),
+            Some(Reason::ServerFull)
+        );
+        assert_eq!(refusal(&request, &settings, false, false), None);
+        assert_eq!(
+            refusal(&request, &settings, true, true),
+            Some(Reason::AddressBanned),
+            "a banned address is told so before a full server"
+        );
         settings.require_user_agent = false;
         request.user_agent = None;
-        assert_eq!(refusal(&request, &settings, false), None);
+        assert_eq!(refusal(&request, &settings, false, false), None);
     }
 }

@@ -33,6 +33,7 @@ use crate::dialect::{Outcome, Reason, Session, SessionContext};
 use crate::engine::rate::TokenBucket;
 use crate::engine::{ClientId, Engine, Frame};
 
+mod admin_body;
 mod census;
 mod keep_alive;
 mod messages;
@@ -181,6 +182,11 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.admission.for_metrics_only();
     }
 
+    /// Where the listener that accepted it stands on admin paths.
+    pub fn set_admin_listener(&mut self, listener: super::admission::AdminListener) {
+        self.admission.set_admin_listener(listener);
+    }
+
     /// Sends the rendered metrics page it asked for ([`Ask::Metrics`]) and closes.
     pub fn answer_metrics(&mut self, page: Vec<u8>, ctx: &mut LoopContext<'_>) -> Status {
         let Phase::Http { mut transport, .. } = std::mem::replace(&mut self.phase, Phase::Done)
@@ -215,6 +221,12 @@ impl<S: Read + Write + HalfClose> Conn<S> {
 
     pub fn client(&self) -> ClientId {
         self.client
+    }
+
+    /// The address this connection is logged for, not anonymized (behind a trusted proxy,
+    /// the client the proxy named); `None` on a unix socket.
+    pub(in crate::net) fn client_ip(&self) -> Option<IpAddr> {
+        self.admission.client_ip()
     }
 
     pub fn stream(&self) -> Option<&S> {

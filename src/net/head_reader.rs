@@ -86,6 +86,11 @@ impl HeadReader {
         }
     }
 
+    /// Bytes read after the head ended (a request body): kept after it, as the caller bounds.
+    pub fn append(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
     /// Every byte received: the head, then whatever followed it in the same reads.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes

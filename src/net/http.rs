@@ -17,7 +17,7 @@ const INDEX_PAGE: &str =
 Projects connect to it with WebSockets; there is nothing to see here in a browser.\n";
 
 /// A parsed request head, keeping only what the server uses.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Request {
     pub method: String,
     pub path: String,
@@ -36,6 +36,29 @@ pub struct Request {
     /// the client waits to send one (`Expect`). The server reads no bodies, so the connection
     /// must close after the answer: kept open, the body would be read as the next request.
     pub carries_body: bool,
+    /// The `Authorization: Bearer` token (the admin API's), never printed.
+    pub bearer: Option<Secret>,
+    /// The body's length (`Content-Length`), when announced and readable.
+    pub content_length: Option<usize>,
+    /// A body announced in a way the admin API does not read: `Transfer-Encoding` (chunked),
+    /// or a `Content-Length` that is not one decimal number.
+    pub unreadable_body: bool,
+    /// `Expect` (`100-continue`): the client waits before sending its body.
+    pub expects: bool,
+    /// The `Host` header names something other than this machine's loopback (`localhost`,
+    /// `127.x.x.x`, `[::1]`, any port): on a loopback listener, a page whose name was rebound
+    /// to 127.0.0.1 (DNS rebinding). False without a `Host` header (no browser sends none).
+    pub host_not_loopback: bool,
+}
+
+/// Bytes that must not appear in logs or debug output (a bearer token).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// The result of looking at the bytes received so far.
@@ -168,6 +191,7 @@ fn read_request(request: &httparse::Request<'_, '_>) -> Request {
     for header in request.headers.iter() {
         // Looked at before the value must be UTF-8: a body announced in any bytes is one.
         parsed.carries_body |= announces_body(header);
+        read_body_header(header, &mut parsed);
         let Ok(value) = std::str::from_utf8(header.value) else {
             continue;
         };
@@ -190,6 +214,8 @@ fn read_request(request: &httparse::Request<'_, '_>) -> Request {
             parsed.leaks_scratch_session |= value.contains("scratchsessionsid=");
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             parsed.forwarded_for = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("host") {
+            parsed.host_not_loopback = !is_loopback_host(value);
         }
     }
     if upgrade_websocket {
@@ -206,6 +232,20 @@ fn read_request(request: &httparse::Request<'_, '_>) -> Request {
     parsed
 }
 
+/// Whether a `Host` value names the loopback: `localhost` or a loopback address, with or
+/// without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once(']').map_or("", |(address, _)| address),
+        None => host.split_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `Content-Length` other than 0 (or not a number), any `Transfer-Encoding`, any `Expect`.
 fn announces_body(header: &httparse::Header<'_>) -> bool {
     let name = header.name;
@@ -213,6 +253,36 @@ fn announces_body(header: &httparse::Header<'_>) -> bool {
         header.value.trim_ascii() != b"0"
     } else {
         name.eq_ignore_ascii_case("transfer-encoding") || name.eq_ignore_ascii_case("expect")
+    }
+}
+
+/// What the admin API needs to read a body, and its bearer token. A repeated
+/// `Content-Length` is unreadable unless every copy says the same.
+fn read_body_header(header: &httparse::Header<'_>, parsed: &mut Request) {
+    let name = header.name;
+    if name.eq_ignore_ascii_case("content-length") {
+        let value = header.value.trim_ascii();
+        let length =
+            (!value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(value).ok()?.parse::<u64>().ok())
+                .flatten()
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        match (length, parsed.content_length) {
+            (Some(n), None) if !parsed.unreadable_body => parsed.content_length = Some(n),
+            (Some(n), Some(before)) if n == before => {}
+            _ => {
+                parsed.unreadable_body = true;
+                parsed.content_length = None;
+            }
+        }
+    } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        parsed.unreadable_body = true;
+    } else if name.eq_ignore_ascii_case("expect") {
+        parsed.expects = true;
+    } else if name.eq_ignore_ascii_case("authorization") {
+        if let Some(token) = crate::net::api::admin::bearer_token(header.value) {
+            parsed.bearer = Some(Secret(token.to_vec()));
+        }
     }
 }
 
@@ -300,6 +370,39 @@ mod tests {
             }
             other => panic!("expected a complete head, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_loopback_names_and_addresses_are_loopback_hosts() {
+        for host in [
+            "localhost",
+            "LocalHost:9080",
+            "localhost.",
+            "127.0.0.1",
+            "127.0.0.1:9080",
+            "127.1.2.3:1",
+            "[::1]",
+            "[::1]:9080",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:9080",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "192.0.2.1",
+            "[2001:db8::1]:80",
+            "[::1",
+            "::1",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+        let rebound = complete("GET / HTTP/1.1\r\nHost: evil.example:9080\r\n\r\n");
+        assert!(rebound.host_not_loopback);
+        assert!(!complete("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").host_not_loopback);
+        assert!(!complete("GET / HTTP/1.0\r\n\r\n").host_not_loopback);
     }
 
     #[test]

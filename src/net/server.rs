@@ -19,7 +19,7 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::admission::Ask;
+use super::admission::{AdminListener, Ask};
 use super::api::ApiState;
 use super::conn::{Conn, Status};
 use super::loop_context::{ConnSettings, LoopContext};
@@ -35,6 +35,10 @@ use crate::metrics::{self, Metrics, Snapshot};
 use crate::policy::Policy;
 use followups::Followups;
 
+mod admin;
+mod admin_bans;
+mod admin_json;
+mod admin_rooms;
 pub(super) mod durable;
 mod followups;
 mod projects;
@@ -55,8 +59,12 @@ const STORE: Token = Token(usize::MAX - 3);
 const RELOAD: Token = Token(usize::MAX - 4);
 /// `--metrics-listen`.
 const METRICS_LISTENER: Token = Token(usize::MAX - 5);
-/// The `--listen` listener, then the `--tls-listen` one.
-const LISTENERS: [Token; 2] = [Token(usize::MAX - 1), Token(usize::MAX - 6)];
+/// The `--listen` listener, then the `--tls-listen` one, then the `--admin-listen` one.
+const LISTENERS: [Token; 3] = [
+    Token(usize::MAX - 1),
+    Token(usize::MAX - 6),
+    Token(usize::MAX - 8),
+];
 /// The Redis threads have something to report.
 const CLUSTER: Token = Token(usize::MAX - 7);
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
@@ -83,6 +91,8 @@ enum Listener {
 struct Bound {
     listener: Listener,
     tls: bool,
+    /// Whether it answers admin paths (a loopback address, or `--admin-listen`).
+    admin: AdminListener,
 }
 
 struct Entry {
@@ -352,13 +362,19 @@ impl Server {
             };
             match accepted {
                 Ok((Socket::Tcp(s), ip)) if bound.tls => {
+                    let admin = bound.admin;
                     let Some(tls) = &self.tls else { continue };
                     match TlsStream::new(s, tls.config()) {
-                        Ok(stream) => self.add_connection(Socket::Tls(Box::new(stream)), ip, now),
+                        Ok(stream) => {
+                            self.add_connection(Socket::Tls(Box::new(stream)), ip, admin, now)
+                        }
                         Err(e) => error!("cannot start TLS: {e}"),
                     }
                 }
-                Ok((socket, ip)) => self.add_connection(socket, ip, now),
+                Ok((socket, ip)) => {
+                    let admin = bound.admin;
+                    self.add_connection(socket, ip, admin, now)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -395,8 +411,17 @@ impl Server {
         }
     }
 
-    fn add_connection(&mut self, socket: Socket, ip: Option<IpAddr>, now: Instant) {
+    fn add_connection(
+        &mut self,
+        socket: Socket,
+        ip: Option<IpAddr>,
+        admin: AdminListener,
+        now: Instant,
+    ) {
         if let Some(key) = self.insert_connection(socket, ip, now) {
+            if let Some(entry) = self.conns.get_mut(key) {
+                entry.conn.set_admin_listener(admin);
+            }
             // Data may already be waiting; the first edge may have fired before registration.
             self.on_conn_event(key, true, true, now);
         }
@@ -623,7 +648,9 @@ impl Server {
             followups.apply(key, entry.conn.on_timer(&mut ctx));
         }
         self.reconnects.expire(now);
+        self.expire_bans();
         self.api.rate.forget_idle(now);
+        self.api.admin.attempts.forget_idle(now);
         let expired = self.engine.expire(now);
         if expired > 0 {
             debug!("dropped {expired} rooms that were empty for too long");

@@ -22,7 +22,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::chunks;
-use crate::engine::{Batch, HistoryEntry, RoomChanges, SavedVariable};
+use crate::admin::bans::{Ban, Banned, Block, Change};
+use crate::config::Network;
+use crate::engine::{Batch, HistoryEntry, RoomChanges, RoomSummary, SavedVariable};
+use crate::query::MAX_ANSWER_BYTES;
 
 /// The database file inside the data directory.
 pub const FILE_NAME: &str = "stratus.db";
@@ -55,6 +58,24 @@ const SCHEMA: &str = "
     );
     CREATE UNIQUE INDEX history_by_room ON history (room, last_seq);
     CREATE INDEX history_by_time ON history (min_ms);
+";
+
+/// The admin API's bans and runtime project blocks (schema 2). `IF NOT EXISTS`: a version-2
+/// file written before they existed gets them at open.
+const ADMIN_TABLES: &str = "
+    CREATE TABLE IF NOT EXISTS bans (
+        id INTEGER PRIMARY KEY,
+        user TEXT,
+        address TEXT,
+        until_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        by TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS blocks (
+        project TEXT PRIMARY KEY,
+        until_ms INTEGER,
+        by TEXT NOT NULL
+    ) WITHOUT ROWID;
 ";
 
 /// Version 1 to 2: variables gain their writer and time (the time of rows written before is
@@ -163,7 +184,7 @@ impl Database {
                 return Err(format!("{}: no stored rooms yet", self.path.display()));
             }
             let create = format!(
-                "BEGIN; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; \
+                "BEGIN; {SCHEMA} {ADMIN_TABLES} PRAGMA application_id = {APPLICATION_ID}; \
                  PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             );
             return db
@@ -178,7 +199,7 @@ impl Database {
             ));
         }
         if version == 1 && !read_only {
-            let migrate = format!("BEGIN; {MIGRATE_1_TO_2} COMMIT;");
+            let migrate = format!("BEGIN; {MIGRATE_1_TO_2} {ADMIN_TABLES} COMMIT;");
             if let Err(e) = db.execute_batch(&migrate) {
                 let _ = db.execute_batch("ROLLBACK;");
                 return Err(self.error("cannot migrate the schema from version 1", e));
@@ -196,7 +217,133 @@ impl Database {
                 self.path.display()
             ));
         }
+        if !read_only {
+            db.execute_batch(ADMIN_TABLES)
+                .map_err(|e| self.error("cannot create the admin tables", e))?;
+        }
         Ok(())
+    }
+
+    /// The bans and blocks still in force at `now_ms`; expired ones are deleted first.
+    pub fn load_bans(&mut self, now_ms: u64) -> Result<(Vec<Ban>, Vec<Block>), String> {
+        self.delete_expired_bans(now_ms)?;
+        let fail = |e| self.error("cannot read the bans", e);
+        let mut statement = self
+            .connection
+            .prepare("SELECT id, user, address, until_ms, reason, by FROM bans ORDER BY id")
+            .map_err(fail)?;
+        let rows = statement
+            .query_map([], |row| {
+                let user: Option<String> = row.get(1)?;
+                let address: Option<String> = row.get(2)?;
+                Ok((
+                    to_u64(row.get(0)?),
+                    user,
+                    address,
+                    to_u64(row.get(3)?),
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(fail)?;
+        let mut bans = Vec::new();
+        for row in rows {
+            let (id, user, address, until_ms, reason, by) = row.map_err(fail)?;
+            // A row that names nobody readable is skipped, not fatal.
+            let who = match (user, address) {
+                (Some(user), _) => Banned::User(user),
+                (None, Some(address)) => match Network::parse(&address) {
+                    Some(network) => Banned::Address(network),
+                    None => continue,
+                },
+                (None, None) => continue,
+            };
+            let ban = Ban {
+                id,
+                who,
+                until_ms,
+                reason,
+                by,
+            };
+            if ban.is_sound() {
+                bans.push(ban);
+            } else {
+                log::warn!("store: ban {id} is malformed (id, name or length): left out");
+            }
+        }
+        let mut statement = self
+            .connection
+            .prepare("SELECT project, until_ms, by FROM blocks ORDER BY project")
+            .map_err(fail)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(Block {
+                    project: row.get(0)?,
+                    until_ms: row.get::<_, Option<i64>>(1)?.map(to_u64),
+                    by: row.get(2)?,
+                })
+            })
+            .map_err(fail)?;
+        let mut blocks = Vec::new();
+        for block in rows {
+            let block: Block = block.map_err(fail)?;
+            if block.is_sound() {
+                blocks.push(block);
+            } else {
+                log::warn!("store: a project block is malformed (project or length): left out");
+            }
+        }
+        Ok((bans, blocks))
+    }
+
+    /// Writes one change to the bans or blocks.
+    pub fn write_ban_change(&mut self, change: &Change) -> Result<(), String> {
+        let written = match change {
+            Change::Ban(ban) => {
+                let (user, address) = match &ban.who {
+                    Banned::User(name) => (Some(name.clone()), None),
+                    Banned::Address(network) => (None, Some(network.to_string())),
+                };
+                self.connection.execute(
+                    "INSERT OR REPLACE INTO bans (id, user, address, until_ms, reason, by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        to_i64(ban.id),
+                        user,
+                        address,
+                        to_i64(ban.until_ms),
+                        ban.reason,
+                        ban.by
+                    ],
+                )
+            }
+            Change::Lift(id) => self
+                .connection
+                .execute("DELETE FROM bans WHERE id = ?1", [to_i64(*id)]),
+            Change::Block(block) => self.connection.execute(
+                "INSERT OR REPLACE INTO blocks (project, until_ms, by) VALUES (?1, ?2, ?3)",
+                params![block.project, block.until_ms.map(to_i64), block.by],
+            ),
+            Change::Unblock(project) => self
+                .connection
+                .execute("DELETE FROM blocks WHERE project = ?1", [project]),
+        };
+        written
+            .map(|_| ())
+            .map_err(|e| self.error("cannot write the bans", e))
+    }
+
+    /// Deletes bans and blocks whose time has come by `now_ms`.
+    pub fn delete_expired_bans(&mut self, now_ms: u64) -> Result<(), String> {
+        let now = to_i64(now_ms);
+        self.connection
+            .execute("DELETE FROM bans WHERE until_ms <= ?1", [now])
+            .and_then(|_| {
+                self.connection
+                    .execute("DELETE FROM blocks WHERE until_ms <= ?1", [now])
+            })
+            .map(|_| ())
+            .map_err(|e| self.error("cannot delete expired bans", e))
     }
 
     /// `--history`: how many entries per room a save keeps (0: history is not written).
@@ -243,6 +390,61 @@ impl Database {
     ) -> Result<Vec<HistoryEntry>, String> {
         chunks::page(&self.connection, room, recent, before, skip, count)
             .map_err(|e| self.error("cannot read", e))
+    }
+
+    /// The admin API's page of stored rooms, by id: `count` of them after skipping `skip`,
+    /// leaving out those in `in_memory` (sorted). Each with its number of variables, the bytes
+    /// of their names and values, and the newest one's time. Stops near
+    /// [`MAX_ANSWER_BYTES`] of ids.
+    pub fn rooms_page(
+        &self,
+        skip: usize,
+        count: usize,
+        in_memory: &[Box<str>],
+    ) -> Result<Vec<RoomSummary>, String> {
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT room, count(*),
+                        sum(length(CAST(name AS BLOB)) + length(CAST(value AS BLOB))),
+                        max(changed_ms)
+                 FROM variables GROUP BY room ORDER BY room",
+            )
+            .map_err(|e| self.error("cannot read", e))?;
+        let mut rows = statement
+            .query([])
+            .map_err(|e| self.error("cannot read", e))?;
+        let (mut rooms, mut skipped, mut bytes) = (Vec::new(), 0, 0);
+        while rooms.len() < count && bytes <= MAX_ANSWER_BYTES {
+            let Some(row) = rows.next().map_err(|e| self.error("cannot read", e))? else {
+                break;
+            };
+            let id: String = row.get(0).map_err(|e| self.error("cannot read", e))?;
+            if in_memory
+                .binary_search_by(|r| (**r).cmp(id.as_str()))
+                .is_ok()
+            {
+                continue;
+            }
+            if skipped < skip {
+                skipped += 1;
+                continue;
+            }
+            let number = |at: usize| -> Result<u64, String> {
+                let n: Option<i64> = row.get(at).map_err(|e| self.error("cannot read", e))?;
+                Ok(n.map_or(0, to_u64))
+            };
+            let last = number(3)?;
+            bytes += id.len();
+            rooms.push(RoomSummary {
+                id,
+                members: 0,
+                variables: usize::try_from(number(1)?).unwrap_or(usize::MAX),
+                bytes: usize::try_from(number(2)?).unwrap_or(usize::MAX),
+                last_change: (last > 0).then_some(last),
+            });
+        }
+        Ok(rooms)
     }
 
     /// Writes a batch in one transaction: values, then history entries, each room's history

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::*;
+use crate::admin::bans::{Ban, Banned, Block, Change};
+use crate::config::Network;
 use crate::engine::{RoomChanges, Verb};
 use crate::query::MAX_ANSWER_BYTES;
 use crate::store::chunks;
@@ -162,6 +164,8 @@ fn a_version_1_file_is_migrated_in_place() {
     db.save(&batch("r", "8", vec![entry(1, 1, "8")]))
         .expect("save after migration");
     assert_eq!(seqs(&db.history("r", 10).expect("read")), [1]);
+    db.write_ban_change(&Change::Unblock("p".into()))
+        .expect("the migration made the admin tables");
     drop(db);
     // Opened again: version 2 as it is.
     Database::open(&dir).expect("reopen");
@@ -211,6 +215,93 @@ fn a_page_reads_the_named_recent_entries_then_pages_below_the_boundary() {
     // Nothing recent: the store pages alone.
     let page = db.history_page("r", None, u64::MAX, 3, 4).expect("read");
     assert_eq!(seqs(&page), [7, 6, 5, 4]);
+}
+
+#[test]
+fn stored_rooms_are_listed_by_id_without_those_in_memory() {
+    let dir = temp_dir();
+    let mut db = Database::open(&dir).expect("open");
+    for room in ["3", "1", "2", "4"] {
+        db.save(&batch(room, "12", Vec::new())).expect("save");
+    }
+    let ids = |rooms: Vec<RoomSummary>| rooms.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(db.rooms_page(0, 10, &[]).expect("page")),
+        ["1", "2", "3", "4"]
+    );
+    let in_memory: Vec<Box<str>> = vec!["2".into()];
+    assert_eq!(
+        ids(db.rooms_page(1, 2, &in_memory).expect("page")),
+        ["3", "4"]
+    );
+    let first = db.rooms_page(0, 1, &[]).expect("page").remove(0);
+    // "☁ x" is 5 bytes, "12" 2.
+    assert_eq!(
+        (
+            first.members,
+            first.variables,
+            first.bytes,
+            first.last_change
+        ),
+        (0, 1, 7, Some(1234))
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bans_and_blocks_survive_reopening_and_expired_ones_do_not() {
+    let dir = temp_dir();
+    let ban = |id, who, until_ms| Ban {
+        id,
+        who,
+        until_ms,
+        reason: "spam".into(),
+        by: "alice".into(),
+    };
+    let network = Network::parse("10.0.0.0/8").expect("network");
+    let kept_user = ban(1, Banned::User("Bob".into()), 5_000);
+    let kept_net = ban(2, Banned::Address(network), 5_000);
+    let expiring = ban(3, Banned::User("eve".into()), 1_000);
+    let lifted = ban(4, Banned::User("mallory".into()), 5_000);
+    let forever = Block {
+        project: "123".into(),
+        until_ms: None,
+        by: "alice".into(),
+    };
+    let expiring_block = Block {
+        project: "9".into(),
+        until_ms: Some(1_000),
+        by: "alice".into(),
+    };
+    {
+        let mut db = Database::open(&dir).expect("open");
+        for change in [
+            Change::Ban(kept_user.clone()),
+            Change::Ban(kept_net.clone()),
+            Change::Ban(expiring),
+            Change::Ban(lifted),
+            Change::Lift(4),
+            Change::Block(forever.clone()),
+            Change::Block(expiring_block),
+            Change::Block(Block {
+                project: "gone".into(),
+                until_ms: None,
+                by: "x".into(),
+            }),
+            Change::Unblock("gone".into()),
+        ] {
+            db.write_ban_change(&change).expect("write");
+        }
+    }
+    let mut db = Database::open(&dir).expect("reopen");
+    let (bans, blocks) = db.load_bans(1_000).expect("load");
+    assert_eq!(bans, [kept_user, kept_net]);
+    assert_eq!(blocks, [forever]);
+    let count: i64 = db
+        .connection
+        .query_row("SELECT count(*) FROM bans", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(count, 2, "expired rows were deleted");
 }
 
 /// How many chunk rows `room` has on disk.

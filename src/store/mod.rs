@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
+use crate::admin::bans::{Ban, Block, Change};
 use crate::engine::{Batch, SavedVariable, StoredRead};
 use crate::error_log::ErrorLog;
 use db::Database;
@@ -50,6 +51,11 @@ pub enum Request {
     Load(Box<str>),
     Save(Batch),
     Read(u64, ReadRequest),
+    /// A change to the admin API's bans or blocks, answered by [`Reply::BansWritten`] with
+    /// this id (a failure is logged too).
+    Bans(Change, u64),
+    /// Bans and blocks expired by this time (Unix ms) are deleted; not answered.
+    ExpireBans(u64),
 }
 
 pub enum Reply {
@@ -60,6 +66,8 @@ pub enum Reply {
     SaveFailed(Batch),
     /// The answer to `Request::Read` with this id.
     Read(u64, StoredRead),
+    /// The answer to `Request::Bans` with this id: whether the change was written.
+    BansWritten(u64, bool),
 }
 
 /// Counters for logs and metrics.
@@ -80,6 +88,8 @@ pub struct Store {
     /// The batch out, by its variable count; the next one waits for its answer.
     saving: Option<usize>,
     pub stats: StoreStats,
+    /// The bans and blocks read at open, until the loop takes them.
+    loaded_bans: (Vec<Ban>, Vec<Block>),
     _lock: DirLock,
 }
 
@@ -93,6 +103,7 @@ impl Store {
         let lock = DirLock::acquire(dir)?;
         let mut database = Database::open(dir)?;
         database.set_history_cap(settings.history);
+        let loaded_bans = database.load_bans(unix_ms())?;
         info!("storing variables in {}", dir.join(db::FILE_NAME).display());
         let (request_tx, request_rx) = mpsc::sync_channel(REQUEST_CAPACITY);
         let (reply_tx, reply_rx) = mpsc::channel();
@@ -106,6 +117,7 @@ impl Store {
             thread: Some(thread),
             saving: None,
             stats: StoreStats::default(),
+            loaded_bans,
             _lock: lock,
         })
     }
@@ -118,6 +130,23 @@ impl Store {
     /// Asks for a read of the HTTP API; false when the thread has too much to do right now.
     pub fn request_read(&mut self, id: u64, read: ReadRequest) -> bool {
         self.send(Request::Read(id, read)).is_ok()
+    }
+
+    /// The bans and blocks in force when the store was opened (once; empty after).
+    pub fn take_bans(&mut self) -> (Vec<Ban>, Vec<Block>) {
+        std::mem::take(&mut self.loaded_bans)
+    }
+
+    /// Hands over a change of the bans or blocks ([`Reply::BansWritten`] with `id` follows);
+    /// false when the thread has too much to do right now (the change is then not made).
+    pub fn write_bans(&mut self, change: Change, id: u64) -> bool {
+        self.send(Request::Bans(change, id)).is_ok()
+    }
+
+    /// Asks for the bans and blocks expired by `now_ms` to be deleted; a refusal is harmless
+    /// (they are deleted at the next start, or the next time).
+    pub fn expire_bans(&mut self, now_ms: u64) {
+        let _ = self.send(Request::ExpireBans(now_ms));
     }
 
     /// Whether a batch is out; the next one waits for its answer.
@@ -140,7 +169,7 @@ impl Store {
                 Ok(())
             }
             Err(Request::Save(batch)) => Err(batch),
-            Err(Request::Load(_) | Request::Read(..)) => Err(Batch::default()),
+            Err(_) => Err(Batch::default()),
         }
     }
 
@@ -166,7 +195,7 @@ impl Store {
             }
             Reply::Loaded(..) => self.stats.rooms_loaded += 1,
             Reply::LoadFailed(_) => self.stats.load_failures += 1,
-            Reply::Read(..) => {}
+            Reply::Read(..) | Reply::BansWritten(..) => {}
         }
     }
 
@@ -192,7 +221,7 @@ impl Store {
                 Ok(())
             }
             Err(mpsc::SendError(Request::Save(batch))) => Err(batch),
-            Err(mpsc::SendError(Request::Load(_) | Request::Read(..))) => Err(Batch::default()),
+            Err(mpsc::SendError(_)) => Err(Batch::default()),
         }
     }
 
@@ -267,6 +296,19 @@ impl Worker {
                 std::thread::sleep(self.settings.delay);
             }
             let reply = match request {
+                Request::Bans(change, id) => match self.database.write_ban_change(&change) {
+                    Ok(()) => Reply::BansWritten(id, true),
+                    Err(e) => {
+                        self.errors.log(Instant::now(), &e);
+                        Reply::BansWritten(id, false)
+                    }
+                },
+                Request::ExpireBans(now_ms) => {
+                    if let Err(e) = self.database.delete_expired_bans(now_ms) {
+                        self.errors.log(Instant::now(), &e);
+                    }
+                    continue;
+                }
                 Request::Read(id, read) => Reply::Read(id, self.read(read)),
                 Request::Load(room) => match self.database.load(&room) {
                     Ok((variables, seq)) => Reply::Loaded(room, variables, seq),
@@ -313,6 +355,14 @@ impl Worker {
                 .database
                 .load(&room)
                 .map(|(variables, _)| StoredRead::Variables(variables)),
+            ReadRequest::Rooms {
+                skip,
+                count,
+                in_memory,
+            } => self
+                .database
+                .rooms_page(skip, count, &in_memory)
+                .map(StoredRead::Rooms),
         };
         result.unwrap_or_else(|e| {
             self.errors.log(Instant::now(), &e);
@@ -331,4 +381,11 @@ impl Worker {
             Err(e) => self.errors.log(Instant::now(), &e),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch by the wall clock (0 before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

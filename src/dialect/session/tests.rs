@@ -315,3 +315,108 @@ fn legacy_violations() {
     let mismatch = r#"{"kind":"handshake","room":"42","username":"new","variables":{"☁ b":"1"}}"#;
     assert_eq!(code(w.send(&mut other, mismatch).0), Some(4001));
 }
+
+/// A policy with `bob` banned and project 43 blocked through the admin API.
+fn admin_policy() -> Policy {
+    use crate::admin::bans::{Ban, Banned, Block, Change};
+    let mut policy = Policy::default();
+    let ban = Ban {
+        id: 1,
+        who: Banned::User("BoB".into()),
+        until_ms: u64::MAX,
+        reason: String::new(),
+        by: "op".into(),
+    };
+    let block = Block {
+        project: "43".into(),
+        until_ms: None,
+        by: "op".into(),
+    };
+    for change in [Change::Ban(ban), Change::Block(block)] {
+        policy.bans.apply(change).expect("room in the book");
+    }
+    policy
+}
+
+#[test]
+fn a_banned_user_is_refused_in_each_dialects_denied_form() {
+    let mut w = World::with_policy(admin_policy());
+    let scratch = r#"{"method":"handshake","project_id":"42","user":"bob"}"#;
+    let legacy = r#"{"kind":"handshake","room":"42","username":"Bob","variables":{}}"#;
+    for hello in [scratch, legacy] {
+        let mut s = w.session(1);
+        let (outcome, _) = w.send(&mut s, hello);
+        assert_eq!(
+            outcome,
+            Outcome::Close(Reason::Username(crate::policy::UsernameProblem::Banned))
+        );
+        assert_eq!(
+            s.farewell(Reason::Username(crate::policy::UsernameProblem::Banned)),
+            4002
+        );
+    }
+    let mut s = Session::new(
+        ClientId(2),
+        Route::World("42".into()),
+        &w.policy,
+        Instant::now(),
+    );
+    let (outcome, _) = w.send(&mut s, r#"["authenticate",1,{"username":"BOB"}]"#);
+    let Outcome::Close(reason) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(s.farewell(reason), 4002);
+    let told: Vec<String> = s
+        .outbox()
+        .messages()
+        .map(|m| String::from_utf8_lossy(&m).into_owned())
+        .collect();
+    assert_eq!(told, [r#"["error",{"code":"auth.denied"}]"#]);
+    let mut s = w.session(3);
+    let (outcome, _) = w.send(&mut s, r#"{"kind":"HELLO","username":"bob"}"#);
+    let Outcome::Close(reason) = outcome else {
+        panic!("{outcome:?}")
+    };
+    s.farewell(reason);
+    let told: Vec<String> = s
+        .outbox()
+        .messages()
+        .map(|m| String::from_utf8_lossy(&m).into_owned())
+        .collect();
+    assert!(
+        told.iter()
+            .any(|m| m.contains(r#""kind":"USER""#) && m.contains("username_banned")),
+        "{told:?}"
+    );
+    assert!(w.engine.variables("42").is_empty() && w.engine.room_key("42").is_none());
+    let mut s = w.session(4);
+    let alice = r#"{"method":"handshake","project_id":"42","user":"alice"}"#;
+    assert_eq!(
+        w.send(&mut s, alice).0,
+        Outcome::Joined,
+        "others still join"
+    );
+}
+
+#[test]
+fn a_project_blocked_at_runtime_is_refused_like_a_configured_block() {
+    let mut w = World::with_policy(admin_policy());
+    let mut s = w.session(1);
+    let hello = r#"{"method":"handshake","project_id":"43","user":"alice"}"#;
+    assert_eq!(code(w.send(&mut s, hello).0), Some(4004));
+    let mut s = Session::new(
+        ClientId(2),
+        Route::World("43".into()),
+        &w.policy,
+        Instant::now(),
+    );
+    let mut ctx = SessionContext {
+        engine: &mut w.engine,
+        policy: &w.policy,
+        parser: &mut w.parser,
+        users: &mut w.users,
+        reconnects: &mut w.reconnects,
+        now: Instant::now(),
+    };
+    assert_eq!(s.on_open(&mut ctx), Outcome::Close(Reason::RoomRefused));
+}

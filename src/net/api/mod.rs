@@ -6,6 +6,9 @@
 //! project id is the one the client sends in the Scratch handshake, which is the engine's room
 //! id as it is: `/logs?projectid=123` reads room `123`.
 
+pub mod admin;
+pub mod admin_attempts;
+pub mod admin_request;
 pub mod counts;
 pub mod rate;
 pub mod reply;
@@ -16,11 +19,13 @@ pub use counts::ApiCounts;
 pub use rate::ApiRate;
 pub use reply::{Body, Reply};
 
-/// What the loop keeps for the API: the per-address limit and the request counts.
+/// What the loop keeps for the API: the per-address limit, the request counts, and the admin
+/// API's operators and failed attempts.
 #[derive(Debug, Default)]
 pub struct ApiState {
     pub rate: ApiRate,
     pub counts: ApiCounts,
+    pub admin: admin::AdminState,
 }
 
 /// The page `/cloudmonitor/<id>` serves, one file with everything inline.
@@ -42,6 +47,9 @@ pub enum Endpoint {
     Api,
     /// `/cloudmonitor/<id>`.
     Monitor,
+    /// `/admin` and `/admin/...` (see `admin::AdminPath`; never returned by [`Endpoint::of`]:
+    /// admin paths are routed before the public API's).
+    Admin,
 }
 
 impl Endpoint {
@@ -65,6 +73,7 @@ impl Endpoint {
             Endpoint::Logs => "logs",
             Endpoint::Api => "api",
             Endpoint::Monitor => "cloudmonitor",
+            Endpoint::Admin => "admin",
         }
     }
 }
@@ -88,6 +97,8 @@ pub fn route(endpoint: Endpoint, method: &str, target: &str, policy: &Policy) ->
             Routed::Reply(Reply::method_not_allowed(endpoint))
         }
         Endpoint::Monitor if !reads => Routed::Reply(Reply::method_not_allowed(endpoint)),
+        // Routed by `admin::route_admin`, behind its token.
+        Endpoint::Admin => Routed::Reply(Reply::page_not_found()),
         Endpoint::Logs => match logs_query(query) {
             Ok(logs) => allowed(logs, policy),
             Err(error) => Routed::Reply(error.reply()),
@@ -118,7 +129,11 @@ pub fn route(endpoint: Endpoint, method: &str, target: &str, policy: &Policy) ->
 
 /// The query, or 404 when the operator blocks its project or does not allow it.
 fn allowed(query: Query, policy: &Policy) -> Routed {
-    let (Query::Logs { project, .. } | Query::Variables { project }) = &query;
+    let project = match &query {
+        Query::Logs { project, .. } | Query::Variables { project } => project,
+        // The admin API reaches every room, blocked ones included.
+        Query::Admin { .. } => return Routed::Query(query),
+    };
     if policy.project_allowed(project) {
         Routed::Query(query)
     } else {

@@ -102,7 +102,7 @@ impl ApiRate {
 }
 
 /// IPv4 addresses as they are (also when mapped into IPv6), IPv6 by their /64.
-fn bucket_key(ip: IpAddr) -> IpAddr {
+pub(super) fn bucket_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         v4 @ IpAddr::V4(_) => v4,
         IpAddr::V6(v6) => {

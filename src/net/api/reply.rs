@@ -1,7 +1,8 @@
 //! The HTTP API's responses: JSON with CORS for any origin (reads only) and no caching, the
-//! monitor page with a Content-Security-Policy that allows nothing from outside, and whether
-//! the connection stays open after them.
+//! monitor and admin pages with a Content-Security-Policy that allows nothing from outside, and
+//! whether the connection stays open after them. Admin answers never carry CORS headers.
 
+use super::admin::ADMIN_PAGE;
 use super::{Endpoint, MONITOR_PAGE};
 
 /// Headers every API response has: nothing is cached (the values change), nothing is sniffed
@@ -17,6 +18,13 @@ const PREFLIGHT_HEADERS: &str = "Access-Control-Allow-Origin: *\r\nAccess-Contro
 /// The monitor page may run its own inline script and style and talk to this server only.
 const MONITOR_CSP: &str = "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n";
 
+/// The admin console may run its own inline script and style and talk to this server only;
+/// no frame may hold it (clickjacking), no form may leave it.
+const ADMIN_CSP: &str = "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n";
+
+/// A 401's challenge: the admin API takes bearer tokens.
+const CHALLENGE: &str = "WWW-Authenticate: Bearer\r\n";
+
 /// An API response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
@@ -29,6 +37,8 @@ pub struct Reply {
     /// A JSON answer any page may read (CORS): the answers to reads (GET, HEAD, OPTIONS)
     /// only, see [`Reply::for_method`].
     pub public: bool,
+    /// A 401 of the admin API: says which scheme it takes (`WWW-Authenticate: Bearer`).
+    pub challenge: bool,
 }
 
 /// What a reply carries.
@@ -38,6 +48,8 @@ pub enum Body {
     Json(String),
     /// The monitor page.
     Monitor,
+    /// The admin console page.
+    AdminPage,
     /// Plain text (the monitor path's 404 and 405).
     Text(&'static str),
     /// Nothing: a preflight's 204.
@@ -52,6 +64,7 @@ impl Reply {
             retry_after: None,
             allow: None,
             public: true,
+            challenge: false,
         }
     }
 
@@ -66,6 +79,11 @@ impl Reply {
     /// 200 with this JSON.
     pub fn json(body: String) -> Self {
         Reply::new(200, Body::Json(body))
+    }
+
+    /// A JSON answer with another status than 200 (the admin API's).
+    pub fn with_status(status: u16, body: String) -> Self {
+        Reply::new(status, Body::Json(body))
     }
 
     /// An error as JSON: `{"error": message, "parameter": parameter}`. The texts are ours
@@ -95,6 +113,23 @@ impl Reply {
         }
     }
 
+    /// 401 of the admin API: no operator's token.
+    pub fn unauthorized() -> Self {
+        Reply {
+            challenge: true,
+            public: false,
+            ..Reply::json_error(401, "an operator's bearer token is required", None)
+        }
+    }
+
+    /// The admin console.
+    pub fn admin_page() -> Self {
+        Reply {
+            public: false,
+            ..Reply::new(200, Body::AdminPage)
+        }
+    }
+
     pub fn preflight() -> Self {
         Reply::new(204, Body::Preflight)
     }
@@ -109,14 +144,16 @@ impl Reply {
 
     pub fn method_not_allowed(endpoint: Endpoint) -> Self {
         let reply = match endpoint {
-            Endpoint::Monitor => Reply::new(405, Body::Text("method not allowed\n")),
+            Endpoint::Monitor | Endpoint::Admin => {
+                Reply::new(405, Body::Text("method not allowed\n"))
+            }
             Endpoint::Logs | Endpoint::Api => {
                 Reply::json_error(405, "only GET, HEAD and OPTIONS are answered", None)
             }
         };
         Reply {
             allow: Some(match endpoint {
-                Endpoint::Monitor => "GET, HEAD",
+                Endpoint::Monitor | Endpoint::Admin => "GET, HEAD",
                 Endpoint::Logs | Endpoint::Api => "GET, HEAD, OPTIONS",
             }),
             ..reply
@@ -133,6 +170,7 @@ impl Reply {
                 json.as_str(),
             ),
             Body::Monitor => ("text/html; charset=utf-8", MONITOR_CSP, MONITOR_PAGE),
+            Body::AdminPage => ("text/html; charset=utf-8", ADMIN_CSP, ADMIN_PAGE),
             Body::Text(text) => ("text/plain; charset=utf-8", "", *text),
             Body::Preflight => ("", PREFLIGHT_HEADERS, ""),
         };
@@ -156,6 +194,9 @@ impl Reply {
         if let Some(allow) = self.allow {
             head.push_str(&format!("Allow: {allow}\r\n"));
         }
+        if self.challenge {
+            head.push_str(CHALLENGE);
+        }
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
         if include_body && self.status != 204 {
@@ -170,9 +211,17 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         204 => "No Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
         429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Unknown",
     }

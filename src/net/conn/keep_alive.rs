@@ -17,6 +17,7 @@ use log::debug;
 
 use super::{Conn, LoopContext, Phase, Status};
 use crate::net::admission::Ask;
+use crate::net::api::admin::AdminPath;
 use crate::net::api::{Endpoint, Reply};
 use crate::net::head_reader::HeadReader;
 use crate::net::http::{Request, Response};
@@ -30,6 +31,10 @@ pub(super) struct Requests {
     served: u32,
     /// The read the loop is answering, and how to send its answer.
     awaiting: Option<Awaiting>,
+    /// An operator's admin request whose body is being read (`admin_body.rs`).
+    pub(super) pending_body: Option<super::admin_body::PendingBody>,
+    /// The audit line of the admin request the loop is answering, written with its status.
+    pub(super) audit: Option<super::admin_body::Audit>,
 }
 
 /// How to send the answer of a read the loop is answering.
@@ -57,7 +62,9 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         let reply = match answer {
             Answer::Json(json) => Reply::json(json),
             Answer::Unavailable => Reply::unavailable(),
+            Answer::Status { status, json } => Reply::with_status(status, json),
         };
+        self.log_audit(reply.status);
         self.send_api_reply(
             &reply,
             awaiting.endpoint,
@@ -69,14 +76,31 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.status()
     }
 
+    /// Whether the loop's answer to this connection's request is still awaited: false once
+    /// its deadline answered 503 or it closed, so a late admin action is not carried out.
+    pub fn awaits_answer(&self) -> bool {
+        self.requests.awaiting.is_some()
+    }
+
     /// Whether the connection stays open after answering `request`. Never after a request
-    /// that has (or may have) a body, nor after a method other than the reads': no body is
-    /// read, so what follows the head would be taken for the next request — behind a proxy
-    /// that reuses its connections, a request smuggled in by the client, naming any address.
-    pub(super) fn keeps_alive(&self, request: &Request, ctx: &LoopContext<'_>) -> bool {
+    /// that has (or may have) a body that was not read (`body_read`: an operator's admin
+    /// request, read to its `Content-Length`), nor after a method other than the reads' outside
+    /// the admin paths: what follows the head would be taken for the next request — behind a
+    /// proxy that reuses its connections, a request smuggled in by the client, naming any
+    /// address.
+    pub(super) fn keeps_alive(
+        &self,
+        request: &Request,
+        body_read: bool,
+        ctx: &LoopContext<'_>,
+    ) -> bool {
+        let nothing_unread = if AdminPath::of(&request.path).is_some() {
+            body_read || !request.carries_body
+        } else {
+            !request.carries_body && matches!(request.method.as_str(), "GET" | "HEAD" | "OPTIONS")
+        };
         !request.closes
-            && !request.carries_body
-            && matches!(request.method.as_str(), "GET" | "HEAD" | "OPTIONS")
+            && nothing_unread
             && self.requests.served + 1 < ctx.settings.max_requests_per_connection
     }
 
@@ -110,6 +134,21 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         head_length: usize,
         ctx: &mut LoopContext<'_>,
     ) {
+        if endpoint == Endpoint::Admin && reply.public {
+            // Admin answers are never readable by another site's page (no CORS headers).
+            let private = Reply {
+                public: false,
+                ..reply.clone()
+            };
+            return self.send_api_reply(
+                &private,
+                endpoint,
+                include_body,
+                keep_alive,
+                head_length,
+                ctx,
+            );
+        }
         ctx.api.counts.count(endpoint, reply.status);
         self.requests.served = self.requests.served.saturating_add(1);
         let bytes = reply.to_bytes(include_body, keep_alive);
@@ -167,6 +206,7 @@ impl<S: Read + Write + HalfClose> Conn<S> {
     pub(super) fn http_deadline(&mut self, ctx: &mut LoopContext<'_>) {
         if let Some(awaiting) = self.requests.awaiting.take() {
             debug!("[{}] no answer in time: 503", self.ip_text());
+            self.log_audit(503);
             return self.send_api_reply(
                 &Reply::unavailable(),
                 awaiting.endpoint,

@@ -19,6 +19,9 @@ use crate::net::transport::{HalfClose, Transport};
 
 impl<S: Read + Write + HalfClose> Conn<S> {
     pub(super) fn read_http(&mut self, ctx: &mut LoopContext<'_>) {
+        if self.requests.pending_body.is_some() {
+            return self.read_body(ctx);
+        }
         let Phase::Http { transport, head } = &mut self.phase else {
             return;
         };
@@ -61,38 +64,8 @@ impl<S: Read + Write + HalfClose> Conn<S> {
 
     fn on_request(&mut self, request: Request, head_length: usize, ctx: &mut LoopContext<'_>) {
         let key = match self.admission.decide(&request, ctx) {
-            Verdict::Respond(response, include_body) => {
-                return self.respond(&response, include_body, ctx)
-            }
-            Verdict::Api {
-                reply,
-                endpoint,
-                include_body,
-            } => {
-                let keep_alive = self.keeps_alive(&request, ctx);
-                return self.send_api_reply(
-                    &reply,
-                    endpoint,
-                    include_body,
-                    keep_alive,
-                    head_length,
-                    ctx,
-                );
-            }
-            Verdict::Ask(ask) => {
-                if let Ask::Query {
-                    endpoint,
-                    include_body,
-                    ..
-                } = &ask
-                {
-                    let keep_alive = self.keeps_alive(&request, ctx);
-                    self.await_answer(*endpoint, *include_body, keep_alive, head_length, ctx);
-                }
-                self.ask = Some(ask);
-                return;
-            }
             Verdict::Upgrade(key) => key,
+            verdict => return self.act(verdict, &request, head_length, false, ctx),
         };
         let settings = ctx.settings;
         let Phase::Http {
@@ -128,7 +101,8 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         self.deadline = Some(ctx.now + window);
         self.next_ping = ctx.now + settings.ping_interval;
         info!("[{}] connected", self.ip_text());
-        if let Some(reason) = admission::refusal(&request, settings, ctx.over_capacity) {
+        let banned = self.admission.address_banned(ctx.policy);
+        if let Some(reason) = admission::refusal(&request, settings, ctx.over_capacity, banned) {
             return self.close(reason, ctx);
         }
         if !leftover_allowed {
@@ -141,6 +115,45 @@ impl<S: Read + Write + HalfClose> Conn<S> {
         // for them.
         self.read_websocket(ctx);
         self.flush(ctx.now);
+    }
+
+    /// Carries out what admission decided for a request that is not an upgrade. `head_length`
+    /// is where the next request starts (after the body, when one was read: `body_read`).
+    pub(super) fn act(
+        &mut self,
+        verdict: Verdict<'_>,
+        request: &Request,
+        head_length: usize,
+        body_read: bool,
+        ctx: &mut LoopContext<'_>,
+    ) {
+        match verdict {
+            Verdict::Respond(response, include_body) => self.respond(&response, include_body, ctx),
+            Verdict::Api {
+                reply,
+                endpoint,
+                include_body,
+            } => {
+                let keep_alive = self.keeps_alive(request, body_read, ctx);
+                self.send_api_reply(&reply, endpoint, include_body, keep_alive, head_length, ctx);
+            }
+            Verdict::Ask(ask) => {
+                if let Ask::Query {
+                    query,
+                    endpoint,
+                    include_body,
+                } = &ask
+                {
+                    let keep_alive = self.keeps_alive(request, body_read, ctx);
+                    self.await_answer(*endpoint, *include_body, keep_alive, head_length, ctx);
+                    self.audit_admin(query);
+                }
+                self.ask = Some(ask);
+            }
+            Verdict::AdminBody(length) => self.start_body(request, head_length, length, ctx),
+            // Handled by `on_request`.
+            Verdict::Upgrade(_) => {}
+        }
     }
 
     pub(super) fn respond(

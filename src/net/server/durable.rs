@@ -228,6 +228,26 @@ impl Server {
                     self.finish_read(id, read);
                     continue;
                 }
+                Answer::Store(Reply::BansWritten(id, written))
+                | Answer::Cluster(Event::ControlDone(id, written)) => {
+                    self.finish_change(id, written);
+                    continue;
+                }
+                Answer::Cluster(Event::Bans(bans, blocks)) => {
+                    self.install_bans(bans, blocks);
+                    continue;
+                }
+                Answer::Cluster(Event::Control(message)) => {
+                    self.on_control(message, now);
+                    continue;
+                }
+                Answer::Cluster(Event::Resubscribed) => {
+                    // Control messages may have been missed while the subscription was down.
+                    if let Some(Durable::Cluster(cluster, _)) = &mut self.durable {
+                        cluster.request_bans();
+                    }
+                    Answer::Cluster(Event::Resubscribed)
+                }
                 other => other,
             };
             let Some(durable) = &mut self.durable else {
@@ -250,6 +270,10 @@ impl Server {
 
     fn resume_waiters(&mut self, waiters: Vec<ClientId>, now: Instant) {
         for client in waiters {
+            // An admin request that waited for its room is carried out now.
+            if self.resume_admin(client, now) {
+                continue;
+            }
             self.serve_client(client, now, |conn, ctx| conn.resume(ctx));
         }
     }
@@ -329,7 +353,12 @@ impl BackendLink {
             BackendLink::Store(store) => match store.wait_reply(timeout) {
                 Some(Reply::Saved(batch)) => Waited::Saved(batch, true),
                 Some(Reply::SaveFailed(batch)) => Waited::Saved(batch, false),
-                Some(Reply::Loaded(..) | Reply::LoadFailed(_) | Reply::Read(..)) => Waited::Other,
+                Some(
+                    Reply::Loaded(..)
+                    | Reply::LoadFailed(_)
+                    | Reply::Read(..)
+                    | Reply::BansWritten(..),
+                ) => Waited::Other,
                 None => Waited::Nothing,
             },
             // Reading the other events keeps the subscriber (and so the command thread) from

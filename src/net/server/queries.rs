@@ -20,7 +20,7 @@ pub(crate) const MAX_READS_OUT: usize = 64;
 
 /// A query waiting for the backend's read.
 #[derive(Debug)]
-enum Waiting {
+pub(super) enum Waiting {
     /// The backend reads a page of `room`'s history (see [`LogsPlan::Read`]): the answer is
     /// the entries of `recent` still in memory merged with what it read, `limit` at most.
     Logs {
@@ -32,16 +32,23 @@ enum Waiting {
     },
     /// The backend reads the variables of `project`, a room not in memory.
     Variables { project: Box<str> },
+    /// A request of the admin API (`admin_rooms.rs`).
+    Admin(super::admin_rooms::AdminWait),
+    /// A ban or block change waiting for the backend to write it (`admin_bans.rs`).
+    Change(super::admin_bans::ChangeWait),
 }
 
 /// Queries out to the backend, and answers ready to be taken.
 #[derive(Debug, Default)]
 pub(super) struct Queries {
-    next_id: u64,
-    waiting: HashMap<u64, (ClientId, Waiting)>,
-    ready: Vec<(ClientId, Answer)>,
+    pub(super) next_id: u64,
+    pub(super) waiting: HashMap<u64, (ClientId, Waiting)>,
+    pub(super) ready: Vec<(ClientId, Answer)>,
     /// Queries answered `Unavailable` because [`MAX_READS_OUT`] reads were out.
     pub refused: u64,
+    /// Admin requests waiting for their room to be loaded, by the connection that asked
+    /// (one request at a time each): carried out again when the loop resumes it.
+    pub admin_loads: HashMap<ClientId, (String, crate::admin::AdminRequest)>,
 }
 
 /// What answering a `/logs` query takes, given the room's entries in memory.
@@ -106,6 +113,9 @@ impl Server {
                 limit,
             } => self.start_logs(client, &project, offset, limit),
             Query::Variables { project } => self.start_variables(client, &project),
+            Query::Admin { operator, request } => {
+                self.start_admin(client, &operator, request, _now)
+            }
         }
     }
 
@@ -114,7 +124,8 @@ impl Server {
         std::mem::take(&mut self.queries.ready)
     }
 
-    fn start_logs(
+    /// A `/logs` page of `project`'s room (the admin API's room history asks the same).
+    pub(super) fn start_logs(
         &mut self,
         client: ClientId,
         project: &str,
@@ -189,7 +200,7 @@ impl Server {
 
     /// Hands `read` to the backend; `Unavailable` at once when it cannot take it, or when
     /// [`MAX_READS_OUT`] reads are out already.
-    fn send_read(
+    pub(super) fn send_read(
         &mut self,
         client: ClientId,
         read: ReadRequest,
@@ -277,6 +288,7 @@ impl Server {
                 };
                 Answer::Json(json)
             }
+            (Waiting::Admin(wait), read) => self.finish_admin_read(client, wait, read),
             _ => Answer::Unavailable,
         };
         self.queries.ready.push((client, answer));

@@ -11,6 +11,7 @@ use log::{error, info, warn};
 use super::projects::build_rules;
 use super::setup::build_policy;
 use super::Server;
+use crate::admin::tokens::AdminTokens;
 use crate::config;
 
 /// Settings that take effect at once on reload: the ones the policy holds.
@@ -30,6 +31,8 @@ const LIVE: &[&str] = &[
     "max-rooms-per-connection",
     // Scratch clients that join after the reload read the new format.
     "relay-user",
+    // The operators are read again (`reload_admin_tokens`); `admin-listen` needs a restart.
+    "admin-tokens",
 ];
 
 /// How a setting without a value shows in a reload's log line.
@@ -80,6 +83,52 @@ fn settings_by_key(text: &str) -> std::collections::BTreeMap<String, &str> {
     settings
 }
 
+impl Server {
+    /// Reads `--admin-tokens` again: a removed operator's token is refused from now on (open
+    /// connections included: every request is checked). A file that cannot be read or holds a
+    /// bad line keeps the operators in force; no file configured turns the admin API off.
+    fn reload_admin_tokens(&mut self, config: &config::Config) {
+        let Some(path) = &config.admin_tokens else {
+            self.api.admin.tokens_path = None;
+            if self.api.admin.tokens.take().is_some() {
+                warn!("reload: no --admin-tokens any more: the admin API is off");
+            }
+            return;
+        };
+        self.api.admin.tokens_path = Some(path.clone());
+        self.reload_admin_tokens_file(path);
+    }
+
+    /// A configuration that does not load must not keep a revoked token valid until it is
+    /// fixed: the tokens file in force (its last known path) is read again all the same.
+    fn reload_last_admin_tokens(&mut self) {
+        if self.api.admin.tokens.is_none() {
+            return;
+        }
+        if let Some(path) = self.api.admin.tokens_path.clone() {
+            warn!(
+                "reload: re-reading --admin-tokens {} all the same",
+                path.display()
+            );
+            self.reload_admin_tokens_file(&path);
+        }
+    }
+
+    fn reload_admin_tokens_file(&mut self, path: &std::path::Path) {
+        match AdminTokens::load(path) {
+            Ok(tokens) => {
+                super::setup::warn_if_readable_by_others(path);
+                info!(
+                    "reload: admin operators: {}",
+                    tokens.names().collect::<Vec<_>>().join(", ")
+                );
+                self.api.admin.tokens = Some(tokens);
+            }
+            Err(e) => error!("reload: keeping the admin operators in force: --admin-tokens {e}"),
+        }
+    }
+}
+
 pub(super) struct Reload {
     args: Vec<OsString>,
     /// `--print-config` of the configuration in force.
@@ -120,17 +169,22 @@ impl Server {
         let loaded = match config::load(reload.args.clone()) {
             Ok(loaded) => loaded,
             Err(config::LoadError::File(e)) => {
-                return error!("reload failed, keeping the running configuration: {e}");
+                error!("reload failed, keeping the running configuration: {e}");
+                return self.reload_last_admin_tokens();
             }
             Err(config::LoadError::Args(e)) => {
                 let message = e.to_string();
                 let first = message.lines().next().unwrap_or_default();
-                return error!("reload failed, keeping the running configuration: {first}");
+                error!("reload failed, keeping the running configuration: {first}");
+                return self.reload_last_admin_tokens();
             }
         };
-        let policy = match build_policy(&loaded.config) {
+        let mut policy = match build_policy(&loaded.config) {
             Ok(policy) => policy,
-            Err(e) => return error!("reload failed, keeping the running configuration: {e}"),
+            Err(e) => {
+                error!("reload failed, keeping the running configuration: {e}");
+                return self.reload_last_admin_tokens();
+            }
         };
         let described = loaded.describe();
         let changes = changed_settings(&reload.described, &described);
@@ -161,9 +215,12 @@ impl Server {
             changed += 1;
         }
         self.engine.set_rules(build_rules(&loaded.config));
+        // Bans and blocks are the admin API's state, not the file's.
+        policy.bans = std::mem::take(&mut self.policy.bans);
         self.policy = policy;
         reload.described = described;
         reload.projects = projects;
+        self.reload_admin_tokens(&loaded.config);
         info!("reloaded the configuration: {changed} settings changed");
     }
 }

@@ -22,12 +22,15 @@ use super::{
     Bound, Listener, Server, CLUSTER, HOUSEKEEPING_PERIOD, LISTENERS, METRICS_LISTENER,
     OVERFLOW_SLOTS, RELOAD, SIGNALS, STORE,
 };
+use crate::admin::tokens::AdminTokens;
 use crate::config::{Config, TrustedProxies};
 use crate::dialect;
 use crate::dialect::json::JsonParser;
 use crate::dialect::{Reconnects, Users};
 use crate::engine::{Engine, Limits};
 use crate::metrics::Metrics;
+use crate::net::admission::AdminListener;
+use crate::net::api::admin::AdminState;
 use crate::net::api::{ApiRate, ApiState};
 use crate::net::fd_limit;
 use crate::net::loop_context::ConnSettings;
@@ -71,20 +74,29 @@ impl std::error::Error for StartError {}
 impl Server {
     /// Binds the listener and prepares the loop; does not serve until [`Server::run`].
     pub fn bind(config: &Config) -> Result<Server, StartError> {
-        let policy = build_policy(config)?;
+        let mut policy = build_policy(config)?;
         let max_connections =
             fd_limit::fit_connections(config.max_connections, RESERVED_FDS + OVERFLOW_SLOTS as u64);
         let tls = load_tls(config)?;
         let poll = Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
+        let admin_tokens = load_admin_tokens(config)?;
         let mut listeners = vec![Bound {
             listener: bind_listener(&config.listen, config.unix_socket_mode)?,
             tls: tls.is_some() && config.tls_listen.is_none(),
+            admin: AdminListener::No,
         }];
         if let Some(address) = &config.tls_listen {
             listeners.push(Bound {
                 listener: bind_listener(address, config.unix_socket_mode)?,
                 tls: true,
+                admin: AdminListener::No,
             });
+        }
+        for bound in &mut listeners {
+            bound.admin = admin_on_listener(&bound.listener);
+        }
+        if let Some(address) = &config.admin_listen {
+            listeners.push(bind_admin(address, tls.is_some(), config.admin_plain_http)?);
         }
         for (bound, token) in listeners.iter_mut().zip(LISTENERS) {
             match &mut bound.listener {
@@ -130,7 +142,7 @@ impl Server {
             hz => Duration::from_secs_f64(1.0 / f64::from(hz)),
         };
         // The durable backend: Redis with --cluster, else the store unless --no-persist.
-        let durable = if let Some(url) = &config.cluster {
+        let mut durable = if let Some(url) = &config.cluster {
             let waker = mio::Waker::new(poll.registry(), CLUSTER)
                 .map_err(|e| StartError(format!("cannot create waker: {e}")))?;
             let retention = (!config.retention.is_zero()).then_some(config.retention);
@@ -162,6 +174,7 @@ impl Server {
             let interval = config.persist_interval;
             Some(Durable::open_store(settings, interval, waker, &mut engine).map_err(StartError)?)
         };
+        install_stored_bans(&mut policy, durable.as_mut());
         let now = Instant::now();
         engine.set_history(config.history);
         // The wall-clock reading history timestamps count from (read again each second).
@@ -212,15 +225,22 @@ impl Server {
             refused_for_memory_logged: 0,
             api: ApiState {
                 rate: ApiRate::new(config.api_rate, config.api_burst),
+                admin: AdminState {
+                    tokens: admin_tokens,
+                    tokens_path: config.admin_tokens.clone(),
+                    ..AdminState::default()
+                },
                 ..ApiState::default()
             },
         })
     }
 
-    /// Each listener's address, and whether it speaks TLS.
+    /// Each listener's address, and whether it speaks TLS (not `--admin-listen`'s, which is
+    /// logged on its own).
     pub fn local_addresses(&self) -> io::Result<Vec<(BoundAddress, bool)>> {
         self.listeners
             .iter()
+            .filter(|bound| !matches!(bound.admin, AdminListener::Dedicated { .. }))
             .map(|bound| {
                 let address = match &bound.listener {
                     Listener::Tcp(l) => BoundAddress::Tcp(l.local_addr()?),
@@ -295,6 +315,8 @@ pub(super) fn build_policy(config: &Config) -> Result<Policy, StartError> {
         max_rooms_per_connection: config.max_rooms_per_connection,
         fault_rooms: config.fault_rooms.iter().cloned().collect(),
         relay_user: config.relay_user,
+        // Filled from the store or Redis once the backend is open.
+        bans: Default::default(),
     })
 }
 
@@ -344,6 +366,77 @@ fn bind_metrics(listen: &str, poll: &Poll) -> Result<TcpListener, StartError> {
         info!("metrics on http://{addr}/metrics");
     }
     Ok(listener)
+}
+
+/// `--admin-tokens`, read at start: a bad file stops the start, naming the line.
+fn load_admin_tokens(config: &Config) -> Result<Option<AdminTokens>, StartError> {
+    let Some(path) = &config.admin_tokens else {
+        if config.admin_listen.is_some() {
+            return Err(StartError(
+                "--admin-listen needs --admin-tokens (the admin API is off without operators)"
+                    .to_owned(),
+            ));
+        }
+        return Ok(None);
+    };
+    let tokens = AdminTokens::load(path).map_err(|e| StartError(format!("--admin-tokens {e}")))?;
+    warn_if_readable_by_others(path);
+    info!(
+        "admin API enabled: {} operators ({})",
+        tokens.len(),
+        tokens.names().collect::<Vec<_>>().join(", ")
+    );
+    Ok(Some(tokens))
+}
+
+/// Tokens are passwords: a file others on the machine can read gives them away.
+pub(super) fn warn_if_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(path) {
+        if metadata.permissions().mode() & 0o077 != 0 {
+            warn!(
+                "--admin-tokens {}: the file can be read by other users; chmod 600 it",
+                path.display()
+            );
+        }
+    }
+}
+
+/// A TCP listener on a loopback address answers admin paths to local clients.
+fn admin_on_listener(listener: &Listener) -> AdminListener {
+    match listener {
+        Listener::Tcp(l) if l.local_addr().is_ok_and(|a| a.ip().is_loopback()) => {
+            AdminListener::Loopback
+        }
+        _ => AdminListener::No,
+    }
+}
+
+/// The `--admin-listen` listener (TLS when a certificate is configured); registered with the
+/// other listeners.
+fn bind_admin(listen: &str, tls: bool, plain_http: bool) -> Result<Bound, StartError> {
+    let addr = tcp_address(listen)?;
+    // Bearer tokens in clear over a network are anyone's on the path.
+    if !tls && !plain_http && !addr.ip().is_loopback() {
+        return Err(StartError(format!(
+            "--admin-listen {listen}: not a loopback address, and without --tls-cert the \
+             operators' tokens would cross the network in clear: configure TLS, listen on \
+             loopback, or pass --admin-plain-http if a proxy in front terminates TLS"
+        )));
+    }
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| StartError(format!("cannot listen on {addr} for the admin API: {e}")))?;
+    if let Ok(addr) = listener.local_addr() {
+        let scheme = if tls { "https" } else { "http" };
+        info!("admin API on {scheme}://{addr}/admin");
+    }
+    Ok(Bound {
+        listener: Listener::Tcp(listener),
+        tls,
+        admin: AdminListener::Dedicated {
+            loopback: addr.ip().is_loopback(),
+        },
+    })
 }
 
 /// `--listen` as an operator types it: `HOST:PORT` (a name such as `localhost` is resolved),
@@ -425,6 +518,33 @@ fn ignore_file_size_signal() -> Result<(), StartError> {
     )
     .map(|_| ())
     .map_err(|e| StartError(format!("cannot handle SIGXFSZ: {e}")))
+}
+
+/// The admin API's bans and blocks as the backend holds them, before anything is served: the
+/// store's, read at open; Redis's arrive when its command thread connects. In a cluster, new
+/// ban ids carry a part of the node's id, so two nodes do not give the same one.
+fn install_stored_bans(policy: &mut Policy, durable: Option<&mut Durable>) {
+    match durable {
+        Some(Durable::Store(store, _)) => {
+            let (bans, blocks) = store.take_bans();
+            if !bans.is_empty() || !blocks.is_empty() {
+                info!(
+                    "{} bans and {} project blocks in force",
+                    bans.len(),
+                    blocks.len()
+                );
+            }
+            policy.bans.replace_all(bans, blocks);
+        }
+        Some(Durable::Cluster(cluster, _)) => {
+            let salt = cluster
+                .node_id()
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+            policy.bans.set_id_salt(salt);
+        }
+        None => {}
+    }
 }
 
 /// Milliseconds since the Unix epoch by the wall clock (0 before it).
