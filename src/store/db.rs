@@ -36,17 +36,8 @@ const APPLICATION_ID: i64 = 0x5354_5254;
 /// The schema this release writes; later releases migrate from it.
 const SCHEMA_VERSION: i64 = 2;
 
-const SCHEMA: &str = "
-    CREATE TABLE variables (
-        room TEXT NOT NULL,
-        name TEXT NOT NULL,
-        value TEXT NOT NULL,
-        is_number INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL,
-        user TEXT NOT NULL DEFAULT '',
-        changed_ms INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (room, name)
-    ) WITHOUT ROWID;
+/// History, as chunks (`chunks.rs`): the same in a new file and in the migration from 1.
+const HISTORY_TABLE: &str = "
     CREATE TABLE history (
         room TEXT NOT NULL,
         first_seq INTEGER NOT NULL,
@@ -58,6 +49,19 @@ const SCHEMA: &str = "
     );
     CREATE UNIQUE INDEX history_by_room ON history (room, last_seq);
     CREATE INDEX history_by_time ON history (min_ms);
+";
+
+const SCHEMA: &str = "
+    CREATE TABLE variables (
+        room TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        is_number INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        user TEXT NOT NULL DEFAULT '',
+        changed_ms INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (room, name)
+    ) WITHOUT ROWID;
 ";
 
 /// The admin API's bans and runtime project blocks (schema 2). `IF NOT EXISTS`: a version-2
@@ -84,17 +88,6 @@ const MIGRATE_1_TO_2: &str = "
     ALTER TABLE variables ADD COLUMN user TEXT NOT NULL DEFAULT '';
     ALTER TABLE variables ADD COLUMN changed_ms INTEGER NOT NULL DEFAULT 0;
     UPDATE variables SET changed_ms = updated_at * 1000;
-    CREATE TABLE history (
-        room TEXT NOT NULL,
-        first_seq INTEGER NOT NULL,
-        last_seq INTEGER NOT NULL,
-        min_ms INTEGER NOT NULL,
-        max_ms INTEGER NOT NULL,
-        floor INTEGER NOT NULL,
-        entries BLOB NOT NULL
-    );
-    CREATE UNIQUE INDEX history_by_room ON history (room, last_seq);
-    CREATE INDEX history_by_time ON history (min_ms);
     PRAGMA user_version = 2;
 ";
 
@@ -184,7 +177,7 @@ impl Database {
                 return Err(format!("{}: no stored rooms yet", self.path.display()));
             }
             let create = format!(
-                "BEGIN; {SCHEMA} {ADMIN_TABLES} PRAGMA application_id = {APPLICATION_ID}; \
+                "BEGIN; {SCHEMA} {HISTORY_TABLE} {ADMIN_TABLES} PRAGMA application_id = {APPLICATION_ID}; \
                  PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             );
             return db
@@ -199,7 +192,7 @@ impl Database {
             ));
         }
         if version == 1 && !read_only {
-            let migrate = format!("BEGIN; {MIGRATE_1_TO_2} {ADMIN_TABLES} COMMIT;");
+            let migrate = format!("BEGIN; {MIGRATE_1_TO_2} {HISTORY_TABLE} {ADMIN_TABLES} COMMIT;");
             if let Err(e) = db.execute_batch(&migrate) {
                 let _ = db.execute_batch("ROLLBACK;");
                 return Err(self.error("cannot migrate the schema from version 1", e));
